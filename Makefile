@@ -1,0 +1,23 @@
+# Two entry points, each self-sufficient on a fresh machine with Python 3.11:
+#   make pipeline   -> installs (once) and runs the full pipeline on the embedded default
+#   make test       -> installs (once) and runs the whole test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+STAMP  := $(VENV)/.installed
+
+.PHONY: install pipeline test bench
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+pipeline: $(STAMP)
+	$(VENV)/bin/sftflow pipeline
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(VENV)/bin/python $$b || exit 1; done

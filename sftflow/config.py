@@ -1,0 +1,207 @@
+"""One typed settings object for every flow, task and CLI command.
+
+Values come, highest priority first, from: explicit overrides (CLI flags, flow parameters),
+environment variables prefixed ``SFTFLOW_``, a ``.env`` file in the working directory, and
+the defaults below. An invalid value fails at start with the field's name and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The public WikiLingua samples that Google's SFT codelab tunes on (the `vertex` default).
+PUBLIC_SAMPLES = "gs://github-repo/generative-ai/gemini/tuning/summarization/wikilingua"
+PUBLIC_TRAIN = f"{PUBLIC_SAMPLES}/sft_train_samples.jsonl"
+PUBLIC_VAL = f"{PUBLIC_SAMPLES}/sft_val_samples.jsonl"
+PUBLIC_TEST = f"{PUBLIC_SAMPLES}/sft_test_samples.csv"
+
+#: Base model names that each backend uses when `source_model` is not set.
+DEFAULT_SOURCE_MODEL = {"vertex": "gemini-2.5-flash", "local": "minilm-extractive"}
+
+AdapterSize = Literal[1, 2, 4, 8, 16]
+SafetyThreshold = Literal[
+    "BLOCK_NONE", "BLOCK_ONLY_HIGH", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_LOW_AND_ABOVE", "OFF"
+]
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the field and what is allowed."""
+
+
+class Settings(BaseSettings):
+    """Everything a run can be configured with. See README 'Configuration'."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SFTFLOW_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+    # --- where things run and live -------------------------------------------------------
+    backend: Literal["local", "vertex"] = Field(
+        "local", description="'local' tunes and generates on this machine; 'vertex' uses Vertex AI."
+    )
+    project: str | None = Field(None, description="Google Cloud project id (vertex backend).")
+    region: str = Field("us-central1", description="Vertex AI region.")
+    bucket: str | None = Field(
+        None,
+        description="Cloud Storage bucket (name or gs://name[/prefix]) for datasets and results. "
+        "Unset: everything is stored under local_root.",
+    )
+    local_root: Path = Field(Path(".sftflow"), description="Local storage root and work area.")
+    run_name: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="Names the run: its results live under <storage>/runs/<run_name>/.",
+    )
+
+    # --- data ----------------------------------------------------------------------------
+    train_uri: str | None = Field(None, description="Training data (chat JSONL). Default: per backend.")
+    val_uri: str | None = Field(None, description="Validation data (chat JSONL). Default: per backend.")
+    test_uri: str | None = Field(None, description="Test set (CSV input_text,output_text). Default: per backend.")
+    limit: int = Field(1000, ge=1, description="Examples kept per converted file (the codelab keeps 1000).")
+    shuffle_seed: int | None = Field(None, description="Shuffle examples with this seed before the limit.")
+    price_per_million_training_tokens: float = Field(
+        5.0,
+        ge=0,
+        description="USD per 1M training tokens, for the cost estimate. Source: Vertex AI "
+        "pricing page for Gemini 2.5 Flash supervised tuning as listed in 2025 ($5 / 1M "
+        "training tokens); not verifiable offline, so set it to your contract's price.",
+    )
+
+    # --- tuning --------------------------------------------------------------------------
+    source_model: str | None = Field(None, description="Base model. Default: per backend.")
+    epochs: int = Field(1, ge=1, le=100, description="Tuning epochs.")
+    adapter_size: AdapterSize = Field(4, description="LoRA adapter size (rank): 1, 2, 4, 8 or 16.")
+    learning_rate_multiplier: float = Field(1.0, gt=0, le=100, description="Learning-rate multiplier.")
+    tuned_model_display_name: str = Field(
+        "sftflow-summarizer", min_length=1, max_length=128, description="Display name of the tuned model."
+    )
+    poll_interval: float = Field(60.0, gt=0, description="Seconds between tuning-job polls.")
+    tuning_timeout: float = Field(4 * 3600.0, gt=0, description="Give up waiting for a job after this many seconds.")
+    cancel_job_on_interrupt: bool = Field(
+        True, description="Cancel the cloud job when the flow is cancelled or interrupted."
+    )
+    resubmit_failed: bool = Field(
+        False, description="Submit a new job when the one for this intent failed or was cancelled."
+    )
+    seed: int = Field(0, description="Seed for local tuning and sampling.")
+    local_train_budget_s: float = Field(
+        150.0, gt=0, description="Local backend: wall-clock budget for training."
+    )
+
+    # --- evaluation ----------------------------------------------------------------------
+    temperature: float = Field(0.1, ge=0, le=2, description="Generation temperature.")
+    max_output_tokens: int = Field(1024, ge=1, le=65536, description="Generation max output tokens.")
+    safety_threshold: SafetyThreshold = Field(
+        "BLOCK_ONLY_HIGH", description="Block threshold on the four harm categories."
+    )
+    samples: int = Field(50, ge=1, description="Test examples to evaluate (first N).")
+    concurrency: int = Field(8, ge=1, le=256, description="Concurrent generation requests.")
+    rpm: float = Field(300.0, gt=0, description="Generation requests per minute, at most.")
+    max_attempts: int = Field(6, ge=1, le=20, description="Tries per request on 429/5xx/timeouts.")
+    request_timeout: float = Field(120.0, gt=0, description="Seconds before one generation request times out.")
+
+    # --- Vertex connection -----------------------------------------------------------------
+    vertex_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("vertex_base_url", "SFTFLOW_VERTEX_BASE_URL"),
+        description="Base URL handed to the Google SDKs (e.g. a test server on 127.0.0.1).",
+    )
+    vertex_access_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("vertex_access_token", "SFTFLOW_VERTEX_ACCESS_TOKEN"),
+        description="Static bearer token used instead of application-default credentials. Never logged.",
+    )
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> Settings:
+        if self.backend == "vertex" and not self.project:
+            raise ValueError(
+                "project: required when backend is 'vertex' (set SFTFLOW_PROJECT or --project)"
+            )
+        if self.backend == "vertex" and not self.bucket:
+            raise ValueError(
+                "bucket: required when backend is 'vertex' — Vertex AI reads tuning data from "
+                "Cloud Storage (set SFTFLOW_BUCKET or --bucket)"
+            )
+        return self
+
+    # --- derived values ------------------------------------------------------------------
+    @property
+    def base_model(self) -> str:
+        return self.source_model or DEFAULT_SOURCE_MODEL[self.backend]
+
+    @property
+    def storage_root(self) -> str:
+        """Root URI of everything a run stores: gs://bucket[/prefix] or a local directory."""
+        if self.bucket:
+            b = self.bucket.rstrip("/")
+            return b if b.startswith("gs://") else f"gs://{b}"
+        return str(self.local_root.resolve())
+
+    @property
+    def run_root(self) -> str:
+        return f"{self.storage_root}/runs/{self.run_name}"
+
+    @property
+    def work_dir(self) -> Path:
+        """Local scratch space (downloads, checkpoints, job processes); always on this disk."""
+        return self.local_root.resolve() / "work"
+
+    def sources(self) -> dict[str, str]:
+        """Train/val/test source URIs: explicit values, else the backend's default data."""
+        if self.backend == "vertex":
+            defaults = {"train": PUBLIC_TRAIN, "val": PUBLIC_VAL, "test": PUBLIC_TEST}
+        else:
+            from sftflow.data.samples import sample_paths
+
+            defaults = sample_paths()
+        return {
+            "train": self.train_uri or defaults["train"],
+            "val": self.val_uri or defaults["val"],
+            "test": self.test_uri or defaults["test"],
+        }
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as plain data with secrets masked, fit for logs and reports."""
+        data = self.model_dump(mode="json")
+        if self.vertex_access_token is not None:
+            data["vertex_access_token"] = "**********"
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from env/.env plus overrides; `None` overrides are ignored.
+
+    Raises ConfigError with one line per invalid field: `field: problem (allowed: ...)`.
+    """
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+            lines.append(f"invalid configuration: {msg}")
+            continue
+        allowed = err.get("ctx", {}).get("expected")
+        extra = f" (allowed: {allowed})" if allowed else ""
+        value = err.get("input")
+        shown = "" if "token" in field else f", got {value!r}"
+        lines.append(f"invalid configuration: {field}: {msg}{extra}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Dataset formats, Gemini tuning rules and the embedded sample data."""
