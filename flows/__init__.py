@@ -1,0 +1,1 @@
+"""Prefect flows composing sftflow's tasks; each is also a CLI subcommand and a deployment."""

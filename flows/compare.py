@@ -1,0 +1,28 @@
+"""Flow compare: paired baseline-vs-tuned comparison with CIs, a Wilcoxon test, plots and a report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.common import settings_for
+from sftflow import layout, storage
+from tasks.evaluation import compare_results
+
+
+def results_uri(run_root: str, ref: str) -> str:
+    """A label of this run ('base', 'tuned', ...) or a results.jsonl URI/path as given."""
+    if ref.endswith(".jsonl"):
+        return ref
+    return storage.join(layout.eval_dir(run_root, ref), "results.jsonl")
+
+
+@flow(name="compare", log_prints=True)
+def compare(baseline: str = "base", tuned: str = "tuned", config: dict[str, Any] | None = None) -> dict:
+    s = settings_for(config)
+    b, t = results_uri(s.run_root, baseline), results_uri(s.run_root, tuned)
+    for uri in (b, t):
+        if not storage.exists(uri):
+            raise FileNotFoundError(f"{uri}: no results; run `sftflow evaluate` first")
+    return compare_results(b, t, layout.compare_dir(s.run_root), seed=s.seed)

@@ -1,0 +1,51 @@
+"""Flow evaluate: ROUGE of one model on the first N test examples, resumable, with artifacts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prefect import flow
+
+from flows.common import settings_for
+from sftflow import layout, storage
+from tasks.data import download
+from tasks.evaluation import evaluate_model
+
+
+def resolve_model(s, model: str | None) -> str:
+    """'base'/None → the base model; 'tuned' → the run's recorded tuned endpoint; else as given."""
+    if model in (None, "", "base"):
+        return s.base_model
+    if model == "tuned":
+        uri = layout.tuned_uri(s.run_root)
+        if not storage.exists(uri):
+            raise FileNotFoundError(f"{uri}: run '{s.run_name}' has no tuned model yet; run `sftflow tune`")
+        return json.loads(storage.read_text(uri))["endpoint"]
+    return model
+
+
+def default_test_uri(s) -> str:
+    """The test set prepare_data uploaded for this run, else the configured/default source."""
+    if s.test_uri:
+        return s.test_uri
+    uri = layout.prepared_uri(s.run_root)
+    if storage.exists(uri):
+        return json.loads(storage.read_text(uri))["test"]
+    return s.sources()["test"]
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(
+    model: str | None = None,
+    label: str | None = None,
+    test_uri: str | None = None,
+    samples: int | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict:
+    """Evaluate `model` ('base', 'tuned', a model name or an endpoint) and store results as `label`."""
+    s = settings_for(config, test_uri=test_uri, samples=samples)
+    resolved = resolve_model(s, model)
+    label = label or ("tuned" if model == "tuned" or resolved != s.base_model else "base")
+    test_path = download(default_test_uri(s), s.work_dir / "downloads")
+    return evaluate_model(s, resolved, test_path, label)

@@ -1,0 +1,235 @@
+"""`sftflow` command line: one subcommand per flow, plus a fast dataset linter.
+
+Flows are imported only when a subcommand runs one, so `--help` and `validate` answer at once
+(no Prefect start-up). User errors end with exit code 1 and a one-line reason (data problems:
+one `path:line: field: problem` line each), never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """\
+Configuration: every setting can also come from an environment variable SFTFLOW_<NAME>
+(e.g. SFTFLOW_BACKEND=vertex, SFTFLOW_PROJECT, SFTFLOW_BUCKET, SFTFLOW_VERTEX_BASE_URL,
+SFTFLOW_VERTEX_ACCESS_TOKEN) or a .env file; flags win over both. `--set NAME=VALUE` sets any
+setting (see README 'Configuration'). Backends: 'local' (default, offline) and 'vertex'.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration")
+    g.add_argument("--backend", choices=["local", "vertex"], help="where tuning and generation run")
+    g.add_argument("--project", help="Google Cloud project (vertex)")
+    g.add_argument("--region", help="Vertex AI region (default us-central1)")
+    g.add_argument("--bucket", help="gs://bucket[/prefix] for datasets and results (default: local storage)")
+    g.add_argument("--local-root", type=Path, help="local storage root and work area (default .sftflow)")
+    g.add_argument("--run-name", help="names the run; results go under <storage>/runs/<run-name>/")
+    g.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+        help="set any other setting, e.g. --set temperature=0.2 (repeatable)",
+    )
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", dest="train_uri", help="training data: gs://, https:// or a local chat JSONL")
+    p.add_argument("--val", dest="val_uri", help="validation data (chat JSONL)")
+    p.add_argument("--test", dest="test_uri", help="test set (CSV with input_text,output_text)")
+
+
+def _tuning_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source-model", help="base model to tune (default per backend)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--adapter-size", type=int, choices=[1, 2, 4, 8, 16])
+    p.add_argument("--learning-rate-multiplier", type=float)
+    p.add_argument("--display-name", dest="tuned_model_display_name", help="tuned model display name")
+    p.add_argument("--poll-interval", type=float, help="seconds between job polls (default 60)")
+    p.add_argument("--timeout", dest="tuning_timeout", type=float, help="give up waiting after S seconds")
+
+
+def _eval_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", type=int, help="first N test examples (default 50)")
+    p.add_argument("--concurrency", type=int, help="concurrent requests (default 8)")
+    p.add_argument("--rpm", type=float, help="requests per minute at most (default 300)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sftflow",
+        description="Supervised fine-tuning pipelines for Gemini on Vertex AI (or offline, locally), "
+        "orchestrated by Prefect.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pipeline", help="the whole run: prepare, baseline, tune, evaluate tuned, compare, report",
+                       description="Run the full pipeline and print the report's location on the last line.")
+    _data_flags(p), _tuning_flags(p), _eval_flags(p), _common(p)
+
+    p = sub.add_parser("prepare", help="download, convert, validate and upload the datasets",
+                       description="Download train/val/test, convert chat JSONL to Gemini's format, validate "
+                       "against Gemini's tuning rules and upload (nothing is uploaded if any file has a problem).")
+    _data_flags(p)
+    p.add_argument("--limit", type=int, help="keep the first N examples per file (default 1000)")
+    p.add_argument("--shuffle-seed", type=int, help="shuffle with this seed before --limit")
+    _common(p)
+
+    p = sub.add_parser("validate", help="lint dataset files (no Prefect run): chat JSONL, Gemini JSONL, test CSV",
+                       description="Detect each file's format and print every problem as "
+                       "'path:line: field: problem'. Exit 1 if any.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+
+    p = sub.add_parser("evaluate", help="evaluate one model on the test set with ROUGE-1/2/L",
+                       description="Generate answers for the first N test examples and score them. Resumable: "
+                       "a rerun after a crash skips examples already scored.")
+    p.add_argument("--model", help="base model name or tuned endpoint (default: the base model)")
+    p.add_argument("--output", dest="label", help="name of the result set (default: 'base' or 'tuned')")
+    p.add_argument("--test", dest="test_uri", help="test set (CSV)")
+    _eval_flags(p), _common(p)
+
+    p = sub.add_parser("tune", help="launch (or re-attach to) a tuning job and wait for it",
+                       description="Submit a supervised tuning job once per intent (dataset content, "
+                       "hyperparameters, base model, run name), poll it to the end and record the tuned model. "
+                       "A rerun attaches to the existing job instead of paying for a second one.")
+    p.add_argument("--train", dest="train_uri", help="converted training data URI (default: prepare's output)")
+    p.add_argument("--val", dest="val_uri", help="converted validation data URI (default: prepare's output)")
+    p.add_argument("--resubmit-failed", action="store_true", default=None,
+                   help="submit a new job if the previous one for this intent failed or was cancelled")
+    _tuning_flags(p), _common(p)
+
+    p = sub.add_parser("compare", help="paired comparison of two result sets with CIs, plots and a report",
+                       description="Compare two evaluation result sets (labels under this run, or "
+                       "results.jsonl URIs): only examples both scored are paired.")
+    p.add_argument("baseline", help="label (e.g. base) or results.jsonl URI")
+    p.add_argument("tuned", help="label (e.g. tuned) or results.jsonl URI")
+    _common(p)
+
+    p = sub.add_parser("cleanup", help="delete what a run created (lists only, unless --yes)",
+                       description="List the bucket objects under the run's prefix and the tuned models / "
+                       "endpoints its jobs produced; delete them only with --yes.")
+    p.add_argument("--yes", action="store_true", help="really delete")
+    p.add_argument("--include-datasets", action="store_true",
+                   help="also delete the uploaded datasets (shared by runs with the same data)")
+    _common(p)
+    return parser
+
+
+def _overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    out = {n: getattr(args, n, None) for n in names}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"sftflow: error: --set expects NAME=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = value
+    return {k: v for k, v in out.items() if v is not None}
+
+
+COMMON = ["backend", "project", "region", "bucket", "local_root", "run_name"]
+TUNING = ["source_model", "epochs", "adapter_size", "learning_rate_multiplier", "tuned_model_display_name",
+          "poll_interval", "tuning_timeout"]
+EVAL = ["samples", "concurrency", "rpm"]
+
+
+def _prefect_env(local_root: Path) -> None:
+    """Keep Prefect's cached results beside our own storage so both vanish together."""
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str((local_root / "prefect-results").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sftflow.config import load_settings
+
+    cmd = args.command
+    if cmd == "validate":
+        from sftflow.data.lint import lint_paths
+
+        problems = lint_paths(args.paths)
+        for p in problems:
+            print(p)
+        print(f"{len(args.paths)} file(s) checked, {len(problems)} problem(s)", file=sys.stderr)
+        return 1 if problems else 0
+
+    names = COMMON + {
+        "pipeline": ["train_uri", "val_uri", "test_uri"] + TUNING + EVAL,
+        "prepare": ["train_uri", "val_uri", "test_uri", "limit", "shuffle_seed"],
+        "evaluate": ["test_uri"] + EVAL,
+        "tune": ["train_uri", "val_uri", "resubmit_failed"] + TUNING,
+        "compare": [],
+        "cleanup": [],
+    }[cmd]
+    config = _overrides(args, names)
+    settings = load_settings(**config)  # fail fast, before Prefect starts, on a bad setting
+    _prefect_env(settings.local_root)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
+
+    if cmd == "prepare":
+        from flows.prepare_data import prepare_data
+
+        out = prepare_data(config=config)
+        for kind in ("train", "val", "test"):
+            print(f"{kind}: {out[kind]}")
+        return 0
+    if cmd == "evaluate":
+        from flows.evaluate import evaluate
+
+        out = evaluate(model=args.model, label=args.label, config=config)
+        print(f"results: {out['results_uri']}")
+        print(f"report: {out['report_uri']}")
+        return 0
+    if cmd == "tune":
+        from flows.tune import tune
+
+        out = tune(config=config)
+        print(f"tuned model: {out['tuned_model']}")
+        print(f"endpoint: {out['endpoint']}")
+        return 0
+    if cmd == "compare":
+        from flows.compare import compare
+
+        out = compare(baseline=args.baseline, tuned=args.tuned, config=config)
+        print(f"comparison: {out['comparison_uri']}")
+        print(f"report: {out['report_uri']}")
+        return 0
+    if cmd == "cleanup":
+        from flows.cleanup import cleanup
+
+        out = cleanup(yes=args.yes, include_datasets=args.include_datasets, config=config)
+        verb = "deleted" if args.yes else "would delete"
+        for item in out["items"]:
+            print(f"{verb}: {item}")
+        if not args.yes:
+            print(f"{len(out['items'])} item(s); rerun with --yes to delete them")
+        return 0
+    if cmd == "pipeline":
+        from flows.pipeline import sft_pipeline
+
+        out = sft_pipeline(config=config)
+        for line in out["verdict"]:
+            print(line)
+        print(f"report: {out['report_uri']}")
+        return 0
+    raise AssertionError(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("sftflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - user-facing boundary: one clear line, no traceback
+        if os.environ.get("SFTFLOW_DEBUG"):
+            raise
+        message = str(exc).strip() or type(exc).__name__
+        print(f"sftflow: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""What every sftflow task shares: the transient-only retry rule, cache keys, progress artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.tasks import exponential_backoff
+
+import sftflow
+from sftflow.transient import is_transient
+
+#: Keyword arguments for a task that retries only transient failures, with jittered backoff.
+RETRY_TRANSIENT: dict[str, Any] = {
+    "retries": 4,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+}
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """retry_condition_fn: retry connection errors, timeouts, 429 and 5xx; never bad input."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - we classify whatever the task raised
+        return is_transient(exc)
+    return False
+
+
+def key_from(build: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[str, Any]], str]:
+    """A cache_key_fn hashing the task's name, sftflow's version and `build(parameters)`.
+
+    `build` must return content hashes / plain values, never paths alone, so a changed input
+    file is never served from a stale cache entry.
+    """
+
+    def cache_key(context, parameters: dict[str, Any]) -> str:
+        material = [context.task.name, sftflow.__version__, build(parameters)]
+        blob = json.dumps(material, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    return cache_key
+
+
+class ProgressArtifact:
+    """An on_progress(done, total, info) callback that drives one Prefect progress artifact."""
+
+    def __init__(self, description: str, key: str | None = None, min_step: float = 1.0):
+        self._id = create_progress_artifact(progress=0.0, key=key, description=description)
+        self._last = -1.0
+        self._min_step = min_step
+
+    def __call__(self, done: int, total: int | None, info: dict | None = None) -> None:
+        if not total:
+            return
+        pct = round(100.0 * done / total, 1)
+        if pct - self._last >= self._min_step or done >= total:
+            update_progress_artifact(artifact_id=self._id, progress=pct)
+            self._last = pct

@@ -1,0 +1,106 @@
+"""Data tasks: download, convert, validate, upload — cached on content, retried on transient errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from sftflow import layout, storage
+from sftflow.data.formats import convert_messages_file
+from sftflow.data.rules import DataError, validate_contents_file
+from sftflow.data.testset import validate_test_csv
+from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
+
+
+def _source_key(p: dict) -> list:
+    return [p["uri"], storage.fingerprint(p["uri"]), str(p["dest_dir"])]
+
+
+@task(
+    name="download",
+    cache_key_fn=key_from(_source_key),
+    persist_result=True,
+    retry_condition_fn=retry_transient,
+    **RETRY_TRANSIENT,
+)
+def download(uri: str, dest_dir: Path) -> str:
+    """Fetch a gs://, https:// or local source into the work area (atomic; public gs:// anonymously)."""
+    tag = hashlib.sha256(uri.encode()).hexdigest()[:12]
+    dest = Path(dest_dir) / tag / storage.name_of(uri)
+    storage.download(uri, dest)
+    get_run_logger().info("downloaded %s (%d bytes)", uri, dest.stat().st_size)
+    return str(dest)
+
+
+@task(
+    name="convert",
+    cache_key_fn=key_from(
+        lambda p: [storage.fingerprint(p["src"]), p["kind"], p["limit"], p["shuffle_seed"], str(p["out_dir"])]
+    ),
+    persist_result=True,
+)
+def convert(src: str, kind: str, out_dir: Path, limit: int | None, shuffle_seed: int | None) -> dict:
+    """Chat `messages` JSONL → Gemini `contents` JSONL, streaming; problems stop the run."""
+    tmp = Path(out_dir) / f"{kind}.converting.jsonl"
+    report = convert_messages_file(src, tmp, limit=limit, shuffle_seed=shuffle_seed)
+    sha = storage.sha256_of_file(tmp)
+    dest = Path(out_dir) / f"{kind}-{sha[:12]}.jsonl"
+    tmp.replace(dest)
+    get_run_logger().info(
+        "converted %s: %d examples in, %d out -> %s", src, report.examples_in, report.examples_out, dest
+    )
+    return {"path": str(dest), "sha256": sha, "examples_in": report.examples_in, "examples_out": report.examples_out}
+
+
+@task(name="validate", cache_key_fn=key_from(lambda p: [storage.fingerprint(p["path"]), p["kind"]]), persist_result=True)
+def validate(path: str, kind: str, source: str) -> dict:
+    """Check a file against Gemini's tuning rules (or the test-CSV rules); returns a summary."""
+    if kind == "test":
+        rep = validate_test_csv(path)
+        summary = {"kind": kind, "examples": rep.examples, "estimated_tokens": None, "max_example_tokens": None}
+    else:
+        rep = validate_contents_file(path, kind)
+        summary = {
+            "kind": kind,
+            "examples": rep.examples,
+            "estimated_tokens": rep.estimated_tokens,
+            "max_example_tokens": rep.max_example_tokens,
+        }
+    summary["source"] = source
+    summary["problems"] = [str(p) for p in rep.problems]
+    summary["problem_count"] = getattr(rep, "problem_count", len(rep.problems))
+    return summary
+
+
+def raise_on_problems(summaries: list[dict]) -> None:
+    """Stop before anything is uploaded when any file has a problem; list them all."""
+    problems = [p for s in summaries for p in s["problems"]]
+    if problems:
+        raise DataError([_Line(p) for p in problems])
+
+
+class _Line(str):
+    """A problem already rendered as `path:line: field: problem`."""
+
+
+@task(name="upload", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
+def upload(path: str, root: str, kind: str) -> dict:
+    """Copy a validated file to <root>/datasets/<kind>/ unless an identical object is already there.
+
+    Deliberately not cached by Prefect: the bucket is the truth, so every run checks it (one
+    metadata request per file) and restores an object someone deleted; identical ones are skipped.
+    """
+    sha = storage.sha256_of_file(path)
+    ext = Path(path).suffix.lstrip(".")
+    uri = layout.dataset_uri(root, kind, sha, ext)
+    local_md5 = storage.md5_of_file(path)
+    if storage.md5(uri) == local_md5:
+        get_run_logger().info("%s already holds identical content: not uploaded", uri)
+        return {"uri": uri, "uploaded": False, "md5": local_md5}
+    content_type = "application/jsonl" if ext == "jsonl" else "text/csv"
+    storage.upload_file(path, uri, content_type=content_type)
+    get_run_logger().info("uploaded %s -> %s", path, uri)
+    return {"uri": uri, "uploaded": True, "md5": local_md5}
+

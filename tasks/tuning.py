@@ -1,0 +1,120 @@
+"""Tuning tasks: submit once per intent, await with progress artifacts, cancel on interrupt."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_progress_artifact
+from prefect.artifacts import update_progress_artifact
+
+from sftflow import layout, storage
+from sftflow.backends import make_tuner
+from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.config import Settings
+from sftflow.tuning import await_job, ensure_job
+from tasks.common import RETRY_TRANSIENT, retry_transient
+
+
+def status_dict(st: JobStatus) -> dict:
+    d = asdict(st)
+    d["state"] = st.state.value
+    return d
+
+
+def status_from(d: dict) -> JobStatus:
+    d = dict(d)
+    d["state"] = JobState(d["state"])
+    return JobStatus(**d)
+
+
+@task(name="read-tuning-record")
+def read_tuning_record(settings: Settings, key: str) -> dict | None:
+    """A finished intent's record: a rerun returns it without calling any tuning API."""
+    uri = layout.tuning_record_uri(settings.storage_root, key)
+    if not storage.exists(uri):
+        return None
+    record = json.loads(storage.read_text(uri))
+    get_run_logger().info("tuning intent %s already succeeded as %s: reusing it", key, record["name"])
+    return record
+
+
+@task(name="submit-tuning-job", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
+def submit_tuning_job(settings: Settings, spec: TuningSpec) -> dict:
+    """Attach to this intent's live job, or submit one; never a second job for the same intent."""
+    log = get_run_logger()
+    tuner = make_tuner(settings)
+    name, attached = ensure_job(tuner, spec, resubmit_failed=settings.resubmit_failed)
+    if attached:
+        log.info("attached to existing tuning job %s (key %s): no new job submitted", name, spec.key)
+    else:
+        log.info("submitted tuning job %s (key %s)", name, spec.key)
+    status = tuner.get(name)
+    if status.console_url:
+        create_link_artifact(status.console_url, link_text=name, key="tuning-job-console",
+                             description="The tuning job in the Google Cloud console")
+    return {"name": name, "attached": attached}
+
+
+@task(name="await-tuning-job")
+def await_tuning_job(settings: Settings, name: str) -> dict:
+    """Poll the job to its end, updating progress and status artifacts; cancels it on interrupt."""
+    log = get_run_logger()
+    tuner = make_tuner(settings)
+    progress_id = create_progress_artifact(progress=0.0, key="tuning-progress", description=f"Tuning job {name}")
+    last: dict = {"state": None, "step": None, "at": 0.0}
+
+    def on_update(st: JobStatus, elapsed: float) -> None:
+        if st.progress is not None:
+            update_progress_artifact(artifact_id=progress_id, progress=round(100 * st.progress, 1))
+        changed = st.state != last["state"] or st.step != last["step"]
+        if changed or time.monotonic() - last["at"] > 300:
+            log.info("job %s: %s, step %s/%s, %.0fs elapsed", name, st.state.value, st.step, st.total_steps, elapsed)
+            create_markdown_artifact(job_markdown(st, elapsed), key="tuning-job-status",
+                                     description="Tuning job state")
+            last.update(state=st.state, step=st.step, at=time.monotonic())
+
+    try:
+        final = await_job(tuner, name, poll_interval=settings.poll_interval, timeout=settings.tuning_timeout,
+                          on_update=on_update)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        if settings.cancel_job_on_interrupt:
+            log.warning("interrupted: cancelling tuning job %s (cancel_job_on_interrupt=true)", name)
+            tuner.cancel(name)
+        else:
+            log.warning("interrupted: tuning job %s keeps running (cancel_job_on_interrupt=false)", name)
+        raise
+    update_progress_artifact(artifact_id=progress_id, progress=100.0)
+    return status_dict(final)
+
+
+@task(name="record-tuned-model")
+def record_tuned_model(settings: Settings, key: str, status: dict, spec: TuningSpec) -> str:
+    """Write the tuned model and endpoint where later steps (and reruns) find them."""
+    uri = layout.tuning_record_uri(settings.storage_root, key)
+    body = dict(status, spec=asdict(spec), run_name=settings.run_name)
+    storage.write_text(uri, json.dumps(body, indent=2, sort_keys=True), "application/json")
+    return uri
+
+
+def job_markdown(st: JobStatus, elapsed: float) -> str:
+    stats = "".join(f"\n| {k} | {v} |" for k, v in sorted(st.stats.items()))
+    steps = f"{st.step}/{st.total_steps}" if st.step is not None else "-"
+    pct = f"{100 * st.progress:.0f}%" if st.progress is not None else "-"
+    lines = [
+        f"# Tuning job `{st.name}`",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| state | **{st.state.value}** |",
+        f"| elapsed | {elapsed:.0f} s |",
+        f"| progress | {pct} (step {steps}) |",
+        f"| created | {st.create_time or '-'} |",
+        f"| tuned model | {st.tuned_model or '-'} |",
+        f"| endpoint | {st.endpoint or '-'} |",
+    ]
+    if st.error:
+        lines.append(f"| error | {st.error} |")
+    return "\n".join(lines) + stats
