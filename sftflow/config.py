@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         env_prefix="SFTFLOW_",
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="forbid",
+        extra="ignore",  # a shared .env may hold other tools' variables; overrides are checked below
         validate_default=True,
         populate_by_name=True,
     )
@@ -184,6 +184,10 @@ def load_settings(**overrides: Any) -> Settings:
     Raises ConfigError with one line per invalid field: `field: problem (allowed: ...)`.
     """
     clean = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(clean) - set(Settings.model_fields))
+    if unknown:
+        known = ", ".join(sorted(Settings.model_fields))
+        raise ConfigError(f"invalid configuration: {', '.join(unknown)}: unknown setting (known: {known})")
     try:
         return Settings(**clean)
     except ValidationError as exc:
@@ -191,17 +195,15 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def format_validation_error(exc: ValidationError) -> str:
+    """One line per invalid field: `field (SFTFLOW_FIELD): problem, got VALUE` (secrets not shown)."""
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "settings"
         msg = err["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-            lines.append(f"invalid configuration: {msg}")
+            lines.append(f"invalid configuration: {msg[len('Value error, '):]}")
             continue
-        allowed = err.get("ctx", {}).get("expected")
-        extra = f" (allowed: {allowed})" if allowed else ""
-        value = err.get("input")
-        shown = "" if "token" in field else f", got {value!r}"
-        lines.append(f"invalid configuration: {field}: {msg}{extra}{shown}")
+        shown = "" if "token" in field else f", got {err.get('input')!r}"
+        env = f" (SFTFLOW_{field.upper()})" if field in Settings.model_fields else ""
+        lines.append(f"invalid configuration: {field}{env}: {msg}{shown}")
     return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""The `sftflow` command: help, the linter's exit codes and messages, configuration errors."""
+
+import json
+import subprocess
+import sys
+
+from sftflow.cli import main
+from sftflow.data.samples import sample_paths
+
+
+def test_help_lists_every_subcommand(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as e:
+        assert e.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("pipeline", "prepare", "validate", "evaluate", "tune", "compare", "cleanup"):
+        assert cmd in out
+
+
+def test_subcommand_help_documents_flags(capsys):
+    try:
+        main(["prepare", "--help"])
+    except SystemExit:
+        pass
+    out = capsys.readouterr().out
+    for flag in ("--train", "--val", "--test", "--limit", "--bucket", "--set NAME=VALUE"):
+        assert flag in out
+
+
+def test_validate_clean_samples_exit_0(capsys):
+    paths = list(sample_paths().values())
+    assert main(["validate", *paths]) == 0
+    assert "0 problem(s)" in capsys.readouterr().err
+
+
+def test_validate_reports_path_line_field(tmp_path, capsys):
+    bad = tmp_path / "train.jsonl"
+    good = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "yo"}]}]}
+    wrong = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "user", "parts": [{"text": ""}]}]}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps(wrong) + "\n")
+    assert main(["validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}:2: contents[1].parts[0].text:" in out
+    assert f"{bad}:1:" not in out
+
+
+def test_bad_setting_fails_before_any_run(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sftflow.cli", "prepare", "--set", "adapter_size=3"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "sftflow: error: invalid configuration: adapter_size (SFTFLOW_ADAPTER_SIZE): Input should be 1, 2, 4, 8 or 16, got '3'"
+    ]
+    assert not (tmp_path / ".sftflow").exists()
