@@ -37,7 +37,7 @@ def prepare_data(
 
     local = {kind: download(src[kind], downloads) for kind in ("train", "val", "test")}
     conv = {
-        kind: convert(local[kind], kind, converted, s.limit, s.shuffle_seed) for kind in ("train", "val")
+        kind: convert(local[kind], kind, converted, s.limit, s.shuffle_seed, src[kind]) for kind in ("train", "val")
     }
     summaries = [
         validate(conv["train"]["path"], "train", src["train"]),

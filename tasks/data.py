@@ -41,10 +41,11 @@ def download(uri: str, dest_dir: Path) -> str:
     ),
     persist_result=True,
 )
-def convert(src: str, kind: str, out_dir: Path, limit: int | None, shuffle_seed: int | None) -> dict:
-    """Chat `messages` JSONL → Gemini `contents` JSONL, streaming; problems stop the run."""
+def convert(src: str, kind: str, out_dir: Path, limit: int | None, shuffle_seed: int | None, source: str) -> dict:
+    """Chat `messages` JSONL → Gemini `contents` JSONL, streaming, each kept example checked against
+    Gemini's rules; problems (named by `source` and its line numbers) stop the run."""
     tmp = Path(out_dir) / f"{kind}.converting.jsonl"
-    report = convert_messages_file(src, tmp, limit=limit, shuffle_seed=shuffle_seed)
+    report = convert_messages_file(src, tmp, limit=limit, shuffle_seed=shuffle_seed, source_name=source)
     sha = storage.sha256_of_file(tmp)
     dest = Path(out_dir) / f"{kind}-{sha[:12]}.jsonl"
     tmp.replace(dest)
@@ -58,10 +59,10 @@ def convert(src: str, kind: str, out_dir: Path, limit: int | None, shuffle_seed:
 def validate(path: str, kind: str, source: str) -> dict:
     """Check a file against Gemini's tuning rules (or the test-CSV rules); returns a summary."""
     if kind == "test":
-        rep = validate_test_csv(path)
+        rep = validate_test_csv(path, source_name=source)
         summary = {"kind": kind, "examples": rep.examples, "estimated_tokens": None, "max_example_tokens": None}
     else:
-        rep = validate_contents_file(path, kind)
+        rep = validate_contents_file(path, kind, source_name=path)  # file-level rules: the converted file
         summary = {
             "kind": kind,
             "examples": rep.examples,
@@ -78,7 +79,7 @@ def raise_on_problems(summaries: list[dict]) -> None:
     """Stop before anything is uploaded when any file has a problem; list them all."""
     problems = [p for s in summaries for p in s["problems"]]
     if problems:
-        raise DataError([_Line(p) for p in problems])
+        raise DataError([_Line(p) for p in problems], count=sum(s["problem_count"] for s in summaries))
 
 
 class _Line(str):

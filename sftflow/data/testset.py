@@ -1,0 +1,142 @@
+"""The test CSV (`input_text`, `output_text`, optional `id`): reading and checks.
+
+Cells may span lines, so problems are reported at the physical line where the record starts
+(what an editor shows), not the record number. Bytes that are not UTF-8 are reported at the
+line that holds them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sftflow.data.rules import DataError, Problem, ProblemLog
+
+REQUIRED_COLUMNS = ("input_text", "output_text")
+ID_COLUMN = "id"
+_FIELD_LIMIT = 1 << 26  # a test article may be far above csv's 128 KiB default cell limit
+
+
+@dataclass(frozen=True)
+class TestExample:
+    """One test row; `line` is the physical line where its record starts."""
+
+    __test__ = False  # not a pytest test class
+
+    id: str
+    input_text: str
+    output_text: str
+    line: int
+
+
+@dataclass
+class TestSetReport:
+    """What checking a test CSV found; `examples` counts the rows without problems."""
+
+    __test__ = False
+
+    path: str
+    examples: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    problem_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+
+def _decoded_lines(path: str, log: ProblemLog, name: str) -> Iterator[str]:
+    """Physical lines as text; a line with bad bytes is reported and decoded with U+FFFD."""
+    opened, path = path, name
+    with open(opened, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                msg = f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                log.add(Problem(path, n, "encoding", msg))
+                yield raw.decode("utf-8", errors="replace")
+
+
+def _scan(
+    path: str, log: ProblemLog, limit: int | None = None, name: str | None = None
+) -> Iterator[TestExample]:
+    """Yield well-formed rows and log every problem met on the way (naming the file `name`)."""
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)
+    reader = csv.reader(_decoded_lines(path, log, name or path))
+    path = name or path
+    try:
+        header = next(reader)
+    except StopIteration:
+        log.add(Problem(path, 0, "file", "empty file: expected a header with input_text,output_text"))
+        return
+    except csv.Error as e:
+        log.add(Problem(path, 1, "csv", str(e)))
+        return
+    cols = {name.strip(): i for i, name in reversed(list(enumerate(header)))}
+    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    for c in missing:
+        log.add(Problem(path, 1, c, f"missing column (header: {', '.join(header) or 'empty'})"))
+    if missing:
+        return
+    seen: dict[str, int] = {}
+    index = 0
+    start = reader.line_num + 1
+    while limit is None or index < limit:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            log.add(Problem(path, start, "csv", str(e)))
+            break  # the reader cannot resync after a malformed record
+        line, start = start, reader.line_num + 1
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank line
+        ok = True
+        values = {}
+        for c in (*REQUIRED_COLUMNS, *((ID_COLUMN,) if ID_COLUMN in cols else ())):
+            i = cols[c]
+            if i >= len(row):
+                log.add(Problem(path, line, c, f"missing cell: row has {len(row)} of {len(header)} columns"))
+                ok = False
+            elif not row[i].strip():
+                log.add(Problem(path, line, c, "empty cell"))
+                ok = False
+            else:
+                values[c] = row[i]
+        ex_id = values.get(ID_COLUMN, str(index)) if ID_COLUMN in cols else str(index)
+        index += 1
+        if ID_COLUMN in cols and ID_COLUMN in values:
+            if ex_id in seen:
+                msg = f"duplicate id {ex_id!r} (first at line {seen[ex_id]})"
+                log.add(Problem(path, line, ID_COLUMN, msg))
+                ok = False
+            else:
+                seen[ex_id] = line
+        if ok:
+            yield TestExample(ex_id, values["input_text"], values["output_text"], line)
+
+
+def read_test_csv(
+    path: str | os.PathLike, limit: int | None = None, *, source_name: str | None = None
+) -> list[TestExample]:
+    """The first `limit` rows (all if None); raises DataError if any row read is bad."""
+    path = os.fspath(path)
+    log = ProblemLog()
+    rows = list(_scan(path, log, limit, source_name))
+    log.raise_if_any()
+    return rows
+
+
+def validate_test_csv(path: str | os.PathLike, *, source_name: str | None = None) -> TestSetReport:
+    """Every problem in the file, without raising (for `sftflow validate`)."""
+    path = os.fspath(path)
+    log = ProblemLog()
+    n = sum(1 for _ in _scan(path, log, None, source_name))
+    return TestSetReport(source_name or path, examples=n, problems=log.problems, problem_count=log.count)
