@@ -1,0 +1,395 @@
+"""The Vertex AI backend: Gemini generation and supervised tuning through google-genai.
+
+Generation and tuning jobs go through google-genai; deleting a tuned model and its
+endpoint goes through google-cloud-aiplatform's GAPIC clients (google-genai has no call for
+it). Both honour `settings.vertex_base_url` (a test server on 127.0.0.1) and
+`settings.vertex_access_token` (a static bearer token instead of application-default
+credentials). The token is never logged and never put into an exception message.
+SDK errors are translated into `TransientError` / `BackendError` here, so retry logic
+elsewhere never needs to know a Google exception class.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from sftflow.backends.base import (
+    BackendError,
+    Generation,
+    GenerationParams,
+    JobState,
+    JobStatus,
+    TransientError,
+    TuningSpec,
+)
+
+if TYPE_CHECKING:
+    from google import genai
+
+    from sftflow.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: The label that ties a tuning job to its intent (see `sftflow.tuning.tuning_key`).
+KEY_LABEL = "sftflow-key"
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{1,63}$")
+_TRANSIENT_HTTP = {408, 429}
+_BLOCK_REASONS = {"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+_HARM_CATEGORIES = (
+    types.HarmCategory.HARM_CATEGORY_HARASSMENT,
+    types.HarmCategory.HARM_CATEGORY_HATE_SPEECH,
+    types.HarmCategory.HARM_CATEGORY_SEXUALLY_EXPLICIT,
+    types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
+)
+_STATES = {
+    "JOB_STATE_UNSPECIFIED": JobState.PENDING,
+    "JOB_STATE_QUEUED": JobState.PENDING,
+    "JOB_STATE_PENDING": JobState.PENDING,
+    "JOB_STATE_UPDATING": JobState.PENDING,
+    "JOB_STATE_RUNNING": JobState.RUNNING,
+    "JOB_STATE_SUCCEEDED": JobState.SUCCEEDED,
+    "JOB_STATE_FAILED": JobState.FAILED,
+    "JOB_STATE_CANCELLING": JobState.CANCELLING,
+    "JOB_STATE_CANCELLED": JobState.CANCELLED,
+    "JOB_STATE_PAUSED": JobState.PAUSED,
+    "JOB_STATE_EXPIRED": JobState.EXPIRED,
+    "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.PARTIALLY_SUCCEEDED,
+}
+_ADAPTER_SIZES = {
+    1: types.AdapterSize.ADAPTER_SIZE_ONE,
+    2: types.AdapterSize.ADAPTER_SIZE_TWO,
+    4: types.AdapterSize.ADAPTER_SIZE_FOUR,
+    8: types.AdapterSize.ADAPTER_SIZE_EIGHT,
+    16: types.AdapterSize.ADAPTER_SIZE_SIXTEEN,
+}
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def _credentials(settings: Settings):
+    """A static-token credential when a token is configured, else None (application-default)."""
+    if settings.vertex_access_token is None:
+        return None
+    import google.oauth2.credentials
+
+    return google.oauth2.credentials.Credentials(token=settings.vertex_access_token.get_secret_value())
+
+
+def make_genai_client(settings: Settings, timeout_s: float | None = None) -> genai.Client:
+    """A google-genai client for Vertex AI in `settings.project` / `settings.region`."""
+    from google import genai
+
+    if not settings.project:
+        raise BackendError("project: required for the vertex backend (set SFTFLOW_PROJECT or --project)")
+    timeout_ms = int(1000 * (timeout_s if timeout_s is not None else settings.request_timeout))
+    with _translated("creating the google-genai client"):
+        return genai.Client(
+            vertexai=True,
+            project=settings.project,
+            location=settings.region,
+            credentials=_credentials(settings),
+            http_options=types.HttpOptions(base_url=settings.vertex_base_url, timeout=timeout_ms),
+        )
+
+
+def _transient_classes() -> tuple[type[BaseException], ...]:
+    """Network-level exception classes (no HTTP status) that are worth retrying."""
+    import google.auth.exceptions
+    import httpx
+    import requests
+
+    classes: list[type[BaseException]] = [
+        httpx.TransportError,
+        requests.ConnectionError,
+        requests.Timeout,
+        google.auth.exceptions.TransportError,
+        TimeoutError,
+        ConnectionError,
+    ]
+    try:
+        import httpx2  # google-genai uses it when installed
+
+        classes.append(httpx2.TransportError)
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line description of an SDK error, safe to log (SDK messages carry no credentials)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Re-raise SDK errors as TransientError (retry) or BackendError (permanent)."""
+    import google.api_core.exceptions as gexc
+    import google.auth.exceptions
+
+    try:
+        yield
+    except (TransientError, BackendError):
+        raise
+    except genai_errors.APIError as exc:
+        code = int(exc.code or 0)
+        kind = TransientError if code in _TRANSIENT_HTTP or code >= 500 else BackendError
+        raise kind(f"{what}: HTTP {code} {exc.status or ''}: {exc.message or ''}".rstrip()) from exc
+    except gexc.GoogleAPICallError as exc:
+        code = int(exc.code or 0)
+        kind = TransientError if code in _TRANSIENT_HTTP or code >= 500 else BackendError
+        raise kind(f"{what}: HTTP {code}: {exc.message}") from exc
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise BackendError(
+            f"{what}: no Google credentials found — run `gcloud auth application-default login` "
+            "or set SFTFLOW_VERTEX_ACCESS_TOKEN"
+        ) from exc
+    except google.auth.exceptions.RefreshError as exc:
+        kind = TransientError if getattr(exc, "retryable", False) else BackendError
+        raise kind(f"{what}: could not refresh Google credentials ({type(exc).__name__})") from exc
+    except _transient_classes() as exc:
+        raise TransientError(f"{what}: {_describe(exc)}") from exc
+
+
+def _call(what: str, fn: Callable[[], T]) -> T:
+    with _translated(what):
+        return fn()
+
+
+# --------------------------------------------------------------------------- generation
+
+
+class VertexGenerator:
+    """Answers prompts with a Gemini base model or a tuned model's endpoint. Thread-safe."""
+
+    def __init__(self, settings: Settings, model: str, client: genai.Client | None = None):
+        self.model = model
+        self._client = client or make_genai_client(settings)
+
+    def generate(self, prompt: str, params: GenerationParams) -> Generation:
+        threshold = types.HarmBlockThreshold(params.safety_threshold)
+        config = types.GenerateContentConfig(
+            temperature=params.temperature,
+            max_output_tokens=params.max_output_tokens,
+            safety_settings=[types.SafetySetting(category=c, threshold=threshold) for c in _HARM_CATEGORIES],
+            http_options=types.HttpOptions(timeout=int(params.timeout_s * 1000)),
+        )
+        start = time.perf_counter()
+        response = _call(
+            f"generateContent on {self.model}",
+            lambda: self._client.models.generate_content(model=self.model, contents=prompt, config=config),
+        )
+        return _to_generation(response, time.perf_counter() - start)
+
+
+def _enum_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    return getattr(value, "name", None) or str(value)
+
+
+def _to_generation(response: types.GenerateContentResponse, latency_s: float) -> Generation:
+    usage = response.usage_metadata
+    prompt_tokens = usage.prompt_token_count if usage else None
+    output_tokens = usage.candidates_token_count if usage else None
+
+    def make(text: str, finish: str, blocked: bool = False) -> Generation:
+        return Generation(text, finish, latency_s, prompt_tokens, output_tokens, blocked)
+
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        return make("", "BLOCKED", blocked=True)
+    if not response.candidates:
+        return make("", "EMPTY")
+    candidate = response.candidates[0]
+    finish = _enum_name(candidate.finish_reason) or "STOP"
+    if finish in _BLOCK_REASONS:
+        return make("", finish, blocked=True)
+    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+    text = "".join(p.text for p in parts if p.text and not p.thought)
+    if not text.strip():
+        return make("", "EMPTY")
+    return make(text, finish)
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+def _check_label(value: str) -> str:
+    if not _LABEL_VALUE.match(value):
+        raise ValueError(
+            f"tuning key {value!r} is not a valid GCP label value "
+            "(1-63 characters: lowercase letters, digits, '_' and '-')"
+        )
+    return value
+
+
+class VertexTuner:
+    """Supervised tuning jobs on Vertex AI, labelled with their intent key."""
+
+    def __init__(self, settings: Settings, client: genai.Client | None = None):
+        self.settings = settings
+        self._client = client or make_genai_client(settings, timeout_s=60.0)
+
+    # -- jobs -------------------------------------------------------------------------
+    def submit(self, spec: TuningSpec) -> str:
+        if spec.adapter_size not in _ADAPTER_SIZES:
+            raise ValueError(f"adapter_size: expected one of {sorted(_ADAPTER_SIZES)}, got {spec.adapter_size}")
+        config = types.CreateTuningJobConfig(
+            epoch_count=spec.epochs,
+            adapter_size=_ADAPTER_SIZES[spec.adapter_size],
+            learning_rate_multiplier=spec.learning_rate_multiplier,
+            tuned_model_display_name=spec.display_name,
+            validation_dataset=types.TuningValidationDataset(gcs_uri=spec.val_uri) if spec.val_uri else None,
+            labels={KEY_LABEL: _check_label(spec.key)},
+        )
+
+        def tune():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", genai_errors.ExperimentalWarning)
+                return self._client.tunings.tune(
+                    base_model=spec.base_model,
+                    training_dataset=types.TuningDataset(gcs_uri=spec.train_uri),
+                    config=config,
+                )
+
+        job = _call(f"creating a tuning job for {spec.base_model} on {spec.train_uri}", tune)
+        log.info("submitted tuning job %s (key %s)", job.name, spec.key)
+        return job.name
+
+    def get(self, name: str) -> JobStatus:
+        return self._status(_call(f"reading tuning job {name}", lambda: self._client.tunings.get(name=name)))
+
+    def cancel(self, name: str) -> None:
+        _call(f"cancelling tuning job {name}", lambda: self._client.tunings.cancel(name=name))
+        log.info("cancel requested for tuning job %s", name)
+
+    def find(self, key: str) -> list[JobStatus]:
+        """Jobs labelled `key`, newest first. Filters on the server and again here."""
+        _check_label(key)
+
+        def listed(filter_: str | None) -> list[types.TuningJob]:
+            config = {"filter": filter_} if filter_ else None
+            return list(self._client.tunings.list(config=config))
+
+        try:
+            jobs = _call(f"listing tuning jobs labelled {key}", lambda: listed(f'labels.{KEY_LABEL}="{key}"'))
+        except BackendError as exc:  # a filter syntax the service rejects: list all, filter here
+            if getattr(exc.__cause__, "code", None) != 400:
+                raise
+            log.warning("label filter rejected (%s); listing all tuning jobs", exc)
+            jobs = _call("listing tuning jobs", lambda: listed(None))
+        found = [self._status(j) for j in jobs if (j.labels or {}).get(KEY_LABEL) == key]
+        return sorted(found, key=lambda s: s.create_time or "", reverse=True)
+
+    def _status(self, job: types.TuningJob) -> JobStatus:
+        state = _STATES.get(_enum_name(job.state) or "", JobState.PENDING)
+        stats: dict[str, Any] = {}
+        total_steps = None
+        sup = job.tuning_data_stats.supervised_tuning_data_stats if job.tuning_data_stats else None
+        if sup is not None:
+            stats = {
+                k: v
+                for k, v in {
+                    "billable_tokens": sup.total_billable_token_count,
+                    "billable_characters": sup.total_billable_character_count,
+                    "example_count": sup.tuning_dataset_example_count,
+                    "step_count": sup.tuning_step_count,
+                }.items()
+                if v is not None
+            }
+            total_steps = sup.tuning_step_count
+        if job.experiment:
+            stats["experiment"] = job.experiment
+        job_id = job.name.rsplit("/", 1)[-1]
+        return JobStatus(
+            name=job.name,
+            state=state,
+            key=(job.labels or {}).get(KEY_LABEL),
+            progress=1.0 if state is JobState.SUCCEEDED else None,
+            total_steps=total_steps,
+            tuned_model=job.tuned_model.model if job.tuned_model else None,
+            endpoint=job.tuned_model.endpoint if job.tuned_model else None,
+            error=job.error.message if job.error and job.error.message else None,
+            create_time=job.create_time.isoformat() if job.create_time else None,
+            update_time=job.update_time.isoformat() if job.update_time else None,
+            stats=stats,
+            console_url=(
+                "https://console.cloud.google.com/vertex-ai/generative/language/locations/"
+                f"{self.settings.region}/tuning/tuningJob/{job_id}?project={self.settings.project}"
+            ),
+        )
+
+    # -- cleanup ----------------------------------------------------------------------
+    def _gapic(self, service: str):
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import aiplatform_v1
+
+        endpoint = self.settings.vertex_base_url or f"{self.settings.region}-aiplatform.googleapis.com"
+        cls = getattr(aiplatform_v1, service)
+        return _call(
+            f"creating the {service}",
+            lambda: cls(
+                credentials=_credentials(self.settings),
+                transport="rest",
+                client_options=ClientOptions(api_endpoint=endpoint),
+            ),
+        )
+
+    def delete_outputs(self, status: JobStatus, dry_run: bool = True) -> list[str]:
+        """Undeploy and delete the job's endpoint, then delete its model; returns their names.
+
+        Resources that no longer exist are skipped, so running it twice is harmless.
+        With dry_run nothing changes: the names that would be deleted are returned.
+        """
+        import google.api_core.exceptions as gexc
+
+        names: list[str] = []
+        if status.endpoint:
+            endpoints = self._gapic("EndpointServiceClient")
+            try:
+                ep = _call(f"reading endpoint {status.endpoint}", lambda: endpoints.get_endpoint(name=status.endpoint))
+            except BackendError as exc:
+                if not isinstance(exc.__cause__, gexc.NotFound):
+                    raise
+                ep = None
+            if ep is not None:
+                names.append(ep.name)
+                if not dry_run:
+                    deployed = [d.id for d in ep.deployed_models]
+                    for i, did in enumerate(deployed):
+                        rest = deployed[i + 1 :]
+                        split = {d: 100 // len(rest) + (1 if j < 100 % len(rest) else 0) for j, d in enumerate(rest)}
+                        _call(
+                            f"undeploying {did} from {ep.name}",
+                            lambda did=did, split=split: endpoints.undeploy_model(
+                                endpoint=ep.name, deployed_model_id=did, traffic_split=split
+                            ).result(timeout=600),
+                        )
+                    _call(f"deleting {ep.name}", lambda: endpoints.delete_endpoint(name=ep.name).result(timeout=600))
+                    log.info("deleted endpoint %s", ep.name)
+        if status.tuned_model:
+            model_name = status.tuned_model.split("@", 1)[0]
+            models = self._gapic("ModelServiceClient")
+            try:
+                _call(f"reading model {status.tuned_model}", lambda: models.get_model(name=status.tuned_model))
+            except BackendError as exc:
+                if not isinstance(exc.__cause__, gexc.NotFound):
+                    raise
+            else:
+                names.append(model_name)
+                if not dry_run:
+                    _call(f"deleting {model_name}", lambda: models.delete_model(name=model_name).result(timeout=600))
+                    log.info("deleted model %s", model_name)
+        return names

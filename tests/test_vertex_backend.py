@@ -1,0 +1,248 @@
+"""The Vertex backend, driven through the real google-genai / aiplatform clients against the test server."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import pytest
+
+from sftflow.backends import make_generator, make_tuner
+from sftflow.backends.base import BackendError, GenerationParams, JobState, TransientError, TuningSpec
+from sftflow.backends.vertex import VertexGenerator, VertexTuner
+from tests.servers.vertex_fixtures import TEST_TOKEN
+
+PROMPT = "Provide a summary with about two sentences for the following article:\n\n" + (
+    "Wash the sweater by hand. Use cold water and a mild soap. " + " ".join(f"w{i}" for i in range(30))
+)
+PARAMS = GenerationParams(temperature=0.2, max_output_tokens=256, safety_threshold="BLOCK_ONLY_HIGH", timeout_s=5)
+
+
+def spec(key="kabc", val_uri="gs://b/val.jsonl", **kw) -> TuningSpec:
+    values = dict(
+        base_model="gemini-2.5-flash",
+        train_uri="gs://b/train.jsonl",
+        val_uri=val_uri,
+        epochs=3,
+        adapter_size=8,
+        learning_rate_multiplier=0.5,
+        display_name="sftflow-summarizer",
+        key=key,
+    )
+    values.update(kw)
+    return TuningSpec(**values)
+
+
+@pytest.fixture
+def server(make_vertex_server):
+    return make_vertex_server(job_phases=(0.3, 0.6), require_token=TEST_TOKEN)
+
+
+# ------------------------------------------------------------------------------ generation
+
+
+def test_generates_text_with_safety_settings_in_request(server, vertex_settings_for):
+    gen = make_generator(vertex_settings_for(server), "gemini-2.5-flash")
+    assert isinstance(gen, VertexGenerator) and gen.model == "gemini-2.5-flash"
+    out = gen.generate(PROMPT, PARAMS)
+    assert out.text.split() == PROMPT.split("article:")[1].split()[:20]
+    assert out.finish_reason == "STOP" and not out.blocked
+    assert out.prompt_tokens == len(PROMPT) // 4 and out.output_tokens > 0 and out.latency_s > 0
+    (req,) = server.requests
+    assert req["path"].endswith("/publishers/google/models/gemini-2.5-flash:generateContent")
+    body = req["body"]
+    assert body["generationConfig"] == {"temperature": 0.2, "maxOutputTokens": 256}
+    assert {s["category"] for s in body["safetySettings"]} == {
+        "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH",
+        "HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_DANGEROUS_CONTENT",
+    }
+    assert {s["threshold"] for s in body["safetySettings"]} == {"BLOCK_ONLY_HIGH"}
+
+
+def test_tuned_endpoint_uses_endpoint_path(server, vertex_settings_for):
+    endpoint = f"projects/{server.project}/locations/{server.location}/endpoints/777"
+    out = VertexGenerator(vertex_settings_for(server), endpoint).generate(PROMPT, PARAMS)
+    assert out.text == "Wash the sweater by hand."
+    assert server.count("POST", f"/v1beta1/{endpoint}:generateContent") == 1
+
+
+def test_blocked_and_empty_answers_are_generations(server, vertex_settings_for):
+    gen = VertexGenerator(vertex_settings_for(server), "gemini-2.5-flash")
+    blocked = gen.generate("article: bad [[BLOCK]]", PARAMS)
+    assert blocked.blocked and blocked.text == "" and blocked.finish_reason == "BLOCKED"
+    empty = gen.generate("article: [[EMPTY]]", PARAMS)
+    assert not empty.blocked and empty.text == "" and empty.finish_reason == "EMPTY"
+    capped = gen.generate(PROMPT, GenerationParams(max_output_tokens=3))
+    assert capped.finish_reason == "MAX_TOKENS" and len(capped.text.split()) == 3
+
+
+@pytest.mark.parametrize(("code", "kind"), [(429, TransientError), (503, TransientError), (500, TransientError),
+                                            (408, TransientError), (400, BackendError), (404, BackendError)])
+def test_http_errors_are_translated(make_vertex_server, vertex_settings_for, code, kind):
+    server = make_vertex_server(fault_rate=1.0, fault_codes=(code,))
+    with pytest.raises(kind) as err:
+        VertexGenerator(vertex_settings_for(server), "gemini-2.5-flash").generate(PROMPT, PARAMS)
+    assert f"HTTP {code}" in str(err.value) and "gemini-2.5-flash" in str(err.value)
+
+
+def test_timeouts_and_refused_connections_are_transient(make_vertex_server, vertex_settings_for):
+    slow = make_vertex_server(latency_s=1.0)
+    gen = VertexGenerator(vertex_settings_for(slow), "gemini-2.5-flash")
+    start = time.perf_counter()
+    with pytest.raises(TransientError, match="Timeout"):
+        gen.generate(PROMPT, GenerationParams(timeout_s=0.2))
+    assert time.perf_counter() - start < 0.9
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = vertex_settings_for(slow, vertex_base_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(TransientError, match="ConnectError"):
+        VertexGenerator(settings, "gemini-2.5-flash").generate(PROMPT, PARAMS)
+
+
+def test_token_is_sent_but_never_logged_or_raised(make_vertex_server, vertex_settings_for, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, SDKs and httpx included
+    server = make_vertex_server(require_token=TEST_TOKEN, job_phases=(0.0, 0.0))
+    settings = vertex_settings_for(server)
+    gen = VertexGenerator(settings, "gemini-2.5-flash")
+    assert gen.generate(PROMPT, PARAMS).text  # the server only answers the right token
+    tuner = VertexTuner(settings)
+    status = tuner.get(tuner.submit(spec()))
+    tuner.delete_outputs(status, dry_run=False)
+    errors = []
+    server.set_faults(1.0, (400, 429, 503))
+    for _ in range(3):
+        for call in (lambda: gen.generate(PROMPT, PARAMS), lambda: tuner.get(status.name)):
+            with pytest.raises((TransientError, BackendError)) as err:
+                call()
+            errors.append(err.value)
+    wrong = vertex_settings_for(make_vertex_server(require_token="other"))
+    with pytest.raises(BackendError, match="HTTP 401") as err:
+        VertexGenerator(wrong, "gemini-2.5-flash").generate(PROMPT, PARAMS)
+    errors.append(err.value)
+    texts = [caplog.text, repr(settings), str(settings.public_dict())]
+    for exc in errors:
+        texts += [str(exc), repr(exc), str(exc.__cause__), repr(exc.__cause__)]
+    assert len(caplog.records) > 0
+    assert not [t for t in texts if TEST_TOKEN in t]
+
+
+# ------------------------------------------------------------------------------ tuning
+
+
+def test_submit_and_lifecycle(server, vertex_settings_for):
+    tuner = make_tuner(vertex_settings_for(server))
+    assert isinstance(tuner, VertexTuner)
+    name = tuner.submit(spec())
+    body = server.requests[-1]["body"]
+    assert body["supervisedTuningSpec"] == {
+        "trainingDatasetUri": "gs://b/train.jsonl",
+        "validationDatasetUri": "gs://b/val.jsonl",
+        "hyperParameters": {"epochCount": 3, "adapterSize": "ADAPTER_SIZE_EIGHT", "learningRateMultiplier": 0.5},
+    }
+    assert body["labels"] == {"sftflow-key": "kabc"} and body["tunedModelDisplayName"] == "sftflow-summarizer"
+    seen = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        status = tuner.get(name)
+        if not seen or seen[-1] != status.state:
+            seen.append(status.state)
+        if status.state.ended:
+            break
+        time.sleep(0.05)
+    assert seen == [JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED]
+    job_id = name.rsplit("/", 1)[1]
+    assert status.key == "kabc" and status.progress == 1.0 and status.error is None
+    assert status.tuned_model.endswith("@1") and "/endpoints/" in status.endpoint
+    assert status.stats["billable_tokens"] == 100 * 250 * 3 and status.stats["example_count"] == 100
+    assert status.total_steps == status.stats["step_count"] > 0
+    assert status.console_url == (
+        "https://console.cloud.google.com/vertex-ai/generative/language/locations/us-central1/"
+        f"tuning/tuningJob/{job_id}?project=test-project"
+    )
+    assert status.create_time and status.metrics == {}
+
+
+def test_submit_without_validation_and_bad_inputs(server, vertex_settings_for):
+    tuner = VertexTuner(vertex_settings_for(server))
+    tuner.submit(spec(val_uri=None))
+    assert "validationDatasetUri" not in server.requests[-1]["body"]["supervisedTuningSpec"]
+    with pytest.raises(ValueError, match="label"):
+        tuner.submit(spec(key="Not A Label"))
+    with pytest.raises(ValueError, match="adapter_size"):
+        tuner.submit(spec(adapter_size=3))
+    with pytest.raises(BackendError, match="JSONL"):  # the service's own 400, translated
+        tuner.submit(spec(train_uri="gs://b/train.csv"))
+    assert server.count("POST", "tuningJobs") == 2
+
+
+def test_failed_job_carries_service_message(make_vertex_server, vertex_settings_for):
+    server = make_vertex_server(job_phases=(0.0, 0.0), job_outcome="FAILED")
+    tuner = VertexTuner(vertex_settings_for(server))
+    status = tuner.get(tuner.submit(spec()))
+    assert status.state is JobState.FAILED and status.error == "Dataset row 3: invalid role"
+    assert status.tuned_model is None and status.endpoint is None
+
+
+def test_cancel(server, vertex_settings_for):
+    tuner = VertexTuner(vertex_settings_for(server))
+    name = tuner.submit(spec())
+    tuner.cancel(name)
+    assert tuner.get(name).state is JobState.CANCELLED
+    assert server.count("POST", ":cancel") == 1
+    with pytest.raises(BackendError, match="HTTP 400"):  # already ended
+        tuner.cancel(name)
+
+
+def test_find_by_label_newest_first(server, vertex_settings_for):
+    tuner = VertexTuner(vertex_settings_for(server))
+    first = tuner.submit(spec(key="kone"))
+    tuner.submit(spec(key="ktwo"))
+    time.sleep(0.01)
+    second = tuner.submit(spec(key="kone"))
+    found = tuner.find("kone")
+    assert [s.name for s in found] == [second, first] and {s.key for s in found} == {"kone"}
+    assert tuner.find("kthree") == []
+    assert server.count("GET", 'filter=labels.sftflow-key%3D%22kone%22') == 1
+
+
+def test_transient_errors_while_tuning(server, vertex_settings_for):
+    tuner = VertexTuner(vertex_settings_for(server))
+    name = tuner.submit(spec())
+    server.set_faults(1.0, (503,))
+    with pytest.raises(TransientError, match="HTTP 503"):
+        tuner.get(name)
+    with pytest.raises(TransientError):
+        tuner.find("kabc")
+
+
+def test_delete_outputs_dry_run_then_real(make_vertex_server, vertex_settings_for):
+    server = make_vertex_server(job_phases=(0.0, 0.0))
+    tuner = VertexTuner(vertex_settings_for(server))
+    status = tuner.get(tuner.submit(spec()))
+    model = status.tuned_model.split("@")[0]
+    assert tuner.delete_outputs(status, dry_run=True) == [status.endpoint, model]
+    assert server.count("DELETE", "/") == 0 and server.count("POST", ":undeployModel") == 0
+    assert tuner.delete_outputs(status, dry_run=False) == [status.endpoint, model]
+    assert server.count("POST", f"/v1/{status.endpoint}:undeployModel") == 1
+    assert server.count("DELETE", f"/v1/{status.endpoint}") == 1 and server.count("DELETE", f"/v1/{model}") == 1
+    assert tuner.delete_outputs(status, dry_run=False) == []  # already gone: nothing to do
+    with pytest.raises(BackendError, match="HTTP 404"):
+        VertexGenerator(vertex_settings_for(server), status.endpoint).generate(PROMPT, PARAMS)
+
+
+def test_missing_credentials_is_a_clear_backend_error(server, vertex_settings_for, monkeypatch):
+    import google.auth
+    import google.auth.exceptions
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    try:
+        google.auth.default()
+        pytest.skip("application-default credentials exist on this machine")
+    except google.auth.exceptions.DefaultCredentialsError:
+        pass
+    settings = vertex_settings_for(server, vertex_access_token=None)
+    with pytest.raises(BackendError, match="no Google credentials found .* SFTFLOW_VERTEX_ACCESS_TOKEN"):
+        VertexGenerator(settings, "gemini-2.5-flash").generate(PROMPT, PARAMS)
+    assert server.requests == []
