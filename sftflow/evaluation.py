@@ -1,0 +1,401 @@
+"""Concurrent, rate-limited, retrying, resumable generation + ROUGE scoring of a test set.
+
+One call of `evaluate` answers every test example with one model and scores the answer.
+Each finished example is appended to a JSONL checkpoint (fsync'd per line), so a killed run
+resumes where it stopped and asks the model only for the examples that are missing.
+
+Why a client-side limiter, not Prefect's global concurrency limits: `prefect.concurrency`'s
+`rate_limit` needs a Prefect API and a limit created beforehand (without it, it only warns
+and does not throttle), and measured throughput stayed below the configured rate. The pacing
+that matters here is of HTTP requests inside one process, which a lock and a clock do exactly
+and without a server; see `RateLimiter`. (This module also must not import Prefect.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sftflow.backends.base import BackendError, Generation, GenerationParams, Generator, TransientError
+from sftflow.data.testset import TestExample
+from sftflow.rouge import METRICS, score_pair
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used (corrupt line in the middle, results of another model)."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class ExampleResult:
+    """One example's outcome; one JSON line of a results file.
+
+    `error` set: no usable answer after all attempts, `scores` is None and the example is
+    left out of statistics. Blocked or empty answers are *not* errors: they are scored
+    (ROUGE 0 against a non-empty reference) and flagged so that reports can show them.
+    """
+
+    id: str
+    model: str
+    prompt_chars: int
+    reference: str
+    output: str = ""
+    finish_reason: str | None = None
+    blocked: bool = False
+    error: str | None = None
+    scores: dict[str, float] | None = None
+    latency_s: float | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    attempts: int = 0
+
+    @property
+    def scored(self) -> bool:
+        return self.error is None and self.scores is not None
+
+    @property
+    def empty(self) -> bool:
+        """An answer came back but had no text (and was not reported as blocked)."""
+        return self.error is None and not self.blocked and not self.output.strip()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExampleResult:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        missing = {"id", "model", "reference"} - data.keys()
+        if missing:
+            raise ValueError(f"missing field(s): {', '.join(sorted(missing))}")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _parse_lines(lines: Sequence[str], source: str) -> dict[str, ExampleResult]:
+    """Records by id (the last line for an id wins). A bad *last* line is a write cut short
+    by a kill and is ignored; a bad line anywhere else is corruption and raises."""
+    out: dict[str, ExampleResult] = {}
+    last = max((i for i, raw in enumerate(lines, start=1) if raw.strip()), default=0)
+    for i, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            rec = ExampleResult.from_dict(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            if i == last:
+                log.warning("%s:%d: ignoring a truncated last line (%s)", source, i, exc)
+                continue
+            raise CheckpointError(f"{source}:{i}: not a result record: {exc}") from None
+        out[rec.id] = rec
+    return out
+
+
+def load_results(path: str | os.PathLike[str]) -> list[ExampleResult]:
+    """Results from a local JSONL results/checkpoint file, one per id (the last record wins)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    return results_from_jsonl(p.read_text(encoding="utf-8", errors="replace"), str(p))
+
+
+def results_from_jsonl(text: str, source: str = "<results>") -> list[ExampleResult]:
+    """Like `load_results`, for text read through sftflow.storage (e.g. from gs://)."""
+    return list(_parse_lines(text.split("\n"), source).values())
+
+
+def results_to_jsonl(results: Iterable[ExampleResult]) -> str:
+    return "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results)
+
+
+def write_results_jsonl(results: Iterable[ExampleResult], path: str | os.PathLike[str]) -> str:
+    """Write results atomically to a local path or gs:// URI (through sftflow.storage)."""
+    from sftflow import storage
+
+    data = results_to_jsonl(results).encode("utf-8")
+    return storage.write_bytes(str(path), data, content_type="application/jsonl")
+
+
+class Checkpoint:
+    """Append-only JSONL of finished examples; each line is flushed and fsync'd under a lock."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._fh = None
+
+    def load(self) -> dict[str, ExampleResult]:
+        """Read what is there and cut off a partial last line so that appends start a new line."""
+        if not self.path.exists():
+            return {}
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1  # 0 when there is no complete line at all
+        if end != len(data):
+            log.warning("%s: dropping %d bytes of a line cut short by a kill", self.path, len(data) - end)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(end)
+                fh.flush()
+                os.fsync(fh.fileno())
+        # parse the whole content: a cut line is then the last one and is tolerated
+        return _parse_lines(data.decode("utf-8", errors="replace").split("\n"), str(self.path))
+
+    def append(self, result: ExampleResult) -> None:
+        """Write one whole line (under the lock, so lines never interleave), then fsync.
+
+        The fsync runs outside the lock: it makes every line written so far durable, so
+        workers finishing together share one disk flush instead of queueing one each
+        (~4 ms apiece here, which cost ~15% of throughput at concurrency 16).
+        """
+        line = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "ab")
+            self._fh.write(line)
+            self._fh.flush()
+            fd = self._fh.fileno()
+        os.fsync(fd)  # the file is closed only after all workers have returned
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+class RateLimiter:
+    """Spaces request starts at least 60/rpm seconds apart, across all threads.
+
+    A token bucket of depth `burst` (default 1: no bursts, the steadiest load on a per-minute
+    quota). Each caller reserves the next free slot under a lock and sleeps outside it, so
+    waiting threads do not serialise on the lock.
+    """
+
+    def __init__(self, rpm: float, burst: int = 1, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        if rpm <= 0:
+            raise ValueError(f"rpm: must be > 0, got {rpm}")
+        if burst < 1:
+            raise ValueError(f"burst: must be >= 1, got {burst}")
+        self.interval = 60.0 / rpm
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next: float | None = None  # slot of the next request once the bucket is empty
+
+    def acquire(self) -> float:
+        """Block until a request may start; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            # a bucket holds at most `burst` tokens: idle time beyond that is not banked
+            earliest = now - (self.burst - 1) * self.interval
+            slot = earliest if self._next is None else max(self._next, earliest)
+            self._next = slot + self.interval
+        wait = slot - now
+        if wait > 0:
+            self._sleep(wait)
+        return max(wait, 0.0)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: U(0, min(cap, base * 2^(attempt-1))).
+
+    Full jitter spreads the retries of many workers that failed together (one 429 burst)
+    instead of sending them back in lock-step.
+    """
+    return rng.uniform(0.0, min(cap, base * (2 ** (attempt - 1))))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class _Counters:
+    errors: int = 0
+    retries: int = 0
+    blocked: int = 0
+    empty: int = 0
+    resumed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def info(self) -> dict[str, Any]:
+        with self.lock:
+            return {"errors": self.errors, "retries": self.retries, "blocked": self.blocked,
+                    "empty": self.empty, "resumed": self.resumed}
+
+    def count(self, r: ExampleResult) -> None:
+        with self.lock:
+            self.errors += r.error is not None
+            self.blocked += r.blocked
+            self.empty += r.empty
+
+
+def evaluate(
+    generator: Generator,
+    examples: Sequence[TestExample],
+    *,
+    params: GenerationParams,
+    checkpoint: str | os.PathLike[str],
+    concurrency: int,
+    rpm: float,
+    max_attempts: int,
+    on_progress: ProgressFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    backoff_base: float = 1.0,
+    backoff_cap: float = 60.0,
+    prompt_of: Callable[[TestExample], str] | None = None,
+    seed: int | None = None,
+) -> list[ExampleResult]:
+    """Answer and score every example; return one result per example, in example order.
+
+    - `concurrency` worker threads; request starts paced by `RateLimiter(rpm)` (every try,
+      retries included, takes a slot: quotas count requests).
+    - `TransientError` → retry after `backoff_delay(...)` seconds (passed to `sleep`) up to
+      `max_attempts` tries, then the example is recorded with `error` set. `BackendError`
+      (or any other exception from the generator) → recorded with `error`, no retry.
+    - Examples already in `checkpoint` without an error are not asked again; errored ones are.
+      The checkpoint is per model: one holding another model's results raises CheckpointError.
+    - `on_progress(done, total, {"errors", "retries", "blocked", "empty", "resumed"})` is
+      called from the calling thread, once at the start and after each example.
+    - The prompt is `example.input_text` unless `prompt_of` is given.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency: must be >= 1, got {concurrency}")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts: must be >= 1, got {max_attempts}")
+    _check_unique_ids(examples)
+    prompt_of = prompt_of or (lambda ex: ex.input_text)
+    model = generator.model
+
+    ckpt = Checkpoint(Path(checkpoint))
+    done = ckpt.load()
+    others = sorted({r.model for r in done.values() if r.model != model})
+    if others:
+        raise CheckpointError(
+            f"{ckpt.path}: holds results of model(s) {', '.join(others)}, not {model}; "
+            "use one checkpoint per model"
+        )
+    results: dict[str, ExampleResult] = {
+        ex.id: done[ex.id] for ex in examples if ex.id in done and done[ex.id].error is None
+    }
+    todo = [ex for ex in examples if ex.id not in results]
+    counters = _Counters(resumed=len(results))
+    for r in results.values():
+        counters.count(r)
+    total = len(examples)
+
+    def report() -> None:
+        if on_progress is None:
+            return
+        try:
+            on_progress(len(results), total, counters.info())
+        except Exception:  # a failing progress display must not stop the evaluation
+            log.warning("on_progress callback failed", exc_info=True)
+
+    report()
+    if not todo:
+        return [results[ex.id] for ex in examples]
+
+    limiter = RateLimiter(rpm)
+    rng = random.Random(seed)
+    rng_lock = threading.Lock()
+
+    def jitter(attempt: int) -> float:
+        with rng_lock:
+            return backoff_delay(attempt, backoff_base, backoff_cap, rng)
+
+    def run_one(ex: TestExample) -> ExampleResult:
+        prompt = prompt_of(ex)
+        res = ExampleResult(id=ex.id, model=model, prompt_chars=len(prompt), reference=ex.output_text)
+        for attempt in range(1, max_attempts + 1):
+            res.attempts = attempt
+            limiter.acquire()
+            try:
+                gen = generator.generate(prompt, params)
+            except TransientError as exc:
+                if attempt == max_attempts:
+                    res.error = f"TransientError after {attempt} attempts: {exc}"
+                    break
+                with counters.lock:
+                    counters.retries += 1
+                sleep(jitter(attempt))
+                continue
+            except BackendError as exc:
+                res.error = f"BackendError: {exc}"
+                break
+            except Exception as exc:  # an unmapped SDK error must not sink the whole run
+                log.exception("example %s: unexpected error from %s", ex.id, model)
+                res.error = f"{type(exc).__name__}: {exc}"
+                break
+            _fill(res, gen)
+            break
+        ckpt.append(res)
+        counters.count(res)
+        return res
+
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(todo)), thread_name_prefix="sftflow-eval")
+    try:
+        pending: set[Future[ExampleResult]] = {pool.submit(run_one, ex) for ex in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                r = fut.result()
+                results[r.id] = r
+                report()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        ckpt.close()
+    return [results[ex.id] for ex in examples]
+
+
+def _fill(res: ExampleResult, gen: Generation) -> None:
+    res.blocked = bool(gen.blocked)
+    res.output = "" if res.blocked else (gen.text or "")
+    res.finish_reason = gen.finish_reason
+    res.latency_s = gen.latency_s
+    res.prompt_tokens = gen.prompt_tokens
+    res.output_tokens = gen.output_tokens
+    res.scores = score_pair(res.reference, res.output)
+
+
+def _check_unique_ids(examples: Sequence[TestExample]) -> None:
+    seen: dict[str, int] = {}
+    for ex in examples:
+        if ex.id in seen:
+            raise ValueError(f"example id {ex.id!r} appears twice (lines {seen[ex.id]} and {ex.line})")
+        seen[ex.id] = ex.line
+
+
+__all__ = [
+    "METRICS",
+    "Checkpoint",
+    "CheckpointError",
+    "ExampleResult",
+    "RateLimiter",
+    "TestExample",
+    "backoff_delay",
+    "evaluate",
+    "load_results",
+    "results_from_jsonl",
+    "results_to_jsonl",
+    "write_results_jsonl",
+]
