@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     )
     seed: int = Field(0, description="Seed for local tuning and sampling.")
     local_train_budget_s: float = Field(
-        150.0, gt=0, description="Local backend: wall-clock budget for training."
+        90.0, gt=0, description="Local backend: wall-clock ceiling for training, summed across restarts after a crash."
     )
 
     # --- evaluation ----------------------------------------------------------------------
