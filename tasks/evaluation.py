@@ -56,7 +56,7 @@ def evaluate_model(settings: Settings, model: str, test_path: str, label: str) -
                        json.dumps({"model": model, "label": label, "summary": summary, "counts": counts}, indent=2),
                        "application/json")
     plot_uri = storage.write_bytes(storage.join(out_dir, "distribution.png"),
-                                   plots.plot_distribution(results, model), "image/png")
+                                   plots.plot_single_distribution(results, label), "image/png")
     md = report.evaluation_markdown(summary, results, model)
     md += f"\n\nResults: `{results_uri}`  \nPlot: `{plot_uri}`\n"
     report_uri = storage.write_text(storage.join(out_dir, "report.md"), md, "text/markdown")
@@ -83,7 +83,7 @@ def compare_results(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int =
                                         json.dumps(comparison.to_json(), indent=2), "application/json")
     figures = {
         "distributions": plots.plot_distributions(baseline, tuned),
-        "means": plots.plot_mean_bars(comparison),
+        "means": plots.plot_means_with_ci(comparison),
         "paired": plots.plot_paired_scatter(baseline, tuned),
     }
     plot_uris = {name: storage.write_bytes(storage.join(out_dir, f"{name}.png"), png, "image/png")

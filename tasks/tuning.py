@@ -79,7 +79,9 @@ def await_tuning_job(settings: Settings, name: str) -> dict:
     try:
         final = await_job(tuner, name, poll_interval=settings.poll_interval, timeout=settings.tuning_timeout,
                           on_update=on_update)
-    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+    except Exception:
+        raise
+    except BaseException:  # Ctrl-C, SIGTERM (Prefect's TerminationSignal, sent on cancellation), exit
         if settings.cancel_job_on_interrupt:
             log.warning("interrupted: cancelling tuning job %s (cancel_job_on_interrupt=true)", name)
             tuner.cancel(name)

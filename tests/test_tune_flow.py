@@ -1,0 +1,166 @@
+"""The tune and cleanup flows on the vertex backend: real google-genai / aiplatform / storage clients
+against the Vertex-shaped server and the GCS emulator on 127.0.0.1."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from flows.cleanup import cleanup
+from flows.tune import tune
+from sftflow import storage
+from tests.servers.vertex_fixtures import TEST_TOKEN
+
+pytestmark = pytest.mark.slow
+
+LINE = b'{"contents":[{"role":"user","parts":[{"text":"a"}]},{"role":"model","parts":[{"text":"b"}]}]}\n'
+
+
+@pytest.fixture
+def datasets(gcs_bucket):
+    train, val = f"{gcs_bucket}/datasets/train/train.jsonl", f"{gcs_bucket}/datasets/val/val.jsonl"
+    storage.write_bytes(train, LINE * 3)
+    storage.write_bytes(val, LINE)
+    return gcs_bucket, train, val
+
+
+def _config(server, bucket, tmp_path, **extra):
+    return {"backend": "vertex", "project": server.project, "region": server.location, "bucket": bucket,
+            "vertex_base_url": server.base_url, "vertex_access_token": TEST_TOKEN, "poll_interval": 0.3,
+            "local_root": str(tmp_path / "root"), **extra}
+
+
+def _artifacts(state):
+    with get_client(sync_client=True) as client:
+        flow_run_id = state.state_details.flow_run_id
+        ids = [flow_run_id] + [
+            t.id for t in client.read_flow_runs()
+            if t.parent_task_run_id is not None
+        ]
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+
+
+def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_server, datasets, tmp_path):
+    server = make_vertex_server(job_phases=(0.5, 2.0))
+    bucket, train, val = datasets
+    config = _config(server, bucket, tmp_path)
+    server.set_faults(0.4, (503,))
+    state = tune(train_uri=train, val_uri=val, config=config, return_state=True)
+    out = state.result()
+    assert out["endpoint"].startswith(f"projects/{server.project}/locations/{server.location}/endpoints/")
+    assert server.count("POST", "/tuningJobs") - server.count("POST", ":cancel") >= 1
+    created = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith("/tuningJobs")
+               and r["status"] == 200]
+    assert len(created) == 1
+    body = created[0]["body"]
+    assert body["supervisedTuningSpec"]["trainingDatasetUri"] == train
+    assert body["supervisedTuningSpec"]["hyperParameters"]["adapterSize"] == "ADAPTER_SIZE_FOUR"
+    polls = [r for r in server.requests if r["method"] == "GET" and "/tuningJobs/" in r["path"]]
+    assert any(r["status"] == 503 for r in polls)  # faults did hit the poller
+
+    arts = _artifacts(state)
+    keys = {a.key for a in arts}
+    assert {"tuning-progress", "tuning-job-status", "tuning-job-console"} <= keys
+    states_seen = " ".join(a.data for a in arts if a.key == "tuning-job-status")
+    assert "RUNNING" in states_seen and "SUCCEEDED" in states_seen  # written while polling, not only at the end
+
+    # A rerun of the same intent answers from the record: no API call at all.
+    server.set_faults(0.0)
+    before = len(server.requests)
+    again = tune(train_uri=train, val_uri=val, config=config)
+    assert again["endpoint"] == out["endpoint"]
+    assert len(server.requests) == before
+
+    # Cleanup lists but deletes nothing without yes, then deletes endpoint, model and objects.
+    listed = cleanup(config=config)
+    assert out["endpoint"] in listed["items"]
+    assert server.count("DELETE", "") == 0
+    assert storage.exists(storage.join(bucket, "runs", "default", "tuned.json"))
+    done = cleanup(yes=True, config=config)
+    assert server.count("DELETE", "/endpoints/") == 1 and server.count("DELETE", "/models/") == 1
+    assert not storage.list_uris(storage.join(bucket, "runs", "default"))
+    assert done["items"] == listed["items"]
+
+
+def test_failed_job_fails_the_flow_with_the_servers_message(make_vertex_server, datasets, tmp_path):
+    server = make_vertex_server(job_phases=(0.2, 0.5), job_outcome="FAILED")
+    bucket, train, val = datasets
+    with pytest.raises(Exception, match="Dataset row 3: invalid role"):
+        tune(train_uri=train, val_uri=val, config=_config(server, bucket, tmp_path))
+    # A rerun does not pay for a second job unless asked to.
+    with pytest.raises(Exception, match="FAILED"):
+        tune(train_uri=train, val_uri=val, config=_config(server, bucket, tmp_path))
+    assert server.count("POST", "/tuningJobs") == 1
+
+
+def _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path):
+    env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
+               SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PREFECT_LOGGING_LEVEL="INFO")
+    cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--project", server.project,
+           "--bucket", bucket, "--train", train, "--val", val, "--poll-interval", "0.3",
+           "--local-root", str(tmp_path / "root")]
+    # Own session: a flow process killed by a signal can orphan Prefect's temporary API server,
+    # which the test then stops with the whole group.
+    log = open(tmp_path / f"cli-{time.monotonic_ns()}.log", "w+")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def _finish(proc, timeout=300) -> str:
+    try:
+        proc.wait(timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.log.seek(0)
+    return proc.log.read()
+
+
+def _wait_for_polls(server, n, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.count("GET", "/tuningJobs/") >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the flow never polled the job")
+
+
+def test_killed_flow_reattaches_to_the_same_job(make_vertex_server, gcs_emulator, datasets, tmp_path):
+    server = make_vertex_server(job_phases=(1.0, 20.0))
+    bucket, train, val = datasets
+    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
+    _wait_for_polls(server, 3)
+    os.kill(proc.pid, signal.SIGKILL)
+    _finish(proc)
+    server.job_phases = (0.0, 0.0)  # let the job finish now
+    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
+    out = _finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert "attached to existing tuning job" in out
+    assert server.count("POST", "/tuningJobs") == 1  # exactly one job was ever created
+    assert "endpoint: projects/" in out
+    assert TEST_TOKEN not in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_cancels_the_cloud_job(make_vertex_server, gcs_emulator, datasets, tmp_path, sig):
+    """Ctrl-C, and SIGTERM (what a Prefect worker sends when a run is cancelled), cancel the job."""
+    server = make_vertex_server(job_phases=(1.0, 60.0))
+    bucket, train, val = datasets
+    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
+    _wait_for_polls(server, 2)
+    os.kill(proc.pid, sig)
+    out = _finish(proc, timeout=120)
+    assert proc.returncode != 0
+    assert server.count("POST", ":cancel") == 1, out[-3000:]
+    assert "cancelling tuning job" in out
