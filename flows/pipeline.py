@@ -48,7 +48,8 @@ def sft_pipeline(
 
     plots = {"base distribution": baseline["plot_uri"], "tuned distribution": tuned["plot_uri"], **comp["plots"]}
     data = build_report(settings=s.public_dict(), prepared=prepared, tuning=tuned_model,
-                        comparison=comp["comparison"], verdict=comp["verdict"], plots=plots,
+                        comparison=comp["comparison"], comparison_uri=comp["comparison_uri"],
+                        verdict=comp["verdict"], plots=plots,
                         evaluations={"base": baseline, "tuned": tuned})
     md = render_markdown(data)
     report_uri = storage.write_text(storage.join(s.run_root, "report.md"), md, "text/markdown")

@@ -19,7 +19,7 @@ def _duration_s(start: str | None, end: str | None) -> float | None:
     return max(0.0, (b - a).total_seconds())
 
 
-def build_report(*, settings: dict[str, Any], prepared: dict, tuning: dict, comparison: dict,
+def build_report(*, settings: dict[str, Any], prepared: dict, tuning: dict, comparison: dict, comparison_uri: str,
                  verdict: list[str], plots: dict[str, str], evaluations: dict[str, dict]) -> dict:
     """The report as JSON-ready data; `render_markdown` turns it into the markdown artifact."""
     train = next(s for s in prepared["summaries"] if s["kind"] == "train")
@@ -41,7 +41,7 @@ def build_report(*, settings: dict[str, Any], prepared: dict, tuning: dict, comp
             "duration_s": _duration_s(tuning.get("create_time"), tuning.get("update_time")),
             "billable_tokens": billable, "cost_usd": cost if cost is not None else prepared["cost_usd"],
             "cost_basis": "billable tokens reported by the job" if cost is not None
-            else "estimated from the training data (characters / 4)",
+            else "what Vertex AI would bill: training tokens estimated as characters / 4 × epochs × price",
             "stats": stats,
             "hyperparameters": {k: settings[k] for k in ("epochs", "adapter_size", "learning_rate_multiplier")},
             "base_model": settings.get("source_model") or evaluations["base"]["model"],
@@ -49,6 +49,7 @@ def build_report(*, settings: dict[str, Any], prepared: dict, tuning: dict, comp
         "evaluations": {k: {"model": v["model"], "results": v["results_uri"], "summary": v["summary"],
                             "counts": v["counts"]} for k, v in evaluations.items()},
         "comparison": comparison,
+        "comparison_uri": comparison_uri,
         "plots": plots,
         "verdict": verdict,
     }

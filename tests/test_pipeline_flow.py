@@ -1,0 +1,72 @@
+"""sft_pipeline in-process: the local backend end to end, and the vertex backend against the
+Vertex-shaped server + GCS emulator, with end-to-end caching checked by the server's request log."""
+
+import json
+
+import pytest
+
+from flows.pipeline import sft_pipeline
+from sftflow import storage
+from sftflow.data.samples import sample_paths
+from tests.flowutil import task_states
+from tests.servers.vertex_fixtures import TEST_TOKEN
+
+pytestmark = pytest.mark.slow
+
+
+def _check_report_matches_files(out):
+    report = json.loads(storage.read_text(out["report_json_uri"]))
+    assert report["comparison_uri"] == out["report_uri"].rsplit("/", 1)[0] + "/compare/comparison.json"
+    assert report["comparison"] == json.loads(storage.read_text(report["comparison_uri"]))
+    md = storage.read_text(out["report_uri"])
+    rl = report["comparison"]["metrics"]["rougeL"]
+    assert f"{100 * rl['difference']:+.2f}" in md
+    for label in ("base", "tuned"):
+        rows = [json.loads(line) for line in storage.read_text(report["evaluations"][label]["results"]).splitlines()]
+        mean = sum(r["scores"]["rougeL"] for r in rows if r["scores"]) / sum(1 for r in rows if r["scores"])
+        assert mean == pytest.approx(report["evaluations"][label]["summary"]["rougeL"]["mean"])
+    return report
+
+
+def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
+    config = {"local_root": str(tmp_path / "root"), "samples": 20, "local_train_budget_s": 40}
+    state = sft_pipeline(config=config, return_state=True)
+    out = state.result()
+    report = _check_report_matches_files(out)
+    rl = report["comparison"]["metrics"]["rougeL"]
+    assert rl["ci_low"] > 0, rl  # a real LoRA tune beats the base scorer, CI above zero
+    assert out["verdict"][-1].startswith("tuned beats base on ROUGE-L")
+
+    state2 = sft_pipeline(config=config, return_state=True)
+    assert state2.result()["comparison"] == out["comparison"]
+    jobs = list((tmp_path / "root" / "work" / "jobs").iterdir())
+    assert len(jobs) == 1  # no second tuning job
+    states = task_states(state2)
+    assert set(states["evaluate-model"]) == {"Cached"} and set(states["compare-results"]) == {"Cached"}
+
+
+def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_path):
+    server = make_vertex_server(job_phases=(0.3, 0.6))
+    paths = sample_paths()
+    config = {"backend": "vertex", "project": server.project, "region": server.location, "bucket": gcs_bucket,
+              "vertex_base_url": server.base_url, "vertex_access_token": TEST_TOKEN, "poll_interval": 0.2,
+              "local_root": str(tmp_path / "root"), "train_uri": paths["train"], "val_uri": paths["val"],
+              "test_uri": paths["test"], "samples": 12, "concurrency": 4, "rpm": 6000}
+    out = sft_pipeline(config=config)
+    assert out["report_uri"] == f"{gcs_bucket}/runs/default/report.md"
+    _check_report_matches_files(out)
+    base_calls = server.count("POST", "gemini-2.5-flash:generateContent")
+    tuned_calls = server.count("POST", "/endpoints/")
+    assert base_calls == 12 and tuned_calls == 12
+    assert server.count("POST", "/tuningJobs") == 1
+
+    before = len(server.requests)
+    again = sft_pipeline(config=config)
+    assert len(server.requests) == before  # no model or tuning request at all
+    assert again["comparison"] == out["comparison"]
+
+    # One hyperparameter changed: data and baseline reused, tuning and tuned evaluation redone.
+    sft_pipeline(config={**config, "epochs": 2})
+    assert server.count("POST", "/tuningJobs") == 2
+    assert server.count("POST", "gemini-2.5-flash:generateContent") == base_calls
+    assert server.count("POST", "/endpoints/") == 2 * tuned_calls
