@@ -179,6 +179,7 @@ def _run(args: argparse.Namespace) -> int:
 
         out = evaluate(model=args.model, label=args.label, config=config)
         print(f"results: {out['results_uri']}")
+        print(f"plot: {out['plot_uri']}")
         print(f"report: {out['report_uri']}")
         return 0
     if cmd == "tune":
@@ -192,7 +193,11 @@ def _run(args: argparse.Namespace) -> int:
         from flows.compare import compare
 
         out = compare(baseline=args.baseline, tuned=args.tuned, config=config)
+        for line in out["verdict"]:
+            print(line)
         print(f"comparison: {out['comparison_uri']}")
+        for name, uri in out["plots"].items():
+            print(f"plot ({name}): {uri}")
         print(f"report: {out['report_uri']}")
         return 0
     if cmd == "cleanup":
@@ -227,8 +232,22 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SFTFLOW_DEBUG"):
             raise
         message = str(exc).strip() or type(exc).__name__
+        if not _is_user_error(exc):
+            message = f"{type(exc).__name__}: {message} (set SFTFLOW_DEBUG=1 for the traceback)"
         print(f"sftflow: error: {message}", file=sys.stderr)
         return 1
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """Errors whose message is the whole story (bad input, config, a failed job)."""
+    from sftflow.backends.base import BackendError, TransientError
+    from sftflow.config import ConfigError
+    from sftflow.data.rules import DataError
+    from sftflow.storage import StorageError
+    from sftflow.tuning import JobFailed, JobTimeout
+
+    return isinstance(exc, (ConfigError, DataError, StorageError, JobFailed, JobTimeout, BackendError,
+                            TransientError, FileNotFoundError))
 
 
 if __name__ == "__main__":

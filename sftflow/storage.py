@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -94,6 +95,10 @@ def _blob(uri: str):
 
 
 def _translate(exc: Exception, uri: str) -> Exception:
+    if isinstance(exc, urllib.error.HTTPError):
+        if exc.code in (401, 403, 404, 410):
+            return StorageError(f"{uri}: HTTP {exc.code} {exc.reason}")
+        return exc  # 429 / 5xx stay HTTPError: transient, retried by the tasks
     from google.api_core import exceptions as gexc
 
     if isinstance(exc, gexc.NotFound):
@@ -126,8 +131,11 @@ def read_bytes(uri: str) -> bytes:
         except Exception as exc:
             raise _translate(exc, uri) from exc
     if is_http(uri):
-        with urllib.request.urlopen(uri, timeout=60) as r:
-            return r.read()
+        try:
+            with urllib.request.urlopen(uri, timeout=60) as r:
+                return r.read()
+        except urllib.error.HTTPError as exc:
+            raise _translate(exc, uri) from exc
     try:
         return Path(uri).read_bytes()
     except FileNotFoundError:
@@ -291,7 +299,11 @@ def download(uri: str, path: str | Path, on_progress: ProgressFn | None = None) 
             if on_progress:
                 on_progress(total or 0, total)
         elif is_http(uri):
-            with urllib.request.urlopen(uri, timeout=60) as r:
+            try:
+                r = urllib.request.urlopen(uri, timeout=60)
+            except urllib.error.HTTPError as exc:
+                raise _translate(exc, uri) from exc
+            with r:
                 total = int(r.headers.get("Content-Length") or 0) or None
                 done = 0
                 for chunk in iter(lambda: r.read(CHUNK), b""):

@@ -117,3 +117,27 @@ def test_gcs_large_resumable_upload(gcs_bucket, tmp_path):
 def test_gcs_missing_object_names_it(gcs_bucket):
     with pytest.raises(storage.StorageError, match="no such object"):
         storage.read_bytes(storage.join(gcs_bucket, "missing.csv"))
+
+
+def test_https_source_downloads_atomically(tmp_path):
+    """http(s):// sources stream into the work area; a 404 names the URL and leaves nothing."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "train.jsonl").write_text('{"messages": []}\n')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "srv"))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        out = storage.download(f"{base}/train.jsonl", tmp_path / "dl" / "train.jsonl")
+        assert out.read_text() == '{"messages": []}\n'
+        assert storage.fingerprint(f"{base}/train.jsonl").startswith("http:")
+        with pytest.raises(storage.StorageError, match="missing.jsonl: HTTP 404"):
+            storage.download(f"{base}/missing.jsonl", tmp_path / "dl" / "missing.jsonl")
+        assert not (tmp_path / "dl" / "missing.jsonl").exists()
+    finally:
+        server.shutdown()
