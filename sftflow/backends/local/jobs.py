@@ -164,7 +164,7 @@ def check(job_dir: Path) -> JobStatus:
             update_status(job_dir, state=JobState.FAILED.value,
                           error=f"runner died {MAX_RESTARTS + 1} times; see {job_dir / 'runner.log'}")
         else:
-            update_status(job_dir, restarts=st.get("restarts", 0) + 1)
+            update_status(job_dir, restarts=st.get("restarts", 0) + 1, phase="restarting")
             launch(job_dir)
     return to_status(job_dir)
 
