@@ -8,7 +8,7 @@ import pytest
 from flows.pipeline import sft_pipeline
 from sftflow import storage
 from sftflow.data.samples import sample_paths
-from tests.flowutil import task_states
+from tests.flowutil import flow_artifacts, task_states
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -52,8 +52,14 @@ def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_p
               "vertex_base_url": server.base_url, "vertex_access_token": TEST_TOKEN, "poll_interval": 0.2,
               "local_root": str(tmp_path / "root"), "train_uri": paths["train"], "val_uri": paths["val"],
               "test_uri": paths["test"], "samples": 12, "concurrency": 4, "rpm": 6000}
-    out = sft_pipeline(config=config)
+    state = sft_pipeline(config=config, return_state=True)
+    out = state.result()
     assert out["report_uri"] == f"{gcs_bucket}/runs/default/report.md"
+    arts = flow_artifacts(state)
+    progress = [a for a in arts if a.type == "progress"]
+    assert len(progress) >= 2 and all(a.data == 100.0 for a in progress)  # both evaluations reported progress
+    keys = {a.key for a in arts}
+    assert {"sft-pipeline-report", "comparison-metrics", "eval-base-metrics", "eval-tuned-metrics"} <= keys
     _check_report_matches_files(out)
     base_calls = server.count("POST", "gemini-2.5-flash:generateContent")
     tuned_calls = server.count("POST", "/endpoints/")

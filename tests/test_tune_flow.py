@@ -8,12 +8,11 @@ import sys
 import time
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.cleanup import cleanup
 from flows.tune import tune
 from sftflow import storage
+from tests.flowutil import flow_artifacts
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -35,17 +34,6 @@ def _config(server, bucket, tmp_path, **extra):
             "local_root": str(tmp_path / "root"), **extra}
 
 
-def _artifacts(state):
-    with get_client(sync_client=True) as client:
-        flow_run_id = state.state_details.flow_run_id
-        ids = [flow_run_id] + [
-            t.id for t in client.read_flow_runs()
-            if t.parent_task_run_id is not None
-        ]
-        return client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
-
-
 def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_server, datasets, tmp_path):
     server = make_vertex_server(job_phases=(0.5, 2.0))
     bucket, train, val = datasets
@@ -64,7 +52,7 @@ def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_ser
     polls = [r for r in server.requests if r["method"] == "GET" and "/tuningJobs/" in r["path"]]
     assert any(r["status"] == 503 for r in polls)  # faults did hit the poller
 
-    arts = _artifacts(state)
+    arts = flow_artifacts(state)
     keys = {a.key for a in arts}
     assert {"tuning-progress", "tuning-job-status", "tuning-job-console"} <= keys
     states_seen = " ".join(a.data for a in arts if a.key == "tuning-job-status")
