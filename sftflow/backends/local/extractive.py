@@ -15,7 +15,6 @@ layers, with sequences cut at 64 tokens.
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -28,13 +27,13 @@ import torch
 from torch import nn
 
 from sftflow.backends.local.text import Example, requested_sentences, split_prompt, split_sentences
+from sftflow.backends.local.training import BudgetedTrainer, TrainParams
 
 MODEL_NAME = "minilm-extractive"
 MAX_TOKENS = 64
 MAX_SENTENCES = 48  # per article; later sentences are ignored (keeps memory bounded)
 N_EXTRA = 3  # centroid cosine, relative position, first-sentence flag
 BASE_LR = 2e-3
-BATCH_ARTICLES = 8
 HEAD_INIT_COS = 10.0  # initial head weight on the centroid cosine: starts as the base scorer
 LABEL_TAU = 0.1  # softmax temperature turning per-sentence ROUGE into a target distribution
 
@@ -327,28 +326,14 @@ def typical_k(examples: list[Example]) -> int:
 # --------------------------------------------------------------------------- training
 
 
-@dataclass
-class TrainParams:
-    lora_rank: int = 4
-    lora_layers: int = 2
-    epochs: int = 1
-    lr_multiplier: float = 1.0
-    budget_s: float = 60.0
-    seed: int = 0
-    batch_articles: int = BATCH_ARTICLES
-    checkpoint_every_s: float = 10.0
-    report_every_s: float = 2.0
+class Trainer(BudgetedTrainer):
+    """LoRA + head training of the scorer; the loop, budget and checkpoints are BudgetedTrainer's.
 
-
-class Trainer:
-    """LoRA + head training with wall-clock budget, checkpoints and resumption.
-
-    Deterministic on CPU for the same data, seed and thread count: no dropout, a
-    per-epoch permutation from the seed, and a resumed run replays the same order.
+    No dropout, so a run is deterministic for the same data, seed and thread count.
     """
 
     def __init__(self, params: TrainParams, train: list[Example], val: list[Example] | None):
-        self.p = params
+        super().__init__(params)
         torch.manual_seed(params.seed)
         self.tok, model = load_encoder()
         self.cfg = ScorerConfig(lora_rank=params.lora_rank, lora_layers=params.lora_layers,
@@ -359,16 +344,6 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad] + list(self.head.parameters())
         self.opt = torch.optim.AdamW(self.params, lr=BASE_LR * params.lr_multiplier, weight_decay=0.0)
         self.train_raw, self.val_raw = train, val or []
-        self.step, self.elapsed_s = 0, 0.0
-        self.metrics: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": []}
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train) / self.p.batch_articles)
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.p.epochs
 
     def prepare(self, on_progress=None) -> None:
         n = self.p.lora_layers
@@ -394,6 +369,7 @@ class Trainer:
         return loss / len(arts)
 
     def val_loss(self) -> float | None:
+        """Mean per-article loss over the validation set."""
         if not self.val:
             return None
         with torch.no_grad():
@@ -401,75 +377,11 @@ class Trainer:
                       for i in range(0, len(self.val), 16)]
         return sum(losses) / len(self.val)
 
-    def order(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.p.seed * 1000 + epoch)
-        return torch.randperm(len(self.train), generator=g).tolist()
+    def extra_state(self) -> dict:
+        return {"head": self.head.state_dict()}
 
-    # -- checkpoints
-    def state(self) -> dict:
-        from peft import get_peft_model_state_dict
-
-        return {"step": self.step, "elapsed_s": self.elapsed_s, "metrics": self.metrics,
-                "adapter": get_peft_model_state_dict(self.model), "head": self.head.state_dict(),
-                "opt": self.opt.state_dict()}
-
-    def load_state(self, st: dict) -> None:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(self.model, st["adapter"])
+    def load_extra_state(self, st: dict) -> None:
         self.head.load_state_dict(st["head"])
-        self.opt.load_state_dict(st["opt"])
-        self.step, self.elapsed_s = st["step"], st["elapsed_s"]
-        self.metrics = {k: [tuple(x) for x in v] for k, v in st["metrics"].items()}
-
-    def run(self, on_report: Callable[[dict], None], on_checkpoint: Callable[[dict], None],
-            should_stop: Callable[[], bool]) -> str:
-        """Train until all epochs are done ('done'), the budget is spent ('budget') or
-        `should_stop()` ('stopped'). Reports and checkpoints on the wall clock."""
-        started = time.monotonic() - self.elapsed_s
-        last_report = last_ckpt = time.monotonic()
-        spe = self.steps_per_epoch
-        why = "done"
-        recent: list[float] = []
-        if not self.metrics["val_loss"] and (v0 := self.val_loss()) is not None:
-            self.metrics["val_loss"].append((self.step, v0))  # where the curve starts
-        while self.step < self.total_steps:
-            if should_stop():
-                why = "stopped"
-                break
-            if time.monotonic() - started >= self.p.budget_s:
-                why = "budget"
-                break
-            epoch, j = divmod(self.step, spe)
-            idx = self.order(epoch)[j * self.p.batch_articles:(j + 1) * self.p.batch_articles]
-            self.opt.zero_grad()
-            loss = self._loss([self.train[i] for i in idx])
-            loss.backward()
-            self.opt.step()
-            self.step += 1
-            recent.append(loss.item())
-            now = time.monotonic()
-            self.elapsed_s = now - started
-            if now - last_report >= self.p.report_every_s or self.step == self.total_steps:
-                self.metrics["train_loss"].append((self.step, sum(recent) / len(recent)))
-                recent = []
-                last_report = now
-                on_report(self.info(epoch))
-            if now - last_ckpt >= self.p.checkpoint_every_s:
-                v = self.val_loss()
-                if v is not None:
-                    self.metrics["val_loss"].append((self.step, v))
-                on_checkpoint(self.state())
-                last_ckpt = now
-        v = self.val_loss()
-        if v is not None:
-            self.metrics["val_loss"].append((self.step, v))
-        on_report(self.info(min(self.step, self.total_steps - 1) // spe))
-        return why
-
-    def info(self, epoch: int) -> dict:
-        return {"step": self.step, "total_steps": self.total_steps, "epoch": epoch,
-                "elapsed_s": round(self.elapsed_s, 2), "metrics": self.metrics}
 
     def save(self, out_dir: str | Path) -> list[Path]:
         return save_tuned(self.model, self.head, self.cfg, out_dir)

@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 import zlib
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from sftflow.backends.local.extractive import TrainParams
 from sftflow.backends.local.text import Example
+from sftflow.backends.local.training import BudgetedTrainer, TrainParams
 
 BASE_LR = 2e-4
 MAX_LEN = 512
@@ -69,12 +68,11 @@ def add_lora(model, rank: int):
         return get_peft_model(model, cfg)
 
 
-class CausalTrainer:
-    """Same duck-typed interface as extractive.Trainer (prepare/run/state/load_state/save)."""
+class CausalTrainer(BudgetedTrainer):
+    """LoRA SFT of a causal LM; same interface as extractive.Trainer (the loop is BudgetedTrainer's)."""
 
     def __init__(self, params: TrainParams, train: list[Example], val: list[Example] | None, base_model: str):
-        self.p = params
-        self.p.batch_articles = BATCH
+        super().__init__(replace(params, batch_articles=BATCH))
         self.base_model = base_model
         torch.manual_seed(params.seed)
         self.tok, model = load_base(base_model)
@@ -83,9 +81,6 @@ class CausalTrainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=BASE_LR * params.lr_multiplier, weight_decay=0.0)
         self.train_raw, self.val_raw = train, val or []
-        self.step, self.elapsed_s = 0, 0.0
-        self.metrics: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": []}
-        self.extra_stats: dict = {}
 
     def prepare(self, on_progress=None) -> None:
         self.train = [encode_example(self.tok, e) for e in self.train_raw]
@@ -96,14 +91,6 @@ class CausalTrainer:
         if on_progress:
             on_progress(len(self.train), len(self.train))
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train) / BATCH)
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.p.epochs
-
     def _loss(self, batch: list[tuple[list[int], list[int]]]) -> torch.Tensor:
         T = max(len(i) for i, _ in batch)
         pad = self.tok.pad_token_id
@@ -113,70 +100,12 @@ class CausalTrainer:
         return self.model(input_ids=ids, attention_mask=att, labels=lab).loss
 
     def val_loss(self) -> float | None:
+        """Mean of the per-batch token-mean losses over the validation set."""
         if not self.val:
             return None
         with torch.no_grad():
             return sum(float(self._loss(self.val[i:i + BATCH])) for i in range(0, len(self.val), BATCH)) / math.ceil(
                 len(self.val) / BATCH)
-
-    def order(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.p.seed * 1000 + epoch)
-        return torch.randperm(len(self.train), generator=g).tolist()
-
-    def state(self) -> dict:
-        from peft import get_peft_model_state_dict
-
-        return {"step": self.step, "elapsed_s": self.elapsed_s, "metrics": self.metrics,
-                "adapter": get_peft_model_state_dict(self.model), "opt": self.opt.state_dict()}
-
-    def load_state(self, st: dict) -> None:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(self.model, st["adapter"])
-        self.opt.load_state_dict(st["opt"])
-        self.step, self.elapsed_s = st["step"], st["elapsed_s"]
-        self.metrics = {k: [tuple(x) for x in v] for k, v in st["metrics"].items()}
-
-    def run(self, on_report: Callable[[dict], None], on_checkpoint: Callable[[dict], None],
-            should_stop: Callable[[], bool]) -> str:
-        started = time.monotonic() - self.elapsed_s
-        last_report = last_ckpt = time.monotonic()
-        why, recent = "done", []
-        if not self.metrics["val_loss"] and (v0 := self.val_loss()) is not None:
-            self.metrics["val_loss"].append((self.step, v0))  # where the curve starts
-        while self.step < self.total_steps:
-            if should_stop():
-                why = "stopped"
-                break
-            if time.monotonic() - started >= self.p.budget_s:
-                why = "budget"
-                break
-            epoch, j = divmod(self.step, self.steps_per_epoch)
-            idx = self.order(epoch)[j * BATCH:(j + 1) * BATCH]
-            self.opt.zero_grad()
-            loss = self._loss([self.train[i] for i in idx])
-            loss.backward()
-            self.opt.step()
-            self.step += 1
-            recent.append(loss.item())
-            now = time.monotonic()
-            self.elapsed_s = now - started
-            if now - last_report >= self.p.report_every_s or self.step == self.total_steps:
-                self.metrics["train_loss"].append((self.step, sum(recent) / len(recent)))
-                recent, last_report = [], now
-                on_report(self.info(epoch))
-            if now - last_ckpt >= self.p.checkpoint_every_s:
-                on_checkpoint(self.state())
-                last_ckpt = now
-        v = self.val_loss()
-        if v is not None:
-            self.metrics["val_loss"].append((self.step, v))
-        on_report(self.info(min(self.step, self.total_steps - 1) // self.steps_per_epoch))
-        return why
-
-    def info(self, epoch: int) -> dict:
-        return {"step": self.step, "total_steps": self.total_steps, "epoch": epoch,
-                "elapsed_s": round(self.elapsed_s, 2), "metrics": self.metrics}
 
     def save(self, out_dir: str | Path) -> list[Path]:
         from peft import get_peft_model_state_dict

@@ -1,0 +1,137 @@
+"""The budgeted, resumable training loop shared by the local trainers (extractive scorer,
+causal LM), so that both stop, resume, report and checkpoint in exactly the same way.
+
+Deterministic on CPU for the same data, seed and thread count: batches come from a
+per-epoch permutation of the seed, so a resumed run replays the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TrainParams:
+    lora_rank: int = 4
+    lora_layers: int = 2
+    epochs: int = 1
+    lr_multiplier: float = 1.0
+    budget_s: float = 60.0  # wall clock for training, summed over restarts
+    seed: int = 0
+    batch_articles: int = 8  # examples per step (the causal trainer uses its own)
+    checkpoint_every_s: float = 10.0
+    report_every_s: float = 2.0
+
+
+class BudgetedTrainer:
+    """Owns the step counter, elapsed time, loss curves and the loop.
+
+    A subclass sets `model` (a peft model), `opt`, and in `prepare` `train`/`val`; it
+    implements `_loss(batch)` and `val_loss()`, and keeps any weights beyond the LoRA
+    adapter in `extra_state`/`load_extra_state`.
+    """
+
+    def __init__(self, params: TrainParams):
+        self.p = params
+        self.step, self.elapsed_s = 0, 0.0
+        self.metrics: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": []}
+        self.extra_stats: dict = {}
+
+    # -- hooks
+    def _loss(self, batch: list) -> torch.Tensor:
+        raise NotImplementedError
+
+    def val_loss(self) -> float | None:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, st: dict) -> None:
+        pass
+
+    # -- schedule
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train) / self.p.batch_articles)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.p.epochs
+
+    def order(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.p.seed * 1000 + epoch)
+        return torch.randperm(len(self.train), generator=g).tolist()
+
+    # -- checkpoints
+    def state(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        return {"step": self.step, "elapsed_s": self.elapsed_s, "metrics": self.metrics,
+                "adapter": get_peft_model_state_dict(self.model), **self.extra_state(),
+                "opt": self.opt.state_dict()}
+
+    def load_state(self, st: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, st["adapter"])
+        self.load_extra_state(st)
+        self.opt.load_state_dict(st["opt"])
+        self.step, self.elapsed_s = st["step"], st["elapsed_s"]
+        self.metrics = {k: [tuple(x) for x in v] for k, v in st["metrics"].items()}
+
+    # -- the loop
+    def _record_val(self) -> None:
+        v = self.val_loss()
+        if v is not None:
+            self.metrics["val_loss"].append((self.step, v))
+
+    def run(self, on_report: Callable[[dict], None], on_checkpoint: Callable[[dict], None],
+            should_stop: Callable[[], bool]) -> str:
+        """Train until all epochs are done ('done'), the budget is spent ('budget') or
+        `should_stop()` ('stopped'). Reports and checkpoints on the wall clock; val loss
+        is recorded at the start, at each checkpoint and at the end."""
+        started = time.monotonic() - self.elapsed_s
+        last_report = last_ckpt = time.monotonic()
+        spe, bs = self.steps_per_epoch, self.p.batch_articles
+        why = "done"
+        recent: list[float] = []
+        if not self.metrics["val_loss"]:
+            self._record_val()  # where the curve starts
+        while self.step < self.total_steps:
+            if should_stop():
+                why = "stopped"
+                break
+            if time.monotonic() - started >= self.p.budget_s:
+                why = "budget"
+                break
+            epoch, j = divmod(self.step, spe)
+            idx = self.order(epoch)[j * bs:(j + 1) * bs]
+            self.opt.zero_grad()
+            loss = self._loss([self.train[i] for i in idx])
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            recent.append(loss.item())
+            now = time.monotonic()
+            self.elapsed_s = now - started
+            if now - last_report >= self.p.report_every_s or self.step == self.total_steps:
+                self.metrics["train_loss"].append((self.step, sum(recent) / len(recent)))
+                recent, last_report = [], now
+                on_report(self.info(epoch))
+            if now - last_ckpt >= self.p.checkpoint_every_s:
+                self._record_val()
+                on_checkpoint(self.state())
+                last_ckpt = now
+        self._record_val()
+        on_report(self.info(min(self.step, self.total_steps - 1) // spe))
+        return why
+
+    def info(self, epoch: int) -> dict:
+        return {"step": self.step, "total_steps": self.total_steps, "epoch": epoch,
+                "elapsed_s": round(self.elapsed_s, 2), "metrics": self.metrics}
