@@ -16,7 +16,13 @@ from tasks.tuning import status_from
 @flow(name="cleanup", log_prints=True)
 def cleanup(yes: bool = False, include_datasets: bool = False, config: dict[str, Any] | None = None) -> dict:
     """List (default) or, with yes=True, delete: objects under runs/<run>/, the run's tuning records
-    and the tuned models/endpoints they name; datasets too with include_datasets."""
+    and the tuned models/endpoints they name; datasets too with include_datasets.
+
+    Args:
+        yes: Really delete; otherwise only list.
+        include_datasets: Also the uploaded datasets (shared by runs with the same data).
+        config: Any other setting of sftflow.config.Settings (run_name picks the run).
+    """
     s = settings_for(config)
     log = get_run_logger()
     tuner = make_tuner(s)

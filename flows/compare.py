@@ -20,6 +20,13 @@ def results_uri(run_root: str, ref: str) -> str:
 
 @flow(name="compare", log_prints=True)
 def compare(baseline: str = "base", tuned: str = "tuned", config: dict[str, Any] | None = None) -> dict:
+    """Paired comparison of two result sets over the examples both scored.
+
+    Args:
+        baseline: A result-set label of this run (e.g. 'base') or a results.jsonl URI.
+        tuned: A result-set label of this run (e.g. 'tuned') or a results.jsonl URI.
+        config: Any other setting of sftflow.config.Settings (run_name picks the run).
+    """
     s = settings_for(config)
     b, t = results_uri(s.run_root, baseline), results_uri(s.run_root, tuned)
     for uri in (b, t):

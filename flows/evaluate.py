@@ -43,7 +43,15 @@ def evaluate(
     samples: int | None = None,
     config: dict[str, Any] | None = None,
 ) -> dict:
-    """Evaluate `model` ('base', 'tuned', a model name or an endpoint) and store results as `label`."""
+    """Evaluate `model` ('base', 'tuned', a model name or an endpoint) and store results as `label`.
+
+    Args:
+        model: 'base', 'tuned' (this run's tuned endpoint), a model name or an endpoint resource name.
+        label: Name of the result set. None: 'base' or 'tuned'.
+        test_uri: Test set (CSV). None: what prepare_data uploaded for this run.
+        samples: First N test examples. None: the setting (default 50).
+        config: Any other setting of sftflow.config.Settings.
+    """
     s = settings_for(config, test_uri=test_uri, samples=samples)
     resolved = resolve_model(s, model)
     label = label or ("tuned" if model == "tuned" or resolved != s.base_model else "base")

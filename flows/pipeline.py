@@ -29,7 +29,18 @@ def sft_pipeline(
     samples: int | None = None,
     config: dict[str, Any] | None = None,
 ) -> dict:
-    """Data in, a report out saying whether tuning helped; rerunning unchanged does no model call."""
+    """Data in, a report out saying whether tuning helped; rerunning unchanged does no model call.
+
+    Args:
+        train_uri: Training data (chat JSONL: gs://, https:// or a path). None: the backend's default.
+        val_uri: Validation data (chat JSONL). None: the backend's default.
+        test_uri: Test set (CSV with input_text, output_text). None: the backend's default.
+        epochs: Tuning epochs. None: the setting (default 1).
+        adapter_size: LoRA adapter size 1, 2, 4, 8 or 16. None: the setting (default 4).
+        learning_rate_multiplier: Learning-rate multiplier. None: the setting (default 1.0).
+        samples: First N test examples evaluated. None: the setting (default 50).
+        config: Any other setting of sftflow.config.Settings, e.g. {"backend": "vertex", "project": "p"}.
+    """
     params = dict(train_uri=train_uri, val_uri=val_uri, test_uri=test_uri, epochs=epochs,
                   adapter_size=adapter_size, learning_rate_multiplier=learning_rate_multiplier, samples=samples)
     cfg = {**(config or {}), **{k: v for k, v in params.items() if v is not None}}

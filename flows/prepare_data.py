@@ -27,6 +27,14 @@ def prepare_data(
     file against Gemini's tuning rules and upload only when all are clean.
 
     Returns {"train": uri, "val": uri, "test": uri, "summaries": [...], "cost_usd": float}.
+
+    Args:
+        train_uri: Training data (chat JSONL: gs://, https:// or a path). None: the backend's default.
+        val_uri: Validation data (chat JSONL). None: the backend's default.
+        test_uri: Test set (CSV with input_text, output_text). None: the backend's default.
+        limit: Examples kept per converted file. None: the setting (default 1000, as the codelab).
+        shuffle_seed: Shuffle with this seed before the limit. None: keep file order.
+        config: Any other setting of sftflow.config.Settings.
     """
     s = settings_for(config, train_uri=train_uri, val_uri=val_uri, test_uri=test_uri, limit=limit,
                      shuffle_seed=shuffle_seed)

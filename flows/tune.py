@@ -56,6 +56,14 @@ def tune(
 
     A rerun with the same intent returns the recorded result (no API call) or attaches to the
     job still running; only `resubmit_failed` submits again after a failure.
+
+    Args:
+        train_uri: Converted training data URI. None: prepare_data's output for this run.
+        val_uri: Converted validation data URI. None: prepare_data's output for this run.
+        epochs: Tuning epochs. None: the setting (default 1).
+        adapter_size: LoRA adapter size 1, 2, 4, 8 or 16. None: the setting (default 4).
+        learning_rate_multiplier: Learning-rate multiplier. None: the setting (default 1.0).
+        config: Any other setting, e.g. {"poll_interval": 30, "resubmit_failed": true}.
     """
     s = settings_for(config, train_uri=train_uri, val_uri=val_uri, epochs=epochs, adapter_size=adapter_size,
                      learning_rate_multiplier=learning_rate_multiplier)

@@ -1,0 +1,285 @@
+"""End to end through Prefect's own machinery: a real `prefect server`, the work pools made by
+deployments/setup.py, `prefect deploy --all` from prefect.yaml, a process worker, and flow runs of the
+`sft_pipeline/local` deployment on the local backend and on the vertex backend (Vertex-shaped test
+server + GCS emulator). The report's numbers are read back through the Prefect API and checked
+against the results files; the UI page of the finished run is rendered in headless Chromium.
+
+Every process started here is stopped here (worker before server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from deployments.local_server import PREFECT, local_prefect_server, tail
+from deployments.screenshot import capture, find_chromium, flow_run_url
+from sftflow import storage
+from sftflow.data.samples import sample_paths
+from tests.servers.vertex_server import VertexTestServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = 12  # test examples per evaluation: enough for a paired comparison, small enough to be quick
+TOKEN = "e2e-token-not-a-secret"
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _cli(args: list[str], env: dict, timeout: float = 180) -> str:
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def _fake_service_account(path: Path) -> Path:
+    """A well-formed key file (fresh RSA key, unreachable token URI): lets the GcpCredentials block be saved."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": "e2e-project", "private_key_id": "0", "private_key": pem,
+        "client_email": "sftflow@e2e-project.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": "http://127.0.0.1:9/token",
+    }))
+    return path
+
+
+@contextmanager
+def api(url: str):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        with get_client(sync_client=True) as client:
+            yield client
+
+
+# ----------------------------------------------------------------------------------- the stack
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, gcs_emulator):
+    """Server → pools → deploy --all → Vertex-shaped server → worker; yields what the tests need."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    extra = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
+    vertex = VertexTestServer(job_phases=(0.5, 1.0)).start()
+    bucket = f"gs://e2e-{uuid.uuid4().hex[:10]}"
+    storage.gcs_client().create_bucket(bucket[5:])
+    try:
+        with local_prefect_server(tmp / "prefect-home", extra_env=extra) as server:
+            env = server.env
+            _cli([sys.executable, "deployments/setup.py", "local"], env)
+            key = _fake_service_account(tmp / "sa-key.json")
+            _cli([sys.executable, "deployments/setup.py", "gcp", "--project", "e2e-project", "--bucket", "gs://e2e-b",
+                  "--image", "example.org/sftflow:e2e", "--service-account-file", str(key)], env)
+            deploy_out = _cli([PREFECT, "--no-prompt", "deploy", "--all"], env)
+            worker_env = {**env, "STORAGE_EMULATOR_HOST": gcs_emulator, "SFTFLOW_VERTEX_BASE_URL": vertex.base_url,
+                          "SFTFLOW_VERTEX_ACCESS_TOKEN": TOKEN}
+            worker = server.start_worker("sftflow-local", env=worker_env)
+            yield {"url": server.url, "ui": server.ui, "tmp": tmp, "vertex": vertex, "bucket": bucket,
+                   "deploy_out": deploy_out, "worker": worker, "worker_log": worker.log, "key": key}
+    finally:
+        vertex.stop()
+
+
+def _submit(stack, deployment: str, parameters: dict, label: str) -> str:
+    """A flow run of `deployment`, its Prefect results kept in this test's tmp dir."""
+    results = stack["tmp"] / label / "prefect-results"
+    with api(stack["url"]) as client:
+        dep = client.read_deployment_by_name(deployment)
+        run = client.create_flow_run_from_deployment(
+            dep.id, parameters=parameters,
+            job_variables={"env": {"PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(results),
+                                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}},
+        )
+    return str(run.id)
+
+
+def _wait(stack, run_id: str, timeout: float = 420):
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    with api(stack["url"]) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state and run.state.type.value in TERMINAL:
+                break
+            if time.monotonic() > deadline or stack["worker"].poll() is not None:
+                break
+            time.sleep(1)
+        if run.state is None or run.state.type.value != "COMPLETED":
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            text = "\n".join(log.message for log in logs)[-4000:]
+            pytest.fail(f"flow run {run.name} ended {run.state and run.state.name!r}:\n{text}\n"
+                        f"--- worker log ---\n{tail(stack['worker_log'])}")
+    return run
+
+
+def _artifacts(stack, run_id: str) -> dict[str, object]:
+    """Latest artifact per key, of the run and its subflow runs."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterParentFlowRunId,
+    )
+
+    with api(stack["url"]) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])))
+        ids = [uuid.UUID(run_id), *(c.id for c in children)]
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+    out = {}
+    for a in sorted(arts, key=lambda a: a.created):
+        if a.key:
+            out[a.key] = a
+    return out
+
+
+def _table(artifact) -> list[dict]:
+    data = artifact.data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def _report_rows(markdown: str) -> dict[str, list[str]]:
+    """The report's comparison table: {'ROUGE-1': [base, tuned, difference, ci, w/t/l, p], ...}."""
+    rows = {}
+    for line in markdown.splitlines():
+        m = re.match(r"^\|\s*(ROUGE-(?:1|2|L))\s*\|(.*)\|\s*$", line)
+        if m:
+            rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
+    return rows
+
+
+def _check_report_matches_files(arts: dict, report: dict, comparison: dict) -> None:
+    """The numbers the UI shows (artifacts) are the numbers in report.json / comparison.json."""
+    assert report["comparison"] == comparison
+    names = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+    rows = _report_rows(arts["sft-pipeline-report"].data)
+    assert set(rows) == set(names.values()), arts["sft-pipeline-report"].data[:2000]
+    table = {r["metric"]: r for r in _table(arts["comparison-metrics"])}
+    for metric, label in names.items():
+        mc = comparison["metrics"][metric]
+        base, tuned, diff, ci, wtl, _p = rows[label]
+        assert float(base) == pytest.approx(100 * mc["baseline_mean"], abs=0.006), (label, base)
+        assert float(tuned) == pytest.approx(100 * mc["tuned_mean"], abs=0.006), (label, tuned)
+        assert float(diff) == pytest.approx(100 * mc["difference"], abs=0.006), (label, diff)
+        lo, hi = (float(x) for x in ci.strip("[]").split(","))
+        assert (lo, hi) == (pytest.approx(100 * mc["ci_low"], abs=0.006), pytest.approx(100 * mc["ci_high"], abs=0.006))
+        assert wtl == f"{mc['wins']}/{mc['ties']}/{mc['losses']}"
+        row = table[label]
+        assert row["base"] == pytest.approx(100 * mc["baseline_mean"], abs=0.006)
+        assert row["tuned"] == pytest.approx(100 * mc["tuned_mean"], abs=0.006)
+        assert row["n_paired"] == mc["n_paired"] == comparison["n_paired"]
+    assert f"Paired examples: {comparison['n_paired']}" in arts["sft-pipeline-report"].data
+    for label in ("base", "tuned"):
+        summary = report["evaluations"][label]["summary"]
+        eval_rows = {r["metric"]: r for r in _table(arts[f"eval-{label}-metrics"])}
+        for metric, vals in summary.items():
+            for k, v in vals.items():
+                if isinstance(v, (int, float)) and isinstance(eval_rows[metric].get(k), (int, float)):
+                    assert eval_rows[metric][k] == pytest.approx(v, abs=6e-5), (label, metric, k)
+
+
+def _pipeline_params(root: Path, **config) -> dict:
+    return {"samples": SAMPLES, "config": {"local_root": str(root), "run_name": "e2e", **config}}
+
+
+@pytest.fixture(scope="module")
+def runs(stack):
+    """Both pipeline runs submitted at once (the worker runs them side by side): local and vertex."""
+    sp = sample_paths()
+    local_root = stack["tmp"] / "local" / "root"
+    vertex_root = stack["tmp"] / "vertex" / "root"
+    vertex_cfg = dict(backend="vertex", project=stack["vertex"].project, region=stack["vertex"].location,
+                      bucket=stack["bucket"], poll_interval=0.5, limit=100)
+    vertex_params = {**_pipeline_params(vertex_root, **vertex_cfg), "train_uri": sp["train"], "val_uri": sp["val"],
+                     "test_uri": sp["test"]}
+    local_params = _pipeline_params(local_root, local_train_budget_s=20, limit=100)
+    return {
+        "local": (_submit(stack, "sft_pipeline/local", local_params, "local"), local_root),
+        "vertex": (_submit(stack, "sft_pipeline/local", vertex_params, "vertex"), vertex_params),
+    }
+
+
+# ----------------------------------------------------------------------------------- tests
+def test_deploy_all_from_this_checkout(stack):
+    """Every deployment is on its pool; the pull step names the checkout deployed from; the gcp
+    variant's values come from setup.py's variables and block, with no key content in it."""
+    with api(stack["url"]) as client:
+        for flow in ("sft_pipeline", "prepare_data", "evaluate", "tune", "compare", "cleanup"):
+            dep = client.read_deployment_by_name(f"{flow}/local")
+            assert dep.work_pool_name == "sftflow-local"
+            [step] = dep.pull_steps
+            directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
+            assert Path(directory).resolve() == ROOT  # the checkout `prefect deploy` ran in, not a template
+            assert Path(dep.job_variables["working_dir"]).resolve() == ROOT
+        gcp = client.read_deployment_by_name("sft_pipeline/gcp")
+        pools = {p.name: p.type for p in client.read_work_pools()}
+    assert pools == {"sftflow-local": "process", "sftflow-gcp": "cloud-run-v2"}
+    assert gcp.work_pool_name == "sftflow-gcp"
+    assert gcp.parameters["config"] == {"backend": "vertex", "project": "e2e-project", "region": "us-central1",
+                                        "bucket": "gs://e2e-b", "run_name": "default"}
+    assert gcp.job_variables["image"] == "example.org/sftflow:e2e"
+    assert gcp.job_variables["credentials"]["service_account_file"] == str(stack["key"])
+    assert "PRIVATE KEY" not in json.dumps(gcp.model_dump(mode="json"))
+
+
+def test_pipeline_deployment_local_backend(stack, runs):
+    run_id, root = runs["local"]
+    run = _wait(stack, run_id)
+    arts = _artifacts(stack, run_id)
+    for key in ("prepared-data", "prepare-data-summary", "eval-base-metrics", "eval-tuned-metrics",
+                "comparison-metrics", "sft-pipeline-report"):
+        assert key in arts, (key, sorted(arts))
+    run_root = root / "runs" / "e2e"
+    report = json.loads((run_root / "report.json").read_text())
+    comparison = json.loads((run_root / "compare" / "comparison.json").read_text())
+    assert report["backend"] == "local" and comparison["n_paired"] == SAMPLES
+    _check_report_matches_files(arts, report, comparison)
+    stack["local_run"] = run
+
+
+def test_pipeline_deployment_vertex_backend_and_cached_rerun(stack, runs):
+    run_id, params = runs["vertex"]
+    vertex = stack["vertex"]
+    _wait(stack, run_id)
+    arts = _artifacts(stack, run_id)
+    run_root = f"{stack['bucket']}/runs/e2e"
+    report = json.loads(storage.read_text(f"{run_root}/report.json"))
+    comparison = json.loads(storage.read_text(f"{run_root}/compare/comparison.json"))
+    assert report["backend"] == "vertex" and report["job"]["name"].startswith("projects/")
+    _check_report_matches_files(arts, report, comparison)
+    generated, submitted = vertex.count("POST", ":generateContent"), vertex.count("POST", "/tuningJobs")
+    assert generated >= 2 * SAMPLES and submitted == 1
+
+    rerun = _submit(stack, "sft_pipeline/local", params, "vertex")  # same inputs, same Prefect result store
+    _wait(stack, rerun)
+    assert vertex.count("POST", ":generateContent") == generated, "a cached rerun called the model"
+    assert vertex.count("POST", "/tuningJobs") == submitted, "a cached rerun submitted a tuning job"
+    assert json.loads(storage.read_text(f"{run_root}/report.json"))["comparison"] == comparison
+
+
+def test_ui_renders_the_finished_run(stack, runs, tmp_path):
+    if find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs it)")
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    run = stack.get("local_run") or _wait(stack, runs["local"][0])
+    png = tmp_path / "run.png"
+    dom = capture(flow_run_url(stack["ui"], str(run.id)), png)
+    assert run.name in dom, dom[-2000:]
+    assert "Completed" in dom and "sft_pipeline" in dom
+    assert png.stat().st_size > 10_000
+    if os.environ.get("SFTFLOW_UPDATE_SCREENSHOT"):
+        (ROOT / "docs").mkdir(exist_ok=True)
+        (ROOT / "docs" / "ui-pipeline-run.png").write_bytes(png.read_bytes())
