@@ -283,3 +283,34 @@ def test_ui_renders_the_finished_run(stack, runs, tmp_path):
     if os.environ.get("SFTFLOW_UPDATE_SCREENSHOT"):
         (ROOT / "docs").mkdir(exist_ok=True)
         (ROOT / "docs" / "ui-pipeline-run.png").write_bytes(png.read_bytes())
+
+
+def test_cancelling_the_flow_run_cancels_the_tuning_job(stack):
+    """Prefect cancellation (the worker sends the flow process SIGTERM) cancels the cloud job."""
+    from prefect.states import Cancelling
+
+    vertex = stack["vertex"]
+    train = f"{stack['bucket']}/cancel/train.jsonl"
+    storage.write_bytes(train, b'{"contents":[{"role":"user","parts":[{"text":"a"}]},'
+                               b'{"role":"model","parts":[{"text":"b"}]}]}\n')
+    old_phases, vertex.job_phases = vertex.job_phases, (0.5, 600.0)  # a job that would run for 10 minutes
+    cancels = vertex.count("POST", ":cancel")
+    try:
+        params = {"train_uri": train, "config": {
+            "backend": "vertex", "project": vertex.project, "region": vertex.location, "bucket": stack["bucket"],
+            "poll_interval": 0.5, "run_name": "cancel", "local_root": str(stack["tmp"] / "cancel" / "root")}}
+        run_id = _submit(stack, "tune/local", params, "cancel")
+        deadline = time.monotonic() + 180
+        start_polls = vertex.count("GET", "/tuningJobs/")
+        with api(stack["url"]) as client:
+            while vertex.count("GET", "/tuningJobs/") < start_polls + 2:  # the flow is awaiting the job
+                assert time.monotonic() < deadline, tail(stack["worker_log"])
+                time.sleep(0.5)
+            client.set_flow_run_state(run_id, Cancelling(), force=True)
+            while (state := client.read_flow_run(run_id).state).type.value not in TERMINAL:
+                assert time.monotonic() < deadline, tail(stack["worker_log"])
+                time.sleep(0.5)
+        assert state.type.value == "CANCELLED"
+        assert vertex.count("POST", ":cancel") == cancels + 1, tail(stack["worker_log"])
+    finally:
+        vertex.job_phases = old_phases
