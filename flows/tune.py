@@ -28,9 +28,10 @@ def default_datasets(s: Settings) -> tuple[str, str | None]:
 
 
 def build_spec(s: Settings, train_uri: str, val_uri: str | None) -> TuningSpec:
-    hashes = {"train": storage.fingerprint(train_uri)}
+    # Content only (md5), not an object's generation: re-uploading identical bytes is the same intent.
+    hashes = {"train": storage.md5(train_uri) or storage.fingerprint(train_uri)}
     if val_uri:
-        hashes["val"] = storage.fingerprint(val_uri)
+        hashes["val"] = storage.md5(val_uri) or storage.fingerprint(val_uri)
     fields = dict(
         base_model=s.base_model,
         epochs=s.epochs,

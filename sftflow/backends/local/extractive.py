@@ -61,7 +61,9 @@ def minilm_path() -> str:
 def _base_state():
     """Load MiniLM once per process; callers get fresh modules built from this state."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per process is noise in flow logs
     path = minilm_path()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path)
