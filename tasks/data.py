@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
 from sftflow import layout, storage
 from sftflow.data.formats import convert_messages_file
-from sftflow.data.rules import DataError, validate_contents_file
+from sftflow.data.rules import DataError, Problem, validate_contents_file
 from sftflow.data.testset import validate_test_csv
 from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
@@ -70,20 +71,16 @@ def validate(path: str, kind: str, source: str) -> dict:
             "max_example_tokens": rep.max_example_tokens,
         }
     summary["source"] = source
-    summary["problems"] = [str(p) for p in rep.problems]
-    summary["problem_count"] = getattr(rep, "problem_count", len(rep.problems))
+    summary["problems"] = [asdict(p) for p in rep.problems]
+    summary["problem_count"] = rep.problem_count
     return summary
 
 
 def raise_on_problems(summaries: list[dict]) -> None:
     """Stop before anything is uploaded when any file has a problem; list them all."""
-    problems = [p for s in summaries for p in s["problems"]]
+    problems = [Problem(**p) for s in summaries for p in s["problems"]]
     if problems:
-        raise DataError([_Line(p) for p in problems], count=sum(s["problem_count"] for s in summaries))
-
-
-class _Line(str):
-    """A problem already rendered as `path:line: field: problem`."""
+        raise DataError(problems, count=sum(s["problem_count"] for s in summaries))
 
 
 @task(name="upload", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
