@@ -97,9 +97,16 @@ def _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path):
     # Own session: a flow process killed by a signal can orphan Prefect's temporary API server,
     # which the test then stops with the whole group.
     log = open(tmp_path / f"cli-{time.monotonic_ns()}.log", "w+")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
     proc.log = log
     return proc
+
+
+def _default_sigint() -> None:
+    """A shell that starts CI in the background leaves SIGINT ignored, and Python then never raises
+    KeyboardInterrupt; restore the default so the child behaves as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _finish(proc, timeout=300) -> str:
