@@ -60,7 +60,7 @@ def test_local_default_sources_are_the_embedded_samples():
 
 
 def test_token_is_never_shown(monkeypatch):
-    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", "ya29.very-secret")
+    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", "test-token-very-secret")
     s = load_settings()
-    assert s.vertex_access_token.get_secret_value() == "ya29.very-secret"
+    assert s.vertex_access_token.get_secret_value() == "test-token-very-secret"
     assert "very-secret" not in repr(s) and "very-secret" not in str(s.public_dict())

@@ -50,11 +50,12 @@ def _fake_service_account(path: Path) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()).decode()
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "e2e-project", "private_key_id": "0", "private_key": pem,
-        "client_email": "sftflow@e2e-project.iam.gserviceaccount.com", "client_id": "1",
-        "token_uri": "http://127.0.0.1:9/token",
-    }))
+    # A key generated here and now, never a real credential.
+    path.write_text(json.dumps(dict(
+        type="service_account", project_id="e2e-project", private_key_id="0", private_key=pem,
+        client_email="sftflow@e2e-project.iam.gserviceaccount.com", client_id="1",
+        token_uri="http://127.0.0.1:9/token",
+    )))
     return path
 
 
