@@ -106,16 +106,19 @@ def bench_vertex(a, server, tmp: Path) -> dict:
         before = calls()
         cached = run_pipeline(args, env, tmp)
         rerun_calls = {k: v - before[k] for k, v in calls().items()}
-        eph = None
-        if a.ephemeral:
-            eph_env = {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_API_URL")}
-            eph_env["PREFECT_HOME"] = str(tmp / "ephemeral-home-vertex")
-            eph = run_pipeline(args, eph_env, tmp)
+        eph = ephemeral_rerun(args, env, tmp, "vertex") if a.ephemeral else None
         return {"backend": "vertex", "cold": cold, "cached": cached, "ephemeral": eph, "rerun": rerun_calls,
                 "cold_calls": before}
     finally:
         vertex.stop()
         gcs.stop()
+
+
+def ephemeral_rerun(args: list[str], env: dict, tmp: Path, name: str) -> float:
+    """The cached rerun again without a server: each process starts Prefect's temporary API."""
+    eph_env = {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_API_URL")}
+    eph_env["PREFECT_HOME"] = str(tmp / f"ephemeral-home-{name}")
+    return run_pipeline(args, eph_env, tmp)
 
 
 def bench_local(a, server, tmp: Path) -> dict:
@@ -136,11 +139,7 @@ def bench_local(a, server, tmp: Path) -> dict:
     rerun_work = {"tuning jobs started": n_jobs() - before,
                   "evaluate-model executed": rerun.get("evaluate-model", 0),
                   "submit-tuning-job executed": rerun.get("submit-tuning-job", 0)}
-    eph = None
-    if a.ephemeral:
-        eph_env = {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_API_URL")}
-        eph_env["PREFECT_HOME"] = str(tmp / "ephemeral-home-local")
-        eph = run_pipeline(args, eph_env, tmp)
+    eph = ephemeral_rerun(args, env, tmp, "local") if a.ephemeral else None
     return {"backend": "local", "cold": cold, "cached": cached, "ephemeral": eph, "rerun": rerun_work,
             "cold_calls": {"evaluate-model executed": cold_tasks.get("evaluate-model", 0),
                            "tuning jobs started": before}}
