@@ -7,7 +7,11 @@ import urllib.error
 
 from sftflow.backends.base import TransientError
 
-_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+
+
+def is_transient_status(code: int) -> bool:
+    """HTTP statuses worth retrying: 408 (timeout), 429 (quota) and every 5xx."""
+    return code in (408, 429) or 500 <= code <= 599
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -15,13 +19,13 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (TransientError, ConnectionError, TimeoutError, socket.timeout)):
         return True
     if isinstance(exc, urllib.error.HTTPError):
-        return exc.code in _TRANSIENT_HTTP
+        return is_transient_status(exc.code)
     if isinstance(exc, urllib.error.URLError):
         return True
     code = getattr(exc, "code", None)
     if type(exc).__module__.startswith(("google.api_core", "google.genai", "google.auth")):
         if isinstance(code, int):
-            return code in _TRANSIENT_HTTP
+            return is_transient_status(code)
         name = type(exc).__name__
         return name in {"TransportError", "RetryError", "ServiceUnavailable", "TooManyRequests"}
     try:

@@ -32,6 +32,8 @@ from sftflow.backends.base import (
     TuningSpec,
 )
 
+from sftflow.transient import is_transient_status
+
 if TYPE_CHECKING:
     from google import genai
 
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 #: The label that ties a tuning job to its intent (see `sftflow.tuning.tuning_key`).
 KEY_LABEL = "sftflow-key"
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{1,63}$")
-_TRANSIENT_HTTP = {408, 429}
 _BLOCK_REASONS = {"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 _HARM_CATEGORIES = (
     types.HarmCategory.HARM_CATEGORY_HARASSMENT,
@@ -144,11 +145,11 @@ def _translated(what: str) -> Iterator[None]:
         raise
     except genai_errors.APIError as exc:
         code = int(exc.code or 0)
-        kind = TransientError if code in _TRANSIENT_HTTP or code >= 500 else BackendError
+        kind = TransientError if is_transient_status(code) else BackendError
         raise kind(f"{what}: HTTP {code} {exc.status or ''}: {exc.message or ''}".rstrip()) from exc
     except gexc.GoogleAPICallError as exc:
         code = int(exc.code or 0)
-        kind = TransientError if code in _TRANSIENT_HTTP or code >= 500 else BackendError
+        kind = TransientError if is_transient_status(code) else BackendError
         raise kind(f"{what}: HTTP {code}: {exc.message}") from exc
     except google.auth.exceptions.DefaultCredentialsError as exc:
         raise BackendError(
