@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from sftflow import storage
 from sftflow.config import Settings, load_settings
 
 
@@ -11,3 +13,8 @@ def settings_for(config: dict[str, Any] | None = None, **params: Any) -> Setting
     merged = dict(config or {})
     merged.update({k: v for k, v in params.items() if v is not None})
     return load_settings(**merged)
+
+
+def read_record(uri: str) -> dict | None:
+    """A JSON record an earlier step wrote (prepared.json, tuned.json), or None if there is none."""
+    return json.loads(storage.read_text(uri)) if storage.exists(uri) else None

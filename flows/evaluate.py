@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import flow
 
-from flows.common import settings_for
-from sftflow import layout, storage
+from flows.common import read_record, settings_for
+from sftflow import layout
 from tasks.data import download
 from tasks.evaluation import evaluate_model
 
@@ -19,9 +18,10 @@ def resolve_model(s, model: str | None) -> str:
         return s.base_model
     if model == "tuned":
         uri = layout.tuned_uri(s.run_root)
-        if not storage.exists(uri):
+        tuned = read_record(uri)
+        if tuned is None:
             raise FileNotFoundError(f"{uri}: run '{s.run_name}' has no tuned model yet; run `sftflow tune`")
-        return json.loads(storage.read_text(uri))["endpoint"]
+        return tuned["endpoint"]
     return model
 
 
@@ -29,10 +29,8 @@ def default_test_uri(s) -> str:
     """The test set prepare_data uploaded for this run, else the configured/default source."""
     if s.test_uri:
         return s.test_uri
-    uri = layout.prepared_uri(s.run_root)
-    if storage.exists(uri):
-        return json.loads(storage.read_text(uri))["test"]
-    return s.sources()["test"]
+    prepared = read_record(layout.prepared_uri(s.run_root))
+    return prepared["test"] if prepared else s.sources()["test"]
 
 
 @flow(name="evaluate", log_prints=True)

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_image_artifact
 
-from flows.common import settings_for
+from flows.common import read_record, settings_for
 from sftflow import layout, storage
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
@@ -21,9 +21,9 @@ def default_datasets(s: Settings) -> tuple[str, str | None]:
     if s.train_uri:
         return s.train_uri, s.val_uri
     uri = layout.prepared_uri(s.run_root)
-    if not storage.exists(uri):
+    prepared = read_record(uri)
+    if prepared is None:
         raise FileNotFoundError(f"{uri}: no prepared data for run '{s.run_name}'; run `sftflow prepare` or pass --train")
-    prepared = json.loads(storage.read_text(uri))
     return prepared["train"], s.val_uri or prepared["val"]
 
 
