@@ -53,7 +53,7 @@ def test_empty_cells_name_the_record_start_line(tmp_path):
 def test_bad_encoding_names_the_line(tmp_path):
     path = write(tmp_path, b"input_text,output_text\na,b\nc\xe9,d\n")
     r = validate_test_csv(path)
-    assert [str(p) for p in r.problems] == [f"{path}:3: encoding: not UTF-8 (byte 0xe9 at column 2)"]
+    assert [str(p) for p in r.problems] == [f"{path}:3: encoding: not UTF-8 (byte 0xe9 at column 2); save the file as UTF-8"]
     with pytest.raises(DataError):
         read_test_csv(path)
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+from sftflow.data.reading import read_lines, shown, sniff_jsonl, too_long_message
 from sftflow.data.rules import DataError, Problem, ProblemLog, ProgressFn, check_example, parse_json_line
 from sftflow.storage import atomic_local_writer
 
@@ -52,7 +53,7 @@ def _message_problems(m: object, path: str, line: int, where: str) -> list[Probl
     out = []
     role = m.get("role")
     if not isinstance(role, str) or role not in CHAT_ROLES:
-        what = "required field missing" if "role" not in m else f"unknown role {role!r}"
+        what = "required field missing" if "role" not in m else f"unknown role {shown(role)}"
         out.append(Problem(path, line, f"{where}.role", f"{what} (allowed: {', '.join(CHAT_ROLES)})"))
     if not isinstance(m.get("content"), str):
         what = "required field missing" if "content" not in m else "must be a string"
@@ -128,30 +129,37 @@ def convert_line(raw: bytes, path: str, line: int) -> tuple[str | None, list[Pro
     return dumps_line(out), []  # type: ignore[arg-type]
 
 
-def line_offsets(f: IO[bytes]) -> array:
-    """Byte offset of every line start, plus the file's end (8 bytes a line kept in memory)."""
+def line_offsets(f: IO[bytes], too_long: set[int] | None = None) -> array:
+    """Byte offset of every line start, plus the file's end (8 bytes a line kept in memory).
+
+    Lines over the length cap are never read whole; their indexes go into `too_long`."""
     offsets = array("q")
     pos = 0
-    for raw in f:
+    for raw, size in read_lines(f):
+        if raw is None and too_long is not None:
+            too_long.add(len(offsets))
         offsets.append(pos)
-        pos += len(raw)
+        pos += size
     offsets.append(pos)
     return offsets
 
 
-def _numbered_lines(f: IO[bytes], shuffle_seed: int | None) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw line) in file order, or in a seeded shuffled order."""
+def numbered_lines(f: IO[bytes], shuffle_seed: int | None = None) -> Iterator[tuple[int, bytes | None, int]]:
+    """(1-based line number, raw line or None if over the length cap, size) in file order, or
+    in a seeded shuffled order. Memory stays bounded whatever the line lengths."""
     if shuffle_seed is None:
-        yield from enumerate(f, 1)
+        for n, (raw, size) in enumerate(read_lines(f), 1):
+            yield n, raw, size
         return
-    offsets = line_offsets(f)
+    too_long: set[int] = set()
+    offsets = line_offsets(f, too_long)
     order = array("q", range(len(offsets) - 1))
     random.Random(shuffle_seed).shuffle(order)
     fd = f.fileno()
     for idx in order:
         # pread reads exactly one line; seek+readline would refill an 8 KiB buffer each time.
-        start = offsets[idx]
-        yield idx + 1, os.pread(fd, offsets[idx + 1] - start, start)
+        start, size = offsets[idx], offsets[idx + 1] - offsets[idx]
+        yield idx + 1, (None if idx in too_long else os.pread(fd, size, start)), size
 
 
 def convert_messages_file(
@@ -176,10 +184,16 @@ def convert_messages_file(
     report = ConvertReport()
     log = ProblemLog()
     with open(src, "rb") as f, atomic_local_writer(dst, "w") as out:
-        for n, raw in _numbered_lines(f, shuffle_seed):
+        whole = sniff_jsonl(f)
+        if whole:
+            log.add(Problem(path, *whole))
+        for n, raw, size in ([] if whole else numbered_lines(f, shuffle_seed)):
             if limit is not None and report.examples_out >= limit:
                 break
-            text, problems = convert_line(raw, path, n)
+            if raw is None:
+                text, problems = None, [Problem(path, n, "line", too_long_message(size))]
+            else:
+                text, problems = convert_line(raw, path, n)
             if problems:
                 report.examples_in += 1
                 log.extend(problems)

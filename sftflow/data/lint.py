@@ -11,9 +11,10 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
-from sftflow.data.formats import convert_line
+from sftflow.data.formats import convert_line, numbered_lines
+from sftflow.data.reading import read_lines, shown, sniff_jsonl, too_long_message
 from sftflow.data.rules import (
     DataError,
     Kind,
@@ -28,11 +29,11 @@ Format = Literal["chat", "contents", "testcsv"]
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
-def _first_record(path: str) -> tuple[int, bytes] | None:
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if raw.strip():
-                return n, raw.rstrip(b"\r\n")
+def _first_record(f: IO[bytes]) -> tuple[int, bytes | None, int] | None:
+    """(line, first non-blank line, size) — None as the line when it is over the length cap."""
+    for n, (raw, size) in enumerate(read_lines(f), 1):
+        if raw is None or raw.strip():
+            return n, raw and raw.rstrip(b"\r\n"), size
     return None
 
 
@@ -40,18 +41,27 @@ def detect_format(path: str | os.PathLike) -> Format:
     """By extension, then by the first record: `messages` → chat, otherwise contents.
 
     A JSONL file without `messages` is judged as contents so its rules name the mistake
-    (e.g. `contens`) instead of a vague "unknown format".
+    (e.g. `contens`) instead of a vague "unknown format". A file that is not JSON Lines at
+    all (a JSON array, pretty-printed JSON, UTF-16) raises DataError with one hint.
     """
     path = os.fspath(path)
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".tsv"):
         return "testcsv"
-    first = _first_record(path)
+    with open(path, "rb") as f:
+        whole = sniff_jsonl(f)
+        if whole:
+            raise DataError([Problem(path, *whole)])
+        first = _first_record(f)
     if first is None:
         if suffix in JSON_SUFFIXES:
             return "contents"
         raise DataError([Problem(path, 0, "format", "empty file of unknown format")])
-    n, raw = first
+    n, raw, size = first
+    if raw is None:
+        if suffix in JSON_SUFFIXES:
+            return "contents"  # its rules report the line
+        raise DataError([Problem(path, n, "line", too_long_message(size))])
     obj, problem = parse_json_line(raw, path, n)
     if obj is not None:
         return "chat" if "messages" in obj else "contents"
@@ -73,17 +83,21 @@ def _chat_records(path: str) -> Iterator[tuple[int, dict | list[Problem], int]]:
     Blank lines are skipped, as convert skips them; sizes are those of the converted lines.
     """
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
+        for n, raw, size in numbered_lines(f):
+            if raw is None:
+                yield n, [Problem(path, n, "line", too_long_message(size))], size
+                continue
             text, problems = convert_line(raw, path, n)
             if problems:
-                yield n, problems, len(raw)
+                yield n, problems, size
             elif text is not None:
                 yield n, json.loads(text), len(text.encode("utf-8"))
 
 
-def lint_path(path: str) -> list[Problem]:
-    """Every problem in one file (capped per file, see rules.MAX_STORED_PROBLEMS)."""
-    if not os.path.isfile(path):
+def _check_file(path: str) -> list[Problem]:
+    if os.path.isdir(path):
+        return [Problem(path, 0, "file", "is a directory; give the data files inside it")]
+    if not os.path.exists(path):
         return [Problem(path, 0, "file", "no such file")]
     try:
         fmt = detect_format(path)
@@ -94,6 +108,21 @@ def lint_path(path: str) -> list[Problem]:
     if fmt == "contents":
         return validate_contents_file(path, guess_kind(path)).problems
     return validate_records(path, guess_kind(path), _chat_records(path)).problems
+
+
+def lint_path(path: str) -> list[Problem]:
+    """Every problem in one file (capped per file, see rules.MAX_STORED_PROBLEMS).
+
+    Never raises: a file that cannot be read, or one that trips a bug in a rule, is one
+    problem naming the file, so the files after it are still checked.
+    """
+    try:
+        return _check_file(path)
+    except OSError as e:
+        return [Problem(path, 0, "file", f"cannot read: {e.strerror or type(e).__name__}")]
+    except Exception as e:  # noqa: BLE001 - a bug must not hide the other files' problems
+        return [Problem(path, 0, "file", f"the validator failed ({type(e).__name__}: {shown(str(e))}); "
+                        "please report this with the file's first lines")]
 
 
 def lint_paths(paths: list[str]) -> list[Problem]:

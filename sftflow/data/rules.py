@@ -22,6 +22,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sftflow.data.reading import (
+    decode_line,
+    find_lone_surrogate,
+    read_lines,
+    shown,
+    shown_key,
+    sniff_jsonl,
+    too_long_message,
+)
+
 # --------------------------------------------------------------------------- limits [LIMITS]
 
 MAX_EXAMPLE_TOKENS = 131_072  # input + output tokens per training example
@@ -112,19 +122,29 @@ def estimate_cost(tokens: int, epochs: int, price_per_million: float) -> float:
 
 
 def parse_json_line(raw: bytes, path: str, line: int) -> tuple[dict | None, Problem | None]:
-    """Decode one JSONL line into a dict: each line must be one JSON object [FORMAT]."""
-    if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]  # a UTF-8 BOM is an editor artefact, not data
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return None, Problem(path, line, "encoding", f"not UTF-8 at byte {e.start} of the line")
+    """Decode one JSONL line into a dict: each line must be one JSON object [FORMAT].
+
+    Never raises on any input: bad bytes, NUL, nesting too deep to parse, an integer too long
+    to convert and lone surrogates (valid JSON, not Unicode) each become a Problem.
+    """
+    text, bad = decode_line(raw, first=line == 1)
+    if bad:
+        return None, Problem(path, line, *bad)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         return None, Problem(path, line, "json", f"invalid JSON: {e.msg} (column {e.colno})")
+    except RecursionError:
+        return None, Problem(path, line, "json", "nested too deeply to parse (a tuning example is a few "
+                             "levels deep)")
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        return None, Problem(path, line, "json", f"invalid JSON: {str(e).split(':')[0][:80]}")
     if not isinstance(obj, dict):
         return None, Problem(path, line, "example", f"must be a JSON object, got {_type(obj)}")
+    if b"\\ud" in raw or b"\\uD" in raw:  # only an escape makes a surrogate: skip the walk otherwise
+        found = find_lone_surrogate(obj)
+        if found:
+            return None, Problem(path, line, *found)
     return obj, None
 
 
@@ -146,7 +166,7 @@ def _unknown(obj: dict, allowed: tuple[str, ...], prefix: str) -> Iterator[Findi
         if key not in allowed:
             hint = difflib.get_close_matches(key, allowed, n=1)
             tip = f"; did you mean '{hint[0]}'?" if hint else ""
-            yield f"{prefix}{key}", f"unknown field (allowed: {', '.join(allowed)}){tip}"
+            yield f"{prefix}{shown_key(key)}", f"unknown field (allowed: {', '.join(allowed)}){tip}"
 
 
 def _turns(ex: dict) -> list[tuple[int, dict]]:
@@ -239,7 +259,7 @@ def rule_roles(ex: dict) -> Iterator[Finding]:
             yield f"contents[{i}].role", "required field missing (user or model)"
         elif turn["role"] not in ROLES:
             tip = "; use 'model'" if turn["role"] == "assistant" else ""
-            yield f"contents[{i}].role", f"role {turn['role']!r} not allowed (user, model){tip}"
+            yield f"contents[{i}].role", f"role {shown(turn['role'])} not allowed (user, model){tip}"
 
 
 def rule_turn_order(ex: dict) -> Iterator[Finding]:
@@ -391,15 +411,22 @@ def iter_contents_records(
     Problems name the file `name` (default: `path`)."""
     opened, path = path, name or path
     with open(opened, "rb") as f:
-        for n, raw in enumerate(f, 1):
+        whole = sniff_jsonl(f)
+        if whole:
+            yield whole[0], [Problem(path, *whole)], 0
+            return
+        for n, (raw, size) in enumerate(read_lines(f), 1):
+            if raw is None:
+                yield n, [Problem(path, n, "line", too_long_message(size))], size
+                continue
             body = raw.rstrip(b"\r\n")
             if not body.strip():
                 # A blank line is a line Vertex would try to read as an example.
                 blank = Problem(path, n, BLANK_LINE, "blank line; each line must be one example")
-                yield n, [blank], len(raw)
+                yield n, [blank], size
                 continue
             obj, problem = parse_json_line(body, path, n)
-            yield n, ([problem] if problem else obj), len(raw)
+            yield n, ([problem] if problem else obj), size
 
 
 def validate_contents_file(

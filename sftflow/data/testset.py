@@ -12,11 +12,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from sftflow.data.reading import MAX_LINE_BYTES, clip, decode_line, read_lines, shown, shown_key, too_long_message, wrong_bom
 from sftflow.data.rules import DataError, Problem, ProblemLog
 
 REQUIRED_COLUMNS = ("input_text", "output_text")
 ID_COLUMN = "id"
-_FIELD_LIMIT = 1 << 26  # a test article may be far above csv's 128 KiB default cell limit
+_FIELD_LIMIT = MAX_LINE_BYTES  # a test article may be far above csv's 128 KiB default cell limit
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,24 @@ class TestSetReport:
 
 
 def _decoded_lines(path: str, log: ProblemLog, name: str) -> Iterator[str]:
-    """Physical lines as text; a line with bad bytes is reported and decoded with U+FFFD."""
+    """Physical lines as text; a line with bad bytes is reported and decoded with U+FFFD.
+
+    A line over the length cap is reported and read as an empty line, without being held whole.
+    """
     opened, path = path, name
     with open(opened, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                msg = f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-                log.add(Problem(path, n, "encoding", msg))
-                yield raw.decode("utf-8", errors="replace")
+        for n, (raw, size) in enumerate(read_lines(f), 1):
+            if raw is None:
+                log.add(Problem(path, n, "line", too_long_message(size)))
+                yield "\n"
+                continue
+            if n == 1 and wrong_bom(raw):
+                log.add(Problem(path, 1, *wrong_bom(raw)))  # type: ignore[misc]
+                return
+            text, bad = decode_line(raw, first=n == 1)
+            if bad:
+                log.add(Problem(path, n, *bad))
+            yield text
 
 
 def _scan(
@@ -68,20 +75,23 @@ def _scan(
     """Yield well-formed rows and log every problem met on the way (naming the file `name`)."""
     if csv.field_size_limit() < _FIELD_LIMIT:
         csv.field_size_limit(_FIELD_LIMIT)
-    reader = csv.reader(_decoded_lines(path, log, name or path))
+    # strict: a stray or unterminated quote is an error, not a silently merged cell
+    reader = csv.reader(_decoded_lines(path, log, name or path), strict=True)
     path = name or path
     try:
         header = next(reader)
     except StopIteration:
+        if log.count:  # e.g. UTF-16: already reported, and not empty
+            return
         log.add(Problem(path, 0, "file", "empty file: expected a header with input_text,output_text"))
         return
     except csv.Error as e:
-        log.add(Problem(path, 1, "csv", str(e)))
+        log.add(Problem(path, 1, "csv", _csv_message(e, 1)))
         return
     cols = {name.strip(): i for i, name in reversed(list(enumerate(header)))}
     missing = [c for c in REQUIRED_COLUMNS if c not in cols]
     for c in missing:
-        log.add(Problem(path, 1, c, f"missing column (header: {', '.join(header) or 'empty'})"))
+        log.add(Problem(path, 1, c, f"missing column (header: {clip(', '.join(map(shown_key, header))) or 'empty'})"))
     if missing:
         return
     seen: dict[str, int] = {}
@@ -93,7 +103,7 @@ def _scan(
         except StopIteration:
             break
         except csv.Error as e:
-            log.add(Problem(path, start, "csv", str(e)))
+            log.add(Problem(path, start, "csv", _csv_message(e, start)))
             break  # the reader cannot resync after a malformed record
         line, start = start, reader.line_num + 1
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -114,13 +124,19 @@ def _scan(
         index += 1
         if ID_COLUMN in cols and ID_COLUMN in values:
             if ex_id in seen:
-                msg = f"duplicate id {ex_id!r} (first at line {seen[ex_id]})"
+                msg = f"duplicate id {shown(ex_id)} (first at line {seen[ex_id]})"
                 log.add(Problem(path, line, ID_COLUMN, msg))
                 ok = False
             else:
                 seen[ex_id] = line
         if ok:
             yield TestExample(ex_id, values["input_text"], values["output_text"], line)
+
+
+def _csv_message(e: csv.Error, start: int) -> str:
+    if "unexpected end of data" in str(e):
+        return f"unterminated quote: the quoted cell of the record starting on line {start} never closes"
+    return f"malformed CSV record: {e} (a quote inside a cell is written twice: \"\")"
 
 
 def read_test_csv(
