@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.common import settings_for
 from sftflow import layout, storage
 from sftflow.data.rules import estimate_cost
-from tasks.data import convert, download, raise_on_problems, upload, validate
+from tasks.data import convert, converted_or_problems, download, raise_on_problems, upload, validate
 
 
 @flow(name="prepare_data", log_prints=True)
@@ -44,16 +44,15 @@ def prepare_data(
     converted = s.work_dir / "converted"
 
     local = {kind: download(src[kind], downloads) for kind in ("train", "val", "test")}
-    conv = {
-        kind: convert(local[kind], kind, converted, s.limit, s.shuffle_seed, src[kind]) for kind in ("train", "val")
-    }
-    summaries = [
-        validate(conv["train"]["path"], "train", src["train"]),
-        validate(conv["val"]["path"], "val", src["val"]),
-        validate(local["test"], "test", src["test"]),
-    ]
+    # Every file is checked even when an earlier one is bad: one run lists all the problems.
+    conv, bad = converted_or_problems({
+        kind: convert(local[kind], kind, converted, s.limit, s.shuffle_seed, src[kind], return_state=True)
+        for kind in ("train", "val")
+    })
+    summaries = [validate(conv[kind]["path"], kind, src[kind]) for kind in ("train", "val") if kind in conv]
+    summaries.append(validate(local["test"], "test", src["test"]))
     _artifact_table(summaries)
-    raise_on_problems(summaries)
+    raise_on_problems(summaries, bad)
 
     root = s.storage_root
     uploaded = {

@@ -166,6 +166,28 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(**config)  # fail fast, before Prefect starts, on a bad setting
     _prefect_env(settings.local_root)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
+    undo = _quiet_user_errors()
+    try:
+        return _run_flow(cmd, args, config)
+    finally:
+        undo()
+
+
+def _quiet_user_errors():
+    """Prefect logs a failed task's and flow's exception with its traceback on the terminal; for a
+    user error the message is the whole story, so show it alone (SFTFLOW_DEBUG=1: everything).
+    Prefect's API log handler, hence the UI, keeps the traceback. Returns the undo function."""
+    if os.environ.get("SFTFLOW_DEBUG"):
+        return lambda: None
+    from prefect.logging.configuration import ensure_logging_setup
+
+    from sftflow.console import hide_user_error_tracebacks
+
+    ensure_logging_setup()  # Prefect's console handlers must exist to be adjusted
+    return hide_user_error_tracebacks(_is_user_error)
+
+
+def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any]) -> int:
 
     if cmd == "prepare":
         from flows.prepare_data import prepare_data
@@ -222,6 +244,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a path or message with odd characters never crashes a print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
@@ -243,11 +268,12 @@ def _is_user_error(exc: Exception) -> bool:
     from sftflow.backends.base import BackendError, TransientError
     from sftflow.config import ConfigError
     from sftflow.data.rules import DataError
+    from sftflow.evaluation import CheckpointError
     from sftflow.storage import StorageError
     from sftflow.tuning import JobFailed, JobTimeout
 
-    return isinstance(exc, (ConfigError, DataError, StorageError, JobFailed, JobTimeout, BackendError,
-                            TransientError, FileNotFoundError))
+    return isinstance(exc, (ConfigError, DataError, StorageError, CheckpointError, JobFailed, JobTimeout,
+                            BackendError, TransientError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -30,15 +30,22 @@ def retry_transient(task, task_run, state) -> bool:
     return False
 
 
-def key_from(build: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[str, Any]], str]:
+def key_from(build: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[str, Any]], str | None]:
     """A cache_key_fn hashing the task's name, sftflow's version and `build(parameters)`.
 
     `build` must return content hashes / plain values, never paths alone, so a changed input
-    file is never served from a stale cache entry.
+    file is never served from a stale cache entry. A key never raises: when `build` fails (a
+    missing input file, an unreachable bucket) the key is None — Prefect neither looks up nor
+    stores a cache entry for the run — and the task body meets and reports the real error,
+    instead of Prefect logging a second traceback for the key.
     """
 
-    def cache_key(context, parameters: dict[str, Any]) -> str:
-        material = [context.task.name, sftflow.__version__, build(parameters)]
+    def cache_key(context, parameters: dict[str, Any]) -> str | None:
+        try:
+            inputs = build(parameters)
+        except Exception:  # noqa: BLE001 - the task body reports it; a key must not
+            return None
+        material = [context.task.name, sftflow.__version__, inputs]
         blob = json.dumps(material, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 

@@ -76,11 +76,29 @@ def validate(path: str, kind: str, source: str) -> dict:
     return summary
 
 
-def raise_on_problems(summaries: list[dict]) -> None:
-    """Stop before anything is uploaded when any file has a problem; list them all."""
-    problems = [Problem(**p) for s in summaries for p in s["problems"]]
+def converted_or_problems(states: dict) -> tuple[dict, list[DataError]]:
+    """Split convert task states into results and data problems, so a bad training file does
+    not stop the check of the validation file; any other failure is raised as is."""
+    done, problems = {}, []
+    for kind, state in states.items():
+        result = state.result(raise_on_failure=False)
+        if isinstance(result, DataError):
+            problems.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            done[kind] = result
+    return done, problems
+
+
+def raise_on_problems(summaries: list[dict], errors: list[DataError] = ()) -> None:
+    """Stop before anything is uploaded when any file has a problem; list them all (files in
+    the order checked: conversion problems first, then the validation of the others)."""
+    problems = [p for e in errors for p in e.problems]
+    problems += [Problem(**p) for s in summaries for p in s["problems"]]
     if problems:
-        raise DataError(problems, count=sum(s["problem_count"] for s in summaries))
+        count = sum(e.count for e in errors) + sum(s["problem_count"] for s in summaries)
+        raise DataError(problems, count=count)
 
 
 @task(name="upload", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)

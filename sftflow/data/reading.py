@@ -22,7 +22,7 @@ from typing import IO, Any
 #: UTF-8). A longer line is reported and skipped without being read whole.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
-_SKIP_CHUNK = 1 << 20  # bytes read at a time while skipping the rest of an over-long line
+_CHUNK = 1 << 20  # bytes read at a time from a line longer than this
 
 SHOWN_CHARS = 80  # characters of untrusted text an error message may quote
 
@@ -54,24 +54,28 @@ def too_long_message(nbytes: int, limit: int = MAX_LINE_BYTES) -> str:
 def read_lines(f: IO[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[tuple[bytes | None, int]]:
     """(line, size in bytes) for every line of a binary file; line is None when over `limit`.
 
-    An over-long line is never held whole: at most `limit` + 1 bytes are read, the rest is
-    skipped a megabyte at a time up to the next newline.
+    `limit` counts the line without its newline. A line is read a megabyte at a time (one read
+    for any ordinary line); once past `limit` its pieces are dropped and only its size is
+    counted up to the next newline, so memory stays near `limit` whatever the line's length.
     """
+    chunk = min(_CHUNK, limit + 1)
     while True:
-        raw = f.readline(limit + 1)
-        if not raw:
-            return
-        if len(raw) <= limit or raw.endswith(b"\n"):
-            yield raw, len(raw)
-            continue
-        size = len(raw)
-        del raw
+        parts: list[bytes] = []
+        size, over = 0, False
         while True:
-            chunk = f.readline(_SKIP_CHUNK)
-            size += len(chunk)
-            if not chunk or chunk.endswith(b"\n"):
+            piece = f.readline(chunk)
+            size += len(piece)
+            if not over:
+                parts.append(piece)
+                over = size - piece.endswith(b"\n") > limit
+                if over:
+                    parts = []
+            # readline returns less than asked only at a newline or at the end of the file
+            if piece.endswith(b"\n") or len(piece) < chunk:
                 break
-        yield None, size
+        if not size:
+            return
+        yield (None if over else b"".join(parts)), size
 
 
 def decode_line(raw: bytes, first: bool) -> tuple[str, tuple[str, str] | None]:

@@ -77,6 +77,12 @@ class DataError(ValueError):
             lines.append(f"... and {self.count - len(self.problems)} more problems")
         super().__init__("\n".join(lines))
 
+    def __repr__(self) -> str:
+        # Short: orchestrators log repr(exc) on one line; str() keeps the full list.
+        first = repr(str(self.problems[0])) if self.problems else ""
+        more = f" and {self.count - 1} more problem(s)" if self.count > 1 else ""
+        return f"DataError({first}{more})"
+
 
 class ProblemLog:
     """Collects problems, keeping the first `cap` so memory stays flat on huge bad files."""
