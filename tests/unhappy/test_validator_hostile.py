@@ -294,3 +294,23 @@ def test_shown_clips_untrusted_text():
     long = shown("z" * 1000)
     assert len(long) == SHOWN_CHARS and long.endswith("...")
     assert shown("\ud800\x1b") == "'\\ud800\\x1b'"
+
+
+@pytest.mark.slow
+def test_prepare_uploads_nothing_when_a_chat_or_gemini_file_has_a_lone_surrogate(tmp_path, gcs_bucket):
+    """Both files are checked (the first bad one does not stop the second) and nothing reaches the bucket."""
+    from flows.prepare_data import prepare_data
+    from sftflow import storage
+
+    train = tmp_path / "train.jsonl"  # chat format: conversion used to crash on it
+    train.write_bytes(GOOD_CHAT * 3 + chat("broken emoji \\ud83d"))
+    val = tmp_path / "val.jsonl"  # Gemini format: used to pass through and be uploaded as is
+    bad = {"contents": [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [{"text": "\udfff"}]}]}
+    val.write_text(json.dumps(CONTENTS) + "\n" + json.dumps(bad) + "\n")
+    config = {"local_root": str(tmp_path / "root"), "bucket": gcs_bucket,
+              "train_uri": str(train), "val_uri": str(val)}
+    with pytest.raises(DataError) as e:
+        prepare_data(config=config)
+    assert [str(p).split(": lone surrogate")[0] for p in e.value.problems] == [
+        f"{train}:4: messages[0].content", f"{val}:2: contents[1].parts[0].text"]
+    assert storage.list_uris(gcs_bucket + "/") == []

@@ -1,0 +1,98 @@
+"""User errors are one line on the terminal; bugs keep their traceback; SFTFLOW_DEBUG and the UI see all.
+
+Each test runs the real `sftflow` CLI in a subprocess, with Prefect logging at INFO as a user's
+terminal has it, and reads what a user would read on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SERVER_LIFECYCLE = "Stopping temporary server"  # Prefect's own line at process exit (atexit)
+
+
+def run_cli(tmp_path: Path, *args: str, debug: bool = False, code: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO")
+    env.pop("SFTFLOW_DEBUG", None)
+    if debug:
+        env["SFTFLOW_DEBUG"] = "1"
+    argv = [*args, "--local-root", str(tmp_path / "root")]
+    cmd = [sys.executable, "-m", "sftflow.cli", *argv] if code is None else [sys.executable, "-c", code, *argv]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def user_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if SERVER_LIFECYCLE not in line]
+
+
+def test_missing_file_is_one_line_and_the_ui_keeps_the_traceback(tmp_path):
+    proc = run_cli(tmp_path, "prepare", "--train", "nope.jsonl")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Error encountered when computing cache key" not in proc.stderr
+    lines = user_lines(proc.stderr)
+    assert lines[-1] == "sftflow: error: nope.jsonl: no such file"
+    assert len(proc.stderr.splitlines()) <= 10, proc.stderr
+
+    # The Prefect API (what the UI shows) still has the full traceback of the failed flow run.
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        logs = [log.message for log in client.read_logs(limit=200)]
+    failed = [m for m in logs if "Encountered exception during execution" in m and "nope.jsonl: no such file" in m]
+    assert failed and all("Traceback (most recent call last)" in m for m in failed), failed[:1]
+
+
+def test_bad_data_prints_path_line_field_problem_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    ok = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    bad.write_text(json.dumps(ok) + "\n"
+                   + '{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}\n'
+                   + json.dumps({"messages": [{"role": "robot", "content": "q"}]}) + "\n")
+    proc = run_cli(tmp_path, "prepare", "--train", "bad.jsonl")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = user_lines(proc.stderr)
+    assert lines[-2:] == [
+        "sftflow: error: bad.jsonl:2: messages[0].content: lone surrogate \\ud800 at character 1: not valid Unicode "
+        "(half of an escaped emoji?); the tuning service cannot read it",
+        "bad.jsonl:3: messages[0].role: unknown role 'robot' (allowed: system, user, assistant, model)",
+    ]
+    assert len(lines) <= 25, proc.stderr  # Prefect's one line per task state, then the problems
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run_cli(tmp_path, "prepare", "--train", "nope.jsonl", debug=True)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "StorageError: nope.jsonl: no such file" in proc.stderr
+
+
+BUG = """
+import sys
+import tasks.data
+from sftflow.cli import main
+
+def convert_with_a_bug(*args, **kwargs):  # stands in for a bug in sftflow's own code
+    return 1 / 0
+
+tasks.data.convert_messages_file = convert_with_a_bug
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_unexpected_error_keeps_its_traceback(tmp_path):
+    proc = run_cli(tmp_path, "prepare", code=BUG)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "convert_with_a_bug" in proc.stderr  # the frame that failed is shown
+    assert user_lines(proc.stderr)[-1] == ("sftflow: error: ZeroDivisionError: division by zero "
+                                           "(set SFTFLOW_DEBUG=1 for the traceback)")
