@@ -244,8 +244,8 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any]) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
-    for stream in (sys.stdout, sys.stderr):  # a path or message with odd characters never crashes a print
-        if hasattr(stream, "reconfigure"):
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 never crashes a print
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:

@@ -99,6 +99,8 @@ def _check_file(path: str) -> list[Problem]:
         return [Problem(path, 0, "file", "is a directory; give the data files inside it")]
     if not os.path.exists(path):
         return [Problem(path, 0, "file", "no such file")]
+    if not os.path.isfile(path):  # /dev/zero or a pipe would never end
+        return [Problem(path, 0, "file", "not a regular file (a device or a pipe?)")]
     try:
         fmt = detect_format(path)
     except DataError as e:

@@ -314,3 +314,23 @@ def test_prepare_uploads_nothing_when_a_chat_or_gemini_file_has_a_lone_surrogate
     assert [str(p).split(": lone surrogate")[0] for p in e.value.problems] == [
         f"{train}:4: messages[0].content", f"{val}:2: contents[1].parts[0].text"]
     assert storage.list_uris(gcs_bucket + "/") == []
+
+
+def test_cli_prints_a_file_name_that_is_not_utf8(tmp_path):
+    """A name with undecodable bytes (a surrogate-escaped str in Python) is printed escaped, not a crash."""
+    name = os.fsdecode(b"caf\xe9.jsonl")
+    (tmp_path / name).write_bytes(NEXT)
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")  # strict UTF-8 output, where such a name used to crash
+    proc = subprocess.run([sys.executable, "-m", "sftflow.cli", "validate", name], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.splitlines() == ["caf\\udce9.jsonl:" + NEXT_PROBLEM]
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_device_is_refused_not_read_forever(tmp_path, device):
+    after = tmp_path / "next.jsonl"
+    after.write_bytes(NEXT)
+    assert [str(p) for p in lint_paths([device, str(after)])] == [
+        f"{device}:0: file: not a regular file (a device or a pipe?)", f"{after}:{NEXT_PROBLEM}"]
