@@ -17,8 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from sftflow.data.reading import read_lines, shown, sniff_jsonl, too_long_message
-from sftflow.data.rules import DataError, Problem, ProblemLog, ProgressFn, check_example, parse_json_line
+from sftflow.data.reading import read_lines, shown, sniff_jsonl
+from sftflow.data.rules import (
+    DataError,
+    Problem,
+    ProblemLog,
+    ProgressFn,
+    check_example,
+    line_too_long,
+    parse_json_line,
+)
 from sftflow.storage import atomic_local_writer
 
 #: chat role → Gemini role; `system` goes to systemInstruction instead.
@@ -191,7 +199,7 @@ def convert_messages_file(
             if limit is not None and report.examples_out >= limit:
                 break
             if raw is None:
-                text, problems = None, [Problem(path, n, "line", too_long_message(size))]
+                text, problems = None, [line_too_long(path, n, size)]
             else:
                 text, problems = convert_line(raw, path, n)
             if problems:

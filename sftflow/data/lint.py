@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import IO, Literal
 
 from sftflow.data.formats import convert_line, numbered_lines
-from sftflow.data.reading import read_lines, shown, sniff_jsonl, too_long_message
+from sftflow.data.reading import read_lines, shown, sniff_jsonl
 from sftflow.data.rules import (
     DataError,
     Kind,
     Problem,
+    line_too_long,
     parse_json_line,
     validate_contents_file,
     validate_records,
@@ -61,7 +62,7 @@ def detect_format(path: str | os.PathLike) -> Format:
     if raw is None:
         if suffix in JSON_SUFFIXES:
             return "contents"  # its rules report the line
-        raise DataError([Problem(path, n, "line", too_long_message(size))])
+        raise DataError([line_too_long(path, n, size)])
     obj, problem = parse_json_line(raw, path, n)
     if obj is not None:
         return "chat" if "messages" in obj else "contents"
@@ -85,7 +86,7 @@ def _chat_records(path: str) -> Iterator[tuple[int, dict | list[Problem], int]]:
     with open(path, "rb") as f:
         for n, raw, size in numbered_lines(f):
             if raw is None:
-                yield n, [Problem(path, n, "line", too_long_message(size))], size
+                yield n, [line_too_long(path, n, size)], size
                 continue
             text, problems = convert_line(raw, path, n)
             if problems:

@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 #: Longest line any reader takes into memory, in bytes (JSONL lines and physical CSV lines).
-#: Far above any valid example: Gemini allows 131,072 tokens per tuning example, which the
-#: rules estimate as 4 characters each (~524,288 characters). Even written in the costliest
+#: Far above any valid example: Gemini 2.5 Flash allows 131,072 tokens per tuning example
+#: (https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-supervised-tuning), which
+#: the rules estimate as 4 characters each (~524,288 characters). Even written in the costliest
 #: JSON that still counts as few tokens — every character an escaped astral symbol
 #: (`\ud83d\ude00`, 12 bytes) and 4 of them per turn (~45 bytes of structure each) — such an
-#: example is 131,072 x (48 + 45) bytes ~ 12.2 MB, under 16 MiB. A test-set input is bounded the
-#: same way by Gemini 2.5 Flash's 1,048,576-token input limit (~4 M characters, <= 16 MiB of
-#: UTF-8). A longer line is reported and skipped without being read whole.
+#: example is 131,072 x (48 + 45) bytes ~ 12.2 MB, under 16 MiB. A test-set input is bounded
+#: the same way by the model's 1,048,576-token input limit
+#: (https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini/2-5-flash): ~4 M
+#: characters, at most 16 MiB of UTF-8. A longer line is reported and skipped, never read whole.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
 _CHUNK = 1 << 20  # bytes read at a time from a line longer than this

@@ -367,6 +367,11 @@ ProgressFn = Callable[[int, int | None, dict], None]
 BLANK_LINE = "line"  # field of the problem reported for a blank line
 
 
+def line_too_long(path: str, line: int, size: int) -> Problem:
+    """The problem for a line over reading.MAX_LINE_BYTES (still one example to the service)."""
+    return Problem(path, line, "size", too_long_message(size))
+
+
 def validate_records(
     path: str,
     kind: Kind,
@@ -423,7 +428,7 @@ def iter_contents_records(
             return
         for n, (raw, size) in enumerate(read_lines(f), 1):
             if raw is None:
-                yield n, [Problem(path, n, "line", too_long_message(size))], size
+                yield n, [line_too_long(path, n, size)], size
                 continue
             body = raw.rstrip(b"\r\n")
             if not body.strip():

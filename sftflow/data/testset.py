@@ -12,8 +12,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sftflow.data.reading import MAX_LINE_BYTES, clip, decode_line, read_lines, shown, shown_key, too_long_message, wrong_bom
-from sftflow.data.rules import DataError, Problem, ProblemLog
+from sftflow.data.reading import MAX_LINE_BYTES, clip, decode_line, read_lines, shown, shown_key, wrong_bom
+from sftflow.data.rules import DataError, Problem, ProblemLog, line_too_long
 
 REQUIRED_COLUMNS = ("input_text", "output_text")
 ID_COLUMN = "id"
@@ -57,7 +57,7 @@ def _decoded_lines(path: str, log: ProblemLog, name: str) -> Iterator[str]:
     with open(opened, "rb") as f:
         for n, (raw, size) in enumerate(read_lines(f), 1):
             if raw is None:
-                log.add(Problem(path, n, "line", too_long_message(size)))
+                log.add(line_too_long(path, n, size))
                 yield "\n"
                 continue
             if n == 1 and wrong_bom(raw):

@@ -87,9 +87,11 @@ HOSTILE = [
             "1: json:", "nested too deeply"),
     Hostile("integer-5000-digits", "chat.jsonl", b'{"messages": ' + b"9" * 5000 + b"}\n", "1: json:", "invalid JSON"),
     Hostile("line-over-cap", "chat.jsonl", lambda: GOOD_CHAT + b'{"messages": "' + b"x" * MAX_LINE_BYTES + b'"}\n'
-            + GOOD_CHAT + chat("\\ud800"), "2: line:", "over the 16,777,216-byte limit", then="4: messages[0].content:"),
-    Hostile("last-line-over-cap-no-newline", "chat.jsonl", lambda: GOOD_CHAT + b"x" * (MAX_LINE_BYTES + 1), "2: line:",
+            + GOOD_CHAT + chat("\\ud800"), "2: size:", "over the 16,777,216-byte limit", then="4: messages[0].content:"),
+    Hostile("last-line-over-cap-no-newline", "chat.jsonl", lambda: GOOD_CHAT + b"x" * (MAX_LINE_BYTES + 1), "2: size:",
             "over the", only=True),
+    Hostile("only-line-over-cap", "tuned.jsonl", lambda: b"{" + b" " * MAX_LINE_BYTES + b"}", "1: size:", "over the",
+            only=True),
     # --- not JSON Lines at all
     Hostile("json-array-pretty", "chat.jsonl", json.dumps([CHAT] * 12, indent=2).encode(), "1: file:",
             "this is a JSON array; JSON Lines expected (one object per line)", only=True),
@@ -112,7 +114,7 @@ HOSTILE = [
     Hostile("csv-unterminated-quote-later", "test.csv", GOOD_CSV + b'x,y\n"z,w\n', "4: csv:", "unterminated quote"),
     Hostile("csv-stray-quote", "test.csv", b'input_text,output_text\n"an" article,a summary\n', "2: csv:",
             "malformed CSV record"),
-    Hostile("csv-line-over-cap", "test.csv", lambda: GOOD_CSV + b"x" * (MAX_LINE_BYTES + 10) + b",y\nc,\n", "3: line:",
+    Hostile("csv-line-over-cap", "test.csv", lambda: GOOD_CSV + b"x" * (MAX_LINE_BYTES + 10) + b",y\nc,\n", "3: size:",
             "over the", then="4: output_text:"),
     # --- empty, blank, not a file
     Hostile("empty-jsonl", "chat.jsonl", b"", "0: examples:", "no examples"),
@@ -176,13 +178,17 @@ def test_lint_reports_each_hostile_input_and_checks_the_next_file(tmp_path, h):
     assert_first(problems[:-1], path, h)
 
 
-@pytest.mark.parametrize("h", [h for h in HOSTILE if h.content is not None], ids=[h.id for h in HOSTILE if h.content is not None])
+FILES = [h for h in HOSTILE if h.content is not None]
+CSVS = [h for h in HOSTILE if h.name.endswith(".csv")]
+
+
+@pytest.mark.parametrize("h", FILES, ids=[h.id for h in FILES])
 def test_prepare_reports_each_hostile_input(tmp_path, h):
     path = place(tmp_path, h)
     assert_first(prepare_problems(path, tmp_path), path, h, h.prepare_where or None)
 
 
-@pytest.mark.parametrize("h", [h for h in HOSTILE if h.name.endswith(".csv")], ids=[h.id for h in HOSTILE if h.name.endswith(".csv")])
+@pytest.mark.parametrize("h", CSVS, ids=[h.id for h in CSVS])
 def test_evaluation_test_reader_raises_data_error_only(tmp_path, h):
     path = place(tmp_path, h)
     if not h.where:
@@ -270,9 +276,9 @@ print("\n".join(found))
     assert proc.returncode == 0, proc.stderr[-2000:]
     first, *found = proc.stdout.splitlines()
     base, peak = map(float, first.split())
-    assert found == [f"{big}:2: line: line of 50,000,017 bytes, over the 16,777,216-byte limit (far above any valid "
+    assert found == [f"{big}:2: size: line of 50,000,017 bytes, over the 16,777,216-byte limit (far above any valid "
                      "example; is this one record per line?)",
-                     f"{csv_big}:2: line: line of 50,000,003 bytes, over the 16,777,216-byte limit (far above any "
+                     f"{csv_big}:2: size: line of 50,000,003 bytes, over the 16,777,216-byte limit (far above any "
                      "valid example; is this one record per line?)"] + [found[0]] * 2
     # Reading the line whole would cost at least its 50 MB; the cap holds 16 MiB plus a 1 MiB piece.
     assert peak - base < MAX_LINE_BYTES / 2**20 + 12, (base, peak)
