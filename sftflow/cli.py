@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-datasets", action="store_true",
                    help="also delete the uploaded datasets (shared by runs with the same data)")
     _common(p)
+    _server_parser(sub)
     return parser
+
+
+def _server_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "server", help="start/stop/status of a local Prefect server that every command reuses",
+        description="A Prefect server kept running in the background (its database under "
+        "<local_root>/prefect-server/), so commands skip Prefect's ~11 s temporary-server start and their "
+        "runs stay visible in the UI. Commands use it unless PREFECT_API_URL is set or "
+        "prefect_server=ephemeral. `status` exits 0 when it runs, 3 when not.")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--port", type=int, help="port to serve on (default 4200 if free, else a free port)")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server to answer")
+    p.add_argument("--local-root", type=Path, help="storage root whose server this is (default .sftflow)")
 
 
 def _overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
@@ -141,10 +156,69 @@ def _prefect_env(local_root: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def _server(args: argparse.Namespace) -> int:
+    """`sftflow server start|stop|status`: answers without importing Prefect."""
+    from sftflow import prefect_server as ps
+    from sftflow.config import load_settings
+
+    home = ps.server_home(load_settings(local_root=args.local_root).local_root)
+    try:
+        if args.action == "start":
+            rec, started = ps.start(home, port=args.port, timeout=args.timeout)
+            print(f"{'started' if started else 'already running'}: {rec.ui_url} (pid {rec.pid}; runs kept in {home})")
+            print("it keeps running in the background until `sftflow server stop`; sftflow commands with this "
+                  "storage root use it")
+            return 0
+        if args.action == "stop":
+            rec = ps.stop(home)
+            print(f"stopped: {rec.ui_url} (pid {rec.pid})" if rec else "not running")
+            return 0
+        st = ps.status(home)
+        if st.running:
+            assert st.record is not None
+            up = int(time.time() - st.record.started_at)
+            print(f"running: {st.record.ui_url} (pid {st.record.pid}, up {up // 3600}h{up % 3600 // 60:02d}m"
+                  f"{up % 60:02d}s; runs kept in {home})")
+            return 0
+        print(f"not running ({st.state}: {st.detail}); `sftflow server start` replaces it" if st.detail
+              else "not running")
+        return 3
+    except ps.ServerError as exc:
+        print(f"sftflow: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _use_prefect_api(settings: Any) -> bool:
+    """Point this process's Prefect at the API to use, before Prefect is imported; True if a server
+    (not Prefect's temporary one) will hold the runs."""
+    from sftflow.prefect_server import choose_api
+
+    choice = choose_api(settings.local_root, settings.prefect_server)
+    if choice.note:
+        print(f"sftflow: {choice.note}", file=sys.stderr)
+    if choice.source == "local-server":
+        os.environ["PREFECT_API_URL"] = choice.api_url
+    return choice.api_url is not None
+
+
+def _print_watch(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_running hook: where to watch this run in the UI (PREFECT_UI_URL derives from the API URL)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    if ui := PREFECT_UI_URL.value():
+        print(f"watch: {ui.rstrip('/')}/runs/flow-run/{flow_run.id}", file=sys.stderr, flush=True)
+
+
+def _watched(flow: Any, watch: bool) -> Any:
+    return flow.with_options(on_running=[_print_watch]) if watch else flow
+
+
 def _run(args: argparse.Namespace) -> int:
     from sftflow.config import load_settings
 
     cmd = args.command
+    if cmd == "server":
+        return _server(args)
     if cmd == "validate":
         from sftflow.data.lint import lint_paths
 
@@ -165,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _overrides(args, names)
     settings = load_settings(**config)  # fail fast, before Prefect starts, on a bad setting
     _prefect_env(settings.local_root)
+    watch = _use_prefect_api(settings)  # before any flow module imports prefect
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
     undo = _quiet_user_errors()
     try:
@@ -192,14 +267,14 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any]) -> int
     if cmd == "prepare":
         from flows.prepare_data import prepare_data
 
-        out = prepare_data(config=config)
+        out = _watched(prepare_data, watch)(config=config)
         for kind in ("train", "val", "test"):
             print(f"{kind}: {out[kind]}")
         return 0
     if cmd == "evaluate":
         from flows.evaluate import evaluate
 
-        out = evaluate(model=args.model, label=args.label, config=config)
+        out = _watched(evaluate, watch)(model=args.model, label=args.label, config=config)
         print(f"results: {out['results_uri']}")
         print(f"plot: {out['plot_uri']}")
         print(f"report: {out['report_uri']}")
@@ -207,14 +282,14 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any]) -> int
     if cmd == "tune":
         from flows.tune import tune
 
-        out = tune(config=config)
+        out = _watched(tune, watch)(config=config)
         print(f"tuned model: {out['tuned_model']}")
         print(f"endpoint: {out['endpoint']}")
         return 0
     if cmd == "compare":
         from flows.compare import compare
 
-        out = compare(baseline=args.baseline, tuned=args.tuned, config=config)
+        out = _watched(compare, watch)(baseline=args.baseline, tuned=args.tuned, config=config)
         for line in out["verdict"]:
             print(line)
         print(f"comparison: {out['comparison_uri']}")
@@ -225,7 +300,7 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any]) -> int
     if cmd == "cleanup":
         from flows.cleanup import cleanup
 
-        out = cleanup(yes=args.yes, include_datasets=args.include_datasets, config=config)
+        out = _watched(cleanup, watch)(yes=args.yes, include_datasets=args.include_datasets, config=config)
         verb = "deleted" if args.yes else "would delete"
         for item in out["items"]:
             print(f"{verb}: {item}")
@@ -235,7 +310,7 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any]) -> int
     if cmd == "pipeline":
         from flows.pipeline import sft_pipeline
 
-        out = sft_pipeline(config=config)
+        out = _watched(sft_pipeline, watch)(config=config)
         for line in out["verdict"]:
             print(line)
         print(f"report: {out['report_uri']}")

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
         description="Names the run: its results live under <storage>/runs/<run_name>/.",
     )
+    prefect_server: Literal["auto", "ephemeral"] = Field(
+        "auto",
+        description="Which Prefect API a command uses when PREFECT_API_URL is not set: 'auto' reuses the "
+        "local server `sftflow server start` left running (if it answers), else starts Prefect's "
+        "temporary one; 'ephemeral' always uses the temporary one.",
+    )
 
     # --- data ----------------------------------------------------------------------------
     train_uri: str | None = Field(None, description="Training data (chat JSONL). Default: per backend.")
