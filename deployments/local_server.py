@@ -1,34 +1,32 @@
-"""Start and stop a throwaway `prefect server` (and workers) as child processes: used by the e2e test
-and the cache benchmark, so that neither pays the ~11 s ephemeral-server start of every new process.
+"""A throwaway `prefect server` (and workers) for one block of code: used by the e2e test and the cache
+benchmark, so that neither pays the ~11 s ephemeral-server start of every new process. The server is
+started and stopped by sftflow.prefect_server (the same code as `sftflow server start|stop`).
 
     with local_prefect_server(home) as server:     # server.url = http://127.0.0.1:PORT/api
         subprocess.run([...], env=server.env)       # any Prefect client in env talks to it
 
-Processes get their own process group and are stopped SIGTERM → SIGINT → SIGKILL (a worker whose
-server is already gone needs the SIGINT): stop workers before the server.
+Workers get their own process group and are stopped SIGTERM → SIGINT → SIGKILL (a worker whose
+server is already gone needs the SIGINT), before the server.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sftflow import prefect_server
+
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return prefect_server.free_port(None)
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
@@ -73,44 +71,24 @@ class LocalServer:
         return proc
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 150.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited {proc.returncode}:\n{tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"prefect server not healthy after {timeout:.0f} s:\n{tail(log)}")
-
-
 @contextmanager
 def local_prefect_server(home: Path, port: int | None = None, extra_env: dict[str, str] | None = None
                          ) -> Iterator[LocalServer]:
     """A `prefect server` on 127.0.0.1 with its own PREFECT_HOME (a fresh database); stopped on exit."""
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}/api"
+    home = Path(home).resolve()
+    rec, _ = prefect_server.start(home, port=port or free_port(), extra_env=extra_env)
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": url,
-        "PREFECT_UI_API_URL": url,  # else the UI asks port 4200 and shows "Something went wrong"
+        "PREFECT_API_URL": rec.api_url,
+        "PREFECT_UI_API_URL": rec.api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         **(extra_env or {}),
     }
-    log = home / "server.log"
-    server = LocalServer(url=url, ui=f"http://127.0.0.1:{port}", env=env, home=home)
-    proc = start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log, cwd=home)
-    server.procs.append(proc)
+    server = LocalServer(url=rec.api_url, ui=rec.ui_url, env=env, home=home)
     try:
-        wait_healthy(url, proc, log)
         yield server
     finally:
         for p in list(server.procs):
             stop(p)
+        prefect_server.stop(home)

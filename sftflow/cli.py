@@ -168,6 +168,7 @@ def _server(args: argparse.Namespace) -> int:
             print(f"{'started' if started else 'already running'}: {rec.ui_url} (pid {rec.pid}; runs kept in {home})")
             print("it keeps running in the background until `sftflow server stop`; sftflow commands with this "
                   "storage root use it")
+            print(f"for the prefect CLI and deployments: export PREFECT_API_URL={rec.api_url}")
             return 0
         if args.action == "stop":
             rec = ps.stop(home)

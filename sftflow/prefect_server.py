@@ -183,9 +183,9 @@ def prefect_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "prefect"]
 
 
-def server_env(home: Path, port: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def server_env(home: Path, port: int, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The server process's environment: its own home and database, UI pointed at its own API."""
-    env = dict(os.environ if environ is None else environ)
+    env = dict(os.environ)
     for k in ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
         env.pop(k, None)  # a client setting inherited from the caller must not steer the server
     api = f"http://{HOST}:{port}/api"
@@ -194,13 +194,16 @@ def server_env(home: Path, port: int, environ: Mapping[str, str] | None = None) 
         # the UI asks PREFECT_UI_API_URL for data; without it, it asks port 4200 (prefect.md)
         "PREFECT_UI_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **(extra_env or {}),
     })
     return env
 
 
-def start(home: Path, port: int | None = None, timeout: float = 180.0) -> tuple[ServerRecord, bool]:
+def start(home: Path, port: int | None = None, timeout: float = 180.0,
+          extra_env: Mapping[str, str] | None = None) -> tuple[ServerRecord, bool]:
     """Start the server unless one recorded under `home` is running; return (record, started_now).
 
+    `extra_env` adds settings to a newly started server's environment (e.g. PREFECT_LOGGING_LEVEL).
     A stale record (dead pid, reused pid) or a recorded server that no longer answers is replaced.
     Raises ServerError (with the log's tail) if the new server is not healthy within `timeout`.
     """
@@ -217,10 +220,10 @@ def start(home: Path, port: int | None = None, timeout: float = 180.0) -> tuple[
             assert st.record is not None
             _terminate(st.record)
         _remove_record(home)
-        return _spawn(home, port, timeout), True
+        return _spawn(home, port, timeout, extra_env), True
 
 
-def _spawn(home: Path, port: int | None, timeout: float) -> ServerRecord:
+def _spawn(home: Path, port: int | None, timeout: float, extra_env: Mapping[str, str] | None) -> ServerRecord:
     chosen = port or free_port()
     if port and port_open(port):
         raise ServerError(f"port {port} is already in use; pick another with --port or leave it out")
@@ -229,7 +232,7 @@ def _spawn(home: Path, port: int | None, timeout: float) -> ServerRecord:
     with open(log, "ab") as out:
         out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} sftflow server start: port {chosen}\n".encode())
         out.flush()
-        proc = subprocess.Popen(cmd, cwd=home, env=server_env(home, chosen), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, cwd=home, env=server_env(home, chosen, extra_env), stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     _CHILDREN[proc.pid] = proc
     try:
