@@ -169,6 +169,8 @@ def _server(args: argparse.Namespace) -> int:
             print("it keeps running in the background until `sftflow server stop`; sftflow commands with this "
                   "storage root use it")
             print(f"for the prefect CLI and deployments: export PREFECT_API_URL={rec.api_url}")
+            if (url := os.environ.get("PREFECT_API_URL")) and url != rec.api_url:
+                print(f"note: PREFECT_API_URL is set ({url}); commands use that, not this server", file=sys.stderr)
             return 0
         if args.action == "stop":
             rec = ps.stop(home)
