@@ -246,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
     undo = _quiet_user_errors()
     try:
-        return _run_flow(cmd, args, config)
+        return _run_flow(cmd, args, config, watch)
     finally:
         undo()
 
@@ -265,7 +265,7 @@ def _quiet_user_errors():
     return hide_user_error_tracebacks(_is_user_error)
 
 
-def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any]) -> int:
+def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch: bool) -> int:
 
     if cmd == "prepare":
         from flows.prepare_data import prepare_data
