@@ -9,12 +9,20 @@ from tests.servers.vertex_server import VertexTestServer
 TEST_TOKEN = "test-token-s3cr3t-do-not-log"
 
 
+#: One chat example in the tuning format (user turn, model turn).
+TUNING_LINE = b'{"contents":[{"role":"user","parts":[{"text":"a"}]},{"role":"model","parts":[{"text":"b"}]}]}\n'
+
+
 @pytest.fixture
-def make_vertex_server():
-    """Factory: `make_vertex_server(job_phases=(0.3, 0.6), fault_rate=0.5, ...)` → started server."""
+def make_vertex_server(gcs_emulator):
+    """Factory: `make_vertex_server(job_phases=(0.3, 0.6), fault_rate=0.5, ...)` → started server.
+
+    Tuning datasets must exist in the GCS emulator, as on Vertex: the server checks them there.
+    """
     servers: list[VertexTestServer] = []
 
     def make(**kw) -> VertexTestServer:
+        kw.setdefault("gcs_url", gcs_emulator)
         server = VertexTestServer(**kw).start()
         servers.append(server)
         return server
@@ -28,6 +36,17 @@ def make_vertex_server():
 def vertex_server(make_vertex_server) -> VertexTestServer:
     """A started server with default settings (1 s PENDING, 2 s RUNNING, jobs succeed)."""
     return make_vertex_server()
+
+
+@pytest.fixture
+def tuning_datasets(gcs_bucket) -> dict[str, str]:
+    """{"train": gs://…/train.jsonl (3 examples), "val": gs://…/val.jsonl (1)} uploaded to the emulator."""
+    from sftflow import storage
+
+    uris = {"train": f"{gcs_bucket}/datasets/train/train.jsonl", "val": f"{gcs_bucket}/datasets/val/val.jsonl"}
+    storage.write_bytes(uris["train"], TUNING_LINE * 3)
+    storage.write_bytes(uris["val"], TUNING_LINE)
+    return uris
 
 
 @pytest.fixture

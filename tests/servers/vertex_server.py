@@ -1,12 +1,29 @@
-"""A Vertex-AI-shaped HTTP server on 127.0.0.1 for tests and benchmarks.
+"""A Vertex-AI-shaped HTTP server on 127.0.0.1 for tests and benchmarks, as strict as Vertex.
 
 It speaks the REST paths and JSON that google-genai (generateContent, tuningJobs) and
-google-cloud-aiplatform's REST transport (Endpoint / Model get, undeploy, delete) send, so
-the real SDKs run unpatched against it. Tuning jobs move through their states on a clock
-(time since creation), answers are deterministic, and faults are injected from a seeded RNG.
+google-cloud-aiplatform's REST transport (Endpoint / Model get, undeploy, delete, operations) send,
+so the real SDKs run unpatched against it. It refuses what Vertex refuses:
 
-Run standalone: ``python -m tests.servers.vertex_server --port 0 --latency 0.25`` prints the
-base URL as its first stdout line and serves until SIGTERM.
+- an unknown base model, an endpoint or model that does not exist (a tuning job creates its model
+  and endpoint only when it SUCCEEDS) → 404 NOT_FOUND;
+- unknown JSON field names, unknown enum values, out-of-range parameters, bad roles, empty contents,
+  tuning jobs with a bad base model / hyperparameter / dataset (gs://...jsonl objects that must
+  exist in the GCS emulator at `gcs_url`) → 400 INVALID_ARGUMENT in Vertex's words
+  (tests/servers/vertex_schema.py).
+
+Tuning jobs move through their states on a clock (`job_timeline`, default `job_phases` seconds
+PENDING then RUNNING, then `job_outcome`); cancel passes through JOB_STATE_CANCELLING
+(`cancel_delay_s`); `set_job_state` forces any state. Undeploy and delete answer long-running
+operations that finish after `operation_delay_s`, polled at `GET /v1/{operation name}`. Endpoints
+may hold several deployed models with a trafficSplit that routes generateContent and that undeploy
+must keep valid. `deploy_tuned_model` registers a model + endpoint as a finished job leaves them.
+Answers are deterministic; marker prompts give a prompt-level block (`[[BLOCK]]`), an answer-level
+SAFETY block (`[[SAFETY]]`) and an empty answer (`[[EMPTY]]`); thinking models count thought tokens
+and return thought parts when asked (`thinkingConfig.includeThoughts`, or `thoughts_unasked=True`).
+Faults are injected from a seeded RNG.
+
+Run standalone: ``python -m tests.servers.vertex_server --port 0 --latency 0.25 --gcs-url URL`` prints
+the base URL as its first stdout line and serves until SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,10 +40,16 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from tests.servers import vertex_schema as schema
+from tests.servers.vertex_schema import field as get
 
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -45,12 +68,44 @@ _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _FILTER_TERM = re.compile(r'^labels\.([a-z][a-z0-9_-]*)\s*=\s*("?)([a-z0-9_-]*)\2$')
 _WORDS_BASE = 20
 
+#: Publisher models generateContent answers for (configurable per server: `base_models=`).
+KNOWN_BASE_MODELS = (
+    "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-001",
+    "gemini-2.0-flash-lite", "gemini-2.0-flash-lite-001",
+)
+#: Base models supervised tuning accepts (https://cloud.google.com/vertex-ai/generative-ai/docs/models/tune-models).
+TUNABLE_BASE_MODELS = (
+    "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-2.0-flash-001", "gemini-2.0-flash-lite-001",
+)
+#: Models that think unless told `thinkingBudget: 0` (2.5 Flash and Pro think by default; Flash-Lite does not).
+THINKING_BY_DEFAULT = ("gemini-2.5-flash", "gemini-2.5-pro")
+#: States a job can be put in: by `job_timeline` (before the outcome), as `job_outcome`, or by `set_job_state`.
+TIMELINE_STATES = ("QUEUED", "PENDING", "RUNNING", "UPDATING", "PAUSED")
+OUTCOMES = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED", "PAUSED")
+ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED")
+_MAX_OUTPUT_TOKENS = 65536  # gemini-2.5-flash / -pro
+
 
 class _HttpError(Exception):
-    def __init__(self, code: int, message: str, status: str | None = None):
+    def __init__(self, code: int, message: str, status: str | None = None, details: list | None = None):
         super().__init__(message)
         self.code, self.message = code, message
         self.status = status or _STATUS_NAMES.get(code, "UNKNOWN")
+        self.details = details
+
+
+def _invalid(problems: list[tuple[str, str]]) -> _HttpError:
+    """400 INVALID_ARGUMENT as Google's front end answers a request it cannot parse."""
+    return _HttpError(
+        400,
+        "\n".join(d for _, d in problems),
+        details=[{"@type": "type.googleapis.com/google.rpc.BadRequest",
+                  "fieldViolations": [{"field": f, "description": d} for f, d in problems]}],
+    )
+
+
+def _precondition(message: str) -> _HttpError:
+    return _HttpError(400, message, "FAILED_PRECONDITION")
 
 
 def _now_rfc3339(t: float) -> str:
@@ -68,53 +123,93 @@ def _first_sentence(text: str) -> str:
     return (text[: m.start() + 1] if m else text).strip()
 
 
+def _short(model: str) -> str:
+    return model.rsplit("/", 1)[-1]
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
 @dataclass
 class _Job:
     number: int
     name: str
     created: float
-    phases: tuple[float, float]
+    timeline: tuple[tuple[str, float], ...]
     outcome: str
     body: dict[str, Any]
     labels: dict[str, str]
     model: str
     endpoint: str
     examples: int
+    base_model: str
+    cancel_delay_s: float = 0.0
     cancelled_at: float | None = None
+    forced: tuple[str, float] | None = None  # (state, since) set by set_job_state
 
     def state(self, now: float) -> str:
         if self.cancelled_at is not None:
-            return "CANCELLED"
+            return "CANCELLING" if now - self.cancelled_at < self.cancel_delay_s else "CANCELLED"
+        if self.forced is not None:
+            return self.forced[0]
         t = now - self.created
-        if t < self.phases[0]:
-            return "PENDING"
-        if t < self.phases[0] + self.phases[1]:
-            return "RUNNING"
+        for state, seconds in self.timeline:
+            if t < seconds:
+                return state
+            t -= seconds
         return self.outcome
+
+    def started(self, now: float) -> float | None:
+        """When the job left QUEUED / PENDING (None while it has not)."""
+        t = self.created
+        for state, seconds in self.timeline:
+            if state not in ("QUEUED", "PENDING"):
+                break
+            t += seconds
+        limit = self.cancelled_at if self.cancelled_at is not None else now
+        return t if t <= limit and self.state(now) not in ("QUEUED", "PENDING") else None
 
     def end_time(self) -> float:
         if self.cancelled_at is not None:
-            return self.cancelled_at
-        return self.created + self.phases[0] + self.phases[1]
-
-
-@dataclass
-class _Endpoint:
-    name: str
-    job: _Job
-    deployed: dict[str, str] = field(default_factory=dict)  # deployed model id -> model name
-    deleted: bool = False
+            return self.cancelled_at + self.cancel_delay_s
+        if self.forced is not None:
+            return self.forced[1]
+        return self.created + sum(s for _, s in self.timeline)
 
 
 @dataclass
 class _Model:
     name: str  # without @version
-    job: _Job
+    display_name: str
+    base_model: str
+    job: _Job | None = None
+    registered: float = 0.0
     deleted: bool = False
 
 
+@dataclass
+class _Endpoint:
+    name: str
+    display_name: str
+    job: _Job | None = None
+    registered: float = 0.0
+    deployed: dict[str, str] = field(default_factory=dict)  # deployed model id -> model name
+    traffic: dict[str, int] = field(default_factory=dict)  # deployed model id -> percent
+    deleted: bool = False
+
+
+@dataclass
+class _Operation:
+    name: str
+    done_at: float
+    response_type: str
+    apply: Callable[[], None]
+    done: bool = False
+
+
 class VertexTestServer:
-    """A threaded Vertex-shaped server; see tests/servers README in the module docstring."""
+    """A threaded Vertex-shaped server; see the module docstring for what it checks."""
 
     def __init__(
         self,
@@ -124,34 +219,57 @@ class VertexTestServer:
         fault_codes=(429, 503),
         seed: int = 0,
         job_phases: tuple[float, float] = (1.0, 2.0),
+        job_timeline: Sequence[tuple[str, float]] | None = None,
         job_outcome: str = "SUCCEEDED",
+        cancel_delay_s: float = 0.3,
+        operation_delay_s: float = 0.2,
         project: str = "test-project",
         location: str = "us-central1",
         port: int = 0,
         dataset_examples: int = 100,
         require_token: str | None = None,
+        gcs_url: str | None = None,
+        base_models: Iterable[str] = KNOWN_BASE_MODELS,
+        tunable_models: Iterable[str] = TUNABLE_BASE_MODELS,
+        thoughts_unasked: bool = False,
     ):
-        if job_outcome not in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            raise ValueError(f"job_outcome: expected SUCCEEDED, FAILED or CANCELLED, got {job_outcome!r}")
+        if job_outcome not in OUTCOMES:
+            raise ValueError(f"job_outcome: expected one of {', '.join(OUTCOMES)}, got {job_outcome!r}")
+        for state, _ in job_timeline or ():
+            if state not in TIMELINE_STATES:
+                raise ValueError(f"job_timeline: expected states among {', '.join(TIMELINE_STATES)}, got {state!r}")
         self.latency_s = latency_s
         self.job_phases = tuple(job_phases)
+        self.job_timeline = tuple(job_timeline) if job_timeline is not None else None
         self.job_outcome = job_outcome
+        self.cancel_delay_s = cancel_delay_s
+        self.operation_delay_s = operation_delay_s
         self.project, self.location = project, location
         self.dataset_examples = dataset_examples
         self.require_token = require_token
+        self.gcs_url = gcs_url.rstrip("/") if gcs_url else None
+        self.base_models = tuple(base_models)
+        self.tunable_models = tuple(tunable_models)
+        self.thoughts_unasked = thoughts_unasked
         self.requests: list[dict] = []
         self.base_url = ""
         self._port = port
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
+        self._traffic_rng = random.Random(seed)
         self._fault_rate, self._fault_codes = 0.0, (429, 503)
         self.set_faults(fault_rate, fault_codes)
         self._ids = itertools.count(1000)
         self._jobs: dict[str, _Job] = {}
         self._endpoints: dict[str, _Endpoint] = {}
         self._models: dict[str, _Model] = {}
+        self._operations: dict[str, _Operation] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}"
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> VertexTestServer:
@@ -206,15 +324,68 @@ class VertexTestServer:
         with self._lock:
             return list(self._jobs)
 
+    def job_outputs(self, job_name: str) -> tuple[str, str]:
+        """(model, endpoint) the job will create if it succeeds; they 404 until it has."""
+        with self._lock:
+            job = self._jobs[job_name]
+            return f"{job.model}@1", job.endpoint
+
+    def set_job_state(self, job_name: str, state: str | None) -> None:
+        """Force a job into `state` (any JOB_STATE_* suffix) from now on; None: back to its clock."""
+        allowed = TIMELINE_STATES + OUTCOMES + ("CANCELLING",)
+        if state is not None and state not in allowed:
+            raise ValueError(f"state: expected one of {', '.join(allowed)}, got {state!r}")
+        with self._lock:
+            self._jobs[job_name].forced = None if state is None else (state, time.time())
+
+    def deploy_tuned_model(
+        self,
+        display_name: str = "tuned",
+        *,
+        endpoint: str | None = None,
+        traffic_split: dict[str, int] | None = None,
+        base_model: str = "gemini-2.5-flash",
+    ) -> dict[str, str]:
+        """Register a tuned model deployed to an endpoint, as a finished tuning job leaves them.
+
+        endpoint=None creates a new endpoint where the model takes 100% of the traffic; an existing
+        endpoint gets the model as one more deployed model, with `traffic_split` (deployed model id
+        → percent, "0" standing for the model being deployed, as in Vertex's deployModel) or, if
+        None, no traffic. Returns {"model": name@1, "endpoint": name, "deployed_model_id": id}.
+        """
+        with self._lock:
+            now = time.time()
+            mid, did = next(self._ids), str(next(self._ids))
+            model = _Model(f"{self.parent}/models/{mid}", display_name, base_model, registered=now)
+            self._models[model.name] = model
+            if endpoint is None:
+                ep = _Endpoint(f"{self.parent}/endpoints/{next(self._ids)}", display_name, registered=now)
+                self._endpoints[ep.name] = ep
+                ep.deployed[did], ep.traffic = model.name, {did: 100}
+            else:
+                ep = self._endpoints[endpoint]
+                ep.deployed[did] = model.name
+                if traffic_split is not None:
+                    split = {(did if k == "0" else k): int(v) for k, v in traffic_split.items()}
+                    _check_split(split, ep)
+                    ep.traffic = {k: v for k, v in split.items() if v}
+            return {"model": f"{model.name}@1", "endpoint": ep.name, "deployed_model_id": did}
+
+    def served_by(self) -> list[str]:
+        """The deployed model id that answered each endpoint generateContent, in order."""
+        with self._lock:
+            return [r["deployed_model_id"] for r in self.requests if r.get("deployed_model_id")]
+
     # ------------------------------------------------------------------ dispatch
-    def _handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, dict]:
+    def _handle(self, method: str, path: str, query: dict[str, list[str]], body: Any, entry: dict) -> tuple[int, dict]:
         if self.latency_s:
             time.sleep(self.latency_s)
         with self._lock:
             if self._fault_rate and self._rng.random() < self._fault_rate:
                 code = self._rng.choice(self._fault_codes)
                 raise _HttpError(code, f"Injected fault {code} (test server)")
-        m = re.match(r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/(.*)$", path)
+            self._settle_operations(time.time())
+        m = re.match(r"^/(v1|v1beta1|ui)/projects/([^/]+)/locations/([^/]+)/(.*)$", path)
         if not m:
             raise _HttpError(404, f"Unknown path {path}")
         _, project, location, rest = m.groups()
@@ -230,6 +401,7 @@ class VertexTestServer:
             ("GET", r"tuningJobs", self._list_jobs),
             ("GET", r"tuningJobs/([^/:]+)", self._get_job),
             ("POST", r"tuningJobs/([^/:]+):cancel", self._cancel_job),
+            ("GET", r"(.+/operations/[^/:]+)", self._get_operation),
             ("GET", r"endpoints/([^/:]+)", self._get_endpoint),
             ("POST", r"endpoints/([^/:]+):undeployModel", self._undeploy),
             ("DELETE", r"endpoints/([^/:]+)", self._delete_endpoint),
@@ -240,22 +412,49 @@ class VertexTestServer:
         for meth, pattern, fn in routes:
             mm = re.fullmatch(pattern, rest)
             if mm and meth == method:
-                return 200, fn(parent, *mm.groups(), query=query, body=body)
+                return 200, fn(parent, *mm.groups(), query=query, body=body, entry=entry)
         raise _HttpError(404, f"No route for {method} {path}")
 
     # ------------------------------------------------------------------ generateContent
-    @staticmethod
-    def _prompt(body: Any) -> tuple[str, dict]:
-        if not isinstance(body, dict) or not isinstance(body.get("contents"), list) or not body["contents"]:
-            raise _HttpError(400, "contents: at least one Content is required")
+    def _check_generate(self, body: Any, model: str) -> tuple[str, dict]:
+        """Refuse what Vertex refuses; return (prompt text, generationConfig)."""
+        if not isinstance(body, dict):
+            raise _invalid([("", "Invalid JSON payload received. Expected an object.")])
+        problems = schema.problems(body, "GenerateContentRequest")
+        if problems:
+            raise _invalid(problems)
+        contents = _as_list(get(body, "contents"))
+        if not contents:
+            raise _invalid([("contents", "Unable to submit request because it must include at least one contents "
+                                         "field, which describes the prompt input. Update the value and try again.")])
         texts = []
-        for content in body["contents"]:
-            for part in content.get("parts") or []:
-                if "text" in part:
-                    texts.append(part["text"])
-        return "\n".join(texts), body.get("generationConfig") or {}
+        for i, content in enumerate(contents):
+            role = get(content, "role")
+            if role not in (None, "", "user", "model"):
+                raise _invalid([(f"contents[{i}].role", "Please use a valid role: user, model.")])
+            parts = _as_list(get(content, "parts"))
+            if not parts:
+                raise _invalid([(f"contents[{i}].parts", "Unable to submit request because it must include at least "
+                                                         "one parts field, which describes the prompt input. Update "
+                                                         "the value and try again.")])
+            texts += [p["text"] for p in parts if isinstance(p, dict) and "text" in p and not get(p, "thought")]
+        config = get(body, "generation_config") or {}
+        for name, value, low, high, ok in (
+            ("temperature", get(config, "temperature"), "0 (inclusive)", "2.0001 (exclusive)",
+             lambda v: 0 <= v <= 2),
+            ("topP", get(config, "top_p"), "0 (exclusive)", "1.0001 (exclusive)", lambda v: 0 < v <= 1),
+            ("maxOutputTokens", get(config, "max_output_tokens"), "1 (inclusive)",
+             f"{_MAX_OUTPUT_TOKENS + 1} (exclusive)", lambda v: 1 <= v <= _MAX_OUTPUT_TOKENS),
+            ("candidateCount", get(config, "candidate_count"), "1 (inclusive)", "9 (exclusive)",
+             lambda v: 1 <= v <= 8),
+            ("topK", get(config, "top_k"), "1 (inclusive)", "65 (exclusive)", lambda v: 1 <= v <= 64),
+        ):
+            if value is not None and not ok(float(value)):
+                raise _invalid([(f"generation_config.{schema.snake(name)}",
+                                 schema.out_of_range(name, float(value), low, high))])
+        return "\n".join(texts), config
 
-    def _answer(self, prompt: str, text: str, config: dict, model: str) -> dict:
+    def _answer(self, prompt: str, text: str, config: dict, model: str, base_model: str) -> dict:
         usage_in = max(1, len(prompt) // 4)
         if "[[BLOCK]]" in prompt:
             return {
@@ -268,97 +467,172 @@ class VertexTestServer:
                 "usageMetadata": {"promptTokenCount": usage_in, "totalTokenCount": usage_in},
                 "modelVersion": model,
             }
+        if "[[SAFETY]]" in prompt:  # the answer, not the prompt, was blocked: a candidate with no content
+            return {
+                "candidates": [{
+                    "finishReason": "SAFETY",
+                    "index": 0,
+                    "safetyRatings": [
+                        {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH",
+                         "probabilityScore": 0.97, "severity": "HARM_SEVERITY_HIGH", "severityScore": 0.91,
+                         "blocked": True},
+                        {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE",
+                         "probabilityScore": 0.02, "severity": "HARM_SEVERITY_NEGLIGIBLE", "severityScore": 0.01},
+                    ],
+                }],
+                "usageMetadata": {"promptTokenCount": usage_in, "totalTokenCount": usage_in},
+                "modelVersion": model,
+            }
         if "[[EMPTY]]" in prompt:
             return {
                 "candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}],
                 "usageMetadata": {"promptTokenCount": usage_in, "totalTokenCount": usage_in},
                 "modelVersion": model,
             }
+        thinking = get(config, "thinking_config") or {}
+        budget = get(thinking, "thinking_budget")
+        thinks = base_model in THINKING_BY_DEFAULT and (budget is None or int(budget) != 0)
         words = text.split()
         finish = "STOP"
-        limit = int(config.get("maxOutputTokens") or 0)
+        limit = int(get(config, "max_output_tokens") or 0)
         if limit and len(words) > limit:
             words, finish = words[:limit], "MAX_TOKENS"
         out = " ".join(words)
         usage_out = max(1, len(out) // 4)
+        parts = [{"text": out}]
+        usage: dict[str, Any] = {"promptTokenCount": usage_in, "candidatesTokenCount": usage_out}
+        if thinks:
+            thought = f"**Summarizing** I read the article and keep its first point: {out[:60]}"
+            usage["thoughtsTokenCount"] = max(1, len(thought) // 4)
+            if get(thinking, "include_thoughts") or self.thoughts_unasked:
+                parts.insert(0, {"text": thought, "thought": True})
+        usage["totalTokenCount"] = usage_in + usage_out + usage.get("thoughtsTokenCount", 0)
         return {
-            "candidates": [
-                {"content": {"role": "model", "parts": [{"text": out}]}, "finishReason": finish, "index": 0}
-            ],
-            "usageMetadata": {
-                "promptTokenCount": usage_in,
-                "candidatesTokenCount": usage_out,
-                "totalTokenCount": usage_in + usage_out,
-            },
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
+            "usageMetadata": usage,
             "modelVersion": model,
         }
 
-    def _generate_base(self, parent, model, *, query, body):
-        prompt, config = self._prompt(body)
+    def _generate_base(self, parent, model, *, query, body, entry):
+        prompt, config = self._check_generate(body, model)
+        if model not in self.base_models:
+            raise _HttpError(
+                404,
+                f"Publisher Model `{parent}/publishers/google/models/{model}` was not found or your project does "
+                "not have access to it. Please ensure you are using a valid model version. For more information, "
+                "see: https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions",
+            )
         text = " ".join(_article(prompt).split()[:_WORDS_BASE])
-        return self._answer(prompt, text, config, model)
+        return self._answer(prompt, text, config, model, model)
 
-    def _generate_endpoint(self, parent, eid, *, query, body):
-        name = f"{parent}/endpoints/{eid}"
+    def _generate_endpoint(self, parent, eid, *, query, body, entry):
+        prompt, config = self._check_generate(body, eid)
         with self._lock:
-            ep = self._endpoints.get(name)
-            if ep is not None and ep.deleted:
-                raise _HttpError(404, f"Endpoint `{name}` not found.")
-        prompt, config = self._prompt(body)
-        return self._answer(prompt, _first_sentence(_article(prompt)), config, name)
+            ep = self._endpoint(parent, eid)
+            weights = [(did, pct) for did, pct in sorted(ep.traffic.items()) if pct > 0 and did in ep.deployed]
+            if not ep.deployed or not weights:
+                raise _precondition(f"Endpoint `{ep.name}` has no deployed model that takes traffic.")
+            did = self._traffic_rng.choices([d for d, _ in weights], weights=[w for _, w in weights])[0]
+            model = self._models[ep.deployed[did]]
+        entry["deployed_model_id"] = did
+        return self._answer(prompt, _first_sentence(_article(prompt)), config, ep.name, model.base_model)
 
     # ------------------------------------------------------------------ tuning jobs
-    def _create_job(self, parent, *, query, body):
-        if not isinstance(body, dict) or not body.get("baseModel"):
-            raise _HttpError(400, "baseModel: required")
-        spec = body.get("supervisedTuningSpec") or {}
-        for field_name in ("trainingDatasetUri", "validationDatasetUri"):
-            uri = spec.get(field_name)
-            if field_name == "trainingDatasetUri" and not uri:
-                raise _HttpError(400, "supervisedTuningSpec.trainingDatasetUri: required")
-            if uri and not (uri.startswith("gs://") and uri.endswith(".jsonl")):
-                raise _HttpError(400, f"{field_name} should be a GCS object of type JSONL, got {uri!r}")
-        labels = body.get("labels") or {}
+    def _check_dataset(self, field_name: str, uri: Any) -> None:
+        if not (isinstance(uri, str) and uri.startswith("gs://") and uri.endswith(".jsonl")):
+            raise _invalid([(f"supervised_tuning_spec.{field_name}",
+                             f"{field_name} should be a GCS object of type JSONL, got {uri!r}")])
+        if self.gcs_url is None:
+            raise _HttpError(500, "test server: no gcs_url to check tuning datasets against (pass gcs_url=)")
+        bucket, _, obj = uri[5:].partition("/")
+        url = f"{self.gcs_url}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(obj, safe='')}"
+        try:
+            with urllib.request.urlopen(url, timeout=10):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+        raise _invalid([(f"supervised_tuning_spec.{field_name}",
+                         f"{field_name} {uri} does not exist or is not readable by the service account.")])
+
+    def _create_job(self, parent, *, query, body, entry):
+        if not isinstance(body, dict):
+            raise _invalid([("", "Invalid JSON payload received. Expected an object.")])
+        problems = schema.problems(body, "TuningJob")
+        if problems:
+            raise _invalid(problems)
+        base = get(body, "base_model")
+        if not base:
+            raise _invalid([("base_model", "base_model: required")])
+        short = base.removeprefix("publishers/google/models/")
+        if short not in self.tunable_models:
+            raise _invalid([("base_model", f"Base model {base} is not supported for supervised tuning. Supported: "
+                                           f"{', '.join(self.tunable_models)}.")])
+        spec = get(body, "supervised_tuning_spec") or {}
+        if not get(spec, "training_dataset_uri"):
+            raise _invalid([("supervised_tuning_spec.training_dataset_uri", "training_dataset_uri: required")])
+        hyper = get(spec, "hyper_parameters") or {}
+        epochs, lrm = get(hyper, "epoch_count"), get(hyper, "learning_rate_multiplier")
+        if epochs is not None and int(epochs) < 1:
+            raise _invalid([("supervised_tuning_spec.hyper_parameters.epoch_count",
+                             f"epoch_count must be a positive integer, got {epochs}.")])
+        if lrm is not None and not float(lrm) > 0:
+            raise _invalid([("supervised_tuning_spec.hyper_parameters.learning_rate_multiplier",
+                             f"learning_rate_multiplier must be greater than 0, got {lrm}.")])
+        if get(hyper, "adapter_size") in ("ADAPTER_SIZE_THIRTY_TWO", 6):
+            raise _invalid([("supervised_tuning_spec.hyper_parameters.adapter_size",
+                             f"Adapter size 32 is not supported for {short}; use 1, 2, 4, 8 or 16.")])
+        labels = get(body, "labels") or {}
         for k, v in labels.items():
             if not _LABEL_KEY.match(k) or not isinstance(v, str) or not _LABEL_VALUE.match(v):
                 raise _HttpError(400, f"labels: invalid label {k!r}={v!r} (lowercase letters, digits, _ and -, ≤63)")
+        self._check_dataset("training_dataset_uri", get(spec, "training_dataset_uri"))
+        if get(spec, "validation_dataset_uri"):
+            self._check_dataset("validation_dataset_uri", get(spec, "validation_dataset_uri"))
         with self._lock:
             num, mid, eid = next(self._ids), next(self._ids), next(self._ids)
+            timeline = self.job_timeline or (("PENDING", self.job_phases[0]), ("RUNNING", self.job_phases[1]))
             job = _Job(
                 number=num,
                 name=f"{parent}/tuningJobs/{num}",
                 created=time.time(),
-                phases=self.job_phases,
+                timeline=tuple(timeline),
                 outcome=self.job_outcome,
                 body=body,
                 labels=dict(labels),
                 model=f"{parent}/models/{mid}",
                 endpoint=f"{parent}/endpoints/{eid}",
                 examples=self.dataset_examples,
+                base_model=short,
+                cancel_delay_s=self.cancel_delay_s,
             )
             self._jobs[job.name] = job
-            self._models[job.model] = _Model(job.model, job)
-            self._endpoints[job.endpoint] = _Endpoint(job.endpoint, job, {f"{mid}1": job.model})
+            display = get(body, "tuned_model_display_name") or "tuned"
+            self._models[job.model] = _Model(job.model, display, short, job)
+            did = f"{mid}1"
+            self._endpoints[job.endpoint] = _Endpoint(job.endpoint, display, job, deployed={did: job.model},
+                                                      traffic={did: 100})
             return self._job_json(job, time.time())
 
     def _job_json(self, job: _Job, now: float) -> dict:
         state = job.state(now)
-        spec = job.body.get("supervisedTuningSpec") or {}
+        spec = get(job.body, "supervised_tuning_spec") or {}
         out: dict[str, Any] = {
             "name": job.name,
-            "baseModel": job.body.get("baseModel"),
-            "tunedModelDisplayName": job.body.get("tunedModelDisplayName"),
+            "baseModel": get(job.body, "base_model"),
+            "tunedModelDisplayName": get(job.body, "tuned_model_display_name"),
             "supervisedTuningSpec": spec,
             "state": f"JOB_STATE_{state}",
             "createTime": _now_rfc3339(job.created),
-            "updateTime": _now_rfc3339(min(now, job.end_time())),
+            "updateTime": _now_rfc3339(min(now, job.end_time()) if state in ENDED else now),
         }
         if job.labels:
             out["labels"] = job.labels
-        if state != "PENDING" and not (state == "CANCELLED" and job.cancelled_at - job.created < job.phases[0]):
-            epochs = int((spec.get("hyperParameters") or {}).get("epochCount") or 1)
+        started = job.started(now)
+        if started is not None:
+            epochs = int(get(get(spec, "hyper_parameters") or {}, "epoch_count") or 1)
             tokens = job.examples * 250 * epochs
-            out["startTime"] = _now_rfc3339(job.created + job.phases[0])
+            out["startTime"] = _now_rfc3339(started)
             out["experiment"] = f"{job.name.split('/tuningJobs/')[0]}/metadataStores/default/contexts/tuning-experiment-{job.number}"
             out["tuningDataStats"] = {
                 "supervisedTuningDataStats": {
@@ -369,7 +643,7 @@ class VertexTestServer:
                     "tuningStepCount": str(math.ceil(job.examples * epochs / 16)),
                 }
             }
-        if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
+        if state in ENDED:
             out["endTime"] = _now_rfc3339(job.end_time())
         if state == "SUCCEEDED":
             out["tunedModel"] = {"model": f"{job.model}@1", "endpoint": job.endpoint}
@@ -377,6 +651,10 @@ class VertexTestServer:
             out["error"] = {"code": 3, "message": "Dataset row 3: invalid role"}
         elif state == "CANCELLED":
             out["error"] = {"code": 1, "message": "CANCELED"}
+        elif state == "EXPIRED":
+            out["error"] = {"code": 4, "message": "The tuning job expired before it could start."}
+        elif state == "PARTIALLY_SUCCEEDED":
+            out["error"] = {"code": 13, "message": "Tuning finished without a deployable model."}
         return out
 
     def _job(self, parent: str, num: str) -> _Job:
@@ -386,23 +664,22 @@ class VertexTestServer:
             raise _HttpError(404, f"TuningJob `{name}` not found.")
         return job
 
-    def _get_job(self, parent, num, *, query, body):
+    def _get_job(self, parent, num, *, query, body, entry):
         with self._lock:
             return self._job_json(self._job(parent, num), time.time())
 
-    def _cancel_job(self, parent, num, *, query, body):
+    def _cancel_job(self, parent, num, *, query, body, entry):
         with self._lock:
             job = self._job(parent, num)
             now = time.time()
             state = job.state(now)
-            if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
-                raise _HttpError(
-                    400, f"Cannot cancel TuningJob `{job.name}` in state JOB_STATE_{state}.", "FAILED_PRECONDITION"
-                )
-            job.cancelled_at = now
+            if state in ENDED:
+                raise _precondition(f"Cannot cancel TuningJob `{job.name}` in state JOB_STATE_{state}.")
+            if job.cancelled_at is None:
+                job.cancelled_at = now
             return {}
 
-    def _list_jobs(self, parent, *, query, body):
+    def _list_jobs(self, parent, *, query, body, entry):
         wanted = _parse_filter((query.get("filter") or [""])[0])
         page_size = int((query.get("pageSize") or ["100"])[0] or 100)
         offset = int((query.get("pageToken") or ["0"])[0] or 0)
@@ -419,9 +696,40 @@ class VertexTestServer:
             out["nextPageToken"] = str(offset + page_size)
         return out
 
+    # ------------------------------------------------------------------ long-running operations
+    def _start_operation(self, resource: str, response_type: str, apply: Callable[[], None]) -> dict:
+        """An operation that finishes (and takes effect) `operation_delay_s` from now. Call under the lock."""
+        op = _Operation(f"{resource}/operations/{next(self._ids)}", time.time() + self.operation_delay_s,
+                        response_type, apply)
+        self._operations[op.name] = op
+        self._settle_operations(time.time())
+        return self._operation_json(op)
+
+    def _settle_operations(self, now: float) -> None:
+        for op in self._operations.values():
+            if not op.done and now >= op.done_at:
+                op.apply()
+                op.done = True
+
+    @staticmethod
+    def _operation_json(op: _Operation) -> dict:
+        if not op.done:
+            return {"name": op.name}
+        return {"name": op.name, "done": True,
+                "response": {"@type": f"type.googleapis.com/{op.response_type}"}}
+
+    def _get_operation(self, parent, rest, *, query, body, entry):
+        name = f"{parent}/{rest}"
+        with self._lock:
+            op = self._operations.get(name)
+            if op is None:
+                raise _HttpError(404, f"Operation `{name}` not found.")
+            return self._operation_json(op)
+
     # ------------------------------------------------------------------ endpoints & models
-    def _visible(self, job: _Job) -> bool:
-        return job.state(time.time()) == "SUCCEEDED"
+    @staticmethod
+    def _visible(job: _Job | None) -> bool:
+        return job is None or job.state(time.time()) == "SUCCEEDED"
 
     def _endpoint(self, parent: str, eid: str) -> _Endpoint:
         name = f"{parent}/endpoints/{eid}"
@@ -431,36 +739,67 @@ class VertexTestServer:
         return ep
 
     def _endpoint_json(self, ep: _Endpoint) -> dict:
+        created = ep.job.end_time() if ep.job else ep.registered
         return {
             "name": ep.name,
-            "displayName": ep.job.body.get("tunedModelDisplayName") or "tuned",
-            "deployedModels": [{"id": did, "model": model} for did, model in ep.deployed.items()],
-            "trafficSplit": {did: 100 // max(1, len(ep.deployed)) for did in ep.deployed},
-            "createTime": _now_rfc3339(ep.job.end_time()),
+            "displayName": ep.display_name,
+            "deployedModels": [
+                {"id": did, "model": model, "displayName": self._models[model].display_name,
+                 "createTime": _now_rfc3339(created)}
+                for did, model in ep.deployed.items()
+            ],
+            "trafficSplit": dict(ep.traffic),
+            "createTime": _now_rfc3339(created),
         }
 
-    def _get_endpoint(self, parent, eid, *, query, body):
+    def _get_endpoint(self, parent, eid, *, query, body, entry):
         with self._lock:
             return self._endpoint_json(self._endpoint(parent, eid))
 
-    def _undeploy(self, parent, eid, *, query, body):
+    def _undeploy(self, parent, eid, *, query, body, entry):
+        """undeployModel, as https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.endpoints/undeployModel
+        says: a model that still takes traffic is undeployed only if trafficSplit moves it elsewhere
+        (or it is the last one); the split must name deployed models and add up to 100."""
+        problems = schema.problems(body or {}, "UndeployModelRequest")
+        if problems:
+            raise _invalid(problems)
         with self._lock:
             ep = self._endpoint(parent, eid)
-            did = (body or {}).get("deployedModelId")
+            did = get(body, "deployed_model_id")
             if did not in ep.deployed:
-                raise _HttpError(400, f"Deployed model {did!r} not found on `{ep.name}`.", "FAILED_PRECONDITION")
-            del ep.deployed[did]
-            return _done_op(ep.name, next(self._ids), "google.cloud.aiplatform.v1.UndeployModelResponse")
+                raise _precondition(f"Deployed model {did!r} not found on `{ep.name}`.")
+            rest = [d for d in ep.deployed if d != did]
+            given = {k: int(v) for k, v in (get(body, "traffic_split") or {}).items()}
+            if not rest:
+                new_split: dict[str, int] = {}
+            elif given:
+                _check_split(given, ep)
+                if given.get(did, 0):
+                    raise _precondition(f"Deployed model {did} would keep {given[did]}% of the traffic of "
+                                        f"`{ep.name}`; give it 0 in trafficSplit to undeploy it.")
+                new_split = {k: v for k, v in given.items() if v and k != did}
+            elif ep.traffic.get(did, 0):
+                raise _precondition(f"Deployed model {did} takes {ep.traffic[did]}% of the traffic of `{ep.name}`; "
+                                    "update trafficSplit to move it to the other deployed models first.")
+            else:
+                new_split = dict(ep.traffic)
 
-    def _delete_endpoint(self, parent, eid, *, query, body):
+            def apply() -> None:
+                ep.deployed.pop(did, None)
+                ep.traffic = new_split
+
+            return self._start_operation(ep.name, "google.cloud.aiplatform.v1.UndeployModelResponse", apply)
+
+    def _delete_endpoint(self, parent, eid, *, query, body, entry):
         with self._lock:
             ep = self._endpoint(parent, eid)
             if ep.deployed:
-                raise _HttpError(
-                    400, f"Endpoint `{ep.name}` has deployed models; undeploy them first.", "FAILED_PRECONDITION"
-                )
-            ep.deleted = True
-            return _done_op(ep.name, next(self._ids), "google.protobuf.Empty")
+                raise _precondition(f"Endpoint `{ep.name}` has deployed models; undeploy them first.")
+
+            def apply() -> None:
+                ep.deleted = True
+
+            return self._start_operation(ep.name, "google.protobuf.Empty", apply)
 
     def _model(self, parent: str, mid: str, version: str | None) -> _Model:
         name = f"{parent}/models/{mid}"
@@ -469,7 +808,7 @@ class VertexTestServer:
             raise _HttpError(404, f"Model `{name}{'@' + version if version else ''}` not found.")
         return model
 
-    def _get_model(self, parent, mid, version=None, *, query, body):
+    def _get_model(self, parent, mid, version=None, *, query, body, entry):
         with self._lock:
             model = self._model(parent, mid, version)
             deployed = [
@@ -483,32 +822,31 @@ class VertexTestServer:
                 "name": model.name,
                 "versionId": "1",
                 "versionAliases": ["default"],
-                "displayName": model.job.body.get("tunedModelDisplayName") or "tuned",
+                "displayName": model.display_name,
                 "deployedModels": deployed,
-                "createTime": _now_rfc3339(model.job.end_time()),
+                "createTime": _now_rfc3339(model.job.end_time() if model.job else model.registered),
             }
 
-    def _delete_model(self, parent, mid, version=None, *, query, body):
+    def _delete_model(self, parent, mid, version=None, *, query, body, entry):
         with self._lock:
             model = self._model(parent, mid, version)
             for ep in self._endpoints.values():
                 if not ep.deleted and model.name in ep.deployed.values():
-                    raise _HttpError(
-                        400,
-                        f"Model `{model.name}` is deployed to `{ep.name}`; undeploy it first.",
-                        "FAILED_PRECONDITION",
-                    )
-            model.deleted = True
-            return _done_op(model.name, next(self._ids), "google.protobuf.Empty")
+                    raise _precondition(f"Model `{model.name}` is deployed to `{ep.name}`; undeploy it first.")
+
+            def apply() -> None:
+                model.deleted = True
+
+            return self._start_operation(model.name, "google.protobuf.Empty", apply)
 
 
-def _done_op(resource: str, num: int, response_type: str) -> dict:
-    """A finished long-running operation, as Vertex answers undeploy / delete calls."""
-    return {
-        "name": f"{resource}/operations/{num}",
-        "done": True,
-        "response": {"@type": f"type.googleapis.com/{response_type}"},
-    }
+def _check_split(split: dict[str, int], ep: _Endpoint) -> None:
+    unknown = sorted(set(split) - set(ep.deployed))
+    if unknown:
+        raise _invalid([("traffic_split", f"trafficSplit names {', '.join(unknown)}, which are not deployed to "
+                                          f"`{ep.name}`.")])
+    if any(v < 0 for v in split.values()) or sum(split.values()) != 100:
+        raise _invalid([("traffic_split", f"trafficSplit must add up to 100, got {sum(split.values())}.")])
 
 
 def _parse_filter(text: str) -> dict[str, str]:
@@ -553,17 +891,19 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     body = json.loads(raw)
                 except ValueError:
-                    raise _HttpError(400, "Invalid JSON payload received.") from None
+                    raise _HttpError(400, "Invalid JSON payload received. Unexpected token.") from None
             entry["body"] = body
             auth = self.headers.get("Authorization") or ""
             if not auth.startswith("Bearer ") or (
                 server.require_token is not None and auth != f"Bearer {server.require_token}"
             ):
                 raise _HttpError(401, "Request had invalid authentication credentials.")
-            code, payload = server._handle(method, entry["path"], parse_qs(parts.query), body)
+            code, payload = server._handle(method, entry["path"], parse_qs(parts.query), body, entry)
         except _HttpError as exc:
             code = exc.code
             payload = {"error": {"code": exc.code, "message": exc.message, "status": exc.status}}
+            if exc.details:
+                payload["error"]["details"] = exc.details
         except Exception as exc:  # a server bug must surface as a 500, not a hung client
             code = 500
             payload = {"error": {"code": 500, "message": f"test server error: {exc!r}", "status": "INTERNAL"}}
@@ -601,7 +941,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fault-codes", default="429,503")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--job-phases", default="1.0,2.0", help="seconds PENDING,RUNNING")
-    p.add_argument("--job-outcome", default="SUCCEEDED", choices=["SUCCEEDED", "FAILED", "CANCELLED"])
+    p.add_argument("--job-outcome", default="SUCCEEDED", choices=list(OUTCOMES))
+    p.add_argument("--cancel-delay", type=float, default=0.3, help="seconds a cancelled job stays CANCELLING")
+    p.add_argument("--operation-delay", type=float, default=0.2, help="seconds before an undeploy/delete is done")
+    p.add_argument("--gcs-url", default=None, help="GCS emulator base URL, where tuning datasets must exist")
     p.add_argument("--project", default="test-project")
     p.add_argument("--location", default="us-central1")
     a = p.parse_args(argv)
@@ -612,6 +955,9 @@ def main(argv: list[str] | None = None) -> None:
         seed=a.seed,
         job_phases=tuple(float(x) for x in a.job_phases.split(",")),
         job_outcome=a.job_outcome,
+        cancel_delay_s=a.cancel_delay,
+        operation_delay_s=a.operation_delay,
+        gcs_url=a.gcs_url,
         project=a.project,
         location=a.location,
         port=a.port,
