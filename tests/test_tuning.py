@@ -15,8 +15,14 @@ HASHES = {"train": "md5:aaa", "val": "md5:bbb"}
 FIELDS = dict(base_model="gemini-2.5-flash", epochs=1, adapter_size=4, learning_rate_multiplier=1.0, run_name="r1")
 
 
-def spec(key: str) -> TuningSpec:
-    return TuningSpec("gemini-2.5-flash", "gs://b/train.jsonl", "gs://b/val.jsonl", 1, 4, 1.0, "tuned", key)
+@pytest.fixture
+def spec(tuning_datasets):
+    """`spec(key)` → a TuningSpec on datasets that exist in the GCS emulator (Vertex checks them)."""
+
+    def make(key: str) -> TuningSpec:
+        return TuningSpec("gemini-2.5-flash", tuning_datasets["train"], tuning_datasets["val"], 1, 4, 1.0, "tuned", key)
+
+    return make
 
 
 class FakeClock:
@@ -68,7 +74,7 @@ def test_tuning_key_is_stable_label_safe_and_sensitive():
 # ------------------------------------------------------------------------------ ensure_job
 
 
-def test_ensure_job_attaches_instead_of_creating(make_vertex_server, vertex_settings_for):
+def test_ensure_job_attaches_instead_of_creating(spec, make_vertex_server, vertex_settings_for):
     server = make_vertex_server(job_phases=(5.0, 5.0))
     tuner = VertexTuner(vertex_settings_for(server))
     events = []
@@ -82,7 +88,7 @@ def test_ensure_job_attaches_instead_of_creating(make_vertex_server, vertex_sett
     assert [k for k, _ in events] == ["submitted", "attached"] and events[1][1]["state"] == "PENDING"
 
 
-def test_ensure_job_refuses_to_resubmit_failed_unless_asked(make_vertex_server, vertex_settings_for):
+def test_ensure_job_refuses_to_resubmit_failed_unless_asked(spec, make_vertex_server, vertex_settings_for):
     server = make_vertex_server(job_phases=(0.0, 0.0), job_outcome="FAILED")
     tuner = VertexTuner(vertex_settings_for(server))
     failed = tuner.submit(spec("kone"))
@@ -97,10 +103,35 @@ def test_ensure_job_refuses_to_resubmit_failed_unless_asked(make_vertex_server, 
     assert server.count("POST", "/tuningJobs") == 2
 
 
+def test_rerun_while_the_job_is_still_cancelling(spec, make_vertex_server, vertex_settings_for):
+    """Ctrl-C then an immediate rerun: Vertex still shows the job CANCELLING. It is not attached to
+    (it will never produce a model) and not silently paid for again: as for a CANCELLED job."""
+    server = make_vertex_server(job_phases=(30.0, 30.0), cancel_delay_s=30.0)
+    tuner = VertexTuner(vertex_settings_for(server))
+    name, _ = ensure_job(tuner, spec("kone"))
+    tuner.cancel(name)
+    with pytest.raises(JobFailed, match=f"tuning job {re.escape(name)} is CANCELLING.*resubmit_failed") as err:
+        ensure_job(tuner, spec("kone"))
+    assert err.value.status.state is JobState.CANCELLING
+    again, attached = ensure_job(tuner, spec("kone"), resubmit_failed=True)
+    assert again != name and not attached and len(server.job_names) == 2
+
+
+def test_await_job_polls_through_cancelling_to_cancelled(spec, make_vertex_server, vertex_settings_for):
+    server = make_vertex_server(job_phases=(30.0, 30.0), cancel_delay_s=0.5)
+    tuner = VertexTuner(vertex_settings_for(server))
+    name = tuner.submit(spec("kone"))
+    tuner.cancel(name)
+    updates = []
+    with pytest.raises(JobFailed, match="ended CANCELLED: CANCELED"):
+        await_job(tuner, name, poll_interval=0.05, timeout=30, on_update=lambda s, e: updates.append(s.state))
+    assert updates[0] is JobState.CANCELLING and updates[-1] is JobState.CANCELLED
+
+
 # ------------------------------------------------------------------------------ await_job
 
 
-def test_await_job_succeeds_through_50pct_polling_faults(make_vertex_server, vertex_settings_for):
+def test_await_job_succeeds_through_50pct_polling_faults(spec, make_vertex_server, vertex_settings_for):
     server = make_vertex_server(job_phases=(0.3, 0.6), seed=3)
     tuner = VertexTuner(vertex_settings_for(server))
     name = tuner.submit(spec("kone"))
@@ -116,7 +147,7 @@ def test_await_job_succeeds_through_50pct_polling_faults(make_vertex_server, ver
     assert [e for _, e in updates] == sorted(e for _, e in updates)
 
 
-def test_await_job_timeout_leaves_job_running(make_vertex_server, vertex_settings_for):
+def test_await_job_timeout_leaves_job_running(spec, make_vertex_server, vertex_settings_for):
     server = make_vertex_server(job_phases=(30.0, 30.0))
     tuner = VertexTuner(vertex_settings_for(server))
     name = tuner.submit(spec("kone"))
@@ -127,7 +158,7 @@ def test_await_job_timeout_leaves_job_running(make_vertex_server, vertex_setting
     assert server.count("POST", ":cancel") == 0 and tuner.get(name).state is JobState.PENDING
 
 
-def test_await_job_failed_carries_service_message(make_vertex_server, vertex_settings_for):
+def test_await_job_failed_carries_service_message(spec, make_vertex_server, vertex_settings_for):
     server = make_vertex_server(job_phases=(0.0, 0.1), job_outcome="FAILED")
     tuner = VertexTuner(vertex_settings_for(server))
     name = tuner.submit(spec("kone"))

@@ -19,10 +19,20 @@ PROMPT = "Provide a summary with about two sentences for the following article:\
 PARAMS = GenerationParams(temperature=0.2, max_output_tokens=256, safety_threshold="BLOCK_ONLY_HIGH", timeout_s=5)
 
 
-def spec(key="kabc", val_uri="gs://b/val.jsonl", **kw) -> TuningSpec:
+@pytest.fixture
+def spec(tuning_datasets):
+    """`spec(key=..., **fields)` → a TuningSpec on datasets that exist in the GCS emulator."""
+
+    def make(key="kabc", val_uri=tuning_datasets["val"], **kw) -> TuningSpec:
+        kw.setdefault("train_uri", tuning_datasets["train"])
+        return _spec(key, val_uri, **kw)
+
+    return make
+
+
+def _spec(key, val_uri, **kw) -> TuningSpec:
     values = dict(
         base_model="gemini-2.5-flash",
-        train_uri="gs://b/train.jsonl",
         val_uri=val_uri,
         epochs=3,
         adapter_size=8,
@@ -61,16 +71,36 @@ def test_generates_text_with_safety_settings_in_request(server, vertex_settings_
 
 
 def test_tuned_endpoint_uses_endpoint_path(server, vertex_settings_for):
-    endpoint = f"projects/{server.project}/locations/{server.location}/endpoints/777"
+    endpoint = server.deploy_tuned_model()["endpoint"]
     out = VertexGenerator(vertex_settings_for(server), endpoint).generate(PROMPT, PARAMS)
     assert out.text == "Wash the sweater by hand."
     assert server.count("POST", f"/v1beta1/{endpoint}:generateContent") == 1
+
+
+def test_unknown_model_or_endpoint_is_a_permanent_error(server, vertex_settings_for):
+    settings = vertex_settings_for(server)
+    for model in ("gemini-typo-9", f"projects/{server.project}/locations/{server.location}/endpoints/777"):
+        with pytest.raises(BackendError, match=r"HTTP 404 NOT_FOUND: .*not found") as err:
+            VertexGenerator(settings, model).generate(PROMPT, PARAMS)
+        assert model in str(err.value)
+
+
+def test_thought_parts_are_not_the_answer(make_vertex_server, vertex_settings_for):
+    """gemini-2.5-flash thinks; should thought parts come back, the generated text excludes them."""
+    server = make_vertex_server(thoughts_unasked=True)
+    out = VertexGenerator(vertex_settings_for(server), "gemini-2.5-flash").generate(PROMPT, PARAMS)
+    assert "thinkingConfig" not in server.requests[0]["body"].get("generationConfig", {})
+    assert out.text == " ".join(PROMPT.split("article:")[1].split()[:20])
+    assert "Summarizing" not in out.text and out.finish_reason == "STOP"
 
 
 def test_blocked_and_empty_answers_are_generations(server, vertex_settings_for):
     gen = VertexGenerator(vertex_settings_for(server), "gemini-2.5-flash")
     blocked = gen.generate("article: bad [[BLOCK]]", PARAMS)
     assert blocked.blocked and blocked.text == "" and blocked.finish_reason == "BLOCKED"
+    # blocked while answering (finishReason SAFETY on the candidate), not at the prompt
+    answer_blocked = gen.generate("article: bad [[SAFETY]]", PARAMS)
+    assert answer_blocked.blocked and answer_blocked.text == "" and answer_blocked.finish_reason == "SAFETY"
     empty = gen.generate("article: [[EMPTY]]", PARAMS)
     assert not empty.blocked and empty.text == "" and empty.finish_reason == "EMPTY"
     capped = gen.generate(PROMPT, GenerationParams(max_output_tokens=3))
@@ -101,7 +131,7 @@ def test_timeouts_and_refused_connections_are_transient(make_vertex_server, vert
         VertexGenerator(settings, "gemini-2.5-flash").generate(PROMPT, PARAMS)
 
 
-def test_token_is_sent_but_never_logged_or_raised(make_vertex_server, vertex_settings_for, caplog):
+def test_token_is_sent_but_never_logged_or_raised(spec, make_vertex_server, vertex_settings_for, caplog):
     caplog.set_level(logging.DEBUG)  # every logger, SDKs and httpx included
     server = make_vertex_server(require_token=TEST_TOKEN, job_phases=(0.0, 0.0))
     settings = vertex_settings_for(server)
@@ -131,14 +161,16 @@ def test_token_is_sent_but_never_logged_or_raised(make_vertex_server, vertex_set
 # ------------------------------------------------------------------------------ tuning
 
 
-def test_submit_and_lifecycle(server, vertex_settings_for):
+def test_submit_and_lifecycle(spec, server, vertex_settings_for):
     tuner = make_tuner(vertex_settings_for(server))
     assert isinstance(tuner, VertexTuner)
-    name = tuner.submit(spec())
+    tuning_spec = spec()
+    name = tuner.submit(tuning_spec)
     body = server.requests[-1]["body"]
+    assert body["baseModel"] == "gemini-2.5-flash"
     assert body["supervisedTuningSpec"] == {
-        "trainingDatasetUri": "gs://b/train.jsonl",
-        "validationDatasetUri": "gs://b/val.jsonl",
+        "trainingDatasetUri": tuning_spec.train_uri,
+        "validationDatasetUri": tuning_spec.val_uri,
         "hyperParameters": {"epochCount": 3, "adapterSize": "ADAPTER_SIZE_EIGHT", "learningRateMultiplier": 0.5},
     }
     assert body["labels"] == {"sftflow-key": "kabc"} and body["tunedModelDisplayName"] == "sftflow-summarizer"
@@ -164,7 +196,7 @@ def test_submit_and_lifecycle(server, vertex_settings_for):
     assert status.create_time and status.metrics == {}
 
 
-def test_submit_without_validation_and_bad_inputs(server, vertex_settings_for):
+def test_submit_without_validation_and_bad_inputs(spec, server, vertex_settings_for):
     tuner = VertexTuner(vertex_settings_for(server))
     tuner.submit(spec(val_uri=None))
     assert "validationDatasetUri" not in server.requests[-1]["body"]["supervisedTuningSpec"]
@@ -174,10 +206,15 @@ def test_submit_without_validation_and_bad_inputs(server, vertex_settings_for):
         tuner.submit(spec(adapter_size=3))
     with pytest.raises(BackendError, match="JSONL"):  # the service's own 400, translated
         tuner.submit(spec(train_uri="gs://b/train.csv"))
-    assert server.count("POST", "tuningJobs") == 2
+    missing = spec().train_uri.replace("train.jsonl", "gone.jsonl")
+    with pytest.raises(BackendError, match=f"HTTP 400 INVALID_ARGUMENT: training_dataset_uri {missing} does not exist"):
+        tuner.submit(spec(train_uri=missing))
+    with pytest.raises(BackendError, match="HTTP 400 INVALID_ARGUMENT: Base model gemini-typo-9 is not supported"):
+        tuner.submit(spec(base_model="gemini-typo-9"))
+    assert server.count("POST", "tuningJobs") == 4 and len(server.job_names) == 1
 
 
-def test_failed_job_carries_service_message(make_vertex_server, vertex_settings_for):
+def test_failed_job_carries_service_message(spec, make_vertex_server, vertex_settings_for):
     server = make_vertex_server(job_phases=(0.0, 0.0), job_outcome="FAILED")
     tuner = VertexTuner(vertex_settings_for(server))
     status = tuner.get(tuner.submit(spec()))
@@ -185,17 +222,23 @@ def test_failed_job_carries_service_message(make_vertex_server, vertex_settings_
     assert status.tuned_model is None and status.endpoint is None
 
 
-def test_cancel(server, vertex_settings_for):
+def test_cancel(spec, server, vertex_settings_for):
     tuner = VertexTuner(vertex_settings_for(server))
     name = tuner.submit(spec())
     tuner.cancel(name)
+    # JOB_STATE_CANCELLING first: neither alive (don't attach) nor ended (keep polling)
+    first = tuner.get(name).state
+    assert first is JobState.CANCELLING and not first.alive and not first.ended
+    deadline = time.monotonic() + 30
+    while tuner.get(name).state is JobState.CANCELLING and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert tuner.get(name).state is JobState.CANCELLED
     assert server.count("POST", ":cancel") == 1
     with pytest.raises(BackendError, match="HTTP 400"):  # already ended
         tuner.cancel(name)
 
 
-def test_find_by_label_newest_first(server, vertex_settings_for):
+def test_find_by_label_newest_first(spec, server, vertex_settings_for):
     tuner = VertexTuner(vertex_settings_for(server))
     first = tuner.submit(spec(key="kone"))
     tuner.submit(spec(key="ktwo"))
@@ -207,7 +250,7 @@ def test_find_by_label_newest_first(server, vertex_settings_for):
     assert server.count("GET", 'filter=labels.sftflow-key%3D%22kone%22') == 1
 
 
-def test_transient_errors_while_tuning(server, vertex_settings_for):
+def test_transient_errors_while_tuning(spec, server, vertex_settings_for):
     tuner = VertexTuner(vertex_settings_for(server))
     name = tuner.submit(spec())
     server.set_faults(1.0, (503,))
@@ -217,7 +260,7 @@ def test_transient_errors_while_tuning(server, vertex_settings_for):
         tuner.find("kabc")
 
 
-def test_delete_outputs_dry_run_then_real(make_vertex_server, vertex_settings_for):
+def test_delete_outputs_dry_run_then_real(spec, make_vertex_server, vertex_settings_for):
     server = make_vertex_server(job_phases=(0.0, 0.0))
     tuner = VertexTuner(vertex_settings_for(server))
     status = tuner.get(tuner.submit(spec()))
@@ -230,6 +273,34 @@ def test_delete_outputs_dry_run_then_real(make_vertex_server, vertex_settings_fo
     assert tuner.delete_outputs(status, dry_run=False) == []  # already gone: nothing to do
     with pytest.raises(BackendError, match="HTTP 404"):
         VertexGenerator(vertex_settings_for(server), status.endpoint).generate(PROMPT, PARAMS)
+    # the operations were not done at once: cleanup waited for each one by polling it
+    assert server.count("GET", "/operations/") >= 3
+
+
+def test_delete_outputs_of_an_endpoint_with_a_traffic_split(spec, make_vertex_server, vertex_settings_for):
+    """Three deployed models, 50/30/20: each undeploy moves the traffic to the ones left, as Vertex requires."""
+    server = make_vertex_server(job_phases=(0.0, 0.0), operation_delay_s=0.0)
+    tuner = VertexTuner(vertex_settings_for(server))
+    status = tuner.get(tuner.submit(spec()))
+    ep = status.endpoint
+    job_did = next(iter(_endpoint(server, ep)["trafficSplit"]))
+    b = server.deploy_tuned_model("b", endpoint=ep, traffic_split={job_did: 70, "0": 30})
+    c = server.deploy_tuned_model("c", endpoint=ep, traffic_split={job_did: 50, b["deployed_model_id"]: 30, "0": 20})
+    assert sum(_endpoint(server, ep)["trafficSplit"].values()) == 100 and c["deployed_model_id"]
+    assert tuner.delete_outputs(status, dry_run=False) == [ep, status.tuned_model.split("@")[0]]
+    undeploys = [r for r in server.requests if r["path"].endswith(":undeployModel")]
+    assert [r["status"] for r in undeploys] == [200, 200, 200]
+    assert sum(undeploys[0]["body"]["trafficSplit"].values()) == 100
+    assert server.count("DELETE", f"/v1/{ep}") == 1
+
+
+def _endpoint(server, name: str) -> dict:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{server.base_url}/v1/{name}", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
 
 
 def test_missing_credentials_is_a_clear_backend_error(server, vertex_settings_for, monkeypatch):

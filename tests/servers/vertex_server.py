@@ -367,7 +367,11 @@ class VertexTestServer:
                 ep.deployed[did] = model.name
                 if traffic_split is not None:
                     split = {(did if k == "0" else k): int(v) for k, v in traffic_split.items()}
-                    _check_split(split, ep)
+                    try:
+                        _check_split(split, ep)
+                    except _HttpError as exc:
+                        del ep.deployed[did], self._models[model.name]
+                        raise ValueError(f"traffic_split: {exc.message}") from None
                     ep.traffic = {k: v for k, v in split.items() if v}
             return {"model": f"{model.name}@1", "endpoint": ep.name, "deployed_model_id": did}
 
