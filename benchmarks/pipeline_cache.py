@@ -81,11 +81,12 @@ def bench_vertex(a, server, tmp: Path) -> dict:
     from tests.servers.vertex_server import VertexTestServer
 
     phases = tuple(float(x) for x in a.job_phases.split(","))
-    vertex = VertexTestServer(latency_s=a.latency, job_phases=phases).start()
     gport = free_port()
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     gcs = create_server("127.0.0.1", gport, in_memory=True, default_bucket=bucket)
     gcs.start()
+    # the server checks tuning datasets in the emulator, as Vertex checks them in GCS
+    vertex = VertexTestServer(latency_s=a.latency, job_phases=phases, gcs_url=f"http://127.0.0.1:{gport}").start()
     try:
         sp = sample_paths()
         root = tmp / "vertex-root"

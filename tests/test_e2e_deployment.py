@@ -75,7 +75,7 @@ def stack(tmp_path_factory, gcs_emulator):
     """Server → pools → deploy --all → Vertex-shaped server → worker; yields what the tests need."""
     tmp = tmp_path_factory.mktemp("e2e")
     extra = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
-    vertex = VertexTestServer(job_phases=(0.5, 1.0)).start()
+    vertex = VertexTestServer(job_phases=(0.5, 1.0), gcs_url=gcs_emulator).start()
     bucket = f"gs://e2e-{uuid.uuid4().hex[:10]}"
     storage.gcs_client().create_bucket(bucket[5:])
     try:
