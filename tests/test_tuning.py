@@ -202,3 +202,26 @@ def test_timeout_with_fake_clock_counts_from_start():
 def test_job_failed_message_without_error():
     status = replace(JobStatus(name="j", state=JobState.CANCELLED), console_url="https://x")
     assert str(JobFailed(status)) == "tuning job j ended CANCELLED (console: https://x)"
+
+
+def test_build_spec_key_follows_every_tuning_input(tmp_path):
+    """The flow's intent key changes with each input that changes what tuning produces — the seed
+    included (it drives the local backend's training) — and with nothing else."""
+    from flows.tune import build_spec
+    from sftflow.config import Settings
+
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    train.write_text('{"contents": []}\n')
+    val.write_text('{"contents": [1]}\n')
+    base = Settings(_env_file=None, local_root=str(tmp_path / "root"))
+
+    def key(**changes) -> str:
+        return build_spec(base.model_copy(update=changes), str(train), str(val)).key
+
+    same = key()
+    assert same == key() == key(poll_interval=1.0, concurrency=3)  # not tuning inputs
+    changed = [key(seed=base.seed + 1), key(epochs=base.epochs + 1), key(adapter_size=16),
+               key(learning_rate_multiplier=0.25), key(source_model="other-model"), key(run_name="other"),
+               key(tuned_model_display_name="other-name")]
+    assert len({same, *changed}) == len(changed) + 1
+    assert build_spec(base.model_copy(update={"seed": 7}), str(train), str(val)).seed == 7
