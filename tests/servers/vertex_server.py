@@ -123,10 +123,6 @@ def _first_sentence(text: str) -> str:
     return (text[: m.start() + 1] if m else text).strip()
 
 
-def _short(model: str) -> str:
-    return model.rsplit("/", 1)[-1]
-
-
 def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [] if value is None else [value]
 
