@@ -118,7 +118,7 @@ def test_rerun_while_the_job_is_still_cancelling(spec, make_vertex_server, verte
 
 
 def test_await_job_polls_through_cancelling_to_cancelled(spec, make_vertex_server, vertex_settings_for):
-    server = make_vertex_server(job_phases=(30.0, 30.0), cancel_delay_s=0.5)
+    server = make_vertex_server(job_phases=(30.0, 30.0), cancel_delay_s=2.0)
     tuner = VertexTuner(vertex_settings_for(server))
     name = tuner.submit(spec("kone"))
     tuner.cancel(name)

@@ -222,7 +222,8 @@ def test_failed_job_carries_service_message(spec, make_vertex_server, vertex_set
     assert status.tuned_model is None and status.endpoint is None
 
 
-def test_cancel(spec, server, vertex_settings_for):
+def test_cancel(spec, make_vertex_server, vertex_settings_for):
+    server = make_vertex_server(job_phases=(30.0, 30.0), cancel_delay_s=2.0)
     tuner = VertexTuner(vertex_settings_for(server))
     name = tuner.submit(spec())
     tuner.cancel(name)

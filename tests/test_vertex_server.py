@@ -195,7 +195,7 @@ def test_latency_is_concurrent_not_serialized(make_vertex_server):
 
 
 def test_tuning_job_lifecycle_list_filter_and_cancel(make_vertex_server, datasets):
-    server = make_vertex_server(job_phases=(0.5, 0.5), cancel_delay_s=0.3)
+    server = make_vertex_server(job_phases=(1.0, 2.0), cancel_delay_s=2.0)
     c = client(server)
     job = tune(c, datasets, "kone")
     other = tune(c, datasets, "ktwo", val=False)
@@ -231,11 +231,12 @@ def test_tuning_job_lifecycle_list_filter_and_cancel(make_vertex_server, dataset
 
 
 @pytest.mark.parametrize(("timeline", "outcome", "seen"), [
-    ((("QUEUED", 0.4), ("PENDING", 0.4), ("RUNNING", 0.4), ("UPDATING", 0.4)), "SUCCEEDED",
+    # windows of 1 s: a poll on 2 busy cores can take a few hundred ms
+    ((("QUEUED", 1.0), ("PENDING", 1.0), ("RUNNING", 1.0), ("UPDATING", 1.0)), "SUCCEEDED",
      ["QUEUED", "PENDING", "RUNNING", "UPDATING", "SUCCEEDED"]),
-    ((("QUEUED", 0.5),), "EXPIRED", ["QUEUED", "EXPIRED"]),
-    ((("RUNNING", 0.5),), "PARTIALLY_SUCCEEDED", ["RUNNING", "PARTIALLY_SUCCEEDED"]),
-    ((("RUNNING", 0.5),), "PAUSED", ["RUNNING", "PAUSED"]),
+    ((("QUEUED", 1.0),), "EXPIRED", ["QUEUED", "EXPIRED"]),
+    ((("RUNNING", 1.0),), "PARTIALLY_SUCCEEDED", ["RUNNING", "PARTIALLY_SUCCEEDED"]),
+    ((("RUNNING", 1.0),), "PAUSED", ["RUNNING", "PAUSED"]),
 ])
 def test_other_job_states_are_reachable_by_a_knob(make_vertex_server, datasets, timeline, outcome, seen):
     server = make_vertex_server(job_timeline=timeline, job_outcome=outcome)
@@ -412,7 +413,7 @@ def test_answer_level_safety_block_and_thought_parts(make_vertex_server):
 
 
 def test_operations_are_not_done_at_once_and_are_polled(make_vertex_server):
-    server = make_vertex_server(operation_delay_s=0.5)
+    server = make_vertex_server(operation_delay_s=2.0)
     deployed = server.deploy_tuned_model()
     ep, did = deployed["endpoint"], deployed["deployed_model_id"]
     status, op = http(server, "POST", f"/v1/{ep}:undeployModel", {"deployedModelId": did})
