@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import inspect
 import itertools
 import json
 import math
@@ -412,7 +413,9 @@ class VertexTestServer:
         for meth, pattern, fn in routes:
             mm = re.fullmatch(pattern, rest)
             if mm and meth == method:
-                return 200, fn(parent, *mm.groups(), query=query, body=body, entry=entry)
+                # a handler declares `entry` when it annotates the request log (older ones do not)
+                extra = {"entry": entry} if "entry" in inspect.signature(fn).parameters else {}
+                return 200, fn(parent, *mm.groups(), query=query, body=body, **extra)
         raise _HttpError(404, f"No route for {method} {path}")
 
     # ------------------------------------------------------------------ generateContent
@@ -513,7 +516,7 @@ class VertexTestServer:
             "modelVersion": model,
         }
 
-    def _generate_base(self, parent, model, *, query, body, entry):
+    def _generate_base(self, parent, model, *, query, body):
         prompt, config = self._check_generate(body, model)
         if model not in self.base_models:
             raise _HttpError(
@@ -555,7 +558,7 @@ class VertexTestServer:
         raise _invalid([(f"supervised_tuning_spec.{field_name}",
                          f"{field_name} {uri} does not exist or is not readable by the service account.")])
 
-    def _create_job(self, parent, *, query, body, entry):
+    def _create_job(self, parent, *, query, body):
         if not isinstance(body, dict):
             raise _invalid([("", "Invalid JSON payload received. Expected an object.")])
         problems = schema.problems(body, "TuningJob")
@@ -664,11 +667,11 @@ class VertexTestServer:
             raise _HttpError(404, f"TuningJob `{name}` not found.")
         return job
 
-    def _get_job(self, parent, num, *, query, body, entry):
+    def _get_job(self, parent, num, *, query, body):
         with self._lock:
             return self._job_json(self._job(parent, num), time.time())
 
-    def _cancel_job(self, parent, num, *, query, body, entry):
+    def _cancel_job(self, parent, num, *, query, body):
         with self._lock:
             job = self._job(parent, num)
             now = time.time()
@@ -679,7 +682,7 @@ class VertexTestServer:
                 job.cancelled_at = now
             return {}
 
-    def _list_jobs(self, parent, *, query, body, entry):
+    def _list_jobs(self, parent, *, query, body):
         wanted = _parse_filter((query.get("filter") or [""])[0])
         page_size = int((query.get("pageSize") or ["100"])[0] or 100)
         offset = int((query.get("pageToken") or ["0"])[0] or 0)
@@ -718,7 +721,7 @@ class VertexTestServer:
         return {"name": op.name, "done": True,
                 "response": {"@type": f"type.googleapis.com/{op.response_type}"}}
 
-    def _get_operation(self, parent, rest, *, query, body, entry):
+    def _get_operation(self, parent, rest, *, query, body):
         name = f"{parent}/{rest}"
         with self._lock:
             op = self._operations.get(name)
@@ -752,11 +755,11 @@ class VertexTestServer:
             "createTime": _now_rfc3339(created),
         }
 
-    def _get_endpoint(self, parent, eid, *, query, body, entry):
+    def _get_endpoint(self, parent, eid, *, query, body):
         with self._lock:
             return self._endpoint_json(self._endpoint(parent, eid))
 
-    def _undeploy(self, parent, eid, *, query, body, entry):
+    def _undeploy(self, parent, eid, *, query, body):
         """undeployModel, as https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.endpoints/undeployModel
         says: a model that still takes traffic is undeployed only if trafficSplit moves it elsewhere
         (or it is the last one); the split must name deployed models and add up to 100."""
@@ -790,7 +793,7 @@ class VertexTestServer:
 
             return self._start_operation(ep.name, "google.cloud.aiplatform.v1.UndeployModelResponse", apply)
 
-    def _delete_endpoint(self, parent, eid, *, query, body, entry):
+    def _delete_endpoint(self, parent, eid, *, query, body):
         with self._lock:
             ep = self._endpoint(parent, eid)
             if ep.deployed:
@@ -808,7 +811,7 @@ class VertexTestServer:
             raise _HttpError(404, f"Model `{name}{'@' + version if version else ''}` not found.")
         return model
 
-    def _get_model(self, parent, mid, version=None, *, query, body, entry):
+    def _get_model(self, parent, mid, version=None, *, query, body):
         with self._lock:
             model = self._model(parent, mid, version)
             deployed = [
@@ -827,7 +830,7 @@ class VertexTestServer:
                 "createTime": _now_rfc3339(model.job.end_time() if model.job else model.registered),
             }
 
-    def _delete_model(self, parent, mid, version=None, *, query, body, entry):
+    def _delete_model(self, parent, mid, version=None, *, query, body):
         with self._lock:
             model = self._model(parent, mid, version)
             for ep in self._endpoints.values():
@@ -838,6 +841,12 @@ class VertexTestServer:
                 model.deleted = True
 
             return self._start_operation(model.name, "google.protobuf.Empty", apply)
+
+
+def _done_op(resource: str, num: int, response_type: str) -> dict:
+    """A long-running operation already finished (for calls Vertex answers at once)."""
+    return {"name": f"{resource}/operations/{num}", "done": True,
+            "response": {"@type": f"type.googleapis.com/{response_type}"}}
 
 
 def _check_split(split: dict[str, int], ep: _Endpoint) -> None:
