@@ -79,12 +79,22 @@ T = TypeVar("T")
 
 
 def _credentials(settings: Settings):
-    """A static-token credential when a token is configured, else None (application-default)."""
-    if settings.vertex_access_token is None:
-        return None
-    import google.oauth2.credentials
+    """The credentials every Vertex client uses (sftflow.credentials: token → ADC → anonymous).
 
-    return google.oauth2.credentials.Credentials(token=settings.vertex_access_token.get_secret_value())
+    Anonymous credentials cannot call Vertex AI, so that case is a one-line error here.
+    """
+    from sftflow.credentials import CredentialsError, resolve
+
+    try:
+        resolved = resolve(settings.vertex_access_token)
+    except CredentialsError as exc:
+        raise BackendError(str(exc)) from None
+    if resolved.source == "anonymous":
+        raise BackendError(
+            "no Google credentials found — run `gcloud auth application-default login` "
+            "or set SFTFLOW_VERTEX_ACCESS_TOKEN"
+        )
+    return resolved.credentials
 
 
 def make_genai_client(settings: Settings, timeout_s: float | None = None) -> genai.Client:
