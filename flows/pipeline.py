@@ -45,6 +45,7 @@ def sft_pipeline(
                   adapter_size=adapter_size, learning_rate_multiplier=learning_rate_multiplier, samples=samples)
     cfg = {**(config or {}), **{k: v for k, v in params.items() if v is not None}}
     s = settings_for(cfg)
+    s.require_bucket("pipeline")
     log = get_run_logger()
 
     prepared = prepare_data(config=cfg)

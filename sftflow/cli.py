@@ -241,6 +241,8 @@ def _run(args: argparse.Namespace) -> int:
     }[cmd]
     config = _overrides(args, names)
     settings = load_settings(**config)  # fail fast, before Prefect starts, on a bad setting
+    if cmd in ("prepare", "tune", "pipeline"):
+        settings.require_bucket(cmd)
     _prefect_env(settings.local_root)
     watch = _use_prefect_api(settings)  # before any flow module imports prefect
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
@@ -345,13 +347,14 @@ def _is_user_error(exc: Exception) -> bool:
     """Errors whose message is the whole story (bad input, config, a failed job)."""
     from sftflow.backends.base import BackendError, TransientError
     from sftflow.config import ConfigError
+    from sftflow.credentials import CredentialsError
     from sftflow.data.rules import DataError
     from sftflow.evaluation import CheckpointError
     from sftflow.storage import StorageError
     from sftflow.tuning import JobFailed, JobTimeout
 
-    return isinstance(exc, (ConfigError, DataError, StorageError, CheckpointError, JobFailed, JobTimeout,
-                            BackendError, TransientError, FileNotFoundError))
+    return isinstance(exc, (ConfigError, CredentialsError, DataError, StorageError, CheckpointError, JobFailed,
+                            JobTimeout, BackendError, TransientError, FileNotFoundError))
 
 
 if __name__ == "__main__":
