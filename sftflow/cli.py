@@ -309,6 +309,8 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         verb = "deleted" if args.yes else "would delete"
         for item in out["items"]:
             print(f"{verb}: {item}")
+        for item in out["skipped"]:
+            print(f"left: {item['uri']} ({item['reason']})")
         if not args.yes:
             print(f"{len(out['items'])} item(s); rerun with --yes to delete them")
         return 0

@@ -358,6 +358,24 @@ class VertexTuner:
             ),
         )
 
+    def outputs_exist(self, status: JobStatus) -> bool:
+        """GET the job's endpoint and model: False as soon as one is gone (404), or if it names none."""
+        import google.api_core.exceptions as gexc
+
+        checks = [(service, method, name) for service, method, name in (
+            ("EndpointServiceClient", "get_endpoint", status.endpoint),
+            ("ModelServiceClient", "get_model", status.tuned_model),
+        ) if name]
+        for service, method, name in checks:
+            client = self._gapic(service)
+            try:
+                _call(f"reading {name}", lambda: getattr(client, method)(name=name))
+            except BackendError as exc:
+                if isinstance(exc.__cause__, gexc.NotFound):
+                    return False
+                raise
+        return bool(checks)
+
     def delete_outputs(self, status: JobStatus, dry_run: bool = True) -> list[str]:
         """Undeploy and delete the job's endpoint, then delete its model; returns their names.
 
