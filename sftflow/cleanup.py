@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +23,6 @@ from pathlib import Path
 from sftflow import layout, storage
 from sftflow.backends.base import JobState, JobStatus, Tuner
 from sftflow.config import Settings
-
-log = logging.getLogger(__name__)
 
 RUN_OBJECT, TUNING_RECORD, TUNED_OUTPUT, DATASET = "run object", "tuning record", "tuned output", "dataset"
 #: A Vertex AI endpoint or model (cleanup deletes models by name without the @version).

@@ -111,11 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("cleanup", help="delete what a run created (lists only, unless --yes)",
-                       description="List the bucket objects under the run's prefix and the tuned models / "
-                       "endpoints its jobs produced; delete them only with --yes.")
+                       description="List what the run made — objects under runs/<run>/, its tuning records "
+                       "and the tuned models / endpoints they name — and delete them only with --yes. "
+                       "Nothing else is touched: other runs, and files under datasets/ that sftflow did not "
+                       "name, are listed as 'left' with the reason.")
     p.add_argument("--yes", action="store_true", help="really delete")
     p.add_argument("--include-datasets", action="store_true",
-                   help="also delete the uploaded datasets (shared by runs with the same data)")
+                   help="also delete sftflow's uploaded datasets (<kind>/<kind>-<sha12>.<ext>; shared by runs "
+                   "with the same data)")
     _common(p)
     _server_parser(sub)
     return parser
