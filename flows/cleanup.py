@@ -1,22 +1,22 @@
-"""Flow cleanup: delete what a run created — its objects, and the tuned models/endpoints of its jobs."""
+"""Flow cleanup: delete what a run created — and nothing else (see sftflow.cleanup for the scope)."""
 
 from __future__ import annotations
 
-import json
+import functools
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.common import settings_for
-from sftflow import storage
 from sftflow.backends import make_tuner
-from tasks.tuning import status_from
+from sftflow.cleanup import execute, plan_cleanup
 
 
 @flow(name="cleanup", log_prints=True)
 def cleanup(yes: bool = False, include_datasets: bool = False, config: dict[str, Any] | None = None) -> dict:
     """List (default) or, with yes=True, delete: objects under runs/<run>/, the run's tuning records
-    and the tuned models/endpoints they name; datasets too with include_datasets.
+    and the tuned models/endpoints they name; sftflow's own datasets too with include_datasets.
+    Anything else is left and listed under "skipped" with the reason.
 
     Args:
         yes: Really delete; otherwise only list.
@@ -25,25 +25,16 @@ def cleanup(yes: bool = False, include_datasets: bool = False, config: dict[str,
     """
     s = settings_for(config)
     log = get_run_logger()
-    tuner = make_tuner(s)
-    items: list[str] = []
-    records: list[str] = []
-    for record_uri in storage.list_uris(storage.join(s.storage_root, "tuning")):
-        record = json.loads(storage.read_text(record_uri))
-        if record.get("run_name") != s.run_name:
-            continue
-        fields = {k: v for k, v in record.items() if k not in ("spec", "run_name")}
-        items += tuner.delete_outputs(status_from(fields), dry_run=not yes)
-        records.append(record_uri)
-    items += records
-    objects = storage.list_uris(s.run_root)
-    if include_datasets:
-        objects += storage.list_uris(storage.join(s.storage_root, "datasets"))
-    items += objects
+    get_tuner = functools.cache(lambda: make_tuner(s))  # made only if the run has a tuning record
+    plan = plan_cleanup(s, get_tuner, include_datasets=include_datasets)
+    for item in plan.skipped:
+        log.warning("left %s (%s)", item.uri, item.reason)
     if yes:
-        for uri in objects + records:
-            storage.delete(uri)
-        log.info("deleted %d item(s)", len(items))
+        execute(plan, get_tuner, run_root=s.run_root)
+        log.info("deleted %d item(s)", len(plan.delete))
     else:
-        log.info("would delete %d item(s); pass yes=True (--yes) to delete", len(items))
-    return {"items": items, "deleted": yes}
+        log.info("would delete %d item(s); pass yes=True (--yes) to delete", len(plan.delete))
+    return {"items": [i.uri for i in plan.delete],
+            "plan": [{"uri": i.uri, "kind": i.kind, "reason": i.reason} for i in plan.delete],
+            "skipped": [{"uri": i.uri, "kind": i.kind, "reason": i.reason} for i in plan.skipped],
+            "deleted": yes}

@@ -8,7 +8,7 @@ from prefect import flow
 
 from flows.common import settings_for
 from sftflow import layout, storage
-from tasks.evaluation import compare_results
+from tasks.evaluation import compare_task
 
 
 def results_uri(run_root: str, ref: str) -> str:
@@ -32,4 +32,5 @@ def compare(baseline: str = "base", tuned: str = "tuned", config: dict[str, Any]
     for uri in (b, t):
         if not storage.exists(uri):
             raise FileNotFoundError(f"{uri}: no results; run `sftflow evaluate` first")
-    return compare_results(b, t, layout.compare_dir(s.run_root), seed=s.seed)
+    out_dir = layout.compare_dir(s.run_root)
+    return compare_task(out_dir)(b, t, out_dir, seed=s.seed)

@@ -9,7 +9,7 @@ from prefect import flow
 from flows.common import read_record, settings_for
 from sftflow import layout
 from tasks.data import download
-from tasks.evaluation import evaluate_model
+from tasks.evaluation import evaluate_task
 
 
 def resolve_model(s, model: str | None) -> str:
@@ -54,4 +54,4 @@ def evaluate(
     resolved = resolve_model(s, model)
     label = label or ("tuned" if model == "tuned" or resolved != s.base_model else "base")
     test_path = download(default_test_uri(s), s.work_dir / "downloads")
-    return evaluate_model(s, resolved, test_path, label)
+    return evaluate_task(s, label)(s, resolved, test_path, label)

@@ -15,7 +15,7 @@ from flows.tune import tune
 from sftflow import layout, storage
 from sftflow.run_report import build_report, render_markdown
 from tasks.data import download
-from tasks.evaluation import compare_results, evaluate_model
+from tasks.evaluation import compare_task, evaluate_task
 
 
 @flow(name="sft_pipeline", log_prints=True)
@@ -45,17 +45,18 @@ def sft_pipeline(
                   adapter_size=adapter_size, learning_rate_multiplier=learning_rate_multiplier, samples=samples)
     cfg = {**(config or {}), **{k: v for k, v in params.items() if v is not None}}
     s = settings_for(cfg)
+    s.require_bucket("pipeline")
     log = get_run_logger()
 
     prepared = prepare_data(config=cfg)
     test_path = download(prepared["test"], s.work_dir / "downloads")
-    baseline_future = evaluate_model.submit(s, s.base_model, test_path, "base")  # runs while tuning trains
+    baseline_future = evaluate_task(s, "base").submit(s, s.base_model, test_path, "base")  # runs while tuning trains
     tuning_cfg = {**cfg, "train_uri": prepared["train"], "val_uri": prepared["val"]}
     tuned_model = tune(config=tuning_cfg)
     baseline = baseline_future.result()
-    tuned = evaluate_model(s, tuned_model["endpoint"], test_path, "tuned")
-    comp = compare_results(baseline["results_uri"], tuned["results_uri"], layout.compare_dir(s.run_root),
-                           seed=s.seed)
+    tuned = evaluate_task(s, "tuned")(s, tuned_model["endpoint"], test_path, "tuned")
+    comp = compare_task(layout.compare_dir(s.run_root))(baseline["results_uri"], tuned["results_uri"],
+                                                        layout.compare_dir(s.run_root), seed=s.seed)
 
     plots = {"base distribution": baseline["plot_uri"], "tuned distribution": tuned["plot_uri"], **comp["plots"]}
     data = build_report(settings=s.public_dict(), prepared=prepared, tuning=tuned_model,

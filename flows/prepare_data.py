@@ -38,6 +38,7 @@ def prepare_data(
     """
     s = settings_for(config, train_uri=train_uri, val_uri=val_uri, test_uri=test_uri, limit=limit,
                      shuffle_seed=shuffle_seed)
+    s.require_bucket("prepare")
     log = get_run_logger()
     src = s.sources()
     downloads = s.work_dir / "downloads"

@@ -68,6 +68,7 @@ def tune(
     """
     s = settings_for(config, train_uri=train_uri, val_uri=val_uri, epochs=epochs, adapter_size=adapter_size,
                      learning_rate_multiplier=learning_rate_multiplier)
+    s.require_bucket("tune")
     log = get_run_logger()
     train, val = default_datasets(s)
     spec = build_spec(s, train, val)

@@ -111,11 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("cleanup", help="delete what a run created (lists only, unless --yes)",
-                       description="List the bucket objects under the run's prefix and the tuned models / "
-                       "endpoints its jobs produced; delete them only with --yes.")
+                       description="List what the run made — objects under runs/<run>/, its tuning records "
+                       "and the tuned models / endpoints they name — and delete them only with --yes. "
+                       "Nothing else is touched: other runs, and files under datasets/ that sftflow did not "
+                       "name, are listed as 'left' with the reason.")
     p.add_argument("--yes", action="store_true", help="really delete")
     p.add_argument("--include-datasets", action="store_true",
-                   help="also delete the uploaded datasets (shared by runs with the same data)")
+                   help="also delete sftflow's uploaded datasets (<kind>/<kind>-<sha12>.<ext>; shared by runs "
+                   "with the same data)")
     _common(p)
     _server_parser(sub)
     return parser
@@ -241,6 +244,8 @@ def _run(args: argparse.Namespace) -> int:
     }[cmd]
     config = _overrides(args, names)
     settings = load_settings(**config)  # fail fast, before Prefect starts, on a bad setting
+    if cmd in ("prepare", "tune", "pipeline"):
+        settings.require_bucket(cmd)
     _prefect_env(settings.local_root)
     watch = _use_prefect_api(settings)  # before any flow module imports prefect
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
@@ -307,6 +312,8 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         verb = "deleted" if args.yes else "would delete"
         for item in out["items"]:
             print(f"{verb}: {item}")
+        for item in out["skipped"]:
+            print(f"left: {item['uri']} ({item['reason']})")
         if not args.yes:
             print(f"{len(out['items'])} item(s); rerun with --yes to delete them")
         return 0
@@ -345,13 +352,14 @@ def _is_user_error(exc: Exception) -> bool:
     """Errors whose message is the whole story (bad input, config, a failed job)."""
     from sftflow.backends.base import BackendError, TransientError
     from sftflow.config import ConfigError
+    from sftflow.credentials import CredentialsError
     from sftflow.data.rules import DataError
     from sftflow.evaluation import CheckpointError
     from sftflow.storage import StorageError
     from sftflow.tuning import JobFailed, JobTimeout
 
-    return isinstance(exc, (ConfigError, DataError, StorageError, CheckpointError, JobFailed, JobTimeout,
-                            BackendError, TransientError, FileNotFoundError))
+    return isinstance(exc, (ConfigError, CredentialsError, DataError, StorageError, CheckpointError, JobFailed,
+                            JobTimeout, BackendError, TransientError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     bucket: str | None = Field(
         None,
         description="Cloud Storage bucket (name or gs://name[/prefix]) for datasets and results. "
-        "Unset: everything is stored under local_root.",
+        "Unset: everything is stored under local_root (vertex: prepare and tune need a bucket).",
     )
     local_root: Path = Field(Path(".sftflow"), description="Local storage root and work area.")
     run_name: str = Field(
@@ -133,12 +133,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "project: required when backend is 'vertex' (set SFTFLOW_PROJECT or --project)"
             )
-        if self.backend == "vertex" and not self.bucket:
-            raise ValueError(
-                "bucket: required when backend is 'vertex' — Vertex AI reads tuning data from "
-                "Cloud Storage (set SFTFLOW_BUCKET or --bucket)"
-            )
         return self
+
+    def require_bucket(self, step: str) -> None:
+        """Vertex AI reads tuning data only from Cloud Storage: `prepare` (its upload), `tune` and
+        `pipeline` need a bucket; evaluate and compare do not (results stay under local_root).
+        Raises ConfigError (one line) before `step` does any work."""
+        if self.backend == "vertex" and not self.bucket:
+            raise ConfigError(
+                f"bucket: required for `{step}` on the vertex backend — Vertex AI reads tuning data "
+                "from Cloud Storage (set SFTFLOW_BUCKET or --bucket)"
+            )
 
     # --- derived values ------------------------------------------------------------------
     @property

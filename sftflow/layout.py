@@ -10,11 +10,26 @@
 
 from __future__ import annotations
 
+import re
+
 from sftflow.storage import join
+
+#: The only names sftflow gives its files under datasets/ and tuning/ (cleanup deletes nothing else).
+DATASET_NAME = re.compile(r"^(train|val|test)/\1-[0-9a-f]{12}\.[A-Za-z0-9]{0,16}$")
+TUNING_RECORD_NAME = re.compile(r"^k[0-9a-f]{20}\.json$")  # see sftflow.tuning.tuning_key
 
 
 def dataset_uri(root: str, kind: str, sha256: str, ext: str) -> str:
     return join(root, "datasets", kind, f"{kind}-{sha256[:12]}.{ext}")
+
+
+def is_dataset_name(relative: str) -> bool:
+    """`relative` (to <root>/datasets/) is a name `dataset_uri` makes: `<kind>/<kind>-<sha12>.<ext>`."""
+    return bool(DATASET_NAME.match(relative))
+
+
+def is_tuning_record_name(relative: str) -> bool:
+    return bool(TUNING_RECORD_NAME.match(relative))
 
 
 def tuning_record_uri(root: str, key: str) -> str:

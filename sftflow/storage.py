@@ -4,8 +4,9 @@ Every write is atomic: locally a temp file in the same directory is renamed into
 Cloud Storage an object only appears once its single-shot or resumable upload completes. A
 killed run therefore never leaves a partial file that later looks complete.
 
-GCS goes through google-cloud-storage. `STORAGE_EMULATOR_HOST` (the SDK's own variable) points
-it at an emulator; public objects are read with an anonymous client when no credentials exist.
+GCS goes through google-cloud-storage with the credentials `sftflow.credentials` resolves (the
+static token, else application-default, else anonymous: public reads only).
+`STORAGE_EMULATOR_HOST` (the SDK's own variable) points it at an emulator.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from sftflow import credentials
 
 CHUNK = 1 << 20
 
@@ -64,23 +67,44 @@ def split_gcs(uri: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- GCS client
 
 _client_lock = threading.Lock()
-_clients: dict[bool, object] = {}
+_clients: dict[tuple, object] = {}
 
 
-def gcs_client(anonymous: bool = False):
-    """A cached google-cloud-storage client; anonymous where no credentials can be found."""
-    from google.cloud import storage
+def gcs_client():
+    """The google-cloud-storage client for this process's credentials (see sftflow.credentials).
 
+    One client per (token, endpoint): the static token when one is configured, else
+    application-default credentials, else anonymous (public reads only). With
+    `STORAGE_EMULATOR_HOST` and no token the client is anonymous, as the SDK itself does.
+    """
+    token = credentials.process_token()
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or os.environ.get("API_ENDPOINT_OVERRIDE")
+    key = (credentials.token_id(token), endpoint)
     with _client_lock:
-        if anonymous not in _clients:
-            if anonymous:
-                _clients[anonymous] = storage.Client.create_anonymous_client()
-            else:
-                try:
-                    _clients[anonymous] = storage.Client()
-                except Exception:  # no application-default credentials: public reads only
-                    return gcs_client(anonymous=True)
-        return _clients[anonymous]
+        client = _clients.get(key)
+    if client is not None:
+        return client
+    # Resolved outside our lock: credentials has its own, and never calls back into storage.
+    if token is None and os.environ.get("STORAGE_EMULATOR_HOST"):
+        resolved = None
+    else:
+        resolved = credentials.resolve(token)
+    client = _make_client(resolved)
+    with _client_lock:
+        return _clients.setdefault(key, client)
+
+
+def _make_client(resolved):
+    from google.cloud import storage as gcs
+
+    if resolved is None or resolved.source == "anonymous":
+        return gcs.Client.create_anonymous_client()
+    # An explicit project (or the placeholder the SDK's own anonymous client uses) keeps the
+    # client from running its own credentials/project discovery.
+    client = gcs.Client(project=resolved.project or "<none>", credentials=resolved.credentials)
+    if resolved.project is None:
+        client.project = None
+    return client
 
 
 def reset_clients() -> None:
@@ -203,9 +227,15 @@ def md5(uri: str) -> str | None:
 
 
 def list_uris(prefix: str) -> list[str]:
-    """Every file/object under a prefix, recursively, sorted."""
+    """Every file/object under a folder, recursively, sorted.
+
+    The folder is always closed with '/': listing `runs/exp` never yields `runs/exp2/...`
+    or `runs/exp-old/...` (Cloud Storage lists by plain text prefix otherwise).
+    """
     if is_gcs(prefix):
         bucket, name = split_gcs(prefix)
+        if name and not name.endswith("/"):
+            name += "/"
         return sorted(
             f"gs://{bucket}/{b.name}" for b in gcs_client().list_blobs(bucket, prefix=name)
         )

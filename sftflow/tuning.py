@@ -84,21 +84,25 @@ def ensure_job(
 ) -> tuple[str, bool]:
     """The job for `spec`: the newest alive one labelled `spec.key`, else a new one.
 
+    A SUCCEEDED job whose tuned model or endpoint was deleted (cleanup) does not count as alive.
     Returns (job name, attached). Raises JobFailed when only failed/cancelled/expired jobs
     exist for the key and `resubmit_failed` is false, so a broken job is not silently
     paid for twice. `on_event(kind, info)` receives "attached", "submitted" and "resubmitting".
     """
     emit = on_event or (lambda kind, info: None)
     jobs = tuner.find(spec.key)
-    alive = [j for j in jobs if j.state.alive]
-    if alive:
-        job = alive[0]
+    for job in (j for j in jobs if j.state.alive):
+        if job.state is JobState.SUCCEEDED and not tuner.outputs_exist(job):
+            # Cleaned up: its model/endpoint are gone, so it cannot serve this intent any more.
+            log.warning("tuning job %s SUCCEEDED but its tuned model/endpoint no longer exist: not reusing it",
+                        job.name)
+            continue
         log.info("attaching to tuning job %s (%s) for key %s", job.name, job.state.value, spec.key)
         emit("attached", {"name": job.name, "state": job.state.value, "key": spec.key})
         return job.name, True
     if jobs:
         last = jobs[0]
-        if not resubmit_failed:
+        if not last.state.alive and not resubmit_failed:
             raise JobFailed(last, hint="Set resubmit_failed to submit a new job for the same inputs")
         emit("resubmitting", {"previous": last.name, "state": last.state.value, "key": spec.key})
     name = tuner.submit(spec)

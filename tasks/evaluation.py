@@ -99,3 +99,29 @@ def compare_results(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int =
     return {"comparison_uri": comparison_uri, "report_uri": report_uri, "plots": plot_uris,
             "comparison": comparison.to_json(), "verdict": verdict}
 
+
+
+# --------------------------------------------------------------------------- cache vs. deleted outputs
+
+#: The objects each task writes under its out_dir (names fixed by the task bodies above).
+EVAL_OUTPUTS = ("results.jsonl", "summary.json", "distribution.png", "report.md")
+COMPARE_OUTPUTS = ("comparison.json", "distributions.png", "means.png", "paired.png", "report.md")
+
+
+def _unless_outputs_gone(task, out_dir: str, names: tuple[str, ...]):
+    """`task`, or a copy with refresh_cache when an object it writes is gone (cleanup, a hand
+    deletion): its cached result names those objects, so serving it would point at nothing.
+    The recomputation overwrites the same cache entry; an evaluation reuses its checkpoint."""
+    if all(storage.exists(storage.join(out_dir, n)) for n in names):
+        return task
+    return task.with_options(refresh_cache=True)
+
+
+def evaluate_task(settings: Settings, label: str):
+    """evaluate_model, recomputed past Prefect's cache if a file it wrote for (run, label) is gone."""
+    return _unless_outputs_gone(evaluate_model, layout.eval_dir(settings.run_root, label), EVAL_OUTPUTS)
+
+
+def compare_task(out_dir: str):
+    """compare_results, recomputed past Prefect's cache if a file it wrote under out_dir is gone."""
+    return _unless_outputs_gone(compare_results, out_dir, COMPARE_OUTPUTS)

@@ -43,11 +43,14 @@ def test_unknown_override_is_rejected():
         load_settings(epochz=2)
 
 
-def test_vertex_needs_project_and_bucket():
+def test_vertex_needs_project_and_a_bucket_only_to_tune():
     with pytest.raises(ConfigError, match="project: required"):
         load_settings(backend="vertex")
-    with pytest.raises(ConfigError, match="bucket: required"):
-        load_settings(backend="vertex", project="p")
+    no_bucket = load_settings(backend="vertex", project="p")  # evaluate / compare need no bucket
+    assert no_bucket.storage_root == str(no_bucket.local_root.resolve())
+    with pytest.raises(ConfigError, match=r"bucket: required for `tune` .*SFTFLOW_BUCKET or --bucket"):
+        no_bucket.require_bucket("tune")
+    load_settings(project="p").require_bucket("tune")  # the local backend never needs one
     s = load_settings(backend="vertex", project="p", bucket="b")
     assert s.storage_root == "gs://b"
     assert s.sources()["train"] == PUBLIC_TRAIN

@@ -147,3 +147,7 @@ class Tuner(Protocol):
     def delete_outputs(self, status: JobStatus, dry_run: bool = True) -> list[str]:
         """Delete (or, with dry_run, only list) the tuned model and endpoint a job produced."""
         ...
+
+    def outputs_exist(self, status: JobStatus) -> bool:
+        """Whether a SUCCEEDED job's tuned model and endpoint still exist (not cleaned up)."""
+        ...

@@ -79,12 +79,22 @@ T = TypeVar("T")
 
 
 def _credentials(settings: Settings):
-    """A static-token credential when a token is configured, else None (application-default)."""
-    if settings.vertex_access_token is None:
-        return None
-    import google.oauth2.credentials
+    """The credentials every Vertex client uses (sftflow.credentials: token → ADC → anonymous).
 
-    return google.oauth2.credentials.Credentials(token=settings.vertex_access_token.get_secret_value())
+    Anonymous credentials cannot call Vertex AI, so that case is a one-line error here.
+    """
+    from sftflow.credentials import CredentialsError, resolve
+
+    try:
+        resolved = resolve(settings.vertex_access_token)
+    except CredentialsError as exc:
+        raise BackendError(str(exc)) from None
+    if resolved.source == "anonymous":
+        raise BackendError(
+            "no Google credentials found — run `gcloud auth application-default login` "
+            "or set SFTFLOW_VERTEX_ACCESS_TOKEN"
+        )
+    return resolved.credentials
 
 
 def make_genai_client(settings: Settings, timeout_s: float | None = None) -> genai.Client:
@@ -347,6 +357,24 @@ class VertexTuner:
                 client_options=ClientOptions(api_endpoint=endpoint),
             ),
         )
+
+    def outputs_exist(self, status: JobStatus) -> bool:
+        """GET the job's endpoint and model: False as soon as one is gone (404), or if it names none."""
+        import google.api_core.exceptions as gexc
+
+        checks = [(service, method, name) for service, method, name in (
+            ("EndpointServiceClient", "get_endpoint", status.endpoint),
+            ("ModelServiceClient", "get_model", status.tuned_model),
+        ) if name]
+        for service, method, name in checks:
+            client = self._gapic(service)
+            try:
+                _call(f"reading {name}", lambda: getattr(client, method)(name=name))
+            except BackendError as exc:
+                if isinstance(exc.__cause__, gexc.NotFound):
+                    return False
+                raise
+        return bool(checks)
 
     def delete_outputs(self, status: JobStatus, dry_run: bool = True) -> list[str]:
         """Undeploy and delete the job's endpoint, then delete its model; returns their names.

@@ -136,6 +136,10 @@ class LocalTuner:
                 found.append(jobs.to_status(d))
         return sorted(found, key=lambda s: (s.create_time or "", s.name), reverse=True)
 
+    def outputs_exist(self, status: JobStatus) -> bool:
+        """The tuned model folder is complete (config.json is written last)."""
+        return storage.exists(storage.join(self.settings.storage_root, "models", status.name, "config.json"))
+
     def delete_outputs(self, status: JobStatus, dry_run: bool = True) -> list[str]:
         root = storage.join(self.settings.storage_root, "models", status.name)
         uris = storage.list_uris(root + "/") if storage.is_gcs(root) else storage.list_uris(root)
