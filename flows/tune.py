@@ -9,11 +9,17 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_image_artifact
 
 from flows.common import read_record, settings_for
-from sftflow import layout, storage
+from sftflow import cost, layout, storage
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.tuning import tuning_key
-from tasks.tuning import await_tuning_job, read_tuning_record, record_tuned_model, submit_tuning_job
+from tasks.tuning import (
+    await_tuning_job,
+    estimate_tuning_cost,
+    read_tuning_record,
+    record_tuned_model,
+    submit_tuning_job,
+)
 
 
 def default_datasets(s: Settings) -> tuple[str, str | None]:
@@ -51,12 +57,15 @@ def tune(
     epochs: int | None = None,
     adapter_size: int | None = None,
     learning_rate_multiplier: float | None = None,
+    dry_run: bool = False,
     config: dict[str, Any] | None = None,
 ) -> dict:
     """Tune the base model on the prepared data and return the tuned model and endpoint.
 
     A rerun with the same intent returns the recorded result (no API call) or attaches to the
-    job still running; only `resubmit_failed` submits again after a failure.
+    job still running; only `resubmit_failed` submits again after a failure. A new job is
+    submitted only if its estimated cost is within `max_tuning_cost_usd`; when `tuning_timeout`
+    runs out the job is cancelled (`cancel_job_on_timeout`).
 
     Args:
         train_uri: Converted training data URI. None: prepare_data's output for this run.
@@ -64,6 +73,7 @@ def tune(
         epochs: Tuning epochs. None: the setting (default 1).
         adapter_size: LoRA adapter size 1, 2, 4, 8 or 16. None: the setting (default 4).
         learning_rate_multiplier: Learning-rate multiplier. None: the setting (default 1.0).
+        dry_run: Estimate the cost and return the job that would be submitted; call no tuning API.
         config: Any other setting, e.g. {"poll_interval": 30, "resubmit_failed": true}.
     """
     s = settings_for(config, train_uri=train_uri, val_uri=val_uri, epochs=epochs, adapter_size=adapter_size,
@@ -72,9 +82,12 @@ def tune(
     log = get_run_logger()
     train, val = default_datasets(s)
     spec = build_spec(s, train, val)
+    estimate = estimate_tuning_cost(s, train, val)
+    if dry_run:
+        return dry_run_plan(s, spec, estimate)
     record = read_tuning_record(s, spec.key)
     if record is None:
-        job = submit_tuning_job(s, spec)
+        job = submit_tuning_job(s, spec, estimate)
         print(f"tuning job: {job['name']}" + (" (attached)" if job["attached"] else " (submitted)"))
         status = await_tuning_job(s, job["name"])
         record_tuned_model(s, spec.key, status, spec)
@@ -88,10 +101,63 @@ def tune(
         "stats": record.get("stats", {}),
         "create_time": record.get("create_time"),
         "update_time": record.get("update_time"),
+        "cost_estimate": estimate,
     }
     storage.write_text(layout.tuned_uri(s.run_root), json.dumps(out, indent=2), "application/json")
     log.info("tuned model %s, endpoint %s", out["tuned_model"], out["endpoint"])
     return out
+
+
+def dry_run_plan(s: Settings, spec: TuningSpec, estimate: dict) -> dict:
+    """What `tune` would do, without calling a tuning API: the estimate, the cap and the exact job."""
+    est = cost.CostEstimate.from_dict(estimate)
+    within = cost.within_cap(est, s.max_tuning_cost_usd)
+    plan = {
+        "dry_run": True,
+        "backend": s.backend,
+        "estimate": estimate,
+        "cap_usd": s.max_tuning_cost_usd,
+        "within_cap": within,
+        "job": planned_job(spec, s.backend),
+        "finished_record": storage.exists(layout.tuning_record_uri(s.storage_root, spec.key)),
+    }
+    get_run_logger().info("dry run: estimate %s (%s the $%g cap); nothing submitted", est.summary(),
+                          "within" if within else "OVER", s.max_tuning_cost_usd)
+    return plan
+
+
+def planned_job(spec: TuningSpec, backend: str) -> dict:
+    """The tuning job `spec` submits: base model, datasets, hyperparameters, display name, labels."""
+    from sftflow.backends.vertex import KEY_LABEL
+
+    job = {
+        "base_model": spec.base_model,
+        "training_dataset": spec.train_uri,
+        "validation_dataset": spec.val_uri,
+        "epoch_count": spec.epochs,
+        "adapter_size": spec.adapter_size,
+        "learning_rate_multiplier": spec.learning_rate_multiplier,
+        "tuned_model_display_name": spec.display_name,
+        "labels": {KEY_LABEL: spec.key},
+    }
+    if backend == "local":
+        job.update(seed=spec.seed, budget_s=spec.budget_s)
+    return job
+
+
+def dry_run_lines(plan: dict) -> list[str]:
+    """The plan as the CLI prints it."""
+    est = cost.CostEstimate.from_dict(plan["estimate"])
+    verdict = "within" if plan["within_cap"] else "OVER"
+    lines = ["dry run: nothing submitted", *est.lines(),
+             f"cap: ${plan['cap_usd']:g} (max_tuning_cost_usd): the estimate is {verdict} it"]
+    if not plan["within_cap"]:
+        lines.append("  " + cost.refusal_message(est, plan["cap_usd"]).replace("no job was submitted. ", ""))
+    lines.append(f"job ({plan['backend']}):")
+    lines += [f"  {k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in plan["job"].items()]
+    if plan["finished_record"]:
+        lines.append("note: this intent already succeeded; a real run reuses its record and submits nothing")
+    return lines
 
 
 def _loss_plot(s: Settings, status: dict) -> None:

@@ -49,7 +49,10 @@ def _tuning_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate-multiplier", type=float)
     p.add_argument("--display-name", dest="tuned_model_display_name", help="tuned model display name")
     p.add_argument("--poll-interval", type=float, help="seconds between job polls (default 60)")
-    p.add_argument("--timeout", dest="tuning_timeout", type=float, help="give up waiting after S seconds")
+    p.add_argument("--timeout", dest="tuning_timeout", type=float,
+                   help="stop waiting after S seconds and cancel the job (see cancel_job_on_timeout)")
+    p.add_argument("--max-cost", dest="max_tuning_cost_usd", type=float, metavar="USD",
+                   help="refuse to submit a job whose estimated cost is above USD (default 25)")
 
 
 def _eval_flags(p: argparse.ArgumentParser) -> None:
@@ -101,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", dest="val_uri", help="converted validation data URI (default: prepare's output)")
     p.add_argument("--resubmit-failed", action="store_true", default=None,
                    help="submit a new job if the previous one for this intent failed or was cancelled")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the cost estimate and the exact job it would submit; submit nothing")
     _tuning_flags(p), _common(p)
 
     p = sub.add_parser("compare", help="paired comparison of two result sets with CIs, plots and a report",
@@ -149,7 +154,7 @@ def _overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
 
 COMMON = ["backend", "project", "region", "bucket", "local_root", "run_name"]
 TUNING = ["source_model", "epochs", "adapter_size", "learning_rate_multiplier", "tuned_model_display_name",
-          "poll_interval", "tuning_timeout"]
+          "poll_interval", "tuning_timeout", "max_tuning_cost_usd"]
 EVAL = ["samples", "concurrency", "rpm"]
 
 
@@ -288,8 +293,12 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         print(f"report: {out['report_uri']}")
         return 0
     if cmd == "tune":
-        from flows.tune import tune
+        from flows.tune import dry_run_lines, tune
 
+        if args.dry_run:
+            for line in dry_run_lines(_watched(tune, watch)(dry_run=True, config=config)):
+                print(line)
+            return 0
         out = _watched(tune, watch)(config=config)
         print(f"tuned model: {out['tuned_model']}")
         print(f"endpoint: {out['endpoint']}")
@@ -352,6 +361,7 @@ def _is_user_error(exc: Exception) -> bool:
     """Errors whose message is the whole story (bad input, config, a failed job)."""
     from sftflow.backends.base import BackendError, TransientError
     from sftflow.config import ConfigError
+    from sftflow.cost import CostCapExceeded
     from sftflow.credentials import CredentialsError
     from sftflow.data.rules import DataError
     from sftflow.evaluation import CheckpointError
@@ -359,7 +369,7 @@ def _is_user_error(exc: Exception) -> bool:
     from sftflow.tuning import JobFailed, JobTimeout
 
     return isinstance(exc, (ConfigError, CredentialsError, DataError, StorageError, CheckpointError, JobFailed,
-                            JobTimeout, BackendError, TransientError, FileNotFoundError))
+                            JobTimeout, CostCapExceeded, BackendError, TransientError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         "pricing page for Gemini 2.5 Flash supervised tuning as listed in 2025 ($5 / 1M "
         "training tokens); not verifiable offline, so set it to your contract's price.",
     )
+    max_tuning_cost_usd: float = Field(
+        25.0,
+        ge=0,
+        description="Hard cap in USD: a tuning job whose estimated cost (training tokens × epochs × price) "
+        "is above it is not submitted. Attaching to an existing job or reusing a finished one is not capped.",
+    )
 
     # --- tuning --------------------------------------------------------------------------
     source_model: str | None = Field(None, description="Base model. Default: per backend.")
@@ -92,6 +98,10 @@ class Settings(BaseSettings):
     )
     poll_interval: float = Field(60.0, gt=0, description="Seconds between tuning-job polls.")
     tuning_timeout: float = Field(4 * 3600.0, gt=0, description="Give up waiting for a job after this many seconds.")
+    cancel_job_on_timeout: bool = Field(
+        True, description="Cancel the job when tuning_timeout runs out (and confirm it stopped); "
+        "false: leave it running, and billing."
+    )
     cancel_job_on_interrupt: bool = Field(
         True, description="Cancel the cloud job when the flow is cancelled or interrupted."
     )

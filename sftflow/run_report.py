@@ -27,6 +27,11 @@ def build_report(*, settings: dict[str, Any], prepared: dict, tuning: dict, comp
     billable = stats.get("total_billable_token_count") or stats.get("billable_tokens")
     price = settings["price_per_million_training_tokens"]
     cost = None if billable is None else float(billable) * price / 1e6
+    # The estimate the cap was checked against (sftflow.cost), when the tune step recorded it.
+    estimate = tuning.get("cost_estimate")
+    estimated_usd = estimate["total_usd"] if estimate else prepared["cost_usd"]
+    basis = (f"the pre-submission estimate: {estimate['method']} × epochs × price" if estimate else
+             "what Vertex AI would bill: training tokens estimated as characters / 4 × epochs × price")
     return {
         "run_name": settings["run_name"],
         "backend": settings["backend"],
@@ -34,14 +39,14 @@ def build_report(*, settings: dict[str, Any], prepared: dict, tuning: dict, comp
             "train": prepared["train"], "val": prepared["val"], "test": prepared["test"],
             "examples": {s["kind"]: s["examples"] for s in prepared["summaries"]},
             "estimated_training_tokens": train["estimated_tokens"],
-            "estimated_cost_usd": prepared["cost_usd"],
+            "estimated_cost_usd": estimated_usd,
         },
         "job": {
             "name": tuning["job"], "tuned_model": tuning["tuned_model"], "endpoint": tuning["endpoint"],
             "duration_s": _duration_s(tuning.get("create_time"), tuning.get("update_time")),
-            "billable_tokens": billable, "cost_usd": cost if cost is not None else prepared["cost_usd"],
-            "cost_basis": "billable tokens reported by the job" if cost is not None
-            else "what Vertex AI would bill: training tokens estimated as characters / 4 × epochs × price",
+            "billable_tokens": billable, "cost_usd": cost if cost is not None else estimated_usd,
+            "cost_basis": "billable tokens reported by the job" if cost is not None else basis,
+            "cost_estimate": estimate,
             "stats": stats,
             "hyperparameters": {k: settings[k] for k in ("epochs", "adapter_size", "learning_rate_multiplier")},
             "base_model": settings.get("source_model") or evaluations["base"]["model"],

@@ -8,9 +8,10 @@ from dataclasses import asdict
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_progress_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.artifacts import update_progress_artifact
 
-from sftflow import layout, storage
+from sftflow import cost, layout, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
 from sftflow.config import Settings
@@ -41,12 +42,44 @@ def read_tuning_record(settings: Settings, key: str) -> dict | None:
     return record
 
 
+@task(name="estimate-tuning-cost", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
+def estimate_tuning_cost(settings: Settings, train_uri: str, val_uri: str | None) -> dict:
+    """Count the datasets' tokens and price the job before anything is submitted (table artifact)."""
+    work = settings.work_dir / "cost"
+    files = []
+    for role, uri in (("train", train_uri), ("val", val_uri)):
+        if uri is None:
+            continue
+        path = uri
+        if storage.is_gcs(uri) or storage.is_http(uri):
+            path = str(storage.download(uri, work / f"{role}-{storage.fingerprint(uri)[:16]}.jsonl"))
+        files.append(cost.count_file_tokens(path, role, uri, billed=role == "train"))
+    estimate = cost.estimate_tuning_cost(files, epochs=settings.epochs,
+                                         price_per_million=settings.price_per_million_training_tokens,
+                                         backend=settings.backend)
+    create_table_artifact(estimate.rows(), key="tuning-cost-estimate",
+                          description=f"Tuning cost estimate: {estimate.summary()}")
+    create_markdown_artifact(estimate.markdown(settings.max_tuning_cost_usd), key="tuning-cost",
+                             description="Tuning cost estimate and cap")
+    get_run_logger().info("tuning cost estimate: %s; cap $%g", estimate.summary(), settings.max_tuning_cost_usd)
+    return estimate.to_dict()
+
+
 @task(name="submit-tuning-job", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
-def submit_tuning_job(settings: Settings, spec: TuningSpec) -> dict:
-    """Attach to this intent's live job, or submit one; never a second job for the same intent."""
+def submit_tuning_job(settings: Settings, spec: TuningSpec, estimate: dict | None = None) -> dict:
+    """Attach to this intent's live job, or submit one; never a second job for the same intent.
+
+    A new job is submitted only if `estimate` is within `max_tuning_cost_usd` (CostCapExceeded
+    otherwise); attaching to a job already running is not capped: its cost is committed.
+    """
     log = get_run_logger()
     tuner = make_tuner(settings)
-    name, attached = ensure_job(tuner, spec, resubmit_failed=settings.resubmit_failed)
+
+    def cap() -> None:
+        if estimate is not None:
+            cost.check_cap(cost.CostEstimate.from_dict(estimate), settings.max_tuning_cost_usd)
+
+    name, attached = ensure_job(tuner, spec, resubmit_failed=settings.resubmit_failed, before_submit=cap)
     if attached:
         log.info("attached to existing tuning job %s (key %s): no new job submitted", name, spec.key)
     else:
@@ -78,7 +111,7 @@ def await_tuning_job(settings: Settings, name: str) -> dict:
 
     try:
         final = await_job(tuner, name, poll_interval=settings.poll_interval, timeout=settings.tuning_timeout,
-                          on_update=on_update)
+                          on_update=on_update, cancel_on_timeout=settings.cancel_job_on_timeout)
     except Exception:
         raise
     except BaseException:  # Ctrl-C, SIGTERM (Prefect's TerminationSignal, sent on cancellation), exit
