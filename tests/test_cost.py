@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from sftflow.backends.base import BackendError, JobState, JobStatus, TransientError
+from sftflow.backends.base import BackendError, JobState, JobStatus, TransientError, TuningSpec
 from sftflow.cost import (
     ESTIMATE_METHOD,
     LOCAL_METHOD,
@@ -26,7 +26,23 @@ from sftflow.cost import (
     refusal_message,
 )
 from sftflow.tuning import JobTimeout, await_job, ensure_job
-from tests.test_tuning import FakeClock, spec
+
+
+def spec(key: str) -> TuningSpec:
+    return TuningSpec("gemini-2.5-flash", "gs://b/train.jsonl", None, 1, 4, 1.0, "tuned", key)
+
+
+class FakeClock:
+    """Sleep that advances a clock instead of waiting."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def _example(user: str, model: str) -> str:
