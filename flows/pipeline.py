@@ -71,5 +71,9 @@ def sft_pipeline(
     for line in comp["verdict"]:
         log.info(line)
     log.info("report: %s", report_uri)
+    errors = {ev["label"]: ev.get("errors") or [] for ev in (baseline, tuned) if ev.get("errors")}
+    for label, lines in errors.items():
+        for line in lines:
+            log.warning("%s: %s (not cached; a rerun asks these again)", label, line)
     return {"report_uri": report_uri, "report_json_uri": json_uri, "verdict": comp["verdict"],
-            "comparison": comp["comparison"]}
+            "comparison": comp["comparison"], "errors": errors}

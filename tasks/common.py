@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.tasks import exponential_backoff
+from prefect.transactions import get_transaction
 
 import sftflow
 from sftflow.transient import is_transient
@@ -50,6 +51,21 @@ def key_from(build: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[str,
         return hashlib.sha256(blob).hexdigest()
 
     return cache_key
+
+
+def do_not_cache() -> None:
+    """Keep the running task's result out of Prefect's cache (it still completes normally).
+
+    For a result that is usable now but must not be served to a rerun (an evaluation with a few
+    errored examples: the rerun must ask those again). Prefect writes a task's cache record when
+    its transaction commits; `write_on_commit=False` is the switch Prefect's own engine uses to
+    skip that write (prefect/task_engine.py, `handle_success`; see `transaction(write_on_commit=)`
+    in https://github.com/PrefectHQ/prefect/blob/main/src/prefect/transactions.py).
+    """
+    txn = get_transaction()
+    if txn is None:  # called outside a task run (e.g. `task.fn(...)` in a unit test): nothing to skip
+        return
+    txn.write_on_commit = False
 
 
 class ProgressArtifact:

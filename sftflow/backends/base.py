@@ -42,10 +42,17 @@ class BackendError(_KindedError):
 
 @dataclass(frozen=True)
 class GenerationParams:
+    """How every request of an evaluation is made.
+
+    Each field is filled from the Settings field of the same name, or the one its metadata
+    names under "setting"; evaluate's cache key is built from all fields, so a new one is
+    covered without anyone remembering to add it.
+    """
+
     temperature: float = 0.1
     max_output_tokens: int = 1024
     safety_threshold: str = "BLOCK_ONLY_HIGH"
-    timeout_s: float = 120.0
+    timeout_s: float = field(default=120.0, metadata={"setting": "request_timeout"})
 
 
 @dataclass(frozen=True)
