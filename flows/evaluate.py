@@ -33,7 +33,7 @@ def default_test_uri(s) -> str:
     return prepared["test"] if prepared else s.sources()["test"]
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", log_prints=True, persist_result=False, result_serializer="json")
 def evaluate(
     model: str | None = None,
     label: str | None = None,

@@ -18,7 +18,7 @@ from tasks.data import download
 from tasks.evaluation import compare_task, evaluate_task
 
 
-@flow(name="sft_pipeline", log_prints=True)
+@flow(name="sft_pipeline", log_prints=True, persist_result=False, result_serializer="json")
 def sft_pipeline(
     train_uri: str | None = None,
     val_uri: str | None = None,

@@ -96,6 +96,17 @@ def vertex_config(server, bucket: str, local_root: Path, **more) -> dict:
             "local_root": str(local_root), "concurrency": 4, "rpm": 60000, **more}
 
 
+def cache_records(local_root: Path) -> list[dict]:
+    """Every record in the run's Prefect result folder, parsed as JSON (a pickle would raise)."""
+    out = []
+    for p in (local_root / "prefect-results").rglob("*"):
+        if p.is_file():
+            raw = p.read_bytes()
+            assert b"pickle" not in raw, p
+            out.append(json.loads(raw))
+    return out
+
+
 def files_under(path: Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*")}
 
@@ -119,7 +130,7 @@ def test_all_401_fails_through_cli_is_not_cached_and_rerun_asks_exactly_the_fail
     assert "10/10 examples: 401 UNAUTHENTICATED: Request had invalid authentication credentials." in failed.stderr
     assert "Traceback" not in failed.stderr.split("sftflow: error:")[-1]
     assert asked_markers(server) == sorted(marker(i) for i in range(10))
-    assert not any(p.is_file() for p in (tmp_path / "root" / "prefect-results").rglob("*")), \
+    assert not [r for r in cache_records(tmp_path / "root") if "results_uri" in json.dumps(r)], \
         "a failed evaluation left a cache record"
 
     server.require_token = None  # the user fixed the credentials
@@ -137,13 +148,10 @@ def test_all_401_fails_through_cli_is_not_cached_and_rerun_asks_exactly_the_fail
     assert again.stdout == fixed.stdout
 
     # item 11: the persisted task results of these runs are JSON records, never pickle
-    records = [p for p in (tmp_path / "root" / "prefect-results").rglob("*") if p.is_file()]
-    assert records
-    for p in records:
-        raw = p.read_bytes()
-        record = json.loads(raw)  # raises on a pickle
-        assert record["metadata"]["serializer"]["type"] == "json", p
-        assert b"pickle" not in raw
+    records = cache_records(tmp_path / "root")
+    assert len([r for r in records if "results_uri" in json.dumps(r)]) == 1
+    for record in records:  # a cache record names its serializer; a bare result (a flow's exception) is JSON
+        assert "metadata" not in record or record["metadata"]["serializer"]["type"] == "json", record["metadata"]
 
 
 def test_partial_404_below_and_above_max_error_rate(make_vertex_server, gcs_bucket, tmp_path):
@@ -378,22 +386,29 @@ def test_retry_after_from_server_delays_the_next_attempt(make_vertex_server, ver
 # --------------------------------------------------------------------------- item 11: JSON results, one process per checkpoint
 
 
-def test_every_persisted_task_uses_the_json_serializer():
+def test_every_persisted_task_and_every_flow_uses_the_json_serializer():
+    """A flow's failure (its exception) is persisted too, with pickle unless the flow says json."""
     import importlib
     import pkgutil
 
-    from prefect import Task
+    from prefect import Flow, Task
 
+    import flows
     import tasks
 
-    persisted = []
-    for mod in pkgutil.iter_modules(tasks.__path__):
-        module = importlib.import_module(f"tasks.{mod.name}")
-        for obj in vars(module).values():
-            if isinstance(obj, Task) and obj.persist_result:
-                persisted.append(obj.name)
-                assert obj.result_serializer == "json", f"task {obj.name} persists with {obj.result_serializer!r}"
+    persisted, flow_names = [], []
+    for package in (tasks, flows):
+        for mod in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{mod.name}")
+            for obj in vars(module).values():
+                if isinstance(obj, Task) and obj.persist_result:
+                    persisted.append(obj.name)
+                    assert obj.result_serializer == "json", f"task {obj.name}: {obj.result_serializer!r}"
+                if isinstance(obj, Flow):
+                    flow_names.append(obj.name)
+                    assert obj.result_serializer == "json", f"flow {obj.name}: {obj.result_serializer!r}"
     assert {"evaluate-model", "compare-results", "download", "convert", "validate"} <= set(persisted)
+    assert {"evaluate", "compare", "sft_pipeline", "prepare_data", "tune", "cleanup"} <= set(flow_names)
 
 
 _LOCK_CHILD = textwrap.dedent("""
