@@ -223,6 +223,24 @@ def test_partial_404_below_and_above_max_error_rate(make_vertex_server, gcs_buck
     assert {"eval-x-y-metrics", "eval-x-y-report"} <= keys
 
 
+@pytest.mark.slow
+def test_pipeline_exits_1_when_an_evaluation_fails(make_vertex_server, gcs_bucket, tmp_path):
+    from sftflow.data.samples import sample_paths
+
+    server = make_vertex_server(job_phases=(0.3, 0.6))
+    server.add_prompt_fault("", 403)  # every generateContent: permission denied
+    paths = sample_paths()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = run_cli(["pipeline", "--train", paths["train"], "--val", paths["val"], "--test", paths["test"],
+                    "--samples", "6", "--concurrency", "3", "--rpm", "60000", "--poll-interval", "0.2",
+                    *vertex_flags(server, gcs_bucket, tmp_path / "root")], server, cwd, timeout=400)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "failed: 6/6 examples ended in errors" in proc.stderr
+    assert "6/6 examples: 403 PERMISSION_DENIED: Injected fault 403" in proc.stderr
+    assert "report:" not in proc.stdout  # no report claims a result
+
+
 def test_error_rate_threshold_is_a_share_of_examples():
     from sftflow.evaluation import ExampleResult
 
@@ -497,3 +515,43 @@ def test_lock_of_a_sigkilled_holder_does_not_block(tmp_path):
     finally:
         lock.release()
     assert Checkpoint(ckpt).load() == {}
+
+
+class _TouchOnUnpickle:
+    """Unpickling this creates a file: a stand-in for code a planted pickle would run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_planted_pickle_cache_record_is_never_unpickled(tmp_path):
+    from prefect import flow
+    from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
+    from prefect.serializers import PickleSerializer
+    from prefect.settings import get_current_settings
+
+    from tasks.data import validate
+    from tests.flowutil import task_states
+
+    csv_path = str(write_test_csv(tmp_path / "t.csv", 3))
+    key = _key(validate, {"path": csv_path, "kind": "test", "source": "t.csv"})
+    record_path = Path(get_current_settings().results.local_storage_path).expanduser() / key
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    ran = tmp_path / "code-ran"
+    planted = ResultRecord(result=_TouchOnUnpickle(ran),
+                           metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=str(record_path)))
+    record_path.write_bytes(planted.serialize())
+
+    @flow(persist_result=False, result_serializer="json")
+    def validate_once(path: str) -> dict:
+        return validate(path, "test", "t.csv")
+
+    state = validate_once(csv_path, return_state=True)
+    assert state.result()["examples"] == 3
+    assert task_states(state)["validate"] == ["Completed"]  # recomputed, not served from the planted record
+    assert not ran.exists()
+    ResultRecord.deserialize(record_path.read_bytes())  # what Prefect would have done with it
+    assert ran.exists()  # ...which runs the planted code: the guard above is what kept it from running
