@@ -154,6 +154,7 @@ def test_all_401_fails_through_cli_is_not_cached_and_rerun_asks_exactly_the_fail
         assert "metadata" not in record or record["metadata"]["serializer"]["type"] == "json", record["metadata"]
 
 
+@pytest.mark.slow
 def test_partial_404_below_and_above_max_error_rate(make_vertex_server, gcs_bucket, tmp_path):
     from prefect.client.orchestration import get_client
 
