@@ -12,7 +12,7 @@ from sftflow.backends import make_tuner
 from sftflow.cleanup import execute, plan_cleanup
 
 
-@flow(name="cleanup", log_prints=True)
+@flow(name="cleanup", log_prints=True, persist_result=False, result_serializer="json")
 def cleanup(yes: bool = False, include_datasets: bool = False, config: dict[str, Any] | None = None) -> dict:
     """List (default) or, with yes=True, delete: objects under runs/<run>/, the run's tuning records
     and the tuned models/endpoints they name; sftflow's own datasets too with include_datasets.

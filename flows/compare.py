@@ -18,7 +18,7 @@ def results_uri(run_root: str, ref: str) -> str:
     return storage.join(layout.eval_dir(run_root, ref), "results.jsonl")
 
 
-@flow(name="compare", log_prints=True)
+@flow(name="compare", log_prints=True, persist_result=False, result_serializer="json")
 def compare(baseline: str = "base", tuned: str = "tuned", config: dict[str, Any] | None = None) -> dict:
     """Paired comparison of two result sets over the examples both scored.
 

@@ -33,7 +33,7 @@ def default_test_uri(s) -> str:
     return prepared["test"] if prepared else s.sources()["test"]
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", log_prints=True, persist_result=False, result_serializer="json")
 def evaluate(
     model: str | None = None,
     label: str | None = None,
@@ -45,13 +45,16 @@ def evaluate(
 
     Args:
         model: 'base', 'tuned' (this run's tuned endpoint), a model name or an endpoint resource name.
-        label: Name of the result set. None: 'base' or 'tuned'.
+        label: Name of the result set (1-63 lowercase letters, digits, '-' or '_'). None: 'base' or 'tuned'.
         test_uri: Test set (CSV). None: what prepare_data uploaded for this run.
         samples: First N test examples. None: the setting (default 50).
         config: Any other setting of sftflow.config.Settings.
     """
+    if label is not None:
+        layout.check_name("label", label)  # before any download or request: a bad name costs nothing
     s = settings_for(config, test_uri=test_uri, samples=samples)
     resolved = resolve_model(s, model)
-    label = label or ("tuned" if model == "tuned" or resolved != s.base_model else "base")
+    if label is None:
+        label = "tuned" if model == "tuned" or resolved != s.base_model else "base"
     test_path = download(default_test_uri(s), s.work_dir / "downloads")
     return evaluate_task(s, label)(s, resolved, test_path, label)

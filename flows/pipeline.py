@@ -18,7 +18,7 @@ from tasks.data import download
 from tasks.evaluation import compare_task, evaluate_task
 
 
-@flow(name="sft_pipeline", log_prints=True)
+@flow(name="sft_pipeline", log_prints=True, persist_result=False, result_serializer="json")
 def sft_pipeline(
     train_uri: str | None = None,
     val_uri: str | None = None,
@@ -71,5 +71,9 @@ def sft_pipeline(
     for line in comp["verdict"]:
         log.info(line)
     log.info("report: %s", report_uri)
+    errors = {ev["label"]: ev.get("errors") or [] for ev in (baseline, tuned) if ev.get("errors")}
+    for label, lines in errors.items():
+        for line in lines:
+            log.warning("%s: %s (not cached; a rerun asks these again)", label, line)
     return {"report_uri": report_uri, "report_json_uri": json_uri, "verdict": comp["verdict"],
-            "comparison": comp["comparison"]}
+            "comparison": comp["comparison"], "errors": errors}

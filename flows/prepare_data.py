@@ -14,7 +14,7 @@ from sftflow.data.rules import estimate_cost
 from tasks.data import convert, converted_or_problems, download, raise_on_problems, upload, validate
 
 
-@flow(name="prepare_data", log_prints=True)
+@flow(name="prepare_data", log_prints=True, persist_result=False, result_serializer="json")
 def prepare_data(
     train_uri: str | None = None,
     val_uri: str | None = None,

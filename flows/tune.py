@@ -50,7 +50,7 @@ def build_spec(s: Settings, train_uri: str, val_uri: str | None) -> TuningSpec:
                       budget_s=s.local_train_budget_s, **fields)
 
 
-@flow(name="tune", log_prints=True)
+@flow(name="tune", log_prints=True, persist_result=False, result_serializer="json")
 def tune(
     train_uri: str | None = None,
     val_uri: str | None = None,

@@ -251,6 +251,10 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(**config)  # fail fast, before Prefect starts, on a bad setting
     if cmd in ("prepare", "tune", "pipeline"):
         settings.require_bucket(cmd)
+    if cmd == "evaluate" and args.label is not None:
+        from sftflow.layout import check_name
+
+        check_name("--output", args.label)
     _prefect_env(settings.local_root)
     watch = _use_prefect_api(settings)  # before any flow module imports prefect
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
@@ -291,6 +295,7 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         print(f"results: {out['results_uri']}")
         print(f"plot: {out['plot_uri']}")
         print(f"report: {out['report_uri']}")
+        _warn_errors(out)
         return 0
     if cmd == "tune":
         from flows.tune import dry_run_lines, tune
@@ -330,11 +335,20 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         from flows.pipeline import sft_pipeline
 
         out = _watched(sft_pipeline, watch)(config=config)
+        for label, lines in out.get("errors", {}).items():
+            _warn_errors({"label": label, "errors": lines})
         for line in out["verdict"]:
             print(line)
         print(f"report: {out['report_uri']}")
         return 0
     raise AssertionError(cmd)
+
+
+def _warn_errors(out: dict) -> None:
+    """An evaluation that succeeded with a few errored examples says so (it was not cached)."""
+    for line in out.get("errors") or []:
+        print(f"sftflow: warning: {out.get('label', 'evaluation')}: {line} (not cached; rerun to ask these again)",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,12 +378,14 @@ def _is_user_error(exc: Exception) -> bool:
     from sftflow.cost import CostCapExceeded
     from sftflow.credentials import CredentialsError
     from sftflow.data.rules import DataError
-    from sftflow.evaluation import CheckpointError
+    from sftflow.evaluation import CheckpointError, EvaluationFailed
+    from sftflow.layout import LayoutError
     from sftflow.storage import StorageError
     from sftflow.tuning import JobFailed, JobTimeout
 
-    return isinstance(exc, (ConfigError, CredentialsError, DataError, StorageError, CheckpointError, JobFailed,
-                            JobTimeout, CostCapExceeded, BackendError, TransientError, FileNotFoundError))
+    return isinstance(exc, (ConfigError, CredentialsError, DataError, StorageError, CheckpointError,
+                            EvaluationFailed, LayoutError, JobFailed, JobTimeout, CostCapExceeded, BackendError,
+                            TransientError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sftflow import layout
+
 #: The public WikiLingua samples that Google's SFT codelab tunes on (the `vertex` default).
 PUBLIC_SAMPLES = "gs://github-repo/generative-ai/gemini/tuning/summarization/wikilingua"
 PUBLIC_TRAIN = f"{PUBLIC_SAMPLES}/sft_train_samples.jsonl"
@@ -58,7 +60,7 @@ class Settings(BaseSettings):
     local_root: Path = Field(Path(".sftflow"), description="Local storage root and work area.")
     run_name: str = Field(
         "default",
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        pattern=layout.NAME_PATTERN,
         description="Names the run: its results live under <storage>/runs/<run_name>/.",
     )
     prefect_server: Literal["auto", "ephemeral"] = Field(
@@ -124,6 +126,14 @@ class Settings(BaseSettings):
     rpm: float = Field(300.0, gt=0, description="Generation requests per minute, at most.")
     max_attempts: int = Field(6, ge=1, le=20, description="Tries per request on 429/5xx/timeouts.")
     request_timeout: float = Field(120.0, gt=0, description="Seconds before one generation request times out.")
+    max_error_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Fail an evaluation when more than this share of its examples end in errors "
+        "(401, 404, retries exhausted, ...). Any errored evaluation is never cached; a rerun asks "
+        "exactly the errored examples again.",
+    )
 
     # --- Vertex connection -----------------------------------------------------------------
     vertex_base_url: str | None = Field(
@@ -170,7 +180,7 @@ class Settings(BaseSettings):
 
     @property
     def run_root(self) -> str:
-        return f"{self.storage_root}/runs/{self.run_name}"
+        return layout.run_root(self.storage_root, self.run_name)
 
     @property
     def work_dir(self) -> Path:

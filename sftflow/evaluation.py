@@ -2,7 +2,13 @@
 
 One call of `evaluate` answers every test example with one model and scores the answer.
 Each finished example is appended to a JSONL checkpoint (fsync'd per line), so a killed run
-resumes where it stopped and asks the model only for the examples that are missing.
+resumes where it stopped and asks the model only for the examples that are missing or errored.
+One process at a time owns a checkpoint (an exclusive `flock` on `<checkpoint>.lock`): a second
+one fails fast naming the holder, and the kernel drops the lock when its holder dies, even by
+SIGKILL, so a stale lock never blocks.
+
+An evaluation with errored examples is not a success: `check_error_rate` turns too many errors
+into `EvaluationFailed` with one line per error kind (e.g. `8/10 examples: 401 UNAUTHENTICATED: …`).
 
 Why a client-side limiter, not Prefect's global concurrency limits: `prefect.concurrency`'s
 `rate_limit` needs a Prefect API and a limit created beforehand (without it, it only warns
@@ -13,9 +19,11 @@ and without a server; see `RateLimiter`. (This module also must not import Prefe
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import socket
 import random
 import threading
 import time
@@ -38,6 +46,14 @@ class CheckpointError(ValueError):
     """A checkpoint file cannot be used (corrupt line in the middle, results of another model)."""
 
 
+class CheckpointBusy(CheckpointError):
+    """Another process is evaluating into the same checkpoint right now."""
+
+
+class EvaluationFailed(Exception):
+    """More examples ended in errors than `max_error_rate` allows; one line per error kind."""
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -58,6 +74,7 @@ class ExampleResult:
     finish_reason: str | None = None
     blocked: bool = False
     error: str | None = None
+    error_kind: str | None = None  # e.g. "401 UNAUTHENTICATED", "429 RESOURCE_EXHAUSTED", "ReadTimeout"
     scores: dict[str, float] | None = None
     latency_s: float | None = None
     prompt_tokens: int | None = None
@@ -178,6 +195,50 @@ class Checkpoint:
                 self._fh = None
 
 
+class CheckpointLock:
+    """Exclusive, non-blocking `flock` on `<checkpoint>.lock`, holding the owner's pid and host.
+
+    Why fail fast rather than wait: an evaluation can run for hours, and a command that waits
+    silently that long looks hung; the message names the holder so the user can decide. Why
+    flock: the kernel releases it when the holder's process ends in any way (SIGKILL included),
+    so there is no stale lock to clean up; the file itself is never deleted (deleting a locked
+    file lets a third process lock a new inode while the second still holds the old one).
+    """
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = Path(checkpoint)
+        self.path = self.checkpoint.with_name(self.checkpoint.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", errors="replace").strip() or "pid not yet written"
+            os.close(fd)
+            raise CheckpointBusy(
+                f"{self.checkpoint}: another evaluation is writing this checkpoint ({holder}); "
+                "wait for it to finish (its results are then reused) or stop it, and rerun"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> CheckpointLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 # --------------------------------------------------------------------------- pacing
 
 
@@ -214,6 +275,12 @@ class RateLimiter:
         if wait > 0:
             self._sleep(wait)
         return max(wait, 0.0)
+
+    def defer(self, seconds: float) -> None:
+        """Start no request for `seconds` from now (a server's Retry-After holds for everyone)."""
+        with self._lock:
+            until = self._clock() + seconds
+            self._next = until if self._next is None else max(self._next, until)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -264,16 +331,20 @@ def evaluate(
     backoff_cap: float = 60.0,
     prompt_of: Callable[[TestExample], str] | None = None,
     seed: int | None = None,
+    retry_after_cap: float = 120.0,
 ) -> list[ExampleResult]:
     """Answer and score every example; return one result per example, in example order.
 
     - `concurrency` worker threads; request starts paced by `RateLimiter(rpm)` (every try,
       retries included, takes a slot: quotas count requests).
     - `TransientError` → retry after `backoff_delay(...)` seconds (passed to `sleep`) up to
-      `max_attempts` tries, then the example is recorded with `error` set. `BackendError`
+      `max_attempts` tries, then the example is recorded with `error` set. When the error
+      carries the server's `Retry-After`, the retry waits at least that long (at most
+      `retry_after_cap`) and no other worker starts a request before then either. `BackendError`
       (or any other exception from the generator) → recorded with `error`, no retry.
     - Examples already in `checkpoint` without an error are not asked again; errored ones are.
-      The checkpoint is per model: one holding another model's results raises CheckpointError.
+      The checkpoint is per model: one holding another model's results raises CheckpointError;
+      one that another process is using raises CheckpointBusy (see `CheckpointLock`).
     - `on_progress(done, total, {"errors", "retries", "blocked", "empty", "resumed"})` is
       called from the calling thread, once at the start and after each example.
     - The prompt is `example.input_text` unless `prompt_of` is given.
@@ -284,9 +355,22 @@ def evaluate(
         raise ValueError(f"max_attempts: must be >= 1, got {max_attempts}")
     _check_unique_ids(examples)
     prompt_of = prompt_of or (lambda ex: ex.input_text)
-    model = generator.model
 
-    ckpt = Checkpoint(Path(checkpoint))
+    with CheckpointLock(Path(checkpoint)):
+        return _evaluate_locked(generator, examples, params=params, checkpoint=Path(checkpoint),
+                                concurrency=concurrency, rpm=rpm, max_attempts=max_attempts,
+                                on_progress=on_progress, sleep=sleep, backoff_base=backoff_base,
+                                backoff_cap=backoff_cap, prompt_of=prompt_of, seed=seed,
+                                retry_after_cap=retry_after_cap)
+
+
+def _evaluate_locked(generator: Generator, examples: Sequence[TestExample], *, params: GenerationParams,
+                     checkpoint: Path, concurrency: int, rpm: float, max_attempts: int,
+                     on_progress: ProgressFn | None, sleep: Callable[[float], None], backoff_base: float,
+                     backoff_cap: float, prompt_of: Callable[[TestExample], str], seed: int | None,
+                     retry_after_cap: float) -> list[ExampleResult]:
+    model = generator.model
+    ckpt = Checkpoint(checkpoint)
     done = ckpt.load()
     others = sorted({r.model for r in done.values() if r.model != model})
     if others:
@@ -334,18 +418,27 @@ def evaluate(
             except TransientError as exc:
                 if attempt == max_attempts:
                     res.error = f"TransientError after {attempt} attempts: {exc}"
+                    res.error_kind = exc.kind
                     break
                 with counters.lock:
                     counters.retries += 1
-                sleep(jitter(attempt))
+                delay = jitter(attempt)
+                if exc.retry_after is not None:
+                    asked = min(exc.retry_after, retry_after_cap)
+                    limiter.defer(asked)
+                    delay = max(delay, asked)
+                sleep(delay)
                 continue
             except BackendError as exc:
                 res.error = f"BackendError: {exc}"
+                res.error_kind = exc.kind
                 break
             except Exception as exc:  # an unmapped SDK error must not sink the whole run
                 log.exception("example %s: unexpected error from %s", ex.id, model)
                 res.error = f"{type(exc).__name__}: {exc}"
+                res.error_kind = type(exc).__name__
                 break
+            res.error = res.error_kind = None
             _fill(res, gen)
             break
         ckpt.append(res)
@@ -377,6 +470,42 @@ def _fill(res: ExampleResult, gen: Generation) -> None:
     res.scores = score_pair(res.reference, res.output)
 
 
+def error_lines(results: Sequence[ExampleResult]) -> list[str]:
+    """One line per error kind, most frequent first: `8/10 examples: 401 UNAUTHENTICATED: <message>`."""
+    total = len(results)
+    by_kind: dict[str, list[ExampleResult]] = {}
+    for r in results:
+        if r.error is not None:
+            kind = r.error_kind or r.error.split(":", 1)[0]
+            by_kind.setdefault(kind, []).append(r)
+    lines = []
+    for kind, rs in sorted(by_kind.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        detail = rs[0].error.split(f"{kind}: ", 1)[-1] if kind in rs[0].error else rs[0].error
+        detail = " ".join(detail.split())
+        detail = detail if len(detail) <= 200 else detail[:199] + "…"
+        lines.append(f"{len(rs)}/{total} examples: {kind}: {detail}")
+    return lines
+
+
+def check_error_rate(results: Sequence[ExampleResult], max_error_rate: float, model: str) -> list[str]:
+    """Raise EvaluationFailed when more than `max_error_rate` of the examples errored.
+
+    Returns `error_lines(results)` (empty when nothing errored) for the caller to report.
+    """
+    errors = sum(r.error is not None for r in results)
+    if not errors:
+        return []
+    lines = error_lines(results)
+    if errors > max_error_rate * len(results):
+        raise EvaluationFailed("\n".join([
+            f"evaluation of {model} failed: {errors}/{len(results)} examples ended in errors "
+            f"(more than max_error_rate={max_error_rate:g}); fix the cause and rerun — only the "
+            "errored examples are asked again",
+            *lines,
+        ]))
+    return lines
+
+
 def _check_unique_ids(examples: Sequence[TestExample]) -> None:
     seen: dict[str, int] = {}
     for ex in examples:
@@ -388,11 +517,16 @@ def _check_unique_ids(examples: Sequence[TestExample]) -> None:
 __all__ = [
     "METRICS",
     "Checkpoint",
+    "CheckpointBusy",
     "CheckpointError",
+    "CheckpointLock",
+    "EvaluationFailed",
     "ExampleResult",
     "RateLimiter",
     "TestExample",
     "backoff_delay",
+    "check_error_rate",
+    "error_lines",
     "evaluate",
     "load_results",
     "results_from_jsonl",

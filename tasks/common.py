@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.tasks import exponential_backoff
+from prefect.transactions import get_transaction
 
 import sftflow
 from sftflow.transient import is_transient
@@ -47,9 +50,50 @@ def key_from(build: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[str,
             return None
         material = [context.task.name, sftflow.__version__, inputs]
         blob = json.dumps(material, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return _trusted(hashlib.sha256(blob).hexdigest())
 
     return cache_key
+
+
+def _trusted(key: str) -> str:
+    """`key`, unless the local result store holds a record under it that is not sftflow's JSON.
+
+    Prefect deserialises a cache record with the serializer the *file* names, so a record
+    planted in a shared results folder naming "pickle" would run code on a cache hit, whatever
+    the task's own `result_serializer`. Such a record is stepped around: the key is changed, so
+    the task recomputes and never reads it. (Covers the default local result storage only.)
+    """
+    from prefect.settings import get_current_settings
+
+    path = Path(get_current_settings().results.local_storage_path).expanduser() / key
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return key  # no record (or unreadable): nothing will be deserialised from it
+    try:
+        kind = json.loads(raw)["metadata"]["serializer"]["type"]
+    except (ValueError, KeyError, TypeError):
+        kind = None
+    if kind == "json":
+        return key
+    logging.getLogger("sftflow").warning(
+        "%s: cache record is not a JSON record (serializer %r); ignoring it and recomputing", path, kind)
+    return hashlib.sha256(f"{key}:untrusted-record".encode()).hexdigest()
+
+
+def do_not_cache() -> None:
+    """Keep the running task's result out of Prefect's cache (it still completes normally).
+
+    For a result that is usable now but must not be served to a rerun (an evaluation with a few
+    errored examples: the rerun must ask those again). Prefect writes a task's cache record when
+    its transaction commits; `write_on_commit=False` is the switch Prefect's own engine uses to
+    skip that write (prefect/task_engine.py, `handle_success`; see `transaction(write_on_commit=)`
+    in https://github.com/PrefectHQ/prefect/blob/main/src/prefect/transactions.py).
+    """
+    txn = get_transaction()
+    if txn is None:  # called outside a task run (e.g. `task.fn(...)` in a unit test): nothing to skip
+        return
+    txn.write_on_commit = False
 
 
 class ProgressArtifact:

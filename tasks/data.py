@@ -23,6 +23,7 @@ def _source_key(p: dict) -> list:
     name="download",
     cache_key_fn=key_from(_source_key),
     persist_result=True,
+    result_serializer="json",
     retry_condition_fn=retry_transient,
     **RETRY_TRANSIENT,
 )
@@ -41,6 +42,7 @@ def download(uri: str, dest_dir: Path) -> str:
         lambda p: [storage.fingerprint(p["src"]), p["kind"], p["limit"], p["shuffle_seed"], str(p["out_dir"])]
     ),
     persist_result=True,
+    result_serializer="json",
 )
 def convert(src: str, kind: str, out_dir: Path, limit: int | None, shuffle_seed: int | None, source: str) -> dict:
     """Chat `messages` JSONL → Gemini `contents` JSONL, streaming, each kept example checked against
@@ -56,7 +58,8 @@ def convert(src: str, kind: str, out_dir: Path, limit: int | None, shuffle_seed:
     return {"path": str(dest), "sha256": sha, "examples_in": report.examples_in, "examples_out": report.examples_out}
 
 
-@task(name="validate", cache_key_fn=key_from(lambda p: [storage.fingerprint(p["path"]), p["kind"]]), persist_result=True)
+@task(name="validate", cache_key_fn=key_from(lambda p: [storage.fingerprint(p["path"]), p["kind"]]), persist_result=True,
+      result_serializer="json")
 def validate(path: str, kind: str, source: str) -> dict:
     """Check a file against Gemini's tuning rules (or the test-CSV rules); returns a summary."""
     if kind == "test":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -13,43 +14,55 @@ from sftflow.backends import make_generator
 from sftflow.backends.base import GenerationParams
 from sftflow.config import Settings
 from sftflow.data.testset import read_test_csv
-from sftflow.evaluation import evaluate, results_from_jsonl, results_to_jsonl
-from tasks.common import ProgressArtifact, key_from
+from sftflow.evaluation import check_error_rate, evaluate, results_from_jsonl, results_to_jsonl
+from tasks.common import ProgressArtifact, do_not_cache, key_from
 
 
 def generation_params(s: Settings) -> GenerationParams:
-    return GenerationParams(temperature=s.temperature, max_output_tokens=s.max_output_tokens,
-                            safety_threshold=s.safety_threshold, timeout_s=s.request_timeout)
+    """Every GenerationParams field from its Settings field (see GenerationParams' docstring)."""
+    return GenerationParams(**{f.name: getattr(s, f.metadata.get("setting", f.name))
+                               for f in dataclasses.fields(GenerationParams)})
 
 
 def _eval_identity(p: dict) -> list:
+    """Everything that changes an evaluation's answers: where requests go (backend, project,
+    region, endpoint base URL), the model, the test set's content, how many examples, every
+    generation parameter (all GenerationParams fields, by name), and where results are written."""
     s: Settings = p["settings"]
-    return [s.backend, p["model"], storage.fingerprint(p["test_path"]), s.samples, repr(generation_params(s)),
-            p["label"], s.run_root]
+    return [s.backend, s.project, s.region, s.vertex_base_url, p["model"], storage.fingerprint(p["test_path"]),
+            s.samples, dataclasses.asdict(generation_params(s)), p["label"], s.run_root]
 
 
-@task(name="evaluate-model", cache_key_fn=key_from(_eval_identity), persist_result=True)
+@task(name="evaluate-model", cache_key_fn=key_from(_eval_identity), persist_result=True, result_serializer="json")
 def evaluate_model(settings: Settings, model: str, test_path: str, label: str) -> dict:
     """Answer and score the first `samples` test examples; results, summary, plot and report in storage.
 
     Resumable below Prefect's cache: every scored example is in a local checkpoint, so a rerun
-    after a crash asks the model only for what is missing.
+    after a crash asks the model only for what is missing. Errored examples are never a success
+    to keep: more than `max_error_rate` of them fails the task (one line per error kind, no
+    results written); fewer still succeed but are not cached, so a rerun asks exactly them again.
     """
     log = get_run_logger()
     s = settings
+    layout.check_name("label", label)
+    out_dir = layout.eval_dir(s.run_root, label)
     examples = read_test_csv(test_path, limit=s.samples)
     ident = hashlib.sha256(json.dumps(_eval_identity({"settings": s, "model": model, "test_path": test_path,
                                                       "label": label}), default=str).encode()).hexdigest()
-    checkpoint = s.work_dir / "checkpoints" / f"{label}-{ident[:16]}.jsonl"
+    checkpoint = layout.checkpoint_path(s.work_dir, label, ident)
     generator = make_generator(s, model)
     log.info("evaluating %s on %d examples (concurrency %d, %g rpm); checkpoint %s",
              model, len(examples), s.concurrency, s.rpm, checkpoint)
     results = evaluate(generator, examples, params=generation_params(s), checkpoint=checkpoint,
                        concurrency=s.concurrency, rpm=s.rpm, max_attempts=s.max_attempts,
                        on_progress=ProgressArtifact(f"Evaluating {model} ({label})"))
+    error_lines = check_error_rate(results, s.max_error_rate, model)  # raises above the threshold
+    if error_lines:
+        do_not_cache()
+        for line in error_lines:
+            log.warning("%s: %s (not cached: a rerun asks these again)", label, line)
     summary = stats.summarize(results)
     counts = stats.counts(results)
-    out_dir = layout.eval_dir(s.run_root, label)
     results_uri = storage.write_text(storage.join(out_dir, "results.jsonl"), results_to_jsonl(results),
                                      "application/jsonl")
     storage.write_text(storage.join(out_dir, "summary.json"),
@@ -62,18 +75,23 @@ def evaluate_model(settings: Settings, model: str, test_path: str, label: str) -
     report_uri = storage.write_text(storage.join(out_dir, "report.md"), md, "text/markdown")
     create_table_artifact(
         [{"metric": m, **{k: round(v, 4) for k, v in vals.items()}} for m, vals in summary.items()],
-        key=f"eval-{label}-metrics", description=f"ROUGE of {model}",
+        key=layout.artifact_key("eval", label, "metrics"), description=f"ROUGE of {model}",
     )
-    create_markdown_artifact(md, key=f"eval-{label}-report", description=f"Evaluation of {model}")
+    create_markdown_artifact(md, key=layout.artifact_key("eval", label, "report"),
+                             description=f"Evaluation of {model}")
     log.info("%s: %s", label, {m: round(v["mean"], 4) for m, v in summary.items()})
     return {"label": label, "model": model, "results_uri": results_uri, "report_uri": report_uri,
-            "plot_uri": plot_uri, "summary": summary, "counts": counts}
+            "plot_uri": plot_uri, "summary": summary, "counts": counts, "errors": error_lines}
 
 
-@task(name="compare-results",
-      cache_key_fn=key_from(lambda p: [storage.fingerprint(p["baseline_uri"]), storage.fingerprint(p["tuned_uri"]),
-                                       p["out_dir"]]),
-      persist_result=True)
+def _compare_identity(p: dict) -> list:
+    """Both result files' content, where the outputs go, and the bootstrap seed (the CIs depend on it)."""
+    return [storage.fingerprint(p["baseline_uri"]), storage.fingerprint(p["tuned_uri"]), p["out_dir"],
+            p.get("seed", 0)]
+
+
+@task(name="compare-results", cache_key_fn=key_from(_compare_identity), persist_result=True,
+      result_serializer="json")
 def compare_results(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int = 0) -> dict:
     """Paired comparison over the examples both sides scored: CIs, Wilcoxon, plots, report."""
     baseline = results_from_jsonl(storage.read_text(baseline_uri), baseline_uri)

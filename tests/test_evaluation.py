@@ -250,7 +250,7 @@ def test_write_and_load_results_roundtrip(tmp_path):
     assert [r.to_dict() for r in load_results(out)] == [r.to_dict() for r in results]
     rec = json.loads(out.read_text().splitlines()[0])
     assert set(rec) == {"id", "model", "prompt_chars", "reference", "output", "finish_reason", "blocked",
-                        "error", "scores", "latency_s", "prompt_tokens", "output_tokens", "attempts"}
+                        "error", "error_kind", "scores", "latency_s", "prompt_tokens", "output_tokens", "attempts"}
     assert isinstance(ExampleResult.from_dict(rec), ExampleResult)
 
 

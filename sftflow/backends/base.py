@@ -11,15 +11,29 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
-class TransientError(Exception):
+class _KindedError(Exception):
+    """An error that can say which kind it is (`kind`, e.g. "401 UNAUTHENTICATED"), so that a
+    report can count failures per kind instead of listing every message."""
+
+    def __init__(self, message: str = "", *, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind or type(self).__name__
+
+
+class TransientError(_KindedError):
     """A failure worth retrying (HTTP 408/429/5xx, timeouts, dropped connections).
 
     Backends translate their SDK's transient errors into this so that retry logic lives in
     one place (evaluation, polling) and never needs to know an SDK's exception classes.
+    `retry_after`: seconds the server asked us to wait (its `Retry-After` header), if it did.
     """
 
+    def __init__(self, message: str = "", *, kind: str | None = None, retry_after: float | None = None):
+        super().__init__(message, kind=kind)
+        self.retry_after = retry_after
 
-class BackendError(Exception):
+
+class BackendError(_KindedError):
     """A permanent failure reported by a backend (bad request, missing model, ...)."""
 
 
@@ -28,10 +42,17 @@ class BackendError(Exception):
 
 @dataclass(frozen=True)
 class GenerationParams:
+    """How every request of an evaluation is made.
+
+    Each field is filled from the Settings field of the same name, or the one its metadata
+    names under "setting"; evaluate's cache key is built from all fields, so a new one is
+    covered without anyone remembering to add it.
+    """
+
     temperature: float = 0.1
     max_output_tokens: int = 1024
     safety_threshold: str = "BLOCK_ONLY_HIGH"
-    timeout_s: float = 120.0
+    timeout_s: float = field(default=120.0, metadata={"setting": "request_timeout"})
 
 
 @dataclass(frozen=True)

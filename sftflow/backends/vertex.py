@@ -32,7 +32,7 @@ from sftflow.backends.base import (
     TuningSpec,
 )
 
-from sftflow.transient import is_transient_status
+from sftflow.transient import is_transient_status, parse_retry_after
 
 if TYPE_CHECKING:
     from google import genai
@@ -155,12 +155,15 @@ def _translated(what: str) -> Iterator[None]:
         raise
     except genai_errors.APIError as exc:
         code = int(exc.code or 0)
-        kind = TransientError if is_transient_status(code) else BackendError
-        raise kind(f"{what}: HTTP {code} {exc.status or ''}: {exc.message or ''}".rstrip()) from exc
+        label = f"{code} {exc.status or ''}".strip()
+        message = f"{what}: HTTP {label}: {exc.message or ''}".rstrip()
+        if is_transient_status(code):
+            raise TransientError(message, kind=label, retry_after=_retry_after(exc)) from exc
+        raise BackendError(message, kind=label) from exc
     except gexc.GoogleAPICallError as exc:
         code = int(exc.code or 0)
         kind = TransientError if is_transient_status(code) else BackendError
-        raise kind(f"{what}: HTTP {code}: {exc.message}") from exc
+        raise kind(f"{what}: HTTP {code}: {exc.message}", kind=f"{code} {type(exc).__name__}") from exc
     except google.auth.exceptions.DefaultCredentialsError as exc:
         raise BackendError(
             f"{what}: no Google credentials found — run `gcloud auth application-default login` "
@@ -168,9 +171,24 @@ def _translated(what: str) -> Iterator[None]:
         ) from exc
     except google.auth.exceptions.RefreshError as exc:
         kind = TransientError if getattr(exc, "retryable", False) else BackendError
-        raise kind(f"{what}: could not refresh Google credentials ({type(exc).__name__})") from exc
+        raise kind(f"{what}: could not refresh Google credentials ({type(exc).__name__})",
+                   kind=type(exc).__name__) from exc
     except _transient_classes() as exc:
-        raise TransientError(f"{what}: {_describe(exc)}") from exc
+        raise TransientError(f"{what}: {_describe(exc)}", kind=type(exc).__name__) from exc
+
+
+def _retry_after(exc: genai_errors.APIError) -> float | None:
+    """The `Retry-After` of the HTTP response behind a google-genai APIError, in seconds.
+
+    APIError keeps the transport's response object (httpx or aiohttp), whose `headers` is a
+    case-insensitive mapping: https://github.com/googleapis/python-genai/blob/main/google/genai/errors.py
+    """
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+    except Exception:  # noqa: BLE001 - an odd response object must not mask the API error
+        return None
+    return parse_retry_after(value)
 
 
 def _call(what: str, fn: Callable[[], T]) -> T:

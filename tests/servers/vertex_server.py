@@ -88,11 +88,13 @@ _MAX_OUTPUT_TOKENS = 65536  # gemini-2.5-flash / -pro
 
 
 class _HttpError(Exception):
-    def __init__(self, code: int, message: str, status: str | None = None, details: list | None = None):
+    def __init__(self, code: int, message: str, status: str | None = None, details: list | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.code, self.message = code, message
         self.status = status or _STATUS_NAMES.get(code, "UNKNOWN")
         self.details = details
+        self.headers = dict(headers or {})
 
 
 def _invalid(problems: list[tuple[str, str]]) -> _HttpError:
@@ -257,6 +259,7 @@ class VertexTestServer:
         self._fault_rate, self._fault_codes = 0.0, (429, 503)
         self.set_faults(fault_rate, fault_codes)
         self._ids = itertools.count(1000)
+        self._prompt_faults: list[dict[str, Any]] = []
         self._jobs: dict[str, _Job] = {}
         self._endpoints: dict[str, _Endpoint] = {}
         self._models: dict[str, _Model] = {}
@@ -305,6 +308,29 @@ class VertexTestServer:
             raise ValueError("fault_codes: at least one code is needed when fault_rate > 0")
         with self._lock:
             self._fault_rate, self._fault_codes = fault_rate, tuple(fault_codes)
+
+    def add_prompt_fault(self, contains: str, code: int, times: int | None = None,
+                         retry_after: str | None = None) -> None:
+        """generateContent requests whose prompt contains `contains` are answered HTTP `code`:
+        the next `times` of them (None: all, until `clear_prompt_faults`), with a `Retry-After`
+        header when `retry_after` is given (delay-seconds or an HTTP-date, sent as is)."""
+        with self._lock:
+            self._prompt_faults.append({"contains": contains, "code": code, "left": times,
+                                        "retry_after": retry_after})
+
+    def clear_prompt_faults(self) -> None:
+        with self._lock:
+            self._prompt_faults.clear()
+
+    def _prompt_fault(self, prompt: str) -> None:
+        with self._lock:
+            for fault in self._prompt_faults:
+                if fault["contains"] in prompt and fault["left"] != 0:
+                    if fault["left"] is not None:
+                        fault["left"] -= 1
+                    headers = {"Retry-After": fault["retry_after"]} if fault["retry_after"] else None
+                    raise _HttpError(fault["code"], f"Injected fault {fault['code']} for this prompt (test server)",
+                                     headers=headers)
 
     def count(self, method: str, path_contains: str) -> int:
         """Requests with this method whose path (or path?query) contains `path_contains`."""
@@ -518,6 +544,7 @@ class VertexTestServer:
 
     def _generate_base(self, parent, model, *, query, body):
         prompt, config = self._check_generate(body, model)
+        self._prompt_fault(prompt)
         if model not in self.base_models:
             raise _HttpError(
                 404,
@@ -538,6 +565,7 @@ class VertexTestServer:
             did = self._traffic_rng.choices([d for d, _ in weights], weights=[w for _, w in weights])[0]
             model = self._models[ep.deployed[did]]
         entry["deployed_model_id"] = did
+        self._prompt_fault(prompt)
         return self._answer(prompt, _first_sentence(_article(prompt)), config, ep.name, model.base_model)
 
     # ------------------------------------------------------------------ tuning jobs
@@ -895,6 +923,7 @@ class _Handler(BaseHTTPRequestHandler):
             "time": arrived,
             "authorized": (self.headers.get("Authorization") or "").startswith("Bearer "),
         }
+        extra_headers: dict[str, str] = {}
         try:
             if raw:
                 try:
@@ -910,6 +939,7 @@ class _Handler(BaseHTTPRequestHandler):
             code, payload = server._handle(method, entry["path"], parse_qs(parts.query), body, entry)
         except _HttpError as exc:
             code = exc.code
+            extra_headers = exc.headers
             payload = {"error": {"code": exc.code, "message": exc.message, "status": exc.status}}
             if exc.details:
                 payload["error"]["details"] = exc.details
@@ -924,6 +954,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(code)
             self.send_header("Content-Type", "application/json; charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in extra_headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
