@@ -236,7 +236,8 @@ def test_cleanup_deletes_only_what_sftflow_made(storage_root, tmp_path):
     assert sorted(storage.list_uris(root + "/") if root.startswith("gs://") else storage.list_uris(root)) == sorted(theirs)
 
 
-def test_succeeded_job_whose_outputs_were_deleted_is_not_reattached(make_vertex_server, vertex_settings_for):
+def test_succeeded_job_whose_outputs_were_deleted_is_not_reattached(make_vertex_server, vertex_settings_for,
+                                                                    tuning_datasets):
     """ensure_job attaches to a live SUCCEEDED job, but once cleanup deleted its endpoint and model
     (the job still lists as SUCCEEDED) it submits a new job instead of handing back a dead endpoint."""
     from sftflow.backends.base import TuningSpec
@@ -245,7 +246,7 @@ def test_succeeded_job_whose_outputs_were_deleted_is_not_reattached(make_vertex_
 
     server = make_vertex_server(job_phases=(0.0, 0.1))
     tuner = VertexTuner(vertex_settings_for(server))
-    spec = TuningSpec(base_model="gemini-2.5-flash", train_uri="gs://b/datasets/train/train-0123456789ab.jsonl",
+    spec = TuningSpec(base_model="gemini-2.5-flash", train_uri=tuning_datasets["train"],
                       val_uri=None, epochs=1, adapter_size=4, learning_rate_multiplier=1.0, display_name="t",
                       key="k" + "e" * 20)
     first, attached = ensure_job(tuner, spec)
