@@ -25,7 +25,9 @@ from deployments.local_server import PREFECT, local_prefect_server, tail
 from deployments.screenshot import capture, find_chromium, flow_run_url
 from sftflow import storage
 from sftflow.data.samples import sample_paths
+from tests.servers.gcs_fixtures import emulator_env
 from tests.servers.vertex_server import VertexTestServer
+from tests.skips import skip_loudly
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -71,8 +73,15 @@ def api(url: str):
 
 # ----------------------------------------------------------------------------------- the stack
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, gcs_emulator):
-    """Server → pools → deploy --all → Vertex-shaped server → worker; yields what the tests need."""
+def stack(tmp_path_factory, gcs_emulator_server):
+    """Server → pools → deploy --all → Vertex-shaped server → worker; yields what the tests need.
+
+    STORAGE_EMULATOR_HOST is set for this module's tests only (they read the runs' files back)."""
+    with emulator_env(gcs_emulator_server) as gcs_emulator:
+        yield from _stack(tmp_path_factory, gcs_emulator)
+
+
+def _stack(tmp_path_factory, gcs_emulator):
     tmp = tmp_path_factory.mktemp("e2e")
     extra = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
     vertex = VertexTestServer(job_phases=(0.5, 1.0), gcs_url=gcs_emulator).start()
@@ -271,10 +280,9 @@ def test_pipeline_deployment_vertex_backend_and_cached_rerun(stack, runs):
 
 
 def test_ui_renders_the_finished_run(stack, runs, tmp_path):
-    if find_chromium() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs it)")
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    if find_chromium() is None:  # fails in CI (.ci/run installs chromium)
+        skip_loudly("the Prefect UI page of a finished run (chromium is not installed)",
+                    "apt-get install -y chromium, then rerun tests/test_e2e_deployment.py")
     run = stack.get("local_run") or _wait(stack, runs["local"][0])
     png = tmp_path / "run.png"
     dom = capture(flow_run_url(stack["ui"], str(run.id)), png)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -304,17 +307,39 @@ def _endpoint(server, name: str) -> dict:
         return json.loads(r.read())
 
 
-def test_missing_credentials_is_a_clear_backend_error(server, vertex_settings_for, monkeypatch):
-    import google.auth
-    import google.auth.exceptions
+_NO_CREDENTIALS_PROBE = """
+import sys
+from sftflow.backends.base import BackendError, GenerationParams
+from sftflow.backends.vertex import VertexGenerator
+from sftflow.config import Settings
 
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    try:
-        google.auth.default()
-        pytest.skip("application-default credentials exist on this machine")
-    except google.auth.exceptions.DefaultCredentialsError:
-        pass
-    settings = vertex_settings_for(server, vertex_access_token=None)
-    with pytest.raises(BackendError, match="no Google credentials found .* SFTFLOW_VERTEX_ACCESS_TOKEN"):
-        VertexGenerator(settings, "gemini-2.5-flash").generate(PROMPT, PARAMS)
+settings = Settings(_env_file=None, backend="vertex", project=sys.argv[1], region=sys.argv[2],
+                    bucket="gs://test-bucket", vertex_base_url=sys.argv[3])
+try:
+    VertexGenerator(settings, "gemini-2.5-flash").generate("article: a. b.", GenerationParams())
+except BackendError as exc:
+    print(exc)
+    sys.exit(3)
+print("generated without credentials")
+"""
+
+
+def test_missing_credentials_is_a_clear_backend_error(server, tmp_path):
+    """No token and no application-default credentials → one clear error, nothing sent.
+
+    Hermetic, so it runs the same on a developer's machine after `gcloud auth application-default
+    login` or on a Google Cloud runner: a fresh process whose HOME and gcloud config are empty
+    directories, with no key file variable and the metadata-server check off (google-auth reads
+    NO_GCE_CHECK at import, hence a subprocess rather than monkeypatch)."""
+    home, gcloud = tmp_path / "home", tmp_path / "gcloud"
+    home.mkdir(), gcloud.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GOOGLE_", "CLOUDSDK_", "GCE_", "SFTFLOW_"))}
+    env.update(HOME=str(home), CLOUDSDK_CONFIG=str(gcloud), NO_GCE_CHECK="true",
+               GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
+    proc = subprocess.run([sys.executable, "-c", _NO_CREDENTIALS_PROBE, server.project, server.location,
+                           server.base_url], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout == ("generateContent on gemini-2.5-flash: no Google credentials found — run `gcloud auth "
+                           "application-default login` or set SFTFLOW_VERTEX_ACCESS_TOKEN\n")
     assert server.requests == []

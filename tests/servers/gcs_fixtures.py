@@ -1,10 +1,16 @@
-"""A real GCS emulator (gcp-storage-emulator) on 127.0.0.1 for the tests that touch gs:// URIs."""
+"""A real GCS emulator (gcp-storage-emulator) on 127.0.0.1 for the tests that touch gs:// URIs.
+
+The emulator starts once per session, but `STORAGE_EMULATOR_HOST` is set only for the tests that
+ask for it (`gcs_emulator`, `gcs_bucket`) and restored after each: a test that does not use the
+emulator never sends gs:// traffic to it by accident (nor to Google).
+"""
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -15,29 +21,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator():
-    """Start the emulator once per session; yields its base URL with STORAGE_EMULATOR_HOST set."""
-    from gcp_storage_emulator.server import create_server
-
+@contextmanager
+def emulator_env(url: str) -> Iterator[str]:
+    """Point google-cloud-storage at the emulator for the duration of the block, then restore."""
     from sftflow import storage
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STORAGE_EMULATOR_HOST", url)
+        storage.reset_clients()
+        try:
+            yield url
+        finally:
+            storage.reset_clients()
+    storage.reset_clients()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator_server() -> Iterator[str]:
+    """The emulator, started once per session; yields its base URL (sets no environment)."""
+    from gcp_storage_emulator.server import create_server
 
     port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
-    url = f"http://127.0.0.1:{port}"
-    old = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = url
-    storage.reset_clients()
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
-        if old is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = old
-        storage.reset_clients()
+
+
+@pytest.fixture
+def gcs_emulator(gcs_emulator_server) -> Iterator[str]:
+    """The emulator's base URL, with STORAGE_EMULATOR_HOST set for this test only."""
+    with emulator_env(gcs_emulator_server) as url:
+        yield url
 
 
 @pytest.fixture
