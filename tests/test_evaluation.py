@@ -258,12 +258,16 @@ def test_write_and_load_results_roundtrip(tmp_path):
 
 @pytest.fixture
 def vertex():
-    return pytest.importorskip("sftflow.backends.vertex")
+    import sftflow.backends.vertex
+
+    return sftflow.backends.vertex
 
 
 @pytest.fixture
 def server_mod():
-    return pytest.importorskip("tests.servers.vertex_server")
+    import tests.servers.vertex_server
+
+    return tests.servers.vertex_server
 
 
 def _settings(base_url: str):

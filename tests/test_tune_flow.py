@@ -131,14 +131,17 @@ def _wait_for_polls(server, n, timeout=120):
 
 
 def test_killed_flow_reattaches_to_the_same_job(make_vertex_server, gcs_emulator, datasets, tmp_path):
-    server = make_vertex_server(job_phases=(1.0, 20.0))
+    server = make_vertex_server(job_phases=(1.0, 600.0))  # runs until the test finishes it
     bucket, train, val = datasets
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
     _wait_for_polls(server, 3)
     os.kill(proc.pid, signal.SIGKILL)
     _finish(proc)
-    server.job_phases = (0.0, 0.0)  # let the job finish now
+    polls = server.count("GET", "/tuningJobs/")
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
+    _wait_for_polls(server, polls + 2)  # the second process is awaiting the same, still running job
+    (job,) = server.job_names
+    server.set_job_state(job, "SUCCEEDED")
     out = _finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert "attached to existing tuning job" in out

@@ -164,7 +164,8 @@ def test_token_is_sent_but_never_logged_or_raised(spec, make_vertex_server, vert
 # ------------------------------------------------------------------------------ tuning
 
 
-def test_submit_and_lifecycle(spec, server, vertex_settings_for):
+def test_submit_and_lifecycle(spec, make_vertex_server, vertex_settings_for):
+    server = make_vertex_server(job_phases=(0.3, 2.0), require_token=TEST_TOKEN)  # a 2 s RUNNING window
     tuner = make_tuner(vertex_settings_for(server))
     assert isinstance(tuner, VertexTuner)
     tuning_spec = spec()
@@ -178,13 +179,14 @@ def test_submit_and_lifecycle(spec, server, vertex_settings_for):
     }
     assert body["labels"] == {"sftflow-key": "kabc"} and body["tunedModelDisplayName"] == "sftflow-summarizer"
     seen = []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while True:
         status = tuner.get(name)
         if not seen or seen[-1] != status.state:
             seen.append(status.state)
         if status.state.ended:
             break
+        assert time.monotonic() < deadline, seen
         time.sleep(0.05)
     assert seen == [JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED]
     job_id = name.rsplit("/", 1)[1]
