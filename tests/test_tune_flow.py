@@ -1,7 +1,9 @@
 """The tune and cleanup flows on the vertex backend: real google-genai / aiplatform / storage clients
 against the Vertex-shaped server and the GCS emulator on 127.0.0.1."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 from flows.cleanup import cleanup
 from flows.tune import tune
 from sftflow import storage
+from sftflow.tuning import JobFailed
 from tests.flowutil import flow_artifacts
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
@@ -42,7 +45,7 @@ def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_ser
     state = tune(train_uri=train, val_uri=val, config=config, return_state=True)
     out = state.result()
     assert out["endpoint"].startswith(f"projects/{server.project}/locations/{server.location}/endpoints/")
-    assert server.count("POST", "/tuningJobs") - server.count("POST", ":cancel") >= 1
+    assert server.count("POST", ":cancel") == 0
     created = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith("/tuningJobs")
                and r["status"] == 200]
     assert len(created) == 1
@@ -76,24 +79,49 @@ def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_ser
     assert done["items"] == listed["items"]
 
 
-def test_failed_job_fails_the_flow_with_the_servers_message(make_vertex_server, datasets, tmp_path):
+def _failed_message(server, job: str, hint: str = "") -> str:
+    job_id = job.rsplit("/", 1)[1]
+    console = ("https://console.cloud.google.com/vertex-ai/generative/language/locations/"
+               f"{server.location}/tuning/tuningJob/{job_id}?project={server.project}")
+    return f"tuning job {job} ended FAILED: Dataset row 3: invalid role (console: {console}){hint}"
+
+
+def test_failed_job_fails_the_flow_and_only_resubmit_failed_pays_again(make_vertex_server, gcs_emulator, datasets,
+                                                                       tmp_path):
     server = make_vertex_server(job_phases=(0.2, 0.5), job_outcome="FAILED")
     bucket, train, val = datasets
-    with pytest.raises(Exception, match="Dataset row 3: invalid role"):
+    with pytest.raises(JobFailed) as err:
         tune(train_uri=train, val_uri=val, config=_config(server, bucket, tmp_path))
-    # A rerun does not pay for a second job unless asked to.
-    with pytest.raises(Exception, match="FAILED"):
+    (job,) = server.job_names
+    assert str(err.value) == _failed_message(server, job)
+    # A rerun does not pay for a second job unless asked to: in-process, and through the CLI.
+    hint = ". Set resubmit_failed to submit a new job for the same inputs"
+    with pytest.raises(JobFailed) as err:
         tune(train_uri=train, val_uri=val, config=_config(server, bucket, tmp_path))
+    assert str(err.value) == _failed_message(server, job, hint)
+    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
+    out = _finish(proc)
+    assert proc.returncode == 1, out[-3000:]
+    assert f"sftflow: error: {_failed_message(server, job, hint)}\n" in out
     assert server.count("POST", "/tuningJobs") == 1
+    # --resubmit-failed submits exactly one new job for the same intent (this one succeeds).
+    server.job_outcome = "SUCCEEDED"
+    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--resubmit-failed")
+    out = _finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert server.count("POST", "/tuningJobs") == 2
+    new = [name for name in server.job_names if name != job]
+    assert len(new) == 1 and f"tuning job: {new[0]} (submitted)" in out
+    assert f"endpoint: projects/{server.project}/locations/{server.location}/endpoints/" in out
 
 
-def _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path):
+def _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, *extra):
     env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
                SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
                PREFECT_LOGGING_LEVEL="INFO")
     cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--project", server.project,
            "--bucket", bucket, "--train", train, "--val", val, "--poll-interval", "0.3",
-           "--local-root", str(tmp_path / "root")]
+           "--local-root", str(tmp_path / "root"), *extra]
     # Own session: a flow process killed by a signal can orphan Prefect's temporary API server,
     # which the test then stops with the whole group.
     log = open(tmp_path / f"cli-{time.monotonic_ns()}.log", "w+")
@@ -162,3 +190,40 @@ def test_interrupt_cancels_the_cloud_job(make_vertex_server, gcs_emulator, datas
     assert proc.returncode != 0
     assert server.count("POST", ":cancel") == 1, out[-3000:]
     assert "cancelling tuning job" in out
+
+
+def test_interrupt_with_cancel_job_on_interrupt_false_leaves_the_job_running(make_vertex_server, gcs_emulator,
+                                                                            datasets, tmp_path):
+    server = make_vertex_server(job_phases=(1.0, 600.0))
+    bucket, train, val = datasets
+    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--set", "cancel_job_on_interrupt=false")
+    _wait_for_polls(server, 2)
+    os.kill(proc.pid, signal.SIGINT)
+    out = _finish(proc, timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    (job,) = server.job_names
+    assert f"interrupted: tuning job {job} keeps running (cancel_job_on_interrupt=false)" in out
+    assert server.count("POST", ":cancel") == 0
+    assert _job_state(server, job) == "JOB_STATE_RUNNING"
+
+
+def test_timeout_fails_the_flow_and_leaves_the_job_running(make_vertex_server, gcs_emulator, datasets, tmp_path):
+    server = make_vertex_server(job_phases=(1.0, 600.0))
+    bucket, train, val = datasets
+    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--timeout", "3")
+    out = _finish(proc)
+    assert proc.returncode == 1, out[-3000:]
+    (job,) = server.job_names
+    assert re.search(rf"^sftflow: error: tuning job {re.escape(job)} still RUNNING after [3-9]s \(timeout 3s\); "
+                     r"the job was left running — wait again to attach to it, or cancel it$", out, re.M), out[-3000:]
+    assert server.count("POST", ":cancel") == 0
+    assert _job_state(server, job) == "JOB_STATE_RUNNING"
+
+
+def _job_state(server, job: str) -> str:
+    """The job's state as the server reports it now (read through the server's own route)."""
+    import urllib.request
+
+    req = urllib.request.Request(f"{server.base_url}/v1beta1/{job}", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())["state"]
