@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import tempfile
 import time
@@ -24,19 +23,15 @@ from sftflow.backends.base import GenerationParams, TuningSpec
 from sftflow.backends.local import LocalTuner, jobs, make_local_generator
 from sftflow.backends.local.text import split_prompt, split_sentences
 from sftflow.config import Settings
+from sftflow.data.formats import convert_messages_file
 from sftflow.data.samples import sample_paths
 from sftflow.rouge import METRICS, score_pair
 
 
-def to_contents(src: str, dest: Path) -> str:
-    """Chat JSONL → Gemini `contents` JSONL, as the prepare step uploads it."""
-    out = []
-    for line in Path(src).read_text(encoding="utf-8").splitlines():
-        msgs = json.loads(line)["messages"]
-        out.append(json.dumps({"contents": [
-            {"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
-            for m in msgs if m["role"] != "system"]}))
-    dest.write_text("\n".join(out) + "\n", encoding="utf-8")
+def to_contents(src: str, dest: Path, settings: Settings) -> str:
+    """Chat JSONL → Gemini `contents` JSONL with the product's own converter, as the prepare step
+    writes it: system messages become `systemInstruction`, which the local tuner reads."""
+    convert_messages_file(src, dest, limit=settings.limit, shuffle_seed=settings.shuffle_seed, source_name=src)
     return str(dest)
 
 
@@ -68,7 +63,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sftflow-bench-"))
     settings = Settings(local_root=tmp / ".sftflow")
     src = sample_paths()
-    train, val = to_contents(src["train"], tmp / "train.jsonl"), to_contents(src["val"], tmp / "val.jsonl")
+    train = to_contents(src["train"], tmp / "train.jsonl", settings)
+    val = to_contents(src["val"], tmp / "val.jsonl", settings)
     spec = TuningSpec(base_model=settings.base_model, train_uri=train, val_uri=val, epochs=settings.epochs,
                       adapter_size=settings.adapter_size, learning_rate_multiplier=settings.learning_rate_multiplier,
                       display_name="bench", key="bench", seed=settings.seed,

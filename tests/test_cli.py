@@ -4,25 +4,25 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sftflow.cli import main
 from sftflow.data.samples import sample_paths
 
 
 def test_help_lists_every_subcommand(capsys):
-    try:
+    with pytest.raises(SystemExit) as done:
         main(["--help"])
-    except SystemExit as e:
-        assert e.code == 0
+    assert done.value.code == 0
     out = capsys.readouterr().out
     for cmd in ("pipeline", "prepare", "validate", "evaluate", "tune", "compare", "cleanup"):
         assert cmd in out
 
 
 def test_subcommand_help_documents_flags(capsys):
-    try:
+    with pytest.raises(SystemExit) as done:
         main(["prepare", "--help"])
-    except SystemExit:
-        pass
+    assert done.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--train", "--val", "--test", "--limit", "--bucket", "--set NAME=VALUE"):
         assert flag in out

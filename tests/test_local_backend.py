@@ -153,6 +153,8 @@ def test_lifecycle_success_find_and_delete(tmp_path, small_data):
     done = jobs.wait(tuner.root / name, 120)
     assert done.state == JobState.SUCCEEDED, done.error
     assert done.step == 15 and done.metrics["train_loss"] and done.metrics["val_loss"]
+    (first_step, first_val), (last_step, last_val) = done.metrics["val_loss"][0], done.metrics["val_loss"][-1]
+    assert (first_step, last_step) == (0, 15) and last_val < first_val  # training lowered the held-out loss
     assert done.stats["example_count"] == 40 and done.stats["peak_rss_mb"] > 0
     assert done.tuned_model == f"local:{name}"
     assert [j.name for j in tuner.find("key-1")] == [name] and tuner.find("other") == []

@@ -1,0 +1,54 @@
+"""`sftflow evaluate` and `sftflow compare` on the local backend, through the command line's main():
+exit codes, the files each writes, and stdout naming them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sftflow.cli import main
+
+pytestmark = pytest.mark.slow  # Prefect flows and the MiniLM scorer
+
+
+def _lines(capsys) -> list[str]:
+    return capsys.readouterr().out.splitlines()
+
+
+def test_evaluate_then_compare_through_the_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(tmp_path / "prefect-results"))  # cli sets it otherwise
+    root = tmp_path / "root"
+    run = root / "runs" / "default"
+    common = ["--local-root", str(root), "--samples", "6"]
+
+    assert main(["evaluate", *common]) == 0
+    base = run / "eval" / "base"
+    assert _lines(capsys) == [f"results: {base / 'results.jsonl'}", f"plot: {base / 'distribution.png'}",
+                              f"report: {base / 'report.md'}"]
+    assert main(["evaluate", "--output", "tuned", *common]) == 0  # the same model under a second label
+    tuned = run / "eval" / "tuned"
+    assert _lines(capsys) == [f"results: {tuned / 'results.jsonl'}", f"plot: {tuned / 'distribution.png'}",
+                              f"report: {tuned / 'report.md'}"]
+    for d in (base, tuned):
+        assert len((d / "results.jsonl").read_text().splitlines()) == 6
+        assert (d / "distribution.png").read_bytes().startswith(b"\x89PNG") and (d / "report.md").stat().st_size
+
+    assert main(["compare", "base", "tuned", "--local-root", str(root)]) == 0
+    out = _lines(capsys)
+    cmp = run / "compare"
+    # Identical answers on both sides: every pair ties, so no metric can differ.
+    assert out[:3] == [f"no significant difference on {m} (+0.0 points) [CI +0.0, +0.0], p=1.000, n=6"
+                       for m in ("ROUGE-1", "ROUGE-2", "ROUGE-L")]
+    assert out[3:] == [f"comparison: {cmp / 'comparison.json'}",
+                       *(f"plot ({name}): {cmp / (name + '.png')}" for name in ("distributions", "means", "paired")),
+                       f"report: {cmp / 'report.md'}"]
+    for line in out[3:]:
+        assert Path(line.split(": ", 1)[1]).stat().st_size > 0
+
+
+def test_compare_without_results_says_what_to_run(tmp_path, capsys):
+    assert main(["compare", "base", "tuned", "--local-root", str(tmp_path / "root")]) == 1
+    missing = tmp_path / "root" / "runs" / "default" / "eval" / "base" / "results.jsonl"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"sftflow: error: {missing}: no results; run `sftflow evaluate` first")

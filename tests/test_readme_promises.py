@@ -1,0 +1,41 @@
+"""What README promises about the command line, checked in fresh processes as a user runs them:
+`sftflow pipeline` prints the report's path as stdout's last line, and Prefect's cache outlives the
+process (a second `sftflow prepare`, in a new process with a new Prefect home, converts nothing)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow  # a whole local pipeline (~1.5 min on 2 cores) and a second process
+
+
+def _sftflow(args: list[str], tmp_path, home: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / home), PREFECT_LOGGING_LEVEL="INFO")
+    return subprocess.run([sys.executable, "-m", "sftflow.cli", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_pipeline_prints_report_last_and_cache_survives_the_process(tmp_path):
+    root = tmp_path / "root"
+    first = _sftflow(["pipeline", "--samples", "5", "--set", "local_train_budget_s=10", "--local-root", str(root)],
+                     tmp_path, "prefect-home-1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = root / "runs" / "default" / "report.md"
+    assert first.stdout.splitlines()[-1] == f"report: {report}"
+    assert report.read_text().startswith("#")
+    prepared = {p: p.stat().st_mtime_ns for p in (root / "work").rglob("*.jsonl") if "-" in p.stem}
+    assert len(prepared) >= 2  # the converted train and val files
+
+    again = _sftflow(["prepare", "--local-root", str(root)], tmp_path, "prefect-home-2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stderr
+    for task in ("download", "convert", "validate"):
+        states = re.findall(rf"Task run '{task}-[^']*' - Finished in state (\w+)", log)
+        assert states and set(states) == {"Cached"}, (task, states, log[-3000:])
+    assert "converted " not in log  # no re-conversion
+    assert {p: p.stat().st_mtime_ns for p in prepared} == prepared
