@@ -46,14 +46,17 @@ def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
 
 
 def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_path):
-    server = make_vertex_server(job_phases=(0.3, 0.6))
+    server = make_vertex_server(job_phases=(1.0, 2.0))
     paths = sample_paths()
     config = {"backend": "vertex", "project": server.project, "region": server.location, "bucket": gcs_bucket,
               "vertex_base_url": server.base_url, "vertex_access_token": TEST_TOKEN, "poll_interval": 0.2,
               "local_root": str(tmp_path / "root"), "train_uri": paths["train"], "val_uri": paths["val"],
               "test_uri": paths["test"], "samples": 12, "concurrency": 4, "rpm": 6000}
-    state = sft_pipeline(config=config, return_state=True)
+    # The first run paces generation at 1 request/s, so the baseline (12 requests, ~11 s) is still
+    # running when the tuning job is created; rpm is not part of any cache key, so reruns may go fast.
+    state = sft_pipeline(config={**config, "rpm": 60}, return_state=True)
     out = state.result()
+    _check_baseline_ran_while_the_job_trained(server)
     assert out["report_uri"] == f"{gcs_bucket}/runs/default/report.md"
     arts = flow_artifacts(state)
     progress = [a for a in arts if a.type == "progress"]
@@ -76,3 +79,15 @@ def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_p
     assert server.count("POST", "/tuningJobs") == 2
     assert server.count("POST", "gemini-2.5-flash:generateContent") == base_calls
     assert server.count("POST", "/endpoints/") == 2 * tuned_calls
+
+
+def _check_baseline_ran_while_the_job_trained(server):
+    """README: "the baseline evaluates while the job trains" — read off the server's request log: some
+    base-model requests arrived between the job's creation and the time it SUCCEEDED on the server's clock."""
+    (create,) = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith("/tuningJobs")]
+    created, succeeded = create["time"], create["time"] + sum(server.job_phases)
+    base = [r["time"] for r in server.requests if r["path"].endswith("/models/gemini-2.5-flash:generateContent")]
+    during = [t for t in base if created <= t <= succeeded]
+    assert during, (created, succeeded, base)
+    tuned = [r["time"] for r in server.requests if "/endpoints/" in r["path"] and r["path"].endswith(":generateContent")]
+    assert min(tuned) > succeeded  # the tuned model is asked only after its job succeeded
