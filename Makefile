@@ -1,11 +1,12 @@
-# Two entry points, each self-sufficient on a fresh machine with Python 3.11:
+# Entry points, each self-sufficient on a fresh machine with Python 3.11:
 #   make pipeline   -> installs (once) and runs the full pipeline on the embedded default
-#   make test       -> installs (once) and runs the whole test suite
+#   make test       -> installs (once) and runs the whole test suite (what CI runs)
+#   make test-fast  -> the unit tests only (no test marked slow or e2e): the inner loop, < 2 min
 PYTHON ?= python3.11
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: install pipeline test bench
+.PHONY: install pipeline test test-fast bench
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -18,6 +19,9 @@ pipeline: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow and not e2e"
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(VENV)/bin/python $$b || exit 1; done

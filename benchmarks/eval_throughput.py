@@ -111,15 +111,18 @@ def main() -> None:
         ceiling_c = min(args.concurrency / args.latency, 600 / 60)
         print(f"server latency {args.latency:.3f} s (one request measured {per_request:.3f} s), "
               f"concurrency {args.concurrency}, {args.n} examples")
-        print(f"(a) codelab loop (sequential + sleep 1 s), {args.codelab_n} examples: {a:6.2f} examples/s")
-        print(f"(s) sequential loop, no sleep, {args.sequential_n} examples:        {seq:6.2f} examples/s")
-        print(f"(b) evaluate, rpm not binding:                     {b:6.2f} examples/s  (errors {b_err})")
-        print(f"    ratio (b)/(a), concurrency + no pause:         {b / a:6.1f}x   (target >= 20x)")
-        print(f"    ratio (b)/(s), concurrency alone:              {b / seq:6.1f}x   "
-              f"(at most {args.concurrency}x at concurrency {args.concurrency})")
-        print(f"    (b) / ceiling {ceiling_b:.0f}/s:                          {b / ceiling_b:6.1%}  (target >= 90%)")
-        print(f"(c) evaluate, rpm=600, 60 examples:                {c:6.2f} examples/s  (errors {c_err}); "
-              f"ceiling {ceiling_c:.0f}/s -> {c / ceiling_c:.1%}")
+        rows = [
+            (f"(a) codelab loop (sequential + sleep 1 s), {args.codelab_n} examples", f"{a:6.2f} examples/s"),
+            (f"(s) sequential loop, no sleep, {args.sequential_n} examples", f"{seq:6.2f} examples/s"),
+            ("(b) evaluate, rpm not binding", f"{b:6.2f} examples/s  (errors {b_err})"),
+            ("    ratio (b)/(a), concurrency + no pause", f"{b / a:6.1f}x   (target >= 20x)"),
+            ("    ratio (b)/(s), concurrency alone", f"{b / seq:6.1f}x   (at most {args.concurrency}x)"),
+            (f"    (b) / ceiling {ceiling_b:.0f}/s", f"{b / ceiling_b:6.1%}  (target >= 90%)"),
+            ("(c) evaluate, rpm=600, 60 examples",
+             f"{c:6.2f} examples/s  (errors {c_err}); ceiling {ceiling_c:.0f}/s -> {c / ceiling_c:.1%}"),
+        ]
+        for label, value in rows:
+            print(f"{label + ':':<56}{value}")
     finally:
         proc.terminate()
         proc.wait(timeout=10)

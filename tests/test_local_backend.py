@@ -114,6 +114,7 @@ def test_sample_files_are_what_the_generator_makes():
     assert 8 <= len(split_sentences(split_prompt(train[0].prompt)[1])) <= 20
 
 
+@pytest.mark.slow  # loads MiniLM (~5 s quiet, ~20 s on 2 busy cores)
 def test_base_model_extracts_requested_sentences():
     g = make_local_generator(Settings(), "minilm-extractive")
     assert g is not None and g.model == "minilm-extractive"
