@@ -41,7 +41,7 @@ def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
     assert state2.result()["comparison"] == out["comparison"]
     jobs = list((tmp_path / "root" / "work" / "jobs").iterdir())
     assert len(jobs) == 1  # no second tuning job
-    states = task_states(state2)
+    states = task_states(state2, expect={"evaluate-model": 2, "compare-results": 1})
     assert set(states["evaluate-model"]) == {"Cached"} and set(states["compare-results"]) == {"Cached"}
 
 

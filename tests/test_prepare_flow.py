@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _run(config):
     state = prepare_data(config=config, return_state=True)
-    return state.result(), task_states(state)
+    return state.result(), task_states(state, expect={"download": 3, "convert": 2, "validate": 3})
 
 
 def test_rerun_is_cached_and_uploads_nothing(tmp_path, gcs_bucket):
