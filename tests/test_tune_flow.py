@@ -207,15 +207,19 @@ def test_interrupt_with_cancel_job_on_interrupt_false_leaves_the_job_running(mak
     assert _job_state(server, job) == "JOB_STATE_RUNNING"
 
 
-def test_timeout_fails_the_flow_and_leaves_the_job_running(make_vertex_server, gcs_emulator, datasets, tmp_path):
+def test_timeout_with_cancel_job_on_timeout_false_fails_the_command_and_leaves_the_job(make_vertex_server, gcs_emulator,
+                                                                                       datasets, tmp_path):
+    """Through the CLI (--timeout); the default, cancel on timeout, is tests/test_cost.py's."""
     server = make_vertex_server(job_phases=(1.0, 600.0))
     bucket, train, val = datasets
-    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--timeout", "3")
+    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--timeout", "3",
+                     "--set", "cancel_job_on_timeout=false")
     out = _finish(proc)
     assert proc.returncode == 1, out[-3000:]
     (job,) = server.job_names
     assert re.search(rf"^sftflow: error: tuning job {re.escape(job)} still RUNNING after [3-9]s \(timeout 3s\); "
-                     r"the job was left running — wait again to attach to it, or cancel it$", out, re.M), out[-3000:]
+                     r"the job was left running \(cancel_job_on_timeout=false\) — wait again to attach to it, "
+                     r"or cancel it$", out, re.M), out[-3000:]
     assert server.count("POST", ":cancel") == 0
     assert _job_state(server, job) == "JOB_STATE_RUNNING"
 

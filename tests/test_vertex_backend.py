@@ -342,6 +342,6 @@ def test_missing_credentials_is_a_clear_backend_error(server, tmp_path):
     proc = subprocess.run([sys.executable, "-c", _NO_CREDENTIALS_PROBE, server.project, server.location,
                            server.base_url], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout == ("generateContent on gemini-2.5-flash: no Google credentials found — run `gcloud auth "
+    assert proc.stdout == ("no Google credentials found — run `gcloud auth "
                            "application-default login` or set SFTFLOW_VERTEX_ACCESS_TOKEN\n")
     assert server.requests == []
