@@ -1,20 +1,77 @@
-"""Turning flow parameters into Settings: explicit parameters win over `config`, which wins over env."""
+"""Turning flow parameters into Settings: explicit parameters win over `config`, which wins over env.
+
+Secrets never travel as parameters (Prefect stores those in clear in its database and UI): a
+token comes from the process environment, or from a Prefect Secret block whose *name* is the
+setting `vertex_access_token_secret_block`; its value is read here, at run time, into the
+Settings object only.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from pydantic import SecretStr
+
 from sftflow import credentials, storage
-from sftflow.config import Settings, load_settings
+from sftflow.config import SECRET_SETTINGS, ConfigError, Settings, load_settings, refuse_secret_parameters
+
+MASK = "**********"
 
 
 def settings_for(config: dict[str, Any] | None = None, **params: Any) -> Settings:
+    try:
+        refuse_secret_parameters({**(config or {}), **params})
+    except ConfigError:
+        _scrub_own_parameters()
+        raise
     merged = dict(config or {})
     merged.update({k: v for k, v in params.items() if v is not None})
-    settings = load_settings(**merged)
+    settings = with_secret_block(load_settings(**merged))
     credentials.use_token(settings.vertex_access_token)  # Cloud Storage calls use it too
     return settings
+
+
+def with_secret_block(s: Settings) -> Settings:
+    """`s` with its token read from the named Prefect Secret block, when it has no token of its own."""
+    name = s.vertex_access_token_secret_block
+    if s.vertex_access_token is not None or not name:
+        return s
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError as exc:  # Prefect: "Unable to find block document named ..."
+        raise ConfigError(
+            f"vertex_access_token_secret_block: no Prefect Secret block named {name!r} ({exc}); create it with "
+            f"`prefect.blocks.system.Secret(value=TOKEN).save({name!r})`"
+        ) from None
+    return s.model_copy(update={"vertex_access_token": SecretStr(str(value))})
+
+
+def _scrub_own_parameters() -> None:
+    """Mask secrets in the current flow run's stored parameters (a refused run must not keep them).
+
+    Best effort: outside a flow run, or without an API, there is nothing stored to scrub.
+    """
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        if ctx is None or ctx.flow_run is None:
+            return
+        params = _masked(dict(ctx.flow_run.parameters or {}))
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(ctx.flow_run.id, parameters=params)
+    except Exception:  # noqa: BLE001 - the refusal itself must still reach the user
+        pass
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (MASK if k in SECRET_SETTINGS and v is not None else _masked(v)) for k, v in value.items()}
+    return value
 
 
 def read_record(uri: str) -> dict | None:

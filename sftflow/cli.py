@@ -224,6 +224,18 @@ def _watched(flow: Any, watch: bool) -> Any:
     return flow.with_options(on_running=[_print_watch]) if watch else flow
 
 
+def _secrets_to_env(config: dict[str, Any]) -> dict[str, Any]:
+    """Move secrets (e.g. `--set vertex_access_token=...`) from the flow's `config` into this process's
+    environment, where the in-process flow's Settings read them: a flow parameter is stored in clear."""
+    from sftflow.config import SECRET_SETTINGS
+
+    for name in SECRET_SETTINGS:
+        value = config.pop(name, None)
+        if value is not None:
+            os.environ[f"SFTFLOW_{name.upper()}"] = str(value)
+    return config
+
+
 def _run(args: argparse.Namespace) -> int:
     from sftflow.config import load_settings
 
@@ -257,6 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         check_name("--output", args.label)
     _prefect_env(settings.local_root)
     watch = _use_prefect_api(settings)  # before any flow module imports prefect
+    config = _secrets_to_env(config)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
     undo = _quiet_user_errors()
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sftflow import layout
@@ -28,6 +28,10 @@ AdapterSize = Literal[1, 2, 4, 8, 16]
 SafetyThreshold = Literal[
     "BLOCK_NONE", "BLOCK_ONLY_HIGH", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_LOW_AND_ABOVE", "OFF"
 ]
+
+
+#: Fewest seconds between two polls of a tuning job (network etiquette: a job runs minutes to hours).
+MIN_POLL_INTERVAL = 1.0
 
 
 class ConfigError(ValueError):
@@ -98,7 +102,10 @@ class Settings(BaseSettings):
     tuned_model_display_name: str = Field(
         "sftflow-summarizer", min_length=1, max_length=128, description="Display name of the tuned model."
     )
-    poll_interval: float = Field(60.0, gt=0, description="Seconds between tuning-job polls.")
+    poll_interval: float = Field(
+        60.0, description=f"Seconds between tuning-job polls (at least {MIN_POLL_INTERVAL:g}: each poll is an API "
+        "request, and a job takes minutes to hours)."
+    )
     tuning_timeout: float = Field(4 * 3600.0, gt=0, description="Give up waiting for a job after this many seconds.")
     cancel_job_on_timeout: bool = Field(
         True, description="Cancel the job when tuning_timeout runs out (and confirm it stopped); "
@@ -106,6 +113,12 @@ class Settings(BaseSettings):
     )
     cancel_job_on_interrupt: bool = Field(
         True, description="Cancel the cloud job when the flow is cancelled or interrupted."
+    )
+    claim_stale_after: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds after which another process's claim on a tuning intent that still names no job "
+        "is taken over (its claimant died before submitting).",
     )
     resubmit_failed: bool = Field(
         False, description="Submit a new job when the one for this intent failed or was cancelled."
@@ -144,8 +157,25 @@ class Settings(BaseSettings):
     vertex_access_token: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("vertex_access_token", "SFTFLOW_VERTEX_ACCESS_TOKEN"),
-        description="Static bearer token used instead of application-default credentials. Never logged.",
+        description="Static bearer token used instead of application-default credentials. Never logged, "
+        "never a flow parameter: give it in the environment (SFTFLOW_VERTEX_ACCESS_TOKEN) or name a Prefect "
+        "Secret block in vertex_access_token_secret_block.",
     )
+    vertex_access_token_secret_block: str | None = Field(
+        None,
+        description="Name of a Prefect Secret block holding the Vertex access token; flows read it at run time "
+        "(for deployments), so the token is never a parameter. Ignored when a token is set directly.",
+    )
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _check_poll_interval(cls, v: float) -> float:
+        if v < MIN_POLL_INTERVAL:
+            raise ValueError(
+                f"poll_interval (SFTFLOW_POLL_INTERVAL): at least {MIN_POLL_INTERVAL:g} s between tuning-job polls "
+                f"(each poll is an API request), got {v:g}"
+            )
+        return v
 
     @model_validator(mode="after")
     def _check_backend(self) -> Settings:
@@ -207,6 +237,24 @@ class Settings(BaseSettings):
         if self.vertex_access_token is not None:
             data["vertex_access_token"] = "**********"
         return data
+
+
+#: Settings that hold secrets: never accepted as flow parameters (Prefect stores parameters in clear).
+SECRET_SETTINGS: tuple[str, ...] = tuple(
+    name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)
+)
+
+
+def refuse_secret_parameters(params: dict[str, Any] | None) -> None:
+    """Raise ConfigError when flow parameters (e.g. `config`) carry a secret; name the alternatives."""
+    given = sorted(k for k in SECRET_SETTINGS if (params or {}).get(k) is not None)
+    if given:
+        name = given[0]
+        raise ConfigError(
+            f"config: {name} is a secret and is never taken as a flow parameter (Prefect stores parameters "
+            f"in clear); set SFTFLOW_{name.upper()} in the environment of the process that runs the flow, "
+            f"or store it in a Prefect Secret block and pass the block's name as {name}_secret_block"
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -211,7 +211,7 @@ def runs(stack):
     local_root = stack["tmp"] / "local" / "root"
     vertex_root = stack["tmp"] / "vertex" / "root"
     vertex_cfg = dict(backend="vertex", project=stack["vertex"].project, region=stack["vertex"].location,
-                      bucket=stack["bucket"], poll_interval=0.5, limit=100)
+                      bucket=stack["bucket"], poll_interval=1, limit=100)
     vertex_params = {**_pipeline_params(vertex_root, **vertex_cfg), "train_uri": sp["train"], "val_uri": sp["val"],
                      "test_uri": sp["test"]}
     local_params = _pipeline_params(local_root, local_train_budget_s=20, limit=100)
@@ -307,7 +307,7 @@ def test_cancelling_the_flow_run_cancels_the_tuning_job(stack):
     try:
         params = {"train_uri": train, "config": {
             "backend": "vertex", "project": vertex.project, "region": vertex.location, "bucket": stack["bucket"],
-            "poll_interval": 0.5, "run_name": "cancel", "local_root": str(stack["tmp"] / "cancel" / "root")}}
+            "poll_interval": 1, "run_name": "cancel", "local_root": str(stack["tmp"] / "cancel" / "root")}}
         run_id = _submit(stack, "tune/local", params, "cancel")
         deadline = time.monotonic() + 180
         start_polls = vertex.count("GET", "/tuningJobs/")

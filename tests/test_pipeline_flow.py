@@ -45,11 +45,12 @@ def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
     assert set(states["evaluate-model"]) == {"Cached"} and set(states["compare-results"]) == {"Cached"}
 
 
-def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_path):
+def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)  # never a flow parameter
     server = make_vertex_server(job_phases=(1.0, 2.0))
     paths = sample_paths()
     config = {"backend": "vertex", "project": server.project, "region": server.location, "bucket": gcs_bucket,
-              "vertex_base_url": server.base_url, "vertex_access_token": TEST_TOKEN, "poll_interval": 0.2,
+              "vertex_base_url": server.base_url, "poll_interval": 1,
               "local_root": str(tmp_path / "root"), "train_uri": paths["train"], "val_uri": paths["val"],
               "test_uri": paths["test"], "samples": 12, "concurrency": 4, "rpm": 6000}
     # The first run paces generation at 1 request/s, so the baseline (12 requests, ~11 s) is still

@@ -31,9 +31,15 @@ def datasets(gcs_bucket):
     return gcs_bucket, train, val
 
 
+@pytest.fixture(autouse=True)
+def _token_in_env(monkeypatch):
+    """The token comes from the environment, as in real use: a flow refuses it as a parameter."""
+    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)
+
+
 def _config(server, bucket, tmp_path, **extra):
     return {"backend": "vertex", "project": server.project, "region": server.location, "bucket": bucket,
-            "vertex_base_url": server.base_url, "vertex_access_token": TEST_TOKEN, "poll_interval": 0.3,
+            "vertex_base_url": server.base_url, "poll_interval": 1,
             "local_root": str(tmp_path / "root"), **extra}
 
 
@@ -120,7 +126,7 @@ def _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, *extra):
                SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
                PREFECT_LOGGING_LEVEL="INFO")
     cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--project", server.project,
-           "--bucket", bucket, "--train", train, "--val", val, "--poll-interval", "0.3",
+           "--bucket", bucket, "--train", train, "--val", val, "--poll-interval", "1",
            "--local-root", str(tmp_path / "root"), *extra]
     # Own session: a flow process killed by a signal can orphan Prefect's temporary API server,
     # which the test then stops with the whole group.
