@@ -3,6 +3,7 @@
 <root>/datasets/{train,val,test}/<kind>-<sha12>.<ext>   content-addressed: same data, same object
 <root>/models/<job-id>/                                   local backend's tuned adapters
 <root>/tuning/<key>.json                                  record of a finished tuning intent
+<root>/claims/tuning/<key>/<jobs-seen>-<n>.json           who submits an intent's job (one job per intent)
 <root>/runs/<run>/eval/<label>/results.jsonl, summary.json, *.png, report.md
 <root>/runs/<run>/compare/comparison.json, *.png, report.md
 <root>/runs/<run>/report.md, report.json
@@ -89,6 +90,11 @@ def is_tuning_record_name(relative: str) -> bool:
 
 def tuning_record_uri(root: str, key: str) -> str:
     return child(root, "tuning", f"{key}.json")
+
+
+def tuning_claims_root(root: str) -> str:
+    """Claims on tuning intents (see sftflow.tuning.ensure_job): kept apart from the records under tuning/."""
+    return join(root, "claims", "tuning")
 
 
 def eval_dir(run_root: str, label: str) -> str:

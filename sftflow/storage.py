@@ -356,6 +356,44 @@ def download(uri: str, path: str | Path, on_progress: ProgressFn | None = None) 
     return dest
 
 
+def create_if_absent(uri: str, data: bytes, content_type: str = "application/json") -> bool:
+    """Write `data` at `uri` only if nothing is there yet; True if this call created it.
+
+    Exactly one of several concurrent callers (processes, machines) wins. Cloud Storage: an
+    upload with the precondition `if_generation_match=0` ("no live object"), see
+    https://cloud.google.com/storage/docs/request-preconditions. Locally: the complete content
+    goes to a temp file that is then hard-linked to the name — link(2) fails if the name exists,
+    like O_CREAT|O_EXCL, but a reader never sees a half-written file.
+    """
+    if is_gcs(uri):
+        from google.api_core import exceptions as gexc
+
+        try:
+            _blob(uri).upload_from_string(data, content_type=content_type, if_generation_match=0)
+        except gexc.PreconditionFailed:
+            return False
+        except Exception as exc:
+            raise _translate(exc, uri) from exc
+        return True
+    if is_http(uri):
+        raise StorageError(f"{uri}: https:// URIs are read-only")
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def delete(uri: str) -> bool:
     """Delete one file/object; False if it was not there."""
     if is_gcs(uri):

@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from sftflow import storage
 from sftflow.backends.base import BackendError, JobState, JobStatus, TransientError, Tuner, TuningSpec
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,28 @@ def tuning_key(
     return "k" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
+#: Who this process is, in claims: host, pid and a random part (pids are reused).
+OWNER = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Claims:
+    """Where claims on tuning intents live (a storage prefix) and how long an unfinished one is honoured.
+
+    Before submitting, a process creates the claim object for (intent, jobs it saw) if absent
+    (`storage.create_if_absent`: one winner across processes and machines). The winner submits
+    and writes the job's name into the claim; the others wait for that name and attach to it.
+    A claim that names no job after `stale_after` seconds (its claimant died before submitting)
+    is taken over by creating the next claim in sequence; if the first claimant was only slow,
+    both jobs are seen after submitting and the later one is cancelled.
+    """
+
+    root: str
+    stale_after: float = 300.0
+    wait_step: float = 1.0
+    owner: str = OWNER
+
+
 def ensure_job(
     tuner: Tuner,
     spec: TuningSpec,
@@ -95,38 +121,161 @@ def ensure_job(
     resubmit_failed: bool = False,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     before_submit: Callable[[], None] | None = None,
+    claims: Claims | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[str, bool]:
     """The job for `spec`: the newest alive one labelled `spec.key`, else a new one.
 
     A SUCCEEDED job whose tuned model or endpoint was deleted (cleanup) does not count as alive.
     Returns (job name, attached). Raises JobFailed when only failed/cancelled/expired jobs
     exist for the key and `resubmit_failed` is false, so a broken job is not silently
-    paid for twice. `on_event(kind, info)` receives "attached", "submitted" and "resubmitting".
+    paid for twice. With `claims`, concurrent callers for one intent submit one job between
+    them (see Claims). `on_event(kind, info)` receives "attached", "submitted", "resubmitting",
+    "claimed", "waiting" and "took-over".
     `before_submit()` runs only when a new job is about to be paid for (not when attaching): a gate
     such as the cost cap raises there, and nothing is submitted.
     """
     emit = on_event or (lambda kind, info: None)
-    jobs = tuner.find(spec.key)
-    for job in (j for j in jobs if j.state.alive):
-        if job.state is JobState.SUCCEEDED and not tuner.outputs_exist(job):
-            # Cleaned up: its model/endpoint are gone, so it cannot serve this intent any more.
+    seen: dict[str, float] = {}
+    while True:
+        jobs = tuner.find(spec.key)
+        usable = [j for j in jobs if _usable(tuner, j)]
+        if usable:
+            job = usable[0]
+            log.info("attaching to tuning job %s (%s) for key %s", job.name, job.state.value, spec.key)
+            emit("attached", {"name": job.name, "state": job.state.value, "key": spec.key})
+            return job.name, True
+        if jobs:
+            last = jobs[0]
+            if not last.state.alive and not resubmit_failed:
+                raise JobFailed(last, hint="Set resubmit_failed to submit a new job for the same inputs")
+            emit("resubmitting", {"previous": last.name, "state": last.state.value, "key": spec.key})
+        if before_submit is not None:
+            before_submit()  # a gate (cost cap) raises here, before any claim or submit
+            before_submit = None
+        if claims is None:
+            return _submit(tuner, spec, emit), False
+        outcome = _claim_or_wait(tuner, spec, jobs, claims, emit, seen)
+        if outcome is not None:
+            return outcome
+        sleep(claims.wait_step)
+
+
+_cleaned_up_logged: set[str] = set()
+
+
+def _usable(tuner: Tuner, job: JobStatus) -> bool:
+    """Alive, and not a SUCCEEDED job whose tuned model/endpoint cleanup deleted (it cannot serve any more)."""
+    if not job.state.alive:
+        return False
+    if job.state is JobState.SUCCEEDED and not tuner.outputs_exist(job):
+        if job.name not in _cleaned_up_logged:
+            _cleaned_up_logged.add(job.name)
             log.warning("tuning job %s SUCCEEDED but its tuned model/endpoint no longer exist: not reusing it",
                         job.name)
-            continue
-        log.info("attaching to tuning job %s (%s) for key %s", job.name, job.state.value, spec.key)
-        emit("attached", {"name": job.name, "state": job.state.value, "key": spec.key})
-        return job.name, True
-    if jobs:
-        last = jobs[0]
-        if not last.state.alive and not resubmit_failed:
-            raise JobFailed(last, hint="Set resubmit_failed to submit a new job for the same inputs")
-        emit("resubmitting", {"previous": last.name, "state": last.state.value, "key": spec.key})
-    if before_submit is not None:
-        before_submit()
+        return False
+    return True
+
+
+def _submit(tuner: Tuner, spec: TuningSpec, emit: Callable[[str, dict[str, Any]], None]) -> str:
     name = tuner.submit(spec)
     log.info("submitted tuning job %s for key %s", name, spec.key)
     emit("submitted", {"name": name, "key": spec.key})
-    return name, False
+    return name
+
+
+def claim_uri(claims: Claims, key: str, jobs: list[JobStatus], n: int) -> str:
+    """The n-th claim for `key` given the jobs that exist: a new failed job means a new claim."""
+    names = ",".join(sorted(j.name for j in jobs))
+    seen = hashlib.sha256(names.encode()).hexdigest()[:12] if names else "none"
+    return storage.join(claims.root, key, f"{seen}-{n}.json")
+
+
+def _read_claim(uri: str) -> dict | None:
+    try:
+        return json.loads(storage.read_text(uri))
+    except storage.StorageError:
+        return None  # released by its owner meanwhile
+
+
+def _claim_or_wait(
+    tuner: Tuner,
+    spec: TuningSpec,
+    jobs: list[JobStatus],
+    claims: Claims,
+    emit: Callable[[str, dict[str, Any]], None],
+    seen: dict[str, float],
+) -> tuple[str, bool] | None:
+    """Win the claim and submit, or attach to the job the winner named; None: look again later."""
+    n = 0
+    while True:
+        uri = claim_uri(claims, spec.key, jobs, n)
+        mine = {"owner": claims.owner, "claimed_at": time.time(), "key": spec.key, "job": None}
+        if storage.create_if_absent(uri, json.dumps(mine).encode()):
+            emit("claimed", {"claim": uri, "key": spec.key})
+            return _submit_claimed(tuner, spec, uri, mine, emit)
+        claim = _read_claim(uri)
+        if claim is None:
+            continue
+        if claim.get("owner") == claims.owner and not claim.get("job"):  # our own, from a retried attempt
+            return _submit_claimed(tuner, spec, uri, claim, emit)
+        if claim.get("job"):
+            try:
+                status = tuner.get(claim["job"])
+            except BackendError:  # names a job that no longer exists
+                n += 1
+                continue
+            if _usable(tuner, status):
+                log.info("attaching to tuning job %s, submitted by %s for key %s", claim["job"], claim.get("owner"),
+                         spec.key)
+                emit("attached", {"name": claim["job"], "state": status.state.value, "key": spec.key})
+                return claim["job"], True
+            return None  # that job has ended: the next look sees it among the key's jobs
+        new_wait = uri not in seen
+        first = seen.setdefault(uri, time.monotonic())
+        age = max(time.time() - float(claim.get("claimed_at") or 0), time.monotonic() - first)
+        if age >= claims.stale_after:
+            log.warning("claim %s by %s names no job after %.0fs (claimant gone?): taking it over", uri,
+                        claim.get("owner"), age)
+            emit("took-over", {"claim": uri, "owner": claim.get("owner"), "key": spec.key})
+            n += 1
+            continue
+        if new_wait:
+            log.info("tuning intent %s is being submitted by %s: waiting for its job", spec.key, claim.get("owner"))
+            emit("waiting", {"claim": uri, "owner": claim.get("owner"), "key": spec.key})
+        return None
+
+
+def _submit_claimed(
+    tuner: Tuner, spec: TuningSpec, uri: str, claim: dict, emit: Callable[[str, dict[str, Any]], None]
+) -> tuple[str, bool]:
+    """Holding the claim: look once more, submit, name the job in the claim, then settle duplicates."""
+    alive = [j for j in tuner.find(spec.key) if _usable(tuner, j)]
+    if alive:  # appeared between our look and our claim
+        name, attached = alive[0].name, True
+        emit("attached", {"name": name, "state": alive[0].state.value, "key": spec.key})
+    else:
+        try:
+            name, attached = _submit(tuner, spec, emit), False
+        except BaseException:
+            storage.delete(uri)  # release: the next attempt (ours or another process's) may claim again
+            raise
+    storage.write_text(uri, json.dumps(dict(claim, job=name, named_at=time.time())), "application/json")
+    return _settle(tuner, spec.key, name, attached)
+
+
+def _settle(tuner: Tuner, key: str, name: str, attached: bool) -> tuple[str, bool]:
+    """After submitting, the key's oldest alive job wins; a later duplicate of ours is cancelled."""
+    alive = [j for j in tuner.find(key) if _usable(tuner, j)]
+    if len(alive) <= 1 or attached:
+        return name, attached
+    winner = min(alive, key=lambda j: (j.create_time or "", j.name))
+    if winner.name == name:
+        return name, attached
+    log.warning("tuning job %s duplicates %s for key %s: cancelling it and attaching to %s", name, winner.name,
+                key, winner.name)
+    tuner.cancel(name)
+    return winner.name, True
 
 
 def await_job(

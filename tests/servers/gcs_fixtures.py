@@ -41,6 +41,9 @@ def gcs_emulator_server() -> Iterator[str]:
     """The emulator, started once per session; yields its base URL (sets no environment)."""
     from gcp_storage_emulator.server import create_server
 
+    from tests.servers.gcs_preconditions import install
+
+    install()  # ifGenerationMatch, which the emulator otherwise ignores (claims rely on it)
     port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
