@@ -12,6 +12,7 @@ from flows.common import settings_for
 from sftflow import layout, storage
 from sftflow.data.rules import estimate_cost
 from tasks.data import convert, converted_or_problems, download, raise_on_problems, upload, validate
+from tasks.tuning import check_tuning_data
 
 
 @flow(name="prepare_data", log_prints=True, persist_result=False, result_serializer="json")
@@ -54,6 +55,8 @@ def prepare_data(
     summaries.append(validate(local["test"], "test", src["test"]))
     _artifact_table(summaries)
     raise_on_problems(summaries, bad)
+    for kind in ("train", "val"):  # what tune checks before submitting, cached by content: no re-download there
+        check_tuning_data(conv[kind]["path"], kind, s.work_dir / "checks")
 
     root = s.storage_root
     uploaded = {

@@ -15,6 +15,8 @@ from sftflow.config import Settings
 from sftflow.tuning import tuning_key
 from tasks.tuning import (
     await_tuning_job,
+    check_tuning_data,
+    raise_on_data_problems,
     estimate_tuning_cost,
     read_tuning_record,
     record_tuned_model,
@@ -31,6 +33,14 @@ def default_datasets(s: Settings) -> tuple[str, str | None]:
     if prepared is None:
         raise FileNotFoundError(f"{uri}: no prepared data for run '{s.run_name}'; run `sftflow prepare` or pass --train")
     return prepared["train"], s.val_uri or prepared["val"]
+
+
+def check_datasets(s: Settings, train_uri: str, val_uri: str | None) -> None:
+    """Gemini's rules on what will be submitted; DataError (`URI:line: field: problem`) on any problem."""
+    checked = {train_uri: check_tuning_data(train_uri, "train", s.work_dir / "checks")}
+    if val_uri:
+        checked[val_uri] = check_tuning_data(val_uri, "val", s.work_dir / "checks")
+    raise_on_data_problems(checked)
 
 
 def build_spec(s: Settings, train_uri: str, val_uri: str | None) -> TuningSpec:
@@ -81,6 +91,7 @@ def tune(
     s.require_bucket("tune")
     log = get_run_logger()
     train, val = default_datasets(s)
+    check_datasets(s, train, val)  # before any tuning API call: nothing is submitted unvalidated
     spec = build_spec(s, train, val)
     estimate = estimate_tuning_cost(s, train, val)
     if dry_run:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_progress_artifact
@@ -15,8 +18,9 @@ from sftflow import cost, layout, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
 from sftflow.config import Settings
-from sftflow.tuning import await_job, ensure_job
-from tasks.common import RETRY_TRANSIENT, retry_transient
+from sftflow.data.rules import DataError, Problem, validate_contents_file
+from sftflow.tuning import Claims, await_job, ensure_job
+from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 
 def status_dict(st: JobStatus) -> dict:
@@ -29,6 +33,44 @@ def status_from(d: dict) -> JobStatus:
     d = dict(d)
     d["state"] = JobState(d["state"])
     return JobStatus(**d)
+
+
+def _content_id(uri: str) -> str:
+    """The content's MD5 (no download on Cloud Storage; same for a local file and its upload), else a
+    fingerprint. Never raises: a missing file is the task's error, not the cache key's."""
+    try:
+        digest = storage.md5(uri)
+        return f"md5:{digest}" if digest else storage.fingerprint(uri)
+    except Exception as exc:  # noqa: BLE001
+        return f"unreadable:{uri}:{type(exc).__name__}"
+
+
+@task(name="check-tuning-data", cache_key_fn=key_from(lambda p: [_content_id(p["uri"]), p["kind"]]),
+      persist_result=True, retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
+def check_tuning_data(uri: str, kind: str, work_dir: Path) -> dict:
+    """Gemini's tuning-data rules (those prepare applies) on the file `uri` names; cached by content, so
+    a file prepare already checked, or checked before, is not downloaded again."""
+    if storage.is_gcs(uri) or storage.is_http(uri):
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="check-", dir=work_dir))
+        try:
+            path = storage.download(uri, tmp / f"{kind}.jsonl")
+            rep = validate_contents_file(path, kind, source_name=uri)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        if not Path(uri).is_file():
+            raise storage.StorageError(f"{uri}: no such file")
+        rep = validate_contents_file(uri, kind, source_name=uri)
+    return {"kind": kind, "examples": rep.examples, "estimated_tokens": rep.estimated_tokens,
+            "problems": [asdict(p) for p in rep.problems], "problem_count": rep.problem_count}
+
+
+def raise_on_data_problems(checked: dict[str, dict]) -> None:
+    """DataError listing every problem, named by the URI the user gave (a cached check may hold another name)."""
+    problems = [Problem(**dict(p, path=uri)) for uri, summary in checked.items() for p in summary["problems"]]
+    if problems:
+        raise DataError(problems, count=sum(summary["problem_count"] for summary in checked.values()))
 
 
 @task(name="read-tuning-record")
@@ -79,7 +121,9 @@ def submit_tuning_job(settings: Settings, spec: TuningSpec, estimate: dict | Non
         if estimate is not None:
             cost.check_cap(cost.CostEstimate.from_dict(estimate), settings.max_tuning_cost_usd)
 
-    name, attached = ensure_job(tuner, spec, resubmit_failed=settings.resubmit_failed, before_submit=cap)
+    claims = Claims(layout.tuning_claims_root(settings.storage_root), stale_after=settings.claim_stale_after)
+    name, attached = ensure_job(tuner, spec, resubmit_failed=settings.resubmit_failed, before_submit=cap,
+                                claims=claims)
     if attached:
         log.info("attached to existing tuning job %s (key %s): no new job submitted", name, spec.key)
     else:
@@ -117,7 +161,11 @@ def await_tuning_job(settings: Settings, name: str) -> dict:
     except BaseException:  # Ctrl-C, SIGTERM (Prefect's TerminationSignal, sent on cancellation), exit
         if settings.cancel_job_on_interrupt:
             log.warning("interrupted: cancelling tuning job %s (cancel_job_on_interrupt=true)", name)
-            tuner.cancel(name)
+            try:
+                tuner.cancel(name)
+            except Exception as exc:  # noqa: BLE001 - the interrupt must still propagate
+                log.error("cancelling tuning job %s failed (%s): it may still be running and billing; cancel it "
+                          "yourself (Google Cloud console) or rerun to attach to it", name, exc)
         else:
             log.warning("interrupted: tuning job %s keeps running (cancel_job_on_interrupt=false)", name)
         raise

@@ -255,6 +255,22 @@ def _to_generation(response: types.GenerateContentResponse, latency_s: float) ->
 # --------------------------------------------------------------------------- tuning
 
 
+_unknown_states_logged: set[str] = set()
+
+
+def _job_state(job: types.TuningJob) -> JobState:
+    """The job's state; one the API added after this code was written counts as still running,
+    logged once per state name (polling goes on until a known end state or the time budget)."""
+    name = _enum_name(job.state) or "JOB_STATE_UNSPECIFIED"
+    state = _STATES.get(name)
+    if state is None:
+        if name not in _unknown_states_logged:
+            _unknown_states_logged.add(name)
+            log.warning("tuning job %s: unknown state %s from the API; treating it as still running", job.name, name)
+        return JobState.RUNNING
+    return state
+
+
 def _check_label(value: str) -> str:
     if not _LABEL_VALUE.match(value):
         raise ValueError(
@@ -323,7 +339,7 @@ class VertexTuner:
         return sorted(found, key=lambda s: s.create_time or "", reverse=True)
 
     def _status(self, job: types.TuningJob) -> JobStatus:
-        state = _STATES.get(_enum_name(job.state) or "", JobState.PENDING)
+        state = _job_state(job)
         stats: dict[str, Any] = {}
         total_steps = None
         sup = job.tuning_data_stats.supervised_tuning_data_stats if job.tuning_data_stats else None

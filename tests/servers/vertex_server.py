@@ -266,6 +266,11 @@ class VertexTestServer:
         self._operations: dict[str, _Operation] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Fault knobs for the tuning tests (set them on a started server):
+        self.state_override: str | None = None  # every job reports this state, e.g. an unknown one
+        self.cancel_fault: int | None = None  # :cancel answers this HTTP status instead of cancelling
+        self._list_barrier: threading.Barrier | None = None
+        self._held_lists = 0
 
     @property
     def parent(self) -> str:
@@ -341,6 +346,12 @@ class VertexTestServer:
                 if r["method"] == method.upper()
                 and (path_contains in r["path"] or path_contains in f"{r['path']}?{r['query']}")
             )
+
+    def hold_lists(self, n: int, timeout: float = 120.0) -> None:
+        """The next `n` list requests wait for each other (up to `timeout`) before answering, so `n`
+        concurrent clients all see the same job list: a deterministic race for tests."""
+        with self._lock:
+            self._list_barrier, self._held_lists = threading.Barrier(n, timeout=timeout), n
 
     @property
     def job_names(self) -> list[str]:
@@ -659,6 +670,8 @@ class VertexTestServer:
         }
         if job.labels:
             out["labels"] = job.labels
+        if self.state_override:
+            out["state"] = self.state_override
         started = job.started(now)
         if started is not None:
             epochs = int(get(get(spec, "hyper_parameters") or {}, "epoch_count") or 1)
@@ -700,6 +713,8 @@ class VertexTestServer:
             return self._job_json(self._job(parent, num), time.time())
 
     def _cancel_job(self, parent, num, *, query, body):
+        if self.cancel_fault:
+            raise _HttpError(self.cancel_fault, f"Injected cancel fault {self.cancel_fault} (test server)")
         with self._lock:
             job = self._job(parent, num)
             now = time.time()
@@ -711,6 +726,11 @@ class VertexTestServer:
             return {}
 
     def _list_jobs(self, parent, *, query, body):
+        with self._lock:
+            barrier = self._list_barrier if self._held_lists > 0 else None
+            self._held_lists -= 1 if barrier else 0
+        if barrier is not None:
+            barrier.wait()
         wanted = _parse_filter((query.get("filter") or [""])[0])
         page_size = int((query.get("pageSize") or ["100"])[0] or 100)
         offset = int((query.get("pageToken") or ["0"])[0] or 0)
