@@ -44,7 +44,7 @@ def _config(server, bucket, tmp_path, **extra):
 
 
 def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_server, datasets, tmp_path):
-    server = make_vertex_server(job_phases=(0.5, 2.0))
+    server = make_vertex_server(job_phases=(0.5, 6.0))  # RUNNING spans several 1 s polls despite 503s
     bucket, train, val = datasets
     config = _config(server, bucket, tmp_path)
     server.set_faults(0.4, (503,))
