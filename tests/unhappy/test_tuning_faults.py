@@ -294,10 +294,11 @@ def test_tune_refuses_bad_files_before_any_tuning_request(make_vertex_server, gc
 # --------------------------------------------------------------------------- network etiquette
 
 
-def test_unknown_job_state_is_logged_once_and_polled_as_running(make_vertex_server, vertex_settings_for, caplog):
+def test_unknown_job_state_is_logged_once_and_polled_as_running(make_vertex_server, vertex_settings_for, datasets,
+                                                                caplog):
     server = make_vertex_server(job_phases=(0.0, 0.0))
     tuner = VertexTuner(vertex_settings_for(server))
-    name = tuner.submit(_spec("kunknown", "gs://b/train.jsonl"))
+    name = tuner.submit(_spec("kunknown", datasets[1]))
     server.state_override = "JOB_STATE_H3_NEWLY_INVENTED"
     polls: list[JobState] = []
 
