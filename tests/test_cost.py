@@ -228,11 +228,17 @@ def datasets(gcs_bucket):
     return gcs_bucket, train, val
 
 
-def _config(server, bucket, tmp_path, **extra):
+@pytest.fixture(autouse=True)
+def _token_in_env(monkeypatch):
+    """The token comes from the environment, as in real use: a flow refuses it as a parameter."""
     from tests.servers.vertex_fixtures import TEST_TOKEN
 
+    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)
+
+
+def _config(server, bucket, tmp_path, **extra):
     return {"backend": "vertex", "project": server.project, "region": server.location, "bucket": bucket,
-            "vertex_base_url": server.base_url, "vertex_access_token": TEST_TOKEN, "poll_interval": 0.3,
+            "vertex_base_url": server.base_url, "poll_interval": 1,
             "local_root": str(tmp_path / "root"), **extra}
 
 

@@ -280,7 +280,7 @@ def test_local_tuner_sees_its_deleted_model(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["gcs", "local"])
 def test_after_cleanup_evaluate_and_compare_recompute_instead_of_serving_the_cache(where, vertex_server, tmp_path,
-                                                                                    request):
+                                                                                    request, monkeypatch):
     """evaluate/compare, cleanup --yes, evaluate/compare again: recomputed (not Cached), the files
     exist again at the paths returned (what the CLI prints); the checkpoint spares the model calls."""
     from flows.cleanup import cleanup
@@ -290,8 +290,9 @@ def test_after_cleanup_evaluate_and_compare_recompute_instead_of_serving_the_cac
     from tests.flowutil import task_states
     from tests.servers.vertex_fixtures import TEST_TOKEN
 
+    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)  # never a flow parameter
     config = {"backend": "vertex", "project": vertex_server.project, "region": vertex_server.location,
-              "vertex_base_url": vertex_server.base_url, "vertex_access_token": TEST_TOKEN, "run_name": "exp",
+              "vertex_base_url": vertex_server.base_url, "run_name": "exp",
               "local_root": str(tmp_path / "root"), "samples": 4, "rpm": 6000}
     if where == "gcs":
         config["bucket"] = request.getfixturevalue("gcs_bucket")

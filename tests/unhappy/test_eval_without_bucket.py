@@ -17,9 +17,15 @@ from tests.servers.vertex_fixtures import TEST_TOKEN
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _token_in_env(monkeypatch):
+    """The token comes from the environment, as in real use: a flow refuses it as a parameter."""
+    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)
+
+
 def _vertex_config(server, tmp_path) -> dict:
     return {"backend": "vertex", "project": server.project, "region": server.location,
-            "vertex_base_url": server.base_url, "vertex_access_token": TEST_TOKEN,
+            "vertex_base_url": server.base_url,
             "local_root": str(tmp_path / "root"), "samples": 4, "rpm": 6000, "run_name": "nobucket"}
 
 
