@@ -272,7 +272,8 @@ def test_sentence_cache_reads_back_by_id_and_is_reused_by_content(tmp_path):
     assert cache.lengths([0, 1, 2, 3]).tolist() == [5, 2, 10, 3]  # ids are positions in `sents`
     hidden, mask = cache.hidden([2, 1])
     assert hidden.shape == (2, 10, 4) and mask.sum(1).tolist() == [10, 2]
-    assert torch.equal(hidden[0, :, 0], 10 + torch.arange(10.0)) and torch.equal(hidden[1, :2, 0], torch.tensor([2.0, 3.0]))
+    assert torch.equal(hidden[0, :, 0], 10 + torch.arange(10.0))
+    assert torch.equal(hidden[1, :2, 0], torch.tensor([2.0, 3.0]))
     assert torch.equal(hidden[1, 2:], torch.zeros(8, 4))  # padding
     assert cache.base[3].tolist() == [3.0] * 4
     cache.close()

@@ -93,7 +93,8 @@ class Runner:
             torch.save(state, f)
 
     def _report(self, info: dict) -> None:
-        self.status(step=info["step"], total_steps=info["total_steps"], epoch=info["epoch"], best_step=info.get("best_step"),
+        self.status(step=info["step"], total_steps=info["total_steps"], epoch=info["epoch"],
+                    best_step=info.get("best_step"),
                     metrics=info["metrics"], stats=self.stats(info))
 
     def stats(self, info: dict) -> dict:
@@ -104,7 +105,7 @@ class Runner:
 
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         return {"example_count": len(t.train), "val_example_count": len(t.val),
-                "peak_rss_mb": round(peak_mb, 1),
+                "peak_rss_mb": round(peak_mb, 1), "cpu_s": round(time.process_time(), 1),
                 "train_elapsed_s": info.get("elapsed_s"), "examples_per_s": round(seen / el, 2),
                 **getattr(t, "extra_stats", {})}
 

@@ -58,7 +58,8 @@ class SentenceCache:
         for j, i in enumerate(ids):
             start, n = int(self.offsets[i]), int(lens[j])
             buf = os.pread(self._fd, n * self._row, start * self._row)
-            out[j, :n] = torch.from_numpy(np.frombuffer(buf, dtype=np.float16).reshape(n, self.hidden_size).astype(np.float32))
+            rows = np.frombuffer(buf, dtype=np.float16).reshape(n, self.hidden_size)
+            out[j, :n] = torch.from_numpy(rows.astype(np.float32))
         mask = (torch.arange(T).unsqueeze(0) < lens.unsqueeze(1)).long()
         return out, mask
 
