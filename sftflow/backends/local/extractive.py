@@ -14,7 +14,10 @@ back-propagating only through the top `lora_layers` layers, and scoring a sample
 article's sentences per step (the best by target plus random others: a sampled listwise loss).
 Targets mix the greedy extractive oracle (as in SummaRuNNer, https://arxiv.org/abs/1611.04230,
 and BertSumExt, https://arxiv.org/abs/1908.08345) with per-sentence ROUGE; the learning rate
-warms up then decays linearly; the best state by validation loss is the one saved.
+warms up then decays linearly; the best state by validation loss is the one saved. Before
+LoRA training the head alone is fitted on the cached base embeddings (linear probing, then
+fine-tuning: https://arxiv.org/abs/2202.10054) — hundreds of cheap steps where one epoch of
+LoRA steps is all the budget may allow, so that position and length are learnt in any case.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ HEAD_INIT_COS = 10.0  # initial head weight on the centroid cosine: starts as th
 LABEL_TAU = 0.1  # softmax temperature turning per-sentence ROUGE into a target distribution
 ORACLE_WEIGHT = 0.5  # target = this × uniform over the greedy oracle + the rest × soft ROUGE
 TRAIN_SENTENCES = 10  # sentences scored per article per training step (the best + random others)
+PROBE_STEPS = 300  # full-batch steps of the head alone on the cached base embeddings (cheap)
+PROBE_LR = 1e-2
 
 
 @dataclass
@@ -439,11 +444,57 @@ class Trainer(BudgetedTrainer):
                                        centroid_of(self.cache.base[ids]), self.cache.lengths(ids)))
             out.append(arts)
         self.train, self.val = out
+        probe_steps = self._probe()
         self.extra_stats = {"sentence_count": sum(len(a.ids) for a in self.train),
                             "encoded_sentences": len(self.cache), "encode_cached": reused,
                             "encode_s": round(encode_s, 2), "encode_cpu_s": round(encode_cpu_s, 1),
                             "prepare_s": round(time.monotonic() - t0, 2),
-                            "k": self.cfg.k}
+                            "k": self.cfg.k, "probe_steps": probe_steps}
+
+    def _probe_data(self, arts: list[ArticleRef]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs A × S × (H + features), targets A × S, mask A × S) from the base embeddings."""
+        S = max(len(a.ids) for a in arts)
+        x = torch.zeros(len(arts), S, self.head.in_features)
+        t = torch.zeros(len(arts), S)
+        m = torch.zeros(len(arts), S, dtype=torch.bool)
+        for j, a in enumerate(arts):
+            n = len(a.ids)
+            emb = self.cache.base[a.ids]
+            x[j, :n] = torch.cat([emb, features(emb, a.centroid, torch.arange(n), n, a.lengths)], -1)
+            t[j, :n], m[j, :n] = a.target, True
+        return x, t, m
+
+    def _probe_loss(self, data) -> torch.Tensor:
+        x, t, m = data
+        logits = self.head(x).squeeze(-1).masked_fill(~m, float("-inf"))
+        logp = torch.log_softmax(logits, 1).masked_fill(~m, 0.0)
+        return -(t * logp).sum() / x.shape[0]
+
+    def _probe(self) -> int:
+        """Fit the head alone on the base embeddings + features of every sentence (all of
+        them, no sampling), keeping the step with the best validation loss (step 0 is the base
+        scorer itself). Returns that step."""
+        tr = self._probe_data(self.train)
+        check = self._probe_data(self.val) if self.val else tr
+        opt = torch.optim.AdamW(self.head.parameters(), lr=PROBE_LR, weight_decay=0.01)
+        best_step, best_loss, best_state = 0, float("inf"), None
+        for step in range(PROBE_STEPS + 1):
+            if step % 10 == 0:
+                with torch.no_grad():
+                    v = float(self._probe_loss(check))
+                if v < best_loss:
+                    best_step, best_loss = step, v
+                    best_state = {k: w.detach().clone() for k, w in self.head.state_dict().items()}
+                elif step - best_step >= 50:
+                    break
+            if step == PROBE_STEPS:
+                break
+            opt.zero_grad()
+            self._probe_loss(tr).backward()
+            opt.step()
+        self.head.load_state_dict(best_state)
+        self.probe_val_loss = best_loss
+        return best_step
 
     def _sample(self, a: ArticleRef, g: torch.Generator) -> torch.Tensor:
         """The article's best sentences by target plus random others, TRAIN_SENTENCES at most."""
