@@ -383,3 +383,32 @@ def test_checkpoint_loads_as_data_and_a_pickle_payload_is_refused(tmp_path):
     with pytest.raises(ValueError, match="refused"):
         load_checkpoint(tmp_path / "evil2.pt")
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_encoding_is_outside_the_budget_and_reused_by_the_next_run(small_data, tmp_path):
+    from sftflow.backends.local import extractive as X
+
+    train, val = read_examples(small_data[0])[:16], read_examples(small_data[1])[:4]
+    params = X.TrainParams(epochs=1, budget_s=1.0, batch_articles=4)
+    t = X.Trainer(params, train, val, cache_dir=tmp_path / "cache")
+    encode, calls = t._encode, []
+
+    def slow_encode(chunk):  # an encoding pass that alone outlasts the training budget
+        calls.append(len(chunk))
+        time.sleep(1.5)
+        return encode(chunk)
+
+    t._encode = slow_encode
+    t.prepare()
+    assert calls and t.extra_stats["encode_s"] > params.budget_s and not t.extra_stats["encode_cached"]
+    assert t.run(lambda i: None, lambda s: None, lambda: False) in ("done", "budget")
+    assert t.step >= 1  # the budget starts after encoding
+    t.close()
+
+    again = X.Trainer(params, train, val, cache_dir=tmp_path / "cache")
+    again._encode = lambda chunk: pytest.fail("same sentences: the cache should have been reused")
+    again.prepare()
+    assert again.extra_stats["encode_cached"]
+    assert again.extra_stats["sentence_count"] == t.extra_stats["sentence_count"]
+    again.close()

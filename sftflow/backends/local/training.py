@@ -142,13 +142,13 @@ class BudgetedTrainer:
         Reports and checkpoints on the wall clock; the validation loss is measured at the
         start, every `val_every` steps and at the end, and the best-by-validation weights
         are the ones kept when the run ends (unless stopped, which resumes later)."""
+        if not self.metrics["val_loss"]:
+            self._record_val()  # where the curve starts (a one-off, like encoding: not in the budget)
         started = time.monotonic() - self.elapsed_s
         last_report = last_ckpt = time.monotonic()
         spe, bs = self.steps_per_epoch, self.p.batch_articles
         why = "done"
         recent: list[float] = []
-        if not self.metrics["val_loss"]:
-            self._record_val()  # where the curve starts
         while self.step < self.total_steps:
             if should_stop():
                 why = "stopped"
