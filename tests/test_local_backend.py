@@ -55,7 +55,7 @@ def spec(data, key="key-1", **kw) -> TuningSpec:
     return TuningSpec(**base)
 
 
-def wait_for(pred, timeout=90.0, poll=0.2):
+def wait_for(pred, timeout=300.0, poll=0.2):  # generous: encoding on a busy 2-core machine
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()
@@ -175,7 +175,7 @@ def test_cancel(tmp_path, small_data):
     name = tuner.submit(spec(small_data, epochs=100, budget_s=300))
     wait_for(lambda: tuner.get(name).step)
     tuner.cancel(name)
-    st = jobs.wait(tuner.root / name, 60)
+    st = jobs.wait(tuner.root / name, 300)
     assert st.state == JobState.CANCELLED
     assert st.step < st.total_steps
 
@@ -205,7 +205,7 @@ def test_killed_runner_resumes_from_checkpoint(tmp_path, small_data, monkeypatch
     assert st.stats["restarts"] == 1 and st.state == JobState.RUNNING
     resumed = wait_for(lambda: (x := tuner.get(name)).stats["phase"] == "training" and x)
     assert resumed.step >= ckpt_step  # continued, not restarted at 0
-    st = jobs.wait(job_dir, 120)
+    st = jobs.wait(job_dir, 600)
     assert st.state == JobState.SUCCEEDED, st.error
     assert st.stats["restarts"] == 1
     steps = [s for s, _ in st.metrics["train_loss"]]
@@ -312,18 +312,18 @@ class ToyTrainer:
     """A BudgetedTrainer over one scalar whose validation loss is best at step `best_at`."""
 
     @staticmethod
-    def make(best_at: int, steps: int, patience: int):
+    def make(best_at: int, steps: int, patience: float, epochs: int = 1):
         import torch
 
         from sftflow.backends.local.training import BudgetedTrainer, TrainParams
 
         class Toy(BudgetedTrainer):
             def __init__(self):
-                super().__init__(TrainParams(epochs=1, budget_s=600, batch_articles=1, val_per_epoch=steps,
-                                             patience=patience, checkpoint_every_s=1e9))
+                super().__init__(TrainParams(epochs=epochs, budget_s=600, batch_articles=1, val_per_epoch=steps,
+                                             patience_epochs=patience, checkpoint_every_s=1e9))
                 self.w = torch.nn.Parameter(torch.zeros(()))
                 self.opt = torch.optim.SGD([self.w], lr=1.0)
-                self.train = list(range(steps))
+                self.train = list(range(steps))  # one step per example: `steps` steps an epoch
                 self.val = [0]
 
             def _loss(self, batch):
@@ -346,9 +346,12 @@ def test_best_validation_state_is_kept_and_early_stop():
     t = ToyTrainer.make(best_at=3, steps=10, patience=0)
     assert t.run(lambda i: None, lambda s: None, lambda: False) == "done"
     assert t.step == 10 and float(t.w) == 3.0 and t.best["step"] == 3  # restored to the best
-    t = ToyTrainer.make(best_at=3, steps=10, patience=2)
+    t = ToyTrainer.make(best_at=3, steps=4, patience=0.5, epochs=5)
     assert t.run(lambda i: None, lambda s: None, lambda: False) == "early_stop"
-    assert t.step == 5 and float(t.w) == 3.0  # two measurements without a new best, then stop
+    assert t.step == 5 and float(t.w) == 3.0  # half an epoch past the best, after the first epoch
+    t = ToyTrainer.make(best_at=0, steps=10, patience=0.2, epochs=3)
+    assert t.run(lambda i: None, lambda s: None, lambda: False) == "early_stop"
+    assert t.step == 10 and float(t.w) == 0.0  # never before one full epoch
 
 
 def test_checkpoint_loads_as_data_and_a_pickle_payload_is_refused(tmp_path):

@@ -29,7 +29,7 @@ class TrainParams:
     checkpoint_every_s: float = 10.0
     report_every_s: float = 2.0
     val_per_epoch: int = 4  # validation-loss measurements per epoch (plus one at the start)
-    patience: int = 4  # stop after this many measurements without a new best (0: never)
+    patience_epochs: float = 1.0  # stop after this many epochs without a new best validation loss (0: never)
 
 
 class BudgetedTrainer:
@@ -119,10 +119,10 @@ class BudgetedTrainer:
                 self.best = {"step": self.step, "val_loss": v, "weights": snap}
 
     def _stale(self) -> bool:
-        """Early stop: the last `patience` validation measurements brought no new best."""
-        vals = self.metrics["val_loss"]
-        return bool(self.p.patience and self.best and len(vals) > self.p.patience
-                    and all(s > self.best["step"] for s, _ in vals[-self.p.patience:]))
+        """Early stop: `patience_epochs` of steps have passed since the best validation loss
+        (never within the first epoch, so that one full epoch is always done)."""
+        return bool(self.p.patience_epochs and self.best and self.step >= self.steps_per_epoch
+                    and self.step - self.best["step"] >= self.p.patience_epochs * self.steps_per_epoch)
 
     def _set_lr(self) -> None:
         f = self.lr_factor(self.step)
