@@ -426,9 +426,12 @@ class Trainer(BudgetedTrainer):
                     "max_tokens": self.cfg.max_tokens}
         key = sentence_cache.cache_key(uniq, settings)
         if self.cache_dir is None:
+            import shutil
             import tempfile
+            import weakref
 
             self._tmp_cache = tempfile.mkdtemp(prefix="sftflow-sentences-")
+            weakref.finalize(self, shutil.rmtree, self._tmp_cache, True)  # even if close() is never called
         root = self.cache_dir or Path(self._tmp_cache)
         self.cache, reused = sentence_cache.build(root, key, uniq, self._encode, self.model.config.hidden_size,
                                                   on_progress=on_progress)
