@@ -125,7 +125,8 @@ class Settings(BaseSettings):
     )
     seed: int = Field(0, description="Seed for local tuning and sampling.")
     local_train_budget_s: float = Field(
-        90.0, gt=0, description="Local backend: wall-clock ceiling for training, summed across restarts after a crash."
+        90.0, gt=0, description="Local backend: wall-clock ceiling for training, summed across restarts after a crash "
+        "(the one-off sentence encoding before it is not counted, and is reused across runs on the same data)."
     )
 
     # --- evaluation ----------------------------------------------------------------------

@@ -55,7 +55,7 @@ def spec(data, key="key-1", **kw) -> TuningSpec:
     return TuningSpec(**base)
 
 
-def wait_for(pred, timeout=90.0, poll=0.2):
+def wait_for(pred, timeout=300.0, poll=0.2):  # generous: encoding on a busy 2-core machine
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()
@@ -175,7 +175,7 @@ def test_cancel(tmp_path, small_data):
     name = tuner.submit(spec(small_data, epochs=100, budget_s=300))
     wait_for(lambda: tuner.get(name).step)
     tuner.cancel(name)
-    st = jobs.wait(tuner.root / name, 60)
+    st = jobs.wait(tuner.root / name, 300)
     assert st.state == JobState.CANCELLED
     assert st.step < st.total_steps
 
@@ -191,7 +191,7 @@ def test_killed_runner_resumes_from_checkpoint(tmp_path, small_data, monkeypatch
     def checkpoint_with_curve():
         if not (job_dir / "checkpoint.pt").exists():
             return None
-        ckpt = torch.load(job_dir / "checkpoint.pt", weights_only=False)
+        ckpt = torch.load(job_dir / "checkpoint.pt", weights_only=True)
         return ckpt if ckpt["metrics"]["train_loss"] else None
 
     ckpt = wait_for(checkpoint_with_curve)
@@ -205,7 +205,7 @@ def test_killed_runner_resumes_from_checkpoint(tmp_path, small_data, monkeypatch
     assert st.stats["restarts"] == 1 and st.state == JobState.RUNNING
     resumed = wait_for(lambda: (x := tuner.get(name)).stats["phase"] == "training" and x)
     assert resumed.step >= ckpt_step  # continued, not restarted at 0
-    st = jobs.wait(job_dir, 120)
+    st = jobs.wait(job_dir, 600)
     assert st.state == JobState.SUCCEEDED, st.error
     assert st.stats["restarts"] == 1
     steps = [s for s, _ in st.metrics["train_loss"]]
@@ -237,3 +237,181 @@ def torch_equal(x, y) -> bool:
     import torch
 
     return bool(torch.equal(x, y))
+
+
+# --------------------------------------------------------------------------- real-text training (issue 14)
+
+
+def fake_encoder(calls):
+    """An encoder stand-in for the sentence cache: hidden[t] = sentence length + t, base = length."""
+    import torch
+
+    def encode(chunk):
+        calls.append(list(chunk))
+        T = max(len(s) for s in chunk)
+        mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in chunk])
+        hidden = torch.stack([(len(s) + torch.arange(T, dtype=torch.float32)).unsqueeze(1).repeat(1, 4)
+                              for s in chunk])
+        base = torch.tensor([[float(len(s))] * 4 for s in chunk])
+        return hidden, mask, base
+    return encode
+
+
+def test_sentence_cache_reads_back_by_id_and_is_reused_by_content(tmp_path):
+    import torch
+
+    from sftflow.backends.local import sentence_cache as C
+
+    sents = ["abcde", "ab", "abcdefghij", "abc"]
+    key = C.cache_key(sents, {"m": 1})
+    assert key != C.cache_key(sents[:3], {"m": 1}) and key != C.cache_key(sents, {"m": 2})
+    (tmp_path / f".{key}-leftover").mkdir()  # an interrupted build is never taken for a finished one
+    calls: list = []
+    cache, reused = C.build(tmp_path, key, sents, fake_encoder(calls), hidden_size=4, batch=2)
+    assert not reused and sorted(s for c in calls for s in c) == sorted(sents)
+    assert cache.lengths([0, 1, 2, 3]).tolist() == [5, 2, 10, 3]  # ids are positions in `sents`
+    hidden, mask = cache.hidden([2, 1])
+    assert hidden.shape == (2, 10, 4) and mask.sum(1).tolist() == [10, 2]
+    assert torch.equal(hidden[0, :, 0], 10 + torch.arange(10.0))
+    assert torch.equal(hidden[1, :2, 0], torch.tensor([2.0, 3.0]))
+    assert torch.equal(hidden[1, 2:], torch.zeros(8, 4))  # padding
+    assert cache.base[3].tolist() == [3.0] * 4
+    cache.close()
+    calls.clear()
+    again, reused = C.build(tmp_path, key, sents, fake_encoder(calls), hidden_size=4)
+    assert reused and calls == []  # same content: nothing encoded
+    assert torch.equal(again.hidden([0])[0][0, :, 0], 5 + torch.arange(5.0))
+    again.close()
+
+
+def test_labels_oracle_and_k():
+    from sftflow.backends.local import extractive as X
+    from sftflow.backends.local.text import Example
+
+    sents = ["The council approved the new budget on Monday.", "It rained in the morning.",
+             "Schools will get ten million dollars more.", "A dog barked."]
+    ref = "The council approved a budget giving schools ten million dollars more."
+    assert X.oracle_indices(sents, ref, 3) == [0, 2]
+    t = X.sentence_targets(sents, ref, 2)
+    assert abs(float(t.sum()) - 1) < 1e-6 and {int(i) for i in t.argsort(descending=True)[:2]} == {0, 2}
+    art = " ".join(["Word " * 9 + "end."] * 10)  # sentences of 10 words
+    ex = [Example(prompt=f"Summarize:\n\n{art}", answer="w " * n) for n in (20, 30, 31)]
+    assert X.typical_k(ex) == 3  # median summary 30 words / 10 words a sentence
+    assert X.typical_k([Example(prompt=f"Summarize:\n\n{art}", answer="w " * 200)]) == 5  # capped
+
+
+def test_warmup_then_linear_decay():
+    from sftflow.backends.local.extractive import warmup_linear
+
+    f = [warmup_linear(s, 40) for s in range(40)]
+    assert f[0] == 0.25 and f[3] == 1.0  # 4 warm-up steps
+    assert all(a >= b for a, b in zip(f[3:], f[4:])) and abs(f[-1] - 0.1) < 1e-9
+
+
+class ToyTrainer:
+    """A BudgetedTrainer over one scalar whose validation loss is best at step `best_at`."""
+
+    @staticmethod
+    def make(best_at: int, steps: int, patience: float, epochs: int = 1):
+        import torch
+
+        from sftflow.backends.local.training import BudgetedTrainer, TrainParams
+
+        class Toy(BudgetedTrainer):
+            def __init__(self):
+                super().__init__(TrainParams(epochs=epochs, budget_s=600, batch_articles=1, val_per_epoch=steps,
+                                             patience_epochs=patience, checkpoint_every_s=1e9))
+                self.w = torch.nn.Parameter(torch.zeros(()))
+                self.opt = torch.optim.SGD([self.w], lr=1.0)
+                self.train = list(range(steps))  # one step per example: `steps` steps an epoch
+                self.val = [0]
+
+            def _loss(self, batch):
+                return -self.w  # each step adds 1 to w
+
+            def val_loss(self):
+                return abs(float(self.w.detach()) - best_at)
+
+            def snapshot(self):
+                return {"w": self.w.detach().clone()}
+
+            def restore(self, snap):
+                with torch.no_grad():
+                    self.w.copy_(snap["w"])
+
+        return Toy()
+
+
+def test_best_validation_state_is_kept_and_early_stop():
+    t = ToyTrainer.make(best_at=3, steps=10, patience=0)
+    assert t.run(lambda i: None, lambda s: None, lambda: False) == "done"
+    assert t.step == 10 and float(t.w) == 3.0 and t.best["step"] == 3  # restored to the best
+    t = ToyTrainer.make(best_at=3, steps=4, patience=0.5, epochs=5)
+    assert t.run(lambda i: None, lambda s: None, lambda: False) == "early_stop"
+    assert t.step == 5 and float(t.w) == 3.0  # half an epoch past the best, after the first epoch
+    t = ToyTrainer.make(best_at=0, steps=10, patience=0.2, epochs=3)
+    assert t.run(lambda i: None, lambda s: None, lambda: False) == "early_stop"
+    assert t.step == 10 and float(t.w) == 0.0  # never before one full epoch
+
+
+def test_checkpoint_loads_as_data_and_a_pickle_payload_is_refused(tmp_path):
+    import pickle
+
+    import torch
+
+    from sftflow.backends.local.runner import load_checkpoint
+
+    t = ToyTrainer.make(best_at=1, steps=2, patience=0)
+    t.run(lambda i: None, lambda s: None, lambda: False)
+    state = {"step": t.step, "elapsed_s": 1.5, "metrics": t.metrics, "best": t.best,
+             "head": {"weight": torch.ones(2, 3)}, "opt": t.opt.state_dict()}
+    torch.save(state, tmp_path / "checkpoint.pt")
+    back = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert back["step"] == 2 and torch.equal(back["head"]["weight"], torch.ones(2, 3))
+    assert back["best"]["weights"]["w"] == 1.0
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"step": 1, "x": Payload()}, f)
+    with pytest.raises(ValueError, match=r"evil.pt: not a checkpoint this runner wrote, refused"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+    torch.save({"step": 1, "x": Payload()}, tmp_path / "evil2.pt")  # the zip format too
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="refused"):
+        load_checkpoint(tmp_path / "evil2.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_encoding_is_outside_the_budget_and_reused_by_the_next_run(small_data, tmp_path):
+    from sftflow.backends.local import extractive as X
+
+    train, val = read_examples(small_data[0])[:16], read_examples(small_data[1])[:4]
+    params = X.TrainParams(epochs=1, budget_s=1.0, batch_articles=4)
+    t = X.Trainer(params, train, val, cache_dir=tmp_path / "cache")
+    encode, calls = t._encode, []
+
+    def slow_encode(chunk):  # an encoding pass that alone outlasts the training budget
+        calls.append(len(chunk))
+        time.sleep(1.5)
+        return encode(chunk)
+
+    t._encode = slow_encode
+    t.prepare()
+    assert calls and t.extra_stats["encode_s"] > params.budget_s and not t.extra_stats["encode_cached"]
+    assert t.run(lambda i: None, lambda s: None, lambda: False) in ("done", "budget")
+    assert t.step >= 1  # the budget starts after encoding
+    t.close()
+
+    again = X.Trainer(params, train, val, cache_dir=tmp_path / "cache")
+    again._encode = lambda chunk: pytest.fail("same sentences: the cache should have been reused")
+    again.prepare()
+    assert again.extra_stats["encode_cached"]
+    assert again.extra_stats["sentence_count"] == t.extra_stats["sentence_count"]
+    again.close()

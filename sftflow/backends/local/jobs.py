@@ -6,6 +6,8 @@ Layout of `<work_dir>/jobs/<job-id>/`:
   checkpoint.pt    adapter + head + optimizer + step, written periodically by the runner
   cancel.request   present once cancel() was asked
   runner.log       the runner's stdout/stderr
+Beside them, `<work_dir>/sentence-cache/<hash>/` holds the extractive trainer's encoded
+sentences, shared by every job on the same sentences (see sentence_cache.py).
 
 Like a cloud job, it survives its submitter: `get()` notices a runner that died without
 finishing (killed, OOM, reboot) and starts a new one, which resumes from the checkpoint.

@@ -23,6 +23,21 @@ class Cancelled(Exception):
     pass
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint as data only (`weights_only=True`): tensors and plain containers load; a
+    pickle that would build any other object (and so could run code) is refused."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a checkpoint this runner wrote, refused ({first}); "
+                         "delete it to restart the job from step 0") from None
+
+
 class Runner:
     def __init__(self, job_dir: Path):
         self.dir = job_dir
@@ -65,7 +80,8 @@ class Runner:
             checkpoint_every_s=float(os.environ.get("SFTFLOW_LOCAL_CHECKPOINT_S", "10")),
         )
         if s["base_model"] == extractive.MODEL_NAME:
-            return extractive.Trainer(params, train, val)
+            # work_dir/jobs/<job>/ → work_dir/sentence-cache: encoded sentences shared by runs
+            return extractive.Trainer(params, train, val, cache_dir=self.dir.parent.parent / "sentence-cache")
         from sftflow.backends.local import generative
 
         return generative.CausalTrainer(params, train, val, s["base_model"])
@@ -78,6 +94,7 @@ class Runner:
 
     def _report(self, info: dict) -> None:
         self.status(step=info["step"], total_steps=info["total_steps"], epoch=info["epoch"],
+                    best_step=info.get("best_step"),
                     metrics=info["metrics"], stats=self.stats(info))
 
     def stats(self, info: dict) -> dict:
@@ -88,13 +105,11 @@ class Runner:
 
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         return {"example_count": len(t.train), "val_example_count": len(t.val),
-                "peak_rss_mb": round(peak_mb, 1),
+                "peak_rss_mb": round(peak_mb, 1), "cpu_s": round(time.process_time(), 1),
                 "train_elapsed_s": info.get("elapsed_s"), "examples_per_s": round(seen / el, 2),
                 **getattr(t, "extra_stats", {})}
 
     def run(self) -> int:
-        import torch
-
         from sftflow.backends.local.extractive import set_threads
 
         self.status(state=JobState.RUNNING.value, pid=os.getpid(),
@@ -112,15 +127,17 @@ class Runner:
         t.prepare(on_prep)
         ckpt = self.dir / "checkpoint.pt"
         if ckpt.exists():
-            t.load_state(torch.load(ckpt, weights_only=False))
+            t.load_state(load_checkpoint(ckpt))
         self.status(phase="training", total_steps=t.total_steps, step=t.step,
                     stats=self.stats({"step": t.step, "elapsed_s": t.elapsed_s}))
         why = t.run(self._report, self._checkpoint, self.stop_requested)
         if why == "stopped":
             self._checkpoint(t.state())
             raise Cancelled
-        self.status(phase="saving")
+        self.status(phase="saving", stats=self.stats({"step": t.step, "elapsed_s": t.elapsed_s}))
         out = t.save(self.dir / "model")
+        if hasattr(t, "close"):
+            t.close()
         root = storage.join(self.meta["storage_root"], "models", self.job_id)
         for p in out:
             storage.upload_file(p, storage.join(root, p.name))

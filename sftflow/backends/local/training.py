@@ -2,7 +2,9 @@
 causal LM), so that both stop, resume, report and checkpoint in exactly the same way.
 
 Deterministic on CPU for the same data, seed and thread count: batches come from a
-per-epoch permutation of the seed, so a resumed run replays the same order.
+per-epoch permutation of the seed, so a resumed run replays the same order, and the
+validation loss is measured on a step schedule (not the wall clock), so the kept "best"
+state does not depend on how busy the machine was.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 @dataclass
 class TrainParams:
     lora_rank: int = 4
-    lora_layers: int = 2
+    lora_layers: int = 1  # top layers the extractive scorer tunes (the others are encoded once)
     epochs: int = 1
     lr_multiplier: float = 1.0
     budget_s: float = 60.0  # wall clock for training, summed over restarts
@@ -26,6 +28,8 @@ class TrainParams:
     batch_articles: int = 8  # examples per step (the causal trainer uses its own)
     checkpoint_every_s: float = 10.0
     report_every_s: float = 2.0
+    val_per_epoch: int = 4  # validation-loss measurements per epoch (plus one at the start)
+    patience_epochs: float = 1.0  # stop after this many epochs without a new best validation loss (0: never)
 
 
 class BudgetedTrainer:
@@ -41,6 +45,8 @@ class BudgetedTrainer:
         self.step, self.elapsed_s = 0, 0.0
         self.metrics: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": []}
         self.extra_stats: dict = {}
+        self.best: dict | None = None  # {"step", "val_loss", "weights"}
+        self._base_lrs: list[float] | None = None
 
     # -- hooks
     def _loss(self, batch: list) -> torch.Tensor:
@@ -53,6 +59,17 @@ class BudgetedTrainer:
         return {}
 
     def load_extra_state(self, st: dict) -> None:
+        pass
+
+    def lr_factor(self, step: int) -> float | None:
+        """Multiplier of the optimizer's initial learning rate at `step`; None: constant."""
+        return None
+
+    def snapshot(self) -> dict | None:
+        """The trained weights, to keep the best-by-validation state (None: not kept)."""
+        return None
+
+    def restore(self, snap: dict) -> None:
         pass
 
     # -- schedule
@@ -74,7 +91,7 @@ class BudgetedTrainer:
 
         return {"step": self.step, "elapsed_s": self.elapsed_s, "metrics": self.metrics,
                 "adapter": get_peft_model_state_dict(self.model), **self.extra_state(),
-                "opt": self.opt.state_dict()}
+                "opt": self.opt.state_dict(), "best": self.best}
 
     def load_state(self, st: dict) -> None:
         from peft import set_peft_model_state_dict
@@ -84,25 +101,54 @@ class BudgetedTrainer:
         self.opt.load_state_dict(st["opt"])
         self.step, self.elapsed_s = st["step"], st["elapsed_s"]
         self.metrics = {k: [tuple(x) for x in v] for k, v in st["metrics"].items()}
+        self.best = st.get("best")
 
     # -- the loop
+    @property
+    def val_every(self) -> int:
+        return max(1, self.steps_per_epoch // max(1, self.p.val_per_epoch))
+
     def _record_val(self) -> None:
         v = self.val_loss()
-        if v is not None:
-            self.metrics["val_loss"].append((self.step, v))
+        if v is None:
+            return
+        self.metrics["val_loss"].append((self.step, v))
+        if self.best is None or v < self.best["val_loss"]:
+            snap = self.snapshot()
+            if snap is not None:
+                self.best = {"step": self.step, "val_loss": v, "weights": snap}
+
+    def _stale(self) -> bool:
+        """Early stop: `patience_epochs` of steps have passed since the best validation loss
+        (never within the first epoch, so that one full epoch is always done)."""
+        return bool(self.p.patience_epochs and self.best and self.step >= self.steps_per_epoch
+                    and self.step - self.best["step"] >= self.p.patience_epochs * self.steps_per_epoch)
+
+    def _set_lr(self) -> None:
+        f = self.lr_factor(self.step)
+        if f is None:
+            return
+        if self._base_lrs is None:
+            self._base_lrs = [g.get("initial_lr", g["lr"]) for g in self.opt.param_groups]
+            for g, lr in zip(self.opt.param_groups, self._base_lrs):
+                g["initial_lr"] = lr
+        for g, lr in zip(self.opt.param_groups, self._base_lrs):
+            g["lr"] = lr * f
 
     def run(self, on_report: Callable[[dict], None], on_checkpoint: Callable[[dict], None],
             should_stop: Callable[[], bool]) -> str:
-        """Train until all epochs are done ('done'), the budget is spent ('budget') or
-        `should_stop()` ('stopped'). Reports and checkpoints on the wall clock; val loss
-        is recorded at the start, at each checkpoint and at the end."""
+        """Train until all epochs are done ('done'), the budget is spent ('budget'), the
+        validation loss stopped improving ('early_stop') or `should_stop()` ('stopped').
+        Reports and checkpoints on the wall clock; the validation loss is measured at the
+        start, every `val_every` steps and at the end, and the best-by-validation weights
+        are the ones kept when the run ends (unless stopped, which resumes later)."""
+        if not self.metrics["val_loss"]:
+            self._record_val()  # where the curve starts (a one-off, like encoding: not in the budget)
         started = time.monotonic() - self.elapsed_s
         last_report = last_ckpt = time.monotonic()
         spe, bs = self.steps_per_epoch, self.p.batch_articles
         why = "done"
         recent: list[float] = []
-        if not self.metrics["val_loss"]:
-            self._record_val()  # where the curve starts
         while self.step < self.total_steps:
             if should_stop():
                 why = "stopped"
@@ -110,14 +156,20 @@ class BudgetedTrainer:
             if time.monotonic() - started >= self.p.budget_s:
                 why = "budget"
                 break
+            if self._stale():
+                why = "early_stop"
+                break
             epoch, j = divmod(self.step, spe)
             idx = self.order(epoch)[j * bs:(j + 1) * bs]
+            self._set_lr()
             self.opt.zero_grad()
             loss = self._loss([self.train[i] for i in idx])
             loss.backward()
             self.opt.step()
             self.step += 1
             recent.append(loss.item())
+            if self.step % self.val_every == 0 and self.step < self.total_steps:
+                self._record_val()
             now = time.monotonic()
             self.elapsed_s = now - started
             if now - last_report >= self.p.report_every_s or self.step == self.total_steps:
@@ -125,13 +177,17 @@ class BudgetedTrainer:
                 recent, last_report = [], now
                 on_report(self.info(epoch))
             if now - last_ckpt >= self.p.checkpoint_every_s:
-                self._record_val()
                 on_checkpoint(self.state())
                 last_ckpt = now
-        self._record_val()
+        if why != "stopped":
+            if not self.metrics["val_loss"] or self.metrics["val_loss"][-1][0] != self.step:
+                self._record_val()
+            if self.best is not None and self.best["step"] != self.step:
+                self.restore(self.best["weights"])
         on_report(self.info(min(self.step, self.total_steps - 1) // spe))
         return why
 
     def info(self, epoch: int) -> dict:
         return {"step": self.step, "total_steps": self.total_steps, "epoch": epoch,
-                "elapsed_s": round(self.elapsed_s, 2), "metrics": self.metrics}
+                "elapsed_s": round(self.elapsed_s, 2), "metrics": self.metrics,
+                "best_step": self.best["step"] if self.best else None}
