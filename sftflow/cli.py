@@ -212,16 +212,10 @@ def _use_prefect_api(settings: Any) -> bool:
     return choice.api_url is not None
 
 
-def _print_watch(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_running hook: where to watch this run in the UI (PREFECT_UI_URL derives from the API URL)."""
-    from prefect.settings import PREFECT_UI_URL
-
-    if ui := PREFECT_UI_URL.value():
-        print(f"watch: {ui.rstrip('/')}/runs/flow-run/{flow_run.id}", file=sys.stderr, flush=True)
-
-
 def _watched(flow: Any, watch: bool) -> Any:
-    return flow.with_options(on_running=[_print_watch]) if watch else flow
+    from flows.cli_hooks import watched
+
+    return watched(flow, watch)
 
 
 def _secrets_to_env(config: dict[str, Any]) -> dict[str, Any]:
@@ -284,11 +278,10 @@ def _quiet_user_errors():
     Prefect's API log handler, hence the UI, keeps the traceback. Returns the undo function."""
     if os.environ.get("SFTFLOW_DEBUG"):
         return lambda: None
-    from prefect.logging.configuration import ensure_logging_setup
-
+    from flows.cli_hooks import setup_logging
     from sftflow.console import hide_user_error_tracebacks
 
-    ensure_logging_setup()  # Prefect's console handlers must exist to be adjusted
+    setup_logging()  # Prefect's console handlers must exist to be adjusted
     return hide_user_error_tracebacks(_is_user_error)
 
 
