@@ -46,7 +46,7 @@ def _content_id(uri: str) -> str:
 
 
 @task(name="check-tuning-data", cache_key_fn=key_from(lambda p: [_content_id(p["uri"]), p["kind"]]),
-      persist_result=True, retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
+      persist_result=True, result_serializer="json", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
 def check_tuning_data(uri: str, kind: str, work_dir: Path) -> dict:
     """Gemini's tuning-data rules (those prepare applies) on the file `uri` names; cached by content, so
     a file prepare already checked, or checked before, is not downloaded again."""

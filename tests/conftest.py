@@ -47,3 +47,13 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("checks skipped on this machine", sep="!", red=True, bold=True)
         for line in NOT_CHECKED:
             terminalreporter.write_line(line, red=True, bold=True)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored_after_each_test():
+    """Tests that run the CLI in-process (`main()`) change os.environ (PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+    PREFECT_API_URL, SFTFLOW_VERTEX_ACCESS_TOKEN, ...); later tests and their subprocesses must not inherit it."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

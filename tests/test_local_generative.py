@@ -59,8 +59,10 @@ def test_tune_and_generate_tiny_causal_lm(tmp_path, tiny_model):
     st = jobs.wait(tuner.root / name, 120)
     assert st.state == JobState.SUCCEEDED, st.error
     assert st.step == st.total_steps == 12
+    steps = [step for step, _ in st.metrics["val_loss"]]
     val = [v for _, v in st.metrics["val_loss"]]
-    assert len(val) == 2 and val[-1] < val[0]  # it learned something
+    # measured at the start, every max(1, steps_per_epoch // val_per_epoch) = 1 step, and at the end
+    assert steps == list(range(13)) and val[-1] < val[0]  # it learned something
     prompt = read_examples(data[1])[0].prompt
     greedy = GenerationParams(temperature=0.0, max_output_tokens=12)
     tuned = make_local_generator(s, st.endpoint)

@@ -297,7 +297,7 @@ def test_after_cleanup_evaluate_and_compare_recompute_instead_of_serving_the_cac
     if where == "gcs":
         config["bucket"] = request.getfixturevalue("gcs_bucket")
     csv = sample_paths()["test"]
-    endpoint = f"projects/{vertex_server.project}/locations/{vertex_server.location}/endpoints/42"
+    endpoint = vertex_server.deploy_tuned_model()["endpoint"]  # a real tuned endpoint: the server 404s others
     runs = {"base": dict(model="base"), "tuned": dict(model=endpoint, label="tuned")}
 
     first = {label: evaluate(test_uri=csv, config=config, **kw) for label, kw in runs.items()}

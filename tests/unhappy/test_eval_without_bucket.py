@@ -35,7 +35,7 @@ def test_vertex_evaluate_and_compare_without_a_bucket_keep_results_locally(verte
     test_csv = sample_paths()["test"]
     root = (tmp_path / "root").resolve()
     base = evaluate(model="base", test_uri=test_csv, config=config)
-    endpoint = f"projects/{vertex_server.project}/locations/{vertex_server.location}/endpoints/42"
+    endpoint = vertex_server.deploy_tuned_model()["endpoint"]  # a real tuned endpoint: the server 404s others
     tuned = evaluate(model=endpoint, label="tuned", test_uri=test_csv, config=config)
     for out in (base, tuned):
         assert Path(out["results_uri"]).is_file()

@@ -90,9 +90,15 @@ def vertex_flags(server, bucket: str, local_root: Path) -> list[str]:
             "--bucket", bucket, "--local-root", str(local_root)]
 
 
+@pytest.fixture(autouse=True)
+def _token_in_env(monkeypatch):
+    """The token comes from the environment, as in real use: a flow refuses it as a parameter."""
+    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)
+
+
 def vertex_config(server, bucket: str, local_root: Path, **more) -> dict:
     return {"backend": "vertex", "project": server.project, "region": server.location, "bucket": bucket,
-            "vertex_base_url": server.base_url, "vertex_access_token": TEST_TOKEN,
+            "vertex_base_url": server.base_url,
             "local_root": str(local_root), "concurrency": 4, "rpm": 60000, **more}
 
 
@@ -234,7 +240,7 @@ def test_pipeline_exits_1_when_an_evaluation_fails(make_vertex_server, gcs_bucke
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     proc = run_cli(["pipeline", "--train", paths["train"], "--val", paths["val"], "--test", paths["test"],
-                    "--samples", "6", "--concurrency", "3", "--rpm", "60000", "--poll-interval", "0.2",
+                    "--samples", "6", "--concurrency", "3", "--rpm", "60000", "--poll-interval", "1",
                     *vertex_flags(server, gcs_bucket, tmp_path / "root")], server, cwd, timeout=400)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "failed: 6/6 examples ended in errors" in proc.stderr
