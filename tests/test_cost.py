@@ -26,6 +26,9 @@ from sftflow.cost import (
     refusal_message,
 )
 from sftflow.tuning import JobTimeout, await_job, ensure_job
+from tests.servers.vertex_fixtures import flow_config, upload_datasets
+
+pytestmark = pytest.mark.usefixtures("token_in_env")
 
 
 def spec(key: str) -> TuningSpec:
@@ -220,26 +223,7 @@ LINE = _example("a" * 400, "b" * 40) + "\n"
 
 @pytest.fixture
 def datasets(gcs_bucket):
-    from sftflow import storage
-
-    train, val = f"{gcs_bucket}/datasets/train/train.jsonl", f"{gcs_bucket}/datasets/val/val.jsonl"
-    storage.write_bytes(train, LINE.encode() * 3)
-    storage.write_bytes(val, LINE.encode())
-    return gcs_bucket, train, val
-
-
-@pytest.fixture(autouse=True)
-def _token_in_env(monkeypatch):
-    """The token comes from the environment, as in real use: a flow refuses it as a parameter."""
-    from tests.servers.vertex_fixtures import TEST_TOKEN
-
-    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)
-
-
-def _config(server, bucket, tmp_path, **extra):
-    return {"backend": "vertex", "project": server.project, "region": server.location, "bucket": bucket,
-            "vertex_base_url": server.base_url, "poll_interval": 1,
-            "local_root": str(tmp_path / "root"), **extra}
+    return upload_datasets(gcs_bucket, LINE.encode())
 
 
 def _creates(server) -> int:
@@ -256,7 +240,7 @@ def test_cap_refuses_with_zero_jobs_but_attaching_and_reuse_are_not_capped(make_
     server = make_vertex_server(job_phases=(0.2, 0.5))
     bucket, train, val = datasets
     # 3 examples × 110 tokens = 330 tokens; at $1M per 1M tokens that is $330, over a $100 cap.
-    tiny = _config(server, bucket, tmp_path, price_per_million_training_tokens=1_000_000, max_tuning_cost_usd=100)
+    tiny = flow_config(server, bucket, tmp_path, price_per_million_training_tokens=1_000_000, max_tuning_cost_usd=100)
     state = tune(train_uri=train, val_uri=val, config=tiny, return_state=True)
     assert state.is_failed()
     with pytest.raises(CostCapExceeded, match=r"\$330.00 .* over the cap of \$100"):
@@ -326,7 +310,7 @@ def test_tuning_timeout_cancels_the_job_exactly_once(make_vertex_server, dataset
 
     server = make_vertex_server(job_phases=(1.0, 120.0))
     bucket, train, val = datasets
-    config = _config(server, bucket, tmp_path, tuning_timeout=2, cancel_job_on_timeout=cancel)
+    config = flow_config(server, bucket, tmp_path, tuning_timeout=2, cancel_job_on_timeout=cancel)
     state = tune(train_uri=train, val_uri=val, config=config, return_state=True)
     assert state.is_failed()
     with pytest.raises(JobTimeout) as err:

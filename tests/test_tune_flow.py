@@ -16,37 +16,21 @@ from flows.tune import tune
 from sftflow import storage
 from sftflow.tuning import JobFailed
 from tests.flowutil import flow_artifacts
-from tests.servers.vertex_fixtures import TEST_TOKEN
+from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config, upload_datasets
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("token_in_env")]
 
-LINE = b'{"contents":[{"role":"user","parts":[{"text":"a"}]},{"role":"model","parts":[{"text":"b"}]}]}\n'
 
 
 @pytest.fixture
 def datasets(gcs_bucket):
-    train, val = f"{gcs_bucket}/datasets/train/train.jsonl", f"{gcs_bucket}/datasets/val/val.jsonl"
-    storage.write_bytes(train, LINE * 3)
-    storage.write_bytes(val, LINE)
-    return gcs_bucket, train, val
-
-
-@pytest.fixture(autouse=True)
-def _token_in_env(monkeypatch):
-    """The token comes from the environment, as in real use: a flow refuses it as a parameter."""
-    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)
-
-
-def _config(server, bucket, tmp_path, **extra):
-    return {"backend": "vertex", "project": server.project, "region": server.location, "bucket": bucket,
-            "vertex_base_url": server.base_url, "poll_interval": 1,
-            "local_root": str(tmp_path / "root"), **extra}
+    return upload_datasets(gcs_bucket)
 
 
 def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_server, datasets, tmp_path):
     server = make_vertex_server(job_phases=(0.5, 6.0))  # RUNNING spans several 1 s polls despite 503s
     bucket, train, val = datasets
-    config = _config(server, bucket, tmp_path)
+    config = flow_config(server, bucket, tmp_path)
     server.set_faults(0.4, (503,))
     state = tune(train_uri=train, val_uri=val, config=config, return_state=True)
     out = state.result()
@@ -97,13 +81,13 @@ def test_failed_job_fails_the_flow_and_only_resubmit_failed_pays_again(make_vert
     server = make_vertex_server(job_phases=(0.2, 0.5), job_outcome="FAILED")
     bucket, train, val = datasets
     with pytest.raises(JobFailed) as err:
-        tune(train_uri=train, val_uri=val, config=_config(server, bucket, tmp_path))
+        tune(train_uri=train, val_uri=val, config=flow_config(server, bucket, tmp_path))
     (job,) = server.job_names
     assert str(err.value) == _failed_message(server, job)
     # A rerun does not pay for a second job unless asked to: in-process, and through the CLI.
     hint = ". Set resubmit_failed to submit a new job for the same inputs"
     with pytest.raises(JobFailed) as err:
-        tune(train_uri=train, val_uri=val, config=_config(server, bucket, tmp_path))
+        tune(train_uri=train, val_uri=val, config=flow_config(server, bucket, tmp_path))
     assert str(err.value) == _failed_message(server, job, hint)
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
     out = _finish(proc)

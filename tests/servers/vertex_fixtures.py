@@ -38,15 +38,34 @@ def vertex_server(make_vertex_server) -> VertexTestServer:
     return make_vertex_server()
 
 
+def upload_datasets(bucket: str, line: bytes = TUNING_LINE) -> tuple[str, str, str]:
+    """(bucket, train URI with 3 examples, val URI with 1) uploaded to the emulator."""
+    from sftflow import storage
+
+    train, val = f"{bucket}/datasets/train/train.jsonl", f"{bucket}/datasets/val/val.jsonl"
+    storage.write_bytes(train, line * 3)
+    storage.write_bytes(val, line)
+    return bucket, train, val
+
+
 @pytest.fixture
 def tuning_datasets(gcs_bucket) -> dict[str, str]:
     """{"train": gs://…/train.jsonl (3 examples), "val": gs://…/val.jsonl (1)} uploaded to the emulator."""
-    from sftflow import storage
+    _, train, val = upload_datasets(gcs_bucket)
+    return {"train": train, "val": val}
 
-    uris = {"train": f"{gcs_bucket}/datasets/train/train.jsonl", "val": f"{gcs_bucket}/datasets/val/val.jsonl"}
-    storage.write_bytes(uris["train"], TUNING_LINE * 3)
-    storage.write_bytes(uris["val"], TUNING_LINE)
-    return uris
+
+@pytest.fixture
+def token_in_env(monkeypatch):
+    """The token comes from the environment, as in real use: a flow refuses it as a parameter."""
+    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)
+
+
+def flow_config(server: VertexTestServer, bucket: str, tmp_path, **extra) -> dict:
+    """A flow `config` pointing the vertex backend at `server` (the token comes from the environment)."""
+    return {"backend": "vertex", "project": server.project, "region": server.location, "bucket": bucket,
+            "vertex_base_url": server.base_url, "poll_interval": 1,
+            "local_root": str(tmp_path / "root"), **extra}
 
 
 @pytest.fixture

@@ -35,6 +35,8 @@ from sftflow.evaluation import (
 from sftflow.transient import parse_retry_after
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
+pytestmark = pytest.mark.usefixtures("token_in_env")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -88,12 +90,6 @@ def run_cli(args: list[str], server, cwd: Path, timeout: float = 240) -> subproc
 def vertex_flags(server, bucket: str, local_root: Path) -> list[str]:
     return ["--backend", "vertex", "--project", server.project, "--region", server.location,
             "--bucket", bucket, "--local-root", str(local_root)]
-
-
-@pytest.fixture(autouse=True)
-def _token_in_env(monkeypatch):
-    """The token comes from the environment, as in real use: a flow refuses it as a parameter."""
-    monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)
 
 
 def vertex_config(server, bucket: str, local_root: Path, **more) -> dict:

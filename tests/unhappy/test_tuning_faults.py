@@ -32,7 +32,7 @@ from sftflow.backends.base import JobState, TuningSpec
 from sftflow.backends.vertex import VertexTuner
 from sftflow.config import ConfigError, load_settings
 from sftflow.tuning import Claims, await_job, claim_uri, ensure_job
-from tests.servers.vertex_fixtures import TEST_TOKEN
+from tests.servers.vertex_fixtures import TEST_TOKEN, upload_datasets
 
 GOOD = b'{"contents":[{"role":"user","parts":[{"text":"a"}]},{"role":"model","parts":[{"text":"b"}]}]}\n'
 CANARY = "h3canary-q7x9-zz-not-a-credential"  # distinctive, resembles no Google credential format
@@ -40,10 +40,7 @@ CANARY = "h3canary-q7x9-zz-not-a-credential"  # distinctive, resembles no Google
 
 @pytest.fixture
 def datasets(gcs_bucket):
-    train, val = f"{gcs_bucket}/datasets/train/train.jsonl", f"{gcs_bucket}/datasets/val/val.jsonl"
-    storage.write_bytes(train, GOOD * 3)
-    storage.write_bytes(val, GOOD)
-    return gcs_bucket, train, val
+    return upload_datasets(gcs_bucket, GOOD)
 
 
 def _env(tmp_path: Path, gcs_emulator: str, name: str, **extra: str) -> dict[str, str]:
