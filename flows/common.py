@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from sftflow import credentials, storage
-from sftflow.config import SECRET_SETTINGS, ConfigError, Settings, load_settings, refuse_secret_parameters
+from sftflow.config import SECRET_SETTINGS, Settings, load_settings, refuse_secret_parameters
+from sftflow.errors import ConfigError
 
 MASK = "**********"
 

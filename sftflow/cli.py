@@ -377,21 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _is_user_error(exc: Exception) -> bool:
-    """Errors whose message is the whole story (bad input, config, a failed job)."""
-    from sftflow.backends.base import BackendError, TransientError
-    from sftflow.config import ConfigError
-    from sftflow.cost import CostCapExceeded
-    from sftflow.credentials import CredentialsError
-    from sftflow.data.rules import DataError
-    from sftflow.evaluation import CheckpointError, EvaluationFailed
-    from sftflow.layout import LayoutError
-    from sftflow.storage import StorageError
-    from sftflow.tuning import JobFailed, JobTimeout
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors whose message is the whole story (bad input, config, a failed job): sftflow's own,
+    and a missing local file (its message names the path)."""
+    from sftflow.errors import SftflowError
 
-    return isinstance(exc, (ConfigError, CredentialsError, DataError, StorageError, CheckpointError,
-                            EvaluationFailed, LayoutError, JobFailed, JobTimeout, CostCapExceeded, BackendError,
-                            TransientError, FileNotFoundError))
+    return isinstance(exc, (SftflowError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sftflow import layout
+from sftflow.errors import ConfigError
 
 #: The public WikiLingua samples that Google's SFT codelab tunes on (the `vertex` default).
 PUBLIC_SAMPLES = "gs://github-repo/generative-ai/gemini/tuning/summarization/wikilingua"
@@ -32,10 +33,6 @@ SafetyThreshold = Literal[
 
 #: Fewest seconds between two polls of a tuning job (network etiquette: a job runs minutes to hours).
 MIN_POLL_INTERVAL = 1.0
-
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names the field and what is allowed."""
 
 
 class Settings(BaseSettings):

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sftflow.data.rules import example_tokens, iter_contents_records
+from sftflow.errors import SftflowError
 
 PRICE_SOURCE = "https://cloud.google.com/vertex-ai/generative-ai/pricing"
 ESTIMATE_METHOD = "estimate (characters/4)"
@@ -187,7 +188,7 @@ def within_cap(estimate: CostEstimate, cap_usd: float) -> bool:
     return estimate.total_usd <= cap_usd
 
 
-class CostCapExceeded(RuntimeError):
+class CostCapExceeded(SftflowError, RuntimeError):
     """The estimate is over `max_tuning_cost_usd`: no job was submitted."""
 
     def __init__(self, estimate: CostEstimate, cap_usd: float):

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sftflow.errors import CredentialsError
+
 log = logging.getLogger(__name__)
 
 #: Scope that covers Cloud Storage and Vertex AI (what google-genai itself asks for).
@@ -37,10 +39,6 @@ METADATA_PROBE_TIMEOUT_S = 1.0
 _DEFAULT_METADATA_IP = "169.254.169.254"
 
 Source = Literal["token", "adc", "anonymous"]
-
-
-class CredentialsError(Exception):
-    """Credentials were configured but cannot be used (unreadable key file, bad ADC file)."""
 
 
 @dataclass(frozen=True)

@@ -33,25 +33,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftflow.backends.base import BackendError, Generation, GenerationParams, Generator, TransientError
+from sftflow.backends.base import Generation, GenerationParams, Generator
 from sftflow.data.testset import TestExample
+from sftflow.errors import BackendError, CheckpointBusy, CheckpointError, EvaluationFailed, TransientError
 from sftflow.rouge import METRICS, score_pair
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be used (corrupt line in the middle, results of another model)."""
-
-
-class CheckpointBusy(CheckpointError):
-    """Another process is evaluating into the same checkpoint right now."""
-
-
-class EvaluationFailed(Exception):
-    """More examples ended in errors than `max_error_rate` allows; one line per error kind."""
 
 
 # --------------------------------------------------------------------------- results
@@ -517,10 +506,7 @@ def _check_unique_ids(examples: Sequence[TestExample]) -> None:
 __all__ = [
     "METRICS",
     "Checkpoint",
-    "CheckpointBusy",
-    "CheckpointError",
     "CheckpointLock",
-    "EvaluationFailed",
     "ExampleResult",
     "RateLimiter",
     "TestExample",

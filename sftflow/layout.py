@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from sftflow.errors import LayoutError
 from sftflow.storage import is_gcs, join
 
 #: Run names and result labels: lowercase letters, digits, '-' and '_', at most 63, starting with
@@ -26,10 +27,6 @@ from sftflow.storage import is_gcs, join
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _NAME = re.compile(NAME_PATTERN)
 NAME_RULE = "1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
-
-
-class LayoutError(ValueError):
-    """A name or path piece that is not allowed (it could place a file outside its run)."""
 
 
 def check_name(field: str, value: object) -> str:

@@ -32,15 +32,13 @@ from typing import Literal
 
 import psutil
 
+from sftflow.errors import ServerError
+
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4200  # Prefect's own default: the address users know, used when it is free
 RECORD = "server.json"
 LOCK = "server.lock"
 LOG = "server.log"
-
-
-class ServerError(RuntimeError):
-    """The local server could not be started or stopped; the message says why and what to do."""
 
 
 def server_home(local_root: Path | str) -> Path:

@@ -25,14 +25,11 @@ from pathlib import Path
 from typing import IO
 
 from sftflow import credentials
+from sftflow.errors import StorageError
 
 CHUNK = 1 << 20
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
-
-
-class StorageError(Exception):
-    """A storage operation failed permanently (missing object, bad URI, no permission)."""
 
 
 def is_gcs(uri: str) -> bool:

@@ -7,8 +7,7 @@ import socket
 import time
 import urllib.error
 
-from sftflow.backends.base import TransientError
-
+from sftflow.errors import TransientError
 
 
 def is_transient_status(code: int) -> bool:

@@ -19,14 +19,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sftflow import storage
-from sftflow.backends.base import BackendError, JobState, JobStatus, TransientError, Tuner, TuningSpec
+from sftflow.backends.base import JobState, JobStatus, Tuner, TuningSpec
+from sftflow.errors import BackendError, SftflowError, TransientError
 
 log = logging.getLogger(__name__)
 
 KEY_VERSION = 1  # bump when the key's inputs change meaning, so old jobs are not reused
 
 
-class JobFailed(RuntimeError):
+class JobFailed(SftflowError, RuntimeError):
     """A tuning job ended without a usable tuned model; `.status` is its last status."""
 
     def __init__(self, status: JobStatus, hint: str = ""):
@@ -39,7 +40,7 @@ class JobFailed(RuntimeError):
         super().__init__(f"{msg}. {hint}" if hint else msg)
 
 
-class JobTimeout(TimeoutError):
+class JobTimeout(SftflowError, TimeoutError):
     """Waiting for a job exceeded its time budget.
 
     `cancelled`: None — the job was left running; True — it was cancelled and confirmed stopped;

@@ -2,7 +2,8 @@
 
 import pytest
 
-from sftflow.config import PUBLIC_TRAIN, ConfigError, load_settings
+from sftflow.config import PUBLIC_TRAIN, load_settings
+from sftflow.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from sftflow.backends.base import BackendError, JobState, JobStatus, TransientError, TuningSpec
+from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.errors import BackendError, TransientError
 from sftflow.cost import (
     ESTIMATE_METHOD,
     LOCAL_METHOD,

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from sftflow.backends.base import BackendError, Generation, GenerationParams, TransientError
+from sftflow.backends.base import Generation, GenerationParams
 from sftflow.data.testset import TestExample
+from sftflow.errors import BackendError, CheckpointError, TransientError
 from sftflow.evaluation import (
     Checkpoint,
-    CheckpointError,
     ExampleResult,
     RateLimiter,
     evaluate,

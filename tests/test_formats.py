@@ -7,7 +7,8 @@ import json
 import pytest
 
 from sftflow.data.formats import convert_example, convert_messages_file
-from sftflow.data.rules import DataError, validate_contents_file
+from sftflow.data.rules import validate_contents_file
+from sftflow.errors import DataError
 
 
 def chat(user: str, answer: str, system: str | None = None) -> dict:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sftflow.data.lint import detect_format, lint_paths
-from sftflow.data.rules import DataError
+from sftflow.errors import DataError
 
 CHAT = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 CONTENTS = {"contents": [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [{"text": "a"}]}]}

@@ -129,7 +129,7 @@ def test_base_model_extracts_requested_sentences():
 
 
 def test_unknown_job_and_missing_model(tmp_path):
-    from sftflow.backends.base import BackendError
+    from sftflow.errors import BackendError
 
     s = Settings(local_root=tmp_path / "root")
     with pytest.raises(BackendError, match="no such local tuning job"):

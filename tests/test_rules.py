@@ -7,13 +7,8 @@ import json
 import pytest
 
 from sftflow.data import rules
-from sftflow.data.rules import (
-    DataError,
-    Problem,
-    estimate_cost,
-    estimate_tokens,
-    validate_contents_file,
-)
+from sftflow.data.rules import Problem, estimate_cost, estimate_tokens, validate_contents_file
+from sftflow.errors import DataError
 
 
 def turn(role, text="t"):

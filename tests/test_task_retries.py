@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sftflow.storage import StorageError
+from sftflow.errors import StorageError
 from tasks.data import download
 
 pytestmark = pytest.mark.slow  # two real retry delays (2 s and 4 s, jittered) and a Prefect start

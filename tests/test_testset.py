@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sftflow.data.rules import DataError
+from sftflow.errors import DataError
 from sftflow.data.testset import TestExample, read_test_csv, validate_test_csv
 
 

@@ -6,9 +6,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.genai import errors as genai_errors
 
-from sftflow.backends.base import BackendError, TransientError
-from sftflow.data.rules import DataError
-from sftflow.storage import StorageError
+from sftflow.errors import BackendError, DataError, StorageError, TransientError
 from sftflow.transient import is_transient
 
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from sftflow.backends.base import JobState, JobStatus, TransientError, TuningSpec
+from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.errors import TransientError
 from sftflow.backends.vertex import VertexTuner
 from sftflow.tuning import JobFailed, JobTimeout, await_job, ensure_job, tuning_key
 

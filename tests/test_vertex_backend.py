@@ -12,8 +12,9 @@ import time
 import pytest
 
 from sftflow.backends import make_generator, make_tuner
-from sftflow.backends.base import BackendError, GenerationParams, JobState, TransientError, TuningSpec
+from sftflow.backends.base import GenerationParams, JobState, TuningSpec
 from sftflow.backends.vertex import VertexGenerator, VertexTuner
+from sftflow.errors import BackendError, TransientError
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 PROMPT = "Provide a summary with about two sentences for the following article:\n\n" + (
@@ -311,7 +312,8 @@ def _endpoint(server, name: str) -> dict:
 
 _NO_CREDENTIALS_PROBE = """
 import sys
-from sftflow.backends.base import BackendError, GenerationParams
+from sftflow.backends.base import GenerationParams
+from sftflow.errors import BackendError
 from sftflow.backends.vertex import VertexGenerator
 from sftflow.config import Settings
 

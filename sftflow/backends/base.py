@@ -11,32 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
-class _KindedError(Exception):
-    """An error that can say which kind it is (`kind`, e.g. "401 UNAUTHENTICATED"), so that a
-    report can count failures per kind instead of listing every message."""
-
-    def __init__(self, message: str = "", *, kind: str | None = None):
-        super().__init__(message)
-        self.kind = kind or type(self).__name__
-
-
-class TransientError(_KindedError):
-    """A failure worth retrying (HTTP 408/429/5xx, timeouts, dropped connections).
-
-    Backends translate their SDK's transient errors into this so that retry logic lives in
-    one place (evaluation, polling) and never needs to know an SDK's exception classes.
-    `retry_after`: seconds the server asked us to wait (its `Retry-After` header), if it did.
-    """
-
-    def __init__(self, message: str = "", *, kind: str | None = None, retry_after: float | None = None):
-        super().__init__(message, kind=kind)
-        self.retry_after = retry_after
-
-
-class BackendError(_KindedError):
-    """A permanent failure reported by a backend (bad request, missing model, ...)."""
-
-
 # --------------------------------------------------------------------------- generation
 
 

@@ -22,16 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from sftflow.backends.base import (
-    BackendError,
-    Generation,
-    GenerationParams,
-    JobState,
-    JobStatus,
-    TransientError,
-    TuningSpec,
-)
-
+from sftflow.backends.base import Generation, GenerationParams, JobState, JobStatus, TuningSpec
+from sftflow.errors import BackendError, TransientError
 from sftflow.transient import is_transient_status, parse_retry_after
 
 if TYPE_CHECKING:
@@ -83,7 +75,8 @@ def _credentials(settings: Settings):
 
     Anonymous credentials cannot call Vertex AI, so that case is a one-line error here.
     """
-    from sftflow.credentials import CredentialsError, resolve
+    from sftflow.credentials import resolve
+    from sftflow.errors import CredentialsError
 
     try:
         resolved = resolve(settings.vertex_access_token)

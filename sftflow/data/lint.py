@@ -16,7 +16,6 @@ from typing import IO, Literal
 from sftflow.data.formats import convert_line, numbered_lines
 from sftflow.data.reading import read_lines, shown, sniff_jsonl
 from sftflow.data.rules import (
-    DataError,
     Kind,
     Problem,
     line_too_long,
@@ -25,6 +24,7 @@ from sftflow.data.rules import (
     validate_records,
 )
 from sftflow.data.testset import validate_test_csv
+from sftflow.errors import DataError
 
 Format = Literal["chat", "contents", "testcsv"]
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")

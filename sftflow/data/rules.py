@@ -31,6 +31,7 @@ from sftflow.data.reading import (
     sniff_jsonl,
     too_long_message,
 )
+from sftflow.errors import DataError
 
 # --------------------------------------------------------------------------- limits [LIMITS]
 
@@ -64,24 +65,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.field}: {self.message}"
-
-
-class DataError(ValueError):
-    """A data file broke one or more rules; `.problems` lists them (maybe capped)."""
-
-    def __init__(self, problems: Iterable[Problem], count: int | None = None):
-        self.problems = list(problems)
-        self.count = max(count or 0, len(self.problems))
-        lines = [str(p) for p in self.problems]
-        if self.count > len(self.problems):
-            lines.append(f"... and {self.count - len(self.problems)} more problems")
-        super().__init__("\n".join(lines))
-
-    def __repr__(self) -> str:
-        # Short: orchestrators log repr(exc) on one line; str() keeps the full list.
-        first = repr(str(self.problems[0])) if self.problems else ""
-        more = f" and {self.count - 1} more problem(s)" if self.count > 1 else ""
-        return f"DataError({first}{more})"
 
 
 class ProblemLog:

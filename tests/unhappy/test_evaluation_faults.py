@@ -24,14 +24,8 @@ from sftflow import layout
 from sftflow.backends.base import GenerationParams
 from sftflow.config import Settings
 from sftflow.data.testset import read_test_csv
-from sftflow.evaluation import (
-    Checkpoint,
-    CheckpointBusy,
-    CheckpointLock,
-    EvaluationFailed,
-    check_error_rate,
-    evaluate,
-)
+from sftflow.errors import CheckpointBusy, EvaluationFailed
+from sftflow.evaluation import Checkpoint, CheckpointLock, check_error_rate, evaluate
 from sftflow.transient import parse_retry_after
 from tests.servers.vertex_fixtures import TEST_TOKEN
 

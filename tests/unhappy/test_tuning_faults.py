@@ -30,7 +30,8 @@ import pytest
 from sftflow import storage
 from sftflow.backends.base import JobState, TuningSpec
 from sftflow.backends.vertex import VertexTuner
-from sftflow.config import ConfigError, load_settings
+from sftflow.config import load_settings
+from sftflow.errors import ConfigError
 from sftflow.tuning import Claims, await_job, claim_uri, ensure_job
 from tests.servers.vertex_fixtures import TEST_TOKEN, upload_datasets
 

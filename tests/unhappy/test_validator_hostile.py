@@ -19,8 +19,9 @@ import pytest
 from sftflow.data.formats import convert_messages_file
 from sftflow.data.lint import lint_paths
 from sftflow.data.reading import MAX_LINE_BYTES, SHOWN_CHARS, read_lines
-from sftflow.data.rules import DataError, validate_contents_file
+from sftflow.data.rules import validate_contents_file
 from sftflow.data.testset import read_test_csv, validate_test_csv
+from sftflow.errors import DataError
 
 CHAT = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 CONTENTS = {"contents": [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [{"text": "a"}]}]}
@@ -257,7 +258,7 @@ import resource, sys
 from pathlib import Path
 from sftflow.data.formats import convert_messages_file
 from sftflow.data.lint import lint_paths
-from sftflow.data.rules import DataError
+from sftflow.errors import DataError
 def peak_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 big, csv_big, small, out = sys.argv[1:]
 lint_paths([small]); convert_messages_file(small, out)

@@ -13,13 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sftflow import storage
-from sftflow.backends.base import (
-    BackendError,
-    Generation,
-    GenerationParams,
-    JobStatus,
-    TuningSpec,
-)
+from sftflow.backends.base import Generation, GenerationParams, JobStatus, TuningSpec
+from sftflow.errors import BackendError
 from sftflow.backends.local import jobs
 
 if TYPE_CHECKING:
