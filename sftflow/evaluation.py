@@ -19,213 +19,27 @@ and without a server; see `RateLimiter`. (This module also must not import Prefe
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import os
-import socket
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sftflow.backends.base import Generation, GenerationParams, Generator
+from sftflow.checkpoint import Checkpoint, CheckpointLock
 from sftflow.data.testset import TestExample
-from sftflow.errors import BackendError, CheckpointBusy, CheckpointError, EvaluationFailed, TransientError
-from sftflow.rouge import METRICS, score_pair
+from sftflow.errors import BackendError, CheckpointError, EvaluationFailed, TransientError
+from sftflow.results import ExampleResult
+from sftflow.rouge import score_pair
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class ExampleResult:
-    """One example's outcome; one JSON line of a results file.
-
-    `error` set: no usable answer after all attempts, `scores` is None and the example is
-    left out of statistics. Blocked or empty answers are *not* errors: they are scored
-    (ROUGE 0 against a non-empty reference) and flagged so that reports can show them.
-    """
-
-    id: str
-    model: str
-    prompt_chars: int
-    reference: str
-    output: str = ""
-    finish_reason: str | None = None
-    blocked: bool = False
-    error: str | None = None
-    error_kind: str | None = None  # e.g. "401 UNAUTHENTICATED", "429 RESOURCE_EXHAUSTED", "ReadTimeout"
-    scores: dict[str, float] | None = None
-    latency_s: float | None = None
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
-    attempts: int = 0
-
-    @property
-    def scored(self) -> bool:
-        return self.error is None and self.scores is not None
-
-    @property
-    def empty(self) -> bool:
-        """An answer came back but had no text (and was not reported as blocked)."""
-        return self.error is None and not self.blocked and not self.output.strip()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExampleResult:
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        missing = {"id", "model", "reference"} - data.keys()
-        if missing:
-            raise ValueError(f"missing field(s): {', '.join(sorted(missing))}")
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def _parse_lines(lines: Sequence[str], source: str) -> dict[str, ExampleResult]:
-    """Records by id (the last line for an id wins). A bad *last* line is a write cut short
-    by a kill and is ignored; a bad line anywhere else is corruption and raises."""
-    out: dict[str, ExampleResult] = {}
-    last = max((i for i, raw in enumerate(lines, start=1) if raw.strip()), default=0)
-    for i, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = ExampleResult.from_dict(json.loads(raw))
-        except (ValueError, TypeError) as exc:
-            if i == last:
-                log.warning("%s:%d: ignoring a truncated last line (%s)", source, i, exc)
-                continue
-            raise CheckpointError(f"{source}:{i}: not a result record: {exc}") from None
-        out[rec.id] = rec
-    return out
-
-
-def load_results(path: str | os.PathLike[str]) -> list[ExampleResult]:
-    """Results from a local JSONL results/checkpoint file, one per id (the last record wins)."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    return results_from_jsonl(p.read_text(encoding="utf-8", errors="replace"), str(p))
-
-
-def results_from_jsonl(text: str, source: str = "<results>") -> list[ExampleResult]:
-    """Like `load_results`, for text read through sftflow.storage (e.g. from gs://)."""
-    return list(_parse_lines(text.split("\n"), source).values())
-
-
-def results_to_jsonl(results: Iterable[ExampleResult]) -> str:
-    return "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results)
-
-
-def write_results_jsonl(results: Iterable[ExampleResult], path: str | os.PathLike[str]) -> str:
-    """Write results atomically to a local path or gs:// URI (through sftflow.storage)."""
-    from sftflow import storage
-
-    data = results_to_jsonl(results).encode("utf-8")
-    return storage.write_bytes(str(path), data, content_type="application/jsonl")
-
-
-class Checkpoint:
-    """Append-only JSONL of finished examples; each line is flushed and fsync'd under a lock."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._fh = None
-
-    def load(self) -> dict[str, ExampleResult]:
-        """Read what is there and cut off a partial last line so that appends start a new line."""
-        if not self.path.exists():
-            return {}
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1  # 0 when there is no complete line at all
-        if end != len(data):
-            log.warning("%s: dropping %d bytes of a line cut short by a kill", self.path, len(data) - end)
-            with open(self.path, "r+b") as fh:
-                fh.truncate(end)
-                fh.flush()
-                os.fsync(fh.fileno())
-        # parse the whole content: a cut line is then the last one and is tolerated
-        return _parse_lines(data.decode("utf-8", errors="replace").split("\n"), str(self.path))
-
-    def append(self, result: ExampleResult) -> None:
-        """Write one whole line (under the lock, so lines never interleave), then fsync.
-
-        The fsync runs outside the lock: it makes every line written so far durable, so
-        workers finishing together share one disk flush instead of queueing one each
-        (~4 ms apiece here, which cost ~15% of throughput at concurrency 16).
-        """
-        line = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
-        with self._lock:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "ab")
-            self._fh.write(line)
-            self._fh.flush()
-            fd = self._fh.fileno()
-        os.fsync(fd)  # the file is closed only after all workers have returned
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
-
-
-class CheckpointLock:
-    """Exclusive, non-blocking `flock` on `<checkpoint>.lock`, holding the owner's pid and host.
-
-    Why fail fast rather than wait: an evaluation can run for hours, and a command that waits
-    silently that long looks hung; the message names the holder so the user can decide. Why
-    flock: the kernel releases it when the holder's process ends in any way (SIGKILL included),
-    so there is no stale lock to clean up; the file itself is never deleted (deleting a locked
-    file lets a third process lock a new inode while the second still holds the old one).
-    """
-
-    def __init__(self, checkpoint: Path):
-        self.checkpoint = Path(checkpoint)
-        self.path = self.checkpoint.with_name(self.checkpoint.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", errors="replace").strip() or "pid not yet written"
-            os.close(fd)
-            raise CheckpointBusy(
-                f"{self.checkpoint}: another evaluation is writing this checkpoint ({holder}); "
-                "wait for it to finish (its results are then reused) or stop it, and rerun"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the last descriptor drops the flock
-            self._fd = None
-
-    def __enter__(self) -> CheckpointLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
 # --------------------------------------------------------------------------- pacing
@@ -504,18 +318,9 @@ def _check_unique_ids(examples: Sequence[TestExample]) -> None:
 
 
 __all__ = [
-    "METRICS",
-    "Checkpoint",
-    "CheckpointLock",
-    "ExampleResult",
     "RateLimiter",
-    "TestExample",
     "backoff_delay",
     "check_error_rate",
     "error_lines",
     "evaluate",
-    "load_results",
-    "results_from_jsonl",
-    "results_to_jsonl",
-    "write_results_jsonl",
 ]

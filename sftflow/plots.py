@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sftflow.evaluation import ExampleResult
+from sftflow.results import ExampleResult
 from sftflow.rouge import METRICS
 from sftflow.stats import METRIC_LABELS, Comparison, pair
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from sftflow.evaluation import ExampleResult
+from sftflow.results import ExampleResult
 from sftflow.rouge import METRICS
 from sftflow.stats import METRIC_LABELS, Comparison, counts, verdict, verdict_lines
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from sftflow.evaluation import ExampleResult
+from sftflow.results import ExampleResult
 from sftflow.rouge import METRICS
 
 TIE_EPS = 1e-12

@@ -14,7 +14,8 @@ from sftflow.backends import make_generator
 from sftflow.backends.base import GenerationParams
 from sftflow.config import Settings
 from sftflow.data.testset import read_test_csv
-from sftflow.evaluation import check_error_rate, evaluate, results_from_jsonl, results_to_jsonl
+from sftflow.evaluation import check_error_rate, evaluate
+from sftflow.results import results_from_jsonl, results_to_jsonl
 from tasks.common import ProgressArtifact, do_not_cache, key_from
 
 

@@ -22,16 +22,11 @@ from pathlib import Path
 import pytest
 
 from sftflow.backends.base import Generation, GenerationParams
+from sftflow.checkpoint import Checkpoint
 from sftflow.data.testset import TestExample
 from sftflow.errors import BackendError, CheckpointError, TransientError
-from sftflow.evaluation import (
-    Checkpoint,
-    ExampleResult,
-    RateLimiter,
-    evaluate,
-    load_results,
-    write_results_jsonl,
-)
+from sftflow.evaluation import RateLimiter, evaluate
+from sftflow.results import ExampleResult
 from sftflow.rouge import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +168,7 @@ def test_truncated_last_line_tolerated_and_repaired(tmp_path):
     assert [r.scores for r in results] == [r.scores for r in full]
     # the partial line was cut away, so every line parses now
     assert all(json.loads(line) for line in ckpt.read_text().splitlines())
-    assert len(load_results(ckpt)) == 10
+    assert len(Checkpoint(ckpt).load()) == 10
 
 
 def test_corrupt_middle_line_names_file_and_line(tmp_path):
@@ -244,17 +239,6 @@ def test_rate_limiter_slots_with_fake_clock():
     lim.acquire()
     lim.acquire()
     assert waits == [0.5]
-
-
-def test_write_and_load_results_roundtrip(tmp_path):
-    results = run(FakeGenerator(), make_examples(4, {1: "[[BLOCK]] "}), tmp_path / "c.jsonl")
-    out = tmp_path / "sub" / "results.jsonl"
-    write_results_jsonl(results, out)
-    assert [r.to_dict() for r in load_results(out)] == [r.to_dict() for r in results]
-    rec = json.loads(out.read_text().splitlines()[0])
-    assert set(rec) == {"id", "model", "prompt_chars", "reference", "output", "finish_reason", "blocked",
-                        "error", "error_kind", "scores", "latency_s", "prompt_tokens", "output_tokens", "attempts"}
-    assert isinstance(ExampleResult.from_dict(rec), ExampleResult)
 
 
 # --------------------------------------------------------------------------- real SDK + test server

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sftflow import plots, report
-from sftflow.evaluation import ExampleResult
+from sftflow.results import ExampleResult
 from sftflow.rouge import METRICS
 from sftflow.stats import compare, summarize
 

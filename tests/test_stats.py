@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from sftflow.evaluation import ExampleResult
+from sftflow.results import ExampleResult
 from sftflow.rouge import METRICS
 from sftflow.stats import (
     Comparison,

@@ -23,9 +23,10 @@ import pytest
 from sftflow import layout
 from sftflow.backends.base import GenerationParams
 from sftflow.config import Settings
+from sftflow.checkpoint import Checkpoint, CheckpointLock
 from sftflow.data.testset import read_test_csv
 from sftflow.errors import CheckpointBusy, EvaluationFailed
-from sftflow.evaluation import Checkpoint, CheckpointLock, check_error_rate, evaluate
+from sftflow.evaluation import check_error_rate, evaluate
 from sftflow.transient import parse_retry_after
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
@@ -239,7 +240,7 @@ def test_pipeline_exits_1_when_an_evaluation_fails(make_vertex_server, gcs_bucke
 
 
 def test_error_rate_threshold_is_a_share_of_examples():
-    from sftflow.evaluation import ExampleResult
+    from sftflow.results import ExampleResult
 
     def results(errors: int, total: int) -> list[ExampleResult]:
         return [ExampleResult(id=str(i), model="m", prompt_chars=1, reference="r",
@@ -433,7 +434,8 @@ _LOCK_CHILD = textwrap.dedent("""
     from sftflow.backends.vertex import VertexGenerator
     from sftflow.config import Settings
     from sftflow.data.testset import read_test_csv
-    from sftflow.evaluation import CheckpointBusy, evaluate
+    from sftflow.evaluation import evaluate
+    from sftflow.errors import CheckpointBusy
     s = Settings(_env_file=None, backend="vertex", project="test-project", bucket="gs://b",
                  vertex_base_url={url!r}, vertex_access_token="t")
     open({ready!r} + str(__import__("os").getpid()), "w").close()
@@ -492,7 +494,7 @@ def test_lock_of_a_sigkilled_holder_does_not_block(tmp_path):
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from sftflow.evaluation import CheckpointLock
+        from sftflow.checkpoint import CheckpointLock
         CheckpointLock({str(ckpt)!r}).acquire()
         print("locked", flush=True)
         time.sleep(600)
