@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from sftflow import server_cli
 
 EPILOG = """\
 Configuration: every setting can also come from an environment variable SFTFLOW_<NAME>
@@ -125,21 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also delete sftflow's uploaded datasets (<kind>/<kind>-<sha12>.<ext>; shared by runs "
                    "with the same data)")
     _common(p)
-    _server_parser(sub)
+    server_cli.add_parser(sub)
     return parser
-
-
-def _server_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "server", help="start/stop/status of a local Prefect server that every command reuses",
-        description="A Prefect server kept running in the background (its database under "
-        "<local_root>/prefect-server/), so commands skip Prefect's ~11 s temporary-server start and their "
-        "runs stay visible in the UI. Commands use it unless PREFECT_API_URL is set or "
-        "prefect_server=ephemeral. `status` exits 0 when it runs, 3 when not.")
-    p.add_argument("action", choices=["start", "stop", "status"])
-    p.add_argument("--port", type=int, help="port to serve on (default 4200 if free, else a free port)")
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server to answer")
-    p.add_argument("--local-root", type=Path, help="storage root whose server this is (default .sftflow)")
 
 
 def _overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
@@ -162,41 +150,6 @@ def _prefect_env(local_root: Path) -> None:
     """Keep Prefect's cached results beside our own storage so both vanish together."""
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str((local_root / "prefect-results").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def _server(args: argparse.Namespace) -> int:
-    """`sftflow server start|stop|status`: answers without importing Prefect."""
-    from sftflow import prefect_server as ps
-    from sftflow.config import load_settings
-
-    home = ps.server_home(load_settings(local_root=args.local_root).local_root)
-    try:
-        if args.action == "start":
-            rec, started = ps.start(home, port=args.port, timeout=args.timeout)
-            print(f"{'started' if started else 'already running'}: {rec.ui_url} (pid {rec.pid}; runs kept in {home})")
-            print("it keeps running in the background until `sftflow server stop`; sftflow commands with this "
-                  "storage root use it")
-            print(f"for the prefect CLI and deployments: export PREFECT_API_URL={rec.api_url}")
-            if (url := os.environ.get("PREFECT_API_URL")) and url != rec.api_url:
-                print(f"note: PREFECT_API_URL is set ({url}); commands use that, not this server", file=sys.stderr)
-            return 0
-        if args.action == "stop":
-            rec = ps.stop(home)
-            print(f"stopped: {rec.ui_url} (pid {rec.pid})" if rec else "not running")
-            return 0
-        st = ps.status(home)
-        if st.running:
-            assert st.record is not None
-            up = int(time.time() - st.record.started_at)
-            print(f"running: {st.record.ui_url} (pid {st.record.pid}, up {up // 3600}h{up % 3600 // 60:02d}m"
-                  f"{up % 60:02d}s; runs kept in {home})")
-            return 0
-        print(f"not running ({st.state}: {st.detail}); `sftflow server start` replaces it" if st.detail
-              else "not running")
-        return 3
-    except ps.ServerError as exc:
-        print(f"sftflow: error: {exc}", file=sys.stderr)
-        return 1
 
 
 def _use_prefect_api(settings: Any) -> bool:
@@ -235,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cmd = args.command
     if cmd == "server":
-        return _server(args)
+        return server_cli.run(args)
     if cmd == "validate":
         from sftflow.data.lint import lint_paths
 

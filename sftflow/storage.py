@@ -4,9 +4,8 @@ Every write is atomic: locally a temp file in the same directory is renamed into
 Cloud Storage an object only appears once its single-shot or resumable upload completes. A
 killed run therefore never leaves a partial file that later looks complete.
 
-GCS goes through google-cloud-storage with the credentials `sftflow.credentials` resolves (the
-static token, else application-default, else anonymous: public reads only).
-`STORAGE_EMULATOR_HOST` (the SDK's own variable) points it at an emulator.
+GCS goes through the google-cloud-storage client of `sftflow.gcs` (credentials resolved once:
+the static token, else application-default, else anonymous: public reads only).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import hashlib
 import os
 import shutil
 import tempfile
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from sftflow import credentials
+from sftflow import gcs
 from sftflow.errors import StorageError
 
 CHUNK = 1 << 20
@@ -61,58 +59,12 @@ def split_gcs(uri: str) -> tuple[str, str]:
     return bucket, blob
 
 
-# --------------------------------------------------------------------------- GCS client
-
-_client_lock = threading.Lock()
-_clients: dict[tuple, object] = {}
-
-
-def gcs_client():
-    """The google-cloud-storage client for this process's credentials (see sftflow.credentials).
-
-    One client per (token, endpoint): the static token when one is configured, else
-    application-default credentials, else anonymous (public reads only). With
-    `STORAGE_EMULATOR_HOST` and no token the client is anonymous, as the SDK itself does.
-    """
-    token = credentials.process_token()
-    endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or os.environ.get("API_ENDPOINT_OVERRIDE")
-    key = (credentials.token_id(token), endpoint)
-    with _client_lock:
-        client = _clients.get(key)
-    if client is not None:
-        return client
-    # Resolved outside our lock: credentials has its own, and never calls back into storage.
-    if token is None and os.environ.get("STORAGE_EMULATOR_HOST"):
-        resolved = None
-    else:
-        resolved = credentials.resolve(token)
-    client = _make_client(resolved)
-    with _client_lock:
-        return _clients.setdefault(key, client)
-
-
-def _make_client(resolved):
-    from google.cloud import storage as gcs
-
-    if resolved is None or resolved.source == "anonymous":
-        return gcs.Client.create_anonymous_client()
-    # An explicit project (or the placeholder the SDK's own anonymous client uses) keeps the
-    # client from running its own credentials/project discovery.
-    client = gcs.Client(project=resolved.project or "<none>", credentials=resolved.credentials)
-    if resolved.project is None:
-        client.project = None
-    return client
-
-
-def reset_clients() -> None:
-    """Forget cached clients (tests start emulators on new ports)."""
-    with _client_lock:
-        _clients.clear()
+# --------------------------------------------------------------------------- GCS objects
 
 
 def _blob(uri: str):
     bucket, name = split_gcs(uri)
-    return gcs_client().bucket(bucket).blob(name)
+    return gcs.client().bucket(bucket).blob(name)
 
 
 def _translate(exc: Exception, uri: str) -> Exception:
@@ -234,7 +186,7 @@ def list_uris(prefix: str) -> list[str]:
         if name and not name.endswith("/"):
             name += "/"
         return sorted(
-            f"gs://{bucket}/{b.name}" for b in gcs_client().list_blobs(bucket, prefix=name)
+            f"gs://{bucket}/{b.name}" for b in gcs.client().list_blobs(bucket, prefix=name)
         )
     p = Path(prefix)
     if p.is_file():

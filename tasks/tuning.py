@@ -20,7 +20,8 @@ from sftflow.backends.base import JobState, JobStatus, TuningSpec
 from sftflow.config import Settings
 from sftflow.data.rules import Problem, validate_contents_file
 from sftflow.errors import DataError
-from sftflow.tuning import Claims, await_job, ensure_job
+from sftflow.polling import await_job
+from sftflow.tuning import Claims, ensure_job
 from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 

@@ -26,7 +26,8 @@ from sftflow.cost import (
     estimate_tuning_cost,
     refusal_message,
 )
-from sftflow.tuning import JobTimeout, await_job, ensure_job
+from sftflow.polling import JobTimeout, await_job
+from sftflow.tuning import ensure_job
 from tests.servers.vertex_fixtures import flow_config, upload_datasets
 
 pytestmark = pytest.mark.usefixtures("token_in_env")

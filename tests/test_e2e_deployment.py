@@ -23,7 +23,7 @@ import pytest
 
 from deployments.local_server import PREFECT, local_prefect_server, tail
 from deployments.screenshot import capture, find_chromium, flow_run_url
-from sftflow import storage
+from sftflow import gcs, storage
 from sftflow.data.samples import sample_paths
 from tests.servers.gcs_fixtures import emulator_env
 from tests.servers.vertex_server import VertexTestServer
@@ -86,7 +86,7 @@ def _stack(tmp_path_factory, gcs_emulator):
     extra = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
     vertex = VertexTestServer(job_phases=(0.5, 1.0), gcs_url=gcs_emulator).start()
     bucket = f"gs://e2e-{uuid.uuid4().hex[:10]}"
-    storage.gcs_client().create_bucket(bucket[5:])
+    gcs.client().create_bucket(bucket[5:])
     try:
         with local_prefect_server(tmp / "prefect-home", extra_env=extra) as server:
             env = server.env

@@ -215,7 +215,7 @@ def test_killed_runner_resumes_from_checkpoint(tmp_path, small_data, monkeypatch
 
 @pytest.mark.slow
 def test_training_is_deterministic(small_data):
-    from sftflow.backends.local import extractive as X
+    from sftflow.backends.local import extractive_training as X
 
     train, val = read_examples(small_data[0])[:16], read_examples(small_data[1])[:4]
 
@@ -285,7 +285,7 @@ def test_sentence_cache_reads_back_by_id_and_is_reused_by_content(tmp_path):
 
 
 def test_labels_oracle_and_k():
-    from sftflow.backends.local import extractive as X
+    from sftflow.backends.local import extractive_training as X
     from sftflow.backends.local.text import Example
 
     sents = ["The council approved the new budget on Monday.", "It rained in the morning.",
@@ -301,7 +301,7 @@ def test_labels_oracle_and_k():
 
 
 def test_warmup_then_linear_decay():
-    from sftflow.backends.local.extractive import warmup_linear
+    from sftflow.backends.local.extractive_training import warmup_linear
 
     f = [warmup_linear(s, 40) for s in range(40)]
     assert f[0] == 0.25 and f[3] == 1.0  # 4 warm-up steps
@@ -390,7 +390,7 @@ def test_checkpoint_loads_as_data_and_a_pickle_payload_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_encoding_is_outside_the_budget_and_reused_by_the_next_run(small_data, tmp_path):
-    from sftflow.backends.local import extractive as X
+    from sftflow.backends.local import extractive_training as X
 
     train, val = read_examples(small_data[0])[:16], read_examples(small_data[1])[:4]
     params = X.TrainParams(epochs=1, budget_s=1.0, batch_articles=4)

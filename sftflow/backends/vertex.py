@@ -5,8 +5,8 @@ endpoint goes through google-cloud-aiplatform's GAPIC clients (google-genai has 
 it). Both honour `settings.vertex_base_url` (a test server on 127.0.0.1) and
 `settings.vertex_access_token` (a static bearer token instead of application-default
 credentials). The token is never logged and never put into an exception message.
-SDK errors are translated into `TransientError` / `BackendError` here, so retry logic
-elsewhere never needs to know a Google exception class.
+SDK errors are translated into `TransientError` / `BackendError` (`vertex_client.call`), so retry
+logic elsewhere never needs to know a Google exception class.
 """
 
 from __future__ import annotations
@@ -15,16 +15,14 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from google.genai import errors as genai_errors
 from google.genai import types
 
 from sftflow.backends.base import Generation, GenerationParams, JobState, JobStatus, TuningSpec
-from sftflow.errors import BackendError, TransientError
-from sftflow.transient import is_transient_status, parse_retry_after
+from sftflow.backends.vertex_client import call, make_genai_client, vertex_credentials
+from sftflow.errors import BackendError
 
 if TYPE_CHECKING:
     from google import genai
@@ -64,131 +62,6 @@ _ADAPTER_SIZES = {
     8: types.AdapterSize.ADAPTER_SIZE_EIGHT,
     16: types.AdapterSize.ADAPTER_SIZE_SIXTEEN,
 }
-T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- clients
-
-
-def _credentials(settings: Settings):
-    """The credentials every Vertex client uses (sftflow.credentials: token → ADC → anonymous).
-
-    Anonymous credentials cannot call Vertex AI, so that case is a one-line error here.
-    """
-    from sftflow.credentials import resolve
-    from sftflow.errors import CredentialsError
-
-    try:
-        resolved = resolve(settings.vertex_access_token)
-    except CredentialsError as exc:
-        raise BackendError(str(exc)) from None
-    if resolved.source == "anonymous":
-        raise BackendError(
-            "no Google credentials found — run `gcloud auth application-default login` "
-            "or set SFTFLOW_VERTEX_ACCESS_TOKEN"
-        )
-    return resolved.credentials
-
-
-def make_genai_client(settings: Settings, timeout_s: float | None = None) -> genai.Client:
-    """A google-genai client for Vertex AI in `settings.project` / `settings.region`."""
-    from google import genai
-
-    if not settings.project:
-        raise BackendError("project: required for the vertex backend (set SFTFLOW_PROJECT or --project)")
-    timeout_ms = int(1000 * (timeout_s if timeout_s is not None else settings.request_timeout))
-    with _translated("creating the google-genai client"):
-        return genai.Client(
-            vertexai=True,
-            project=settings.project,
-            location=settings.region,
-            credentials=_credentials(settings),
-            http_options=types.HttpOptions(base_url=settings.vertex_base_url, timeout=timeout_ms),
-        )
-
-
-def _transient_classes() -> tuple[type[BaseException], ...]:
-    """Network-level exception classes (no HTTP status) that are worth retrying."""
-    import google.auth.exceptions
-    import httpx
-    import requests
-
-    classes: list[type[BaseException]] = [
-        httpx.TransportError,
-        requests.ConnectionError,
-        requests.Timeout,
-        google.auth.exceptions.TransportError,
-        TimeoutError,
-        ConnectionError,
-    ]
-    try:
-        import httpx2  # google-genai uses it when installed
-
-        classes.append(httpx2.TransportError)
-    except ImportError:
-        pass
-    return tuple(classes)
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line description of an SDK error, safe to log (SDK messages carry no credentials)."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__
-
-
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Re-raise SDK errors as TransientError (retry) or BackendError (permanent)."""
-    import google.api_core.exceptions as gexc
-    import google.auth.exceptions
-
-    try:
-        yield
-    except (TransientError, BackendError):
-        raise
-    except genai_errors.APIError as exc:
-        code = int(exc.code or 0)
-        label = f"{code} {exc.status or ''}".strip()
-        message = f"{what}: HTTP {label}: {exc.message or ''}".rstrip()
-        if is_transient_status(code):
-            raise TransientError(message, kind=label, retry_after=_retry_after(exc)) from exc
-        raise BackendError(message, kind=label) from exc
-    except gexc.GoogleAPICallError as exc:
-        code = int(exc.code or 0)
-        kind = TransientError if is_transient_status(code) else BackendError
-        raise kind(f"{what}: HTTP {code}: {exc.message}", kind=f"{code} {type(exc).__name__}") from exc
-    except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise BackendError(
-            f"{what}: no Google credentials found — run `gcloud auth application-default login` "
-            "or set SFTFLOW_VERTEX_ACCESS_TOKEN"
-        ) from exc
-    except google.auth.exceptions.RefreshError as exc:
-        kind = TransientError if getattr(exc, "retryable", False) else BackendError
-        raise kind(f"{what}: could not refresh Google credentials ({type(exc).__name__})",
-                   kind=type(exc).__name__) from exc
-    except _transient_classes() as exc:
-        raise TransientError(f"{what}: {_describe(exc)}", kind=type(exc).__name__) from exc
-
-
-def _retry_after(exc: genai_errors.APIError) -> float | None:
-    """The `Retry-After` of the HTTP response behind a google-genai APIError, in seconds.
-
-    APIError keeps the transport's response object (httpx or aiohttp), whose `headers` is a
-    case-insensitive mapping: https://github.com/googleapis/python-genai/blob/main/google/genai/errors.py
-    """
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    try:
-        value = headers.get("retry-after") if headers is not None else None
-    except Exception:  # noqa: BLE001 - an odd response object must not mask the API error
-        return None
-    return parse_retry_after(value)
-
-
-def _call(what: str, fn: Callable[[], T]) -> T:
-    with _translated(what):
-        return fn()
-
-
 # --------------------------------------------------------------------------- generation
 
 
@@ -208,7 +81,7 @@ class VertexGenerator:
             http_options=types.HttpOptions(timeout=int(params.timeout_s * 1000)),
         )
         start = time.perf_counter()
-        response = _call(
+        response = call(
             f"generateContent on {self.model}",
             lambda: self._client.models.generate_content(model=self.model, contents=prompt, config=config),
         )
@@ -302,15 +175,15 @@ class VertexTuner:
                     config=config,
                 )
 
-        job = _call(f"creating a tuning job for {spec.base_model} on {spec.train_uri}", tune)
+        job = call(f"creating a tuning job for {spec.base_model} on {spec.train_uri}", tune)
         log.info("submitted tuning job %s (key %s)", job.name, spec.key)
         return job.name
 
     def get(self, name: str) -> JobStatus:
-        return self._status(_call(f"reading tuning job {name}", lambda: self._client.tunings.get(name=name)))
+        return self._status(call(f"reading tuning job {name}", lambda: self._client.tunings.get(name=name)))
 
     def cancel(self, name: str) -> None:
-        _call(f"cancelling tuning job {name}", lambda: self._client.tunings.cancel(name=name))
+        call(f"cancelling tuning job {name}", lambda: self._client.tunings.cancel(name=name))
         log.info("cancel requested for tuning job %s", name)
 
     def find(self, key: str) -> list[JobStatus]:
@@ -322,12 +195,12 @@ class VertexTuner:
             return list(self._client.tunings.list(config=config))
 
         try:
-            jobs = _call(f"listing tuning jobs labelled {key}", lambda: listed(f'labels.{KEY_LABEL}="{key}"'))
+            jobs = call(f"listing tuning jobs labelled {key}", lambda: listed(f'labels.{KEY_LABEL}="{key}"'))
         except BackendError as exc:  # a filter syntax the service rejects: list all, filter here
             if getattr(exc.__cause__, "code", None) != 400:
                 raise
             log.warning("label filter rejected (%s); listing all tuning jobs", exc)
-            jobs = _call("listing tuning jobs", lambda: listed(None))
+            jobs = call("listing tuning jobs", lambda: listed(None))
         found = [self._status(j) for j in jobs if (j.labels or {}).get(KEY_LABEL) == key]
         return sorted(found, key=lambda s: s.create_time or "", reverse=True)
 
@@ -376,10 +249,10 @@ class VertexTuner:
 
         endpoint = self.settings.vertex_base_url or f"{self.settings.region}-aiplatform.googleapis.com"
         cls = getattr(aiplatform_v1, service)
-        return _call(
+        return call(
             f"creating the {service}",
             lambda: cls(
-                credentials=_credentials(self.settings),
+                credentials=vertex_credentials(self.settings),
                 transport="rest",
                 client_options=ClientOptions(api_endpoint=endpoint),
             ),
@@ -396,7 +269,7 @@ class VertexTuner:
         for service, method, name in checks:
             client = self._gapic(service)
             try:
-                _call(f"reading {name}", lambda: getattr(client, method)(name=name))
+                call(f"reading {name}", lambda: getattr(client, method)(name=name))
             except BackendError as exc:
                 if isinstance(exc.__cause__, gexc.NotFound):
                     return False
@@ -415,7 +288,7 @@ class VertexTuner:
         if status.endpoint:
             endpoints = self._gapic("EndpointServiceClient")
             try:
-                ep = _call(f"reading endpoint {status.endpoint}", lambda: endpoints.get_endpoint(name=status.endpoint))
+                ep = call(f"reading endpoint {status.endpoint}", lambda: endpoints.get_endpoint(name=status.endpoint))
             except BackendError as exc:
                 if not isinstance(exc.__cause__, gexc.NotFound):
                     raise
@@ -427,25 +300,25 @@ class VertexTuner:
                     for i, did in enumerate(deployed):
                         rest = deployed[i + 1 :]
                         split = {d: 100 // len(rest) + (1 if j < 100 % len(rest) else 0) for j, d in enumerate(rest)}
-                        _call(
+                        call(
                             f"undeploying {did} from {ep.name}",
                             lambda did=did, split=split: endpoints.undeploy_model(
                                 endpoint=ep.name, deployed_model_id=did, traffic_split=split
                             ).result(timeout=600),
                         )
-                    _call(f"deleting {ep.name}", lambda: endpoints.delete_endpoint(name=ep.name).result(timeout=600))
+                    call(f"deleting {ep.name}", lambda: endpoints.delete_endpoint(name=ep.name).result(timeout=600))
                     log.info("deleted endpoint %s", ep.name)
         if status.tuned_model:
             model_name = status.tuned_model.split("@", 1)[0]
             models = self._gapic("ModelServiceClient")
             try:
-                _call(f"reading model {status.tuned_model}", lambda: models.get_model(name=status.tuned_model))
+                call(f"reading model {status.tuned_model}", lambda: models.get_model(name=status.tuned_model))
             except BackendError as exc:
                 if not isinstance(exc.__cause__, gexc.NotFound):
                     raise
             else:
                 names.append(model_name)
                 if not dry_run:
-                    _call(f"deleting {model_name}", lambda: models.delete_model(name=model_name).result(timeout=600))
+                    call(f"deleting {model_name}", lambda: models.delete_model(name=model_name).result(timeout=600))
                     log.info("deleted model %s", model_name)
         return names

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from sftflow.data.reading import MAX_LINE_BYTES, clip, decode_line, read_lines, shown, shown_key, wrong_bom
 from sftflow.data.rules import Problem, ProblemLog, line_too_long
-from sftflow.errors import DataError
 
 REQUIRED_COLUMNS = ("input_text", "output_text")
 ID_COLUMN = "id"

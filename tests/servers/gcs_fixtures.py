@@ -24,16 +24,16 @@ def free_port() -> int:
 @contextmanager
 def emulator_env(url: str) -> Iterator[str]:
     """Point google-cloud-storage at the emulator for the duration of the block, then restore."""
-    from sftflow import storage
+    from sftflow import gcs
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STORAGE_EMULATOR_HOST", url)
-        storage.reset_clients()
+        gcs.reset_clients()
         try:
             yield url
         finally:
-            storage.reset_clients()
-    storage.reset_clients()
+            gcs.reset_clients()
+    gcs.reset_clients()
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +63,8 @@ def gcs_emulator(gcs_emulator_server) -> Iterator[str]:
 @pytest.fixture
 def gcs_bucket(gcs_emulator) -> str:
     """A fresh, empty bucket on the emulator; yields its gs:// URI."""
-    from sftflow import storage
+    from sftflow import gcs
 
     name = f"test-{uuid.uuid4().hex[:12]}"
-    storage.gcs_client().create_bucket(name)
+    gcs.client().create_bucket(name)
     return f"gs://{name}"

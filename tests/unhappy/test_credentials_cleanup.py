@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from sftflow import credentials, storage
+from sftflow import credentials, gcs, storage
 from tests.unhappy.helpers_http import RecordingProxy, SilentServer
 
 TOKEN = "tok-for-storage-test-only"
@@ -29,10 +29,10 @@ TOKEN = "tok-for-storage-test-only"
 def fresh_credentials():
     """Each test decides credentials from scratch, and leaves no process token behind."""
     credentials.reset()
-    storage.reset_clients()
+    gcs.reset_clients()
     yield
     credentials.reset()
-    storage.reset_clients()
+    gcs.reset_clients()
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_no_credentials_reads_a_public_object_without_hanging(gcs_emulator, no_a
     reads a public object within seconds. The child reaches the emulator through the SDK's
     API_ENDPOINT_OVERRIDE, not STORAGE_EMULATOR_HOST, so it takes the production credentials path."""
     bucket = "public-" + os.urandom(4).hex()
-    storage.gcs_client().create_bucket(bucket)
+    gcs.client().create_bucket(bucket)
     storage.write_text(f"gs://{bucket}/samples/test.csv", "input_text,output_text\na,b\n")
     env = {k: v for k, v in os.environ.items() if k not in ("STORAGE_EMULATOR_HOST", "SFTFLOW_VERTEX_ACCESS_TOKEN")}
     env["API_ENDPOINT_OVERRIDE"] = gcs_emulator
@@ -79,7 +79,7 @@ def test_no_credentials_reads_a_public_object_without_hanging(gcs_emulator, no_a
 def test_static_token_reaches_cloud_storage(gcs_emulator, fresh_credentials, monkeypatch):
     """With a token, every storage request carries `Authorization: Bearer <token>`; without, none does."""
     bucket = "tok-" + os.urandom(4).hex()
-    storage.gcs_client().create_bucket(bucket)
+    gcs.client().create_bucket(bucket)
     with RecordingProxy(gcs_emulator) as proxy:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
         uri = f"gs://{bucket}/runs/exp/a.txt"
@@ -109,7 +109,7 @@ def test_many_threads_resolve_at_once_without_deadlock(no_adc, fresh_credentials
         try:
             barrier.wait(10)
             token = TOKEN if i % 2 else None
-            results.append((token, credentials.resolve(token), storage.gcs_client() if not token else None))
+            results.append((token, credentials.resolve(token), gcs.client() if not token else None))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -153,7 +153,7 @@ def test_unusable_key_file_is_one_line_naming_it(no_adc, fresh_credentials, tmp_
 def test_vertex_without_any_credentials_is_a_one_line_error(no_adc, fresh_credentials, monkeypatch):
     """The genai client is refused at once with what to do, instead of hanging in google-auth."""
     from sftflow.errors import BackendError
-    from sftflow.backends.vertex import make_genai_client
+    from sftflow.backends.vertex_client import make_genai_client
     from sftflow.config import Settings
 
     monkeypatch.delenv("SFTFLOW_VERTEX_ACCESS_TOKEN", raising=False)
@@ -242,7 +242,8 @@ def test_succeeded_job_whose_outputs_were_deleted_is_not_reattached(make_vertex_
     (the job still lists as SUCCEEDED) it submits a new job instead of handing back a dead endpoint."""
     from sftflow.backends.base import TuningSpec
     from sftflow.backends.vertex import VertexTuner
-    from sftflow.tuning import await_job, ensure_job
+    from sftflow.polling import await_job
+    from sftflow.tuning import ensure_job
 
     server = make_vertex_server(job_phases=(0.0, 0.1))
     tuner = VertexTuner(vertex_settings_for(server))

@@ -32,7 +32,8 @@ from sftflow.backends.base import JobState, TuningSpec
 from sftflow.backends.vertex import VertexTuner
 from sftflow.config import load_settings
 from sftflow.errors import ConfigError
-from sftflow.tuning import Claims, await_job, claim_uri, ensure_job
+from sftflow.polling import await_job
+from sftflow.tuning import Claims, claim_uri, ensure_job
 from tests.servers.vertex_fixtures import TEST_TOKEN, upload_datasets
 
 GOOD = b'{"contents":[{"role":"user","parts":[{"text":"a"}]},{"role":"model","parts":[{"text":"b"}]}]}\n'

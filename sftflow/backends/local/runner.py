@@ -65,14 +65,15 @@ class Runner:
         return str(local)
 
     def _trainer(self):
-        from sftflow.backends.local import extractive
+        from sftflow.backends.local import extractive, extractive_training
         from sftflow.backends.local.text import read_examples
+        from sftflow.backends.local.training import TrainParams
 
         s = self.spec
         train = read_examples(self._data(s["train_uri"], "train.jsonl"))
         val_path = self._data(s.get("val_uri"), "val.jsonl")
         val = read_examples(val_path) if val_path else []
-        params = extractive.TrainParams(
+        params = TrainParams(
             lora_rank=int(s["adapter_size"]), epochs=int(s["epochs"]),
             lr_multiplier=float(s["learning_rate_multiplier"]),
             budget_s=float(s.get("budget_s") or self.meta.get("default_budget_s", 60.0)),
@@ -81,7 +82,7 @@ class Runner:
         )
         if s["base_model"] == extractive.MODEL_NAME:
             # work_dir/jobs/<job>/ → work_dir/sentence-cache: encoded sentences shared by runs
-            return extractive.Trainer(params, train, val, cache_dir=self.dir.parent.parent / "sentence-cache")
+            return extractive_training.Trainer(params, train, val, cache_dir=self.dir.parent.parent / "sentence-cache")
         from sftflow.backends.local import generative
 
         return generative.CausalTrainer(params, train, val, s["base_model"])
@@ -110,7 +111,7 @@ class Runner:
                 **getattr(t, "extra_stats", {})}
 
     def run(self) -> int:
-        from sftflow.backends.local.extractive import set_threads
+        from sftflow.backends.local.training import set_threads
 
         self.status(state=JobState.RUNNING.value, pid=os.getpid(),
                     pid_start=jobs.proc_start_time(os.getpid()), phase="loading")

@@ -10,6 +10,7 @@ state does not depend on how busy the machine was.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,3 +192,10 @@ class BudgetedTrainer:
         return {"step": self.step, "total_steps": self.total_steps, "epoch": epoch,
                 "elapsed_s": round(self.elapsed_s, 2), "metrics": self.metrics,
                 "best_step": self.best["step"] if self.best else None}
+
+
+def set_threads() -> int:
+    """Use every core this process may run on (2 here); returns the count."""
+    n = int(os.environ.get("SFTFLOW_TORCH_THREADS", "0")) or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
