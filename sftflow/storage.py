@@ -17,18 +17,16 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from sftflow import gcs
 from sftflow.errors import StorageError
+from sftflow.progress import ProgressFn
 
 CHUNK = 1 << 20
-
-ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
-
 
 def is_gcs(uri: str) -> bool:
     return uri.startswith("gs://")
@@ -276,7 +274,7 @@ def download(uri: str, path: str | Path, on_progress: ProgressFn | None = None) 
             except Exception as exc:
                 raise _translate(exc, uri) from exc
             if on_progress:
-                on_progress(total or 0, total)
+                on_progress(total or 0, total, {})
         elif is_http(uri):
             try:
                 r = urllib.request.urlopen(uri, timeout=60)
@@ -289,7 +287,7 @@ def download(uri: str, path: str | Path, on_progress: ProgressFn | None = None) 
                     f.write(chunk)
                     done += len(chunk)
                     if on_progress:
-                        on_progress(done, total)
+                        on_progress(done, total, {})
         else:
             src = Path(uri)
             if not src.is_file():
@@ -301,7 +299,7 @@ def download(uri: str, path: str | Path, on_progress: ProgressFn | None = None) 
                     f.write(chunk)
                     done += len(chunk)
                     if on_progress:
-                        on_progress(done, total)
+                        on_progress(done, total, {})
     return dest
 
 

@@ -97,7 +97,6 @@ def ensure_job(
     spec: TuningSpec,
     *,
     resubmit_failed: bool = False,
-    on_event: Callable[[str, dict[str, Any]], None] | None = None,
     before_submit: Callable[[], None] | None = None,
     claims: Claims | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -108,12 +107,10 @@ def ensure_job(
     Returns (job name, attached). Raises JobFailed when only failed/cancelled/expired jobs
     exist for the key and `resubmit_failed` is false, so a broken job is not silently
     paid for twice. With `claims`, concurrent callers for one intent submit one job between
-    them (see Claims). `on_event(kind, info)` receives "attached", "submitted", "resubmitting",
-    "claimed", "waiting" and "took-over".
+    them (see Claims). Each decision (attached, submitted, resubmitting, waiting, took over) is logged.
     `before_submit()` runs only when a new job is about to be paid for (not when attaching): a gate
     such as the cost cap raises there, and nothing is submitted.
     """
-    emit = on_event or (lambda kind, info: None)
     seen: dict[str, float] = {}
     while True:
         jobs = tuner.find(spec.key)
@@ -121,19 +118,19 @@ def ensure_job(
         if usable:
             job = usable[0]
             log.info("attaching to tuning job %s (%s) for key %s", job.name, job.state.value, spec.key)
-            emit("attached", {"name": job.name, "state": job.state.value, "key": spec.key})
             return job.name, True
         if jobs:
             last = jobs[0]
             if not last.state.alive and not resubmit_failed:
                 raise JobFailed(last, hint="Set resubmit_failed to submit a new job for the same inputs")
-            emit("resubmitting", {"previous": last.name, "state": last.state.value, "key": spec.key})
+            log.info("tuning job %s for key %s ended %s: submitting a new one (resubmit_failed)", last.name,
+                     spec.key, last.state.value)
         if before_submit is not None:
             before_submit()  # a gate (cost cap) raises here, before any claim or submit
             before_submit = None
         if claims is None:
-            return _submit(tuner, spec, emit), False
-        outcome = _claim_or_wait(tuner, spec, jobs, claims, emit, seen)
+            return _submit(tuner, spec), False
+        outcome = _claim_or_wait(tuner, spec, jobs, claims, seen)
         if outcome is not None:
             return outcome
         sleep(claims.wait_step)
@@ -155,10 +152,9 @@ def _usable(tuner: Tuner, job: JobStatus) -> bool:
     return True
 
 
-def _submit(tuner: Tuner, spec: TuningSpec, emit: Callable[[str, dict[str, Any]], None]) -> str:
+def _submit(tuner: Tuner, spec: TuningSpec) -> str:
     name = tuner.submit(spec)
     log.info("submitted tuning job %s for key %s", name, spec.key)
-    emit("submitted", {"name": name, "key": spec.key})
     return name
 
 
@@ -181,7 +177,6 @@ def _claim_or_wait(
     spec: TuningSpec,
     jobs: list[JobStatus],
     claims: Claims,
-    emit: Callable[[str, dict[str, Any]], None],
     seen: dict[str, float],
 ) -> tuple[str, bool] | None:
     """Win the claim and submit, or attach to the job the winner named; None: look again later."""
@@ -190,13 +185,13 @@ def _claim_or_wait(
         uri = claim_uri(claims, spec.key, jobs, n)
         mine = {"owner": claims.owner, "claimed_at": time.time(), "key": spec.key, "job": None}
         if storage.create_if_absent(uri, json.dumps(mine).encode()):
-            emit("claimed", {"claim": uri, "key": spec.key})
-            return _submit_claimed(tuner, spec, uri, mine, emit)
+            log.info("claimed tuning intent %s (%s)", spec.key, uri)
+            return _submit_claimed(tuner, spec, uri, mine)
         claim = _read_claim(uri)
         if claim is None:
             continue
         if claim.get("owner") == claims.owner and not claim.get("job"):  # our own, from a retried attempt
-            return _submit_claimed(tuner, spec, uri, claim, emit)
+            return _submit_claimed(tuner, spec, uri, claim)
         if claim.get("job"):
             try:
                 status = tuner.get(claim["job"])
@@ -206,7 +201,6 @@ def _claim_or_wait(
             if _usable(tuner, status):
                 log.info("attaching to tuning job %s, submitted by %s for key %s", claim["job"], claim.get("owner"),
                          spec.key)
-                emit("attached", {"name": claim["job"], "state": status.state.value, "key": spec.key})
                 return claim["job"], True
             return None  # that job has ended: the next look sees it among the key's jobs
         new_wait = uri not in seen
@@ -215,26 +209,23 @@ def _claim_or_wait(
         if age >= claims.stale_after:
             log.warning("claim %s by %s names no job after %.0fs (claimant gone?): taking it over", uri,
                         claim.get("owner"), age)
-            emit("took-over", {"claim": uri, "owner": claim.get("owner"), "key": spec.key})
             n += 1
             continue
         if new_wait:
             log.info("tuning intent %s is being submitted by %s: waiting for its job", spec.key, claim.get("owner"))
-            emit("waiting", {"claim": uri, "owner": claim.get("owner"), "key": spec.key})
         return None
 
 
-def _submit_claimed(
-    tuner: Tuner, spec: TuningSpec, uri: str, claim: dict, emit: Callable[[str, dict[str, Any]], None]
-) -> tuple[str, bool]:
+def _submit_claimed(tuner: Tuner, spec: TuningSpec, uri: str, claim: dict) -> tuple[str, bool]:
     """Holding the claim: look once more, submit, name the job in the claim, then settle duplicates."""
     alive = [j for j in tuner.find(spec.key) if _usable(tuner, j)]
     if alive:  # appeared between our look and our claim
         name, attached = alive[0].name, True
-        emit("attached", {"name": name, "state": alive[0].state.value, "key": spec.key})
+        log.info("attaching to tuning job %s (%s), submitted meanwhile for key %s", name, alive[0].state.value,
+                 spec.key)
     else:
         try:
-            name, attached = _submit(tuner, spec, emit), False
+            name, attached = _submit(tuner, spec), False
         except BaseException:
             storage.delete(uri)  # release: the next attempt (ours or another process's) may claim again
             raise

@@ -158,7 +158,7 @@ def await_tuning_job(settings: Settings, name: str) -> dict:
     try:
         final = await_job(tuner, name, poll_interval=settings.poll_interval, timeout=settings.tuning_timeout,
                           on_update=on_update, cancel_on_timeout=settings.cancel_job_on_timeout)
-    except Exception:
+    except Exception:  # a failure, not an interrupt: await_job already applied the timeout policy
         raise
     except BaseException:  # Ctrl-C, SIGTERM (Prefect's TerminationSignal, sent on cancellation), exit
         if settings.cancel_job_on_interrupt:

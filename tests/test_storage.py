@@ -70,7 +70,7 @@ def test_killed_download_leaves_no_file(tmp_path):
         f"""
         import time
         from sftflow import storage
-        def slow(done, total):
+        def slow(done, total, info):
             print(done, flush=True)
             time.sleep(0.05)
         storage.download({str(src)!r}, {str(dest)!r}, on_progress=slow)

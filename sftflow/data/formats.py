@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from sftflow.data.reading import read_lines, shown, sniff_jsonl
-from sftflow.data.rules import Problem, ProblemLog, ProgressFn, check_example, line_too_long, parse_json_line
+from sftflow.data.rules import Problem, ProblemLog, check_example, line_too_long, parse_json_line
 from sftflow.errors import DataError
+from sftflow.progress import ProgressFn
 from sftflow.storage import atomic_local_writer
 
 #: chat role → Gemini role; `system` goes to systemInstruction instead.

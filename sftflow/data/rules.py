@@ -7,10 +7,11 @@ names the file, line and field of each problem.
 Sources:
   [FORMAT] Vertex AI docs, "Prepare supervised fine-tuning data for Gemini models"
            https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-supervised-tuning-prepare
-  [LIMITS] Vertex AI docs, "About supervised fine-tuning for Gemini models" (Gemini 2.5 Flash
-           limits), as summarised in /work/shared/notes/google-cloud.md
-  [NOTEBOOK] Google's SFT summarisation notebook (generative-ai repo), which estimates tokens
-           as characters / 4.
+  [LIMITS] Vertex AI docs, "About supervised fine-tuning for Gemini models", section
+           "Limitations", Gemini 2.5 Flash
+           https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-supervised-tuning
+  [NOTEBOOK] Google's SFT summarisation notebook, which estimates tokens as characters / 4
+           https://github.com/GoogleCloudPlatform/generative-ai/blob/main/gemini/tuning/sft_gemini_summarization.ipynb
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sftflow.data.reading import (
     too_long_message,
 )
 from sftflow.errors import DataError
+from sftflow.progress import ProgressFn
 
 # --------------------------------------------------------------------------- limits [LIMITS]
 
@@ -344,8 +346,6 @@ class DatasetReport:
         if not self.ok:
             raise DataError(self.problems, self.problem_count)
 
-
-ProgressFn = Callable[[int, int | None, dict], None]
 
 BLANK_LINE = "line"  # field of the problem reported for a blank line
 

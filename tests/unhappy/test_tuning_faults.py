@@ -218,7 +218,8 @@ def _spec(key: str, train: str) -> TuningSpec:
 
 
 @pytest.mark.slow
-def test_a_stale_claim_is_taken_over_after_claim_stale_after(make_vertex_server, vertex_settings_for, datasets):
+def test_a_stale_claim_is_taken_over_after_claim_stale_after(make_vertex_server, vertex_settings_for, datasets,
+                                                             caplog):
     """Rule: a claim that names no job for `stale_after` seconds (its claimant died before submitting) is
     taken over; a claim older than that by its own timestamp is taken over at once."""
     server = make_vertex_server(job_phases=(5.0, 5.0))
@@ -227,12 +228,14 @@ def test_a_stale_claim_is_taken_over_after_claim_stale_after(make_vertex_server,
     claims = Claims(storage.join(bucket, "claims", "tuning"), stale_after=2.0, wait_step=0.2)
     dead = {"owner": "elsewhere/4242/dead", "claimed_at": time.time(), "key": "kstale", "job": None}
     assert storage.create_if_absent(claim_uri(claims, "kstale", [], 0), json.dumps(dead).encode())
-    events: list[str] = []
+    caplog.set_level(logging.INFO, logger="sftflow.tuning")
     start = time.monotonic()
-    name, attached = ensure_job(tuner, _spec("kstale", train), claims=claims, on_event=lambda k, i: events.append(k))
+    name, attached = ensure_job(tuner, _spec("kstale", train), claims=claims)
     waited = time.monotonic() - start
     assert 2.0 <= waited < 30 and not attached
-    assert events[:2] == ["waiting", "took-over"] and "submitted" in events
+    said = [r.getMessage() for r in caplog.records if r.name == "sftflow.tuning"]
+    assert "waiting for its job" in said[0] and "taking it over" in said[1], said
+    assert f"submitted tuning job {name} for key kstale" in said
     assert len(_creates(server)) == 1
     taken = json.loads(storage.read_text(claim_uri(claims, "kstale", [], 1)))
     assert taken["job"] == name and taken["owner"] == claims.owner
