@@ -1,0 +1,198 @@
+"""The import graph of sftflow/, tasks/ and flows/ has layers, no upward arrow and no circle.
+
+`LAYERS` lists every module, bottom to top. A module may import modules of its own layer or of
+layers below it, never above: basic types know nothing of storage, storage nothing of backends,
+the domain nothing of Prefect's tasks and flows. Each new module must be placed here — the test
+fails for a module no layer names — so where it sits is a decision, not an accident.
+
+The graph is read with `ast` from the source files (nothing is imported), and counts every
+import: at module level, inside functions (lazy) and under `if TYPE_CHECKING:` — a lazy import
+hides an arrow from Python's import machinery, not from the design.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("sftflow", "tasks", "flows")
+
+#: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
+LAYERS: list[tuple[str, list[str]]] = [
+    ("basic types: errors, progress, retry rule, results records, scores, text reading", [
+        "sftflow", "sftflow.errors", "sftflow.progress", "sftflow.transient", "sftflow.console",
+        "sftflow.rouge", "sftflow.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
+    ]),
+    ("files, credentials and settings", [
+        "sftflow.credentials", "sftflow.gcs", "sftflow.storage", "sftflow.layout", "sftflow.config",
+        "sftflow.checkpoint", "sftflow.prefect_server",
+    ]),
+    ("dataset formats and rules, cost estimates", [
+        "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost",
+    ]),
+    ("statistics, plots and reports (read results, never produce them)", [
+        "sftflow.stats", "sftflow.plots", "sftflow.report", "sftflow.run_report",
+    ]),
+    ("backends: the Generator/Tuner interfaces and their Vertex and local implementations", [
+        "sftflow.backends.*",
+    ]),
+    ("steps on a backend: evaluation, tuning, polling, cleanup", [
+        "sftflow.evaluation", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup",
+    ]),
+    ("Prefect tasks", ["tasks.*"]),
+    ("Prefect flows", ["flows.*"]),
+    ("command line: dispatches to the flows (imports them lazily, so --help needs no Prefect)", [
+        "sftflow.cli", "sftflow.server_cli",
+    ]),
+]
+
+#: Modules of sftflow/ that may import flows/ (inside functions only): the command line, the top.
+ENTRY_POINTS = {"sftflow.cli"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def modules() -> dict[str, Path]:
+    return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def _resolve(name: str) -> str | None:
+    """The project module `name` refers to (a name imported from a module resolves to that module)."""
+    while name:
+        if name in modules():
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _imports(name: str) -> list[tuple[str, int, bool]]:
+    """(imported name, line, at module level?) for every import in module `name`, relative ones resolved."""
+    path = modules()[name]
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    top_level = {id(n) for n in tree.body} | {
+        id(n) for stmt in tree.body if isinstance(stmt, ast.If) for n in stmt.body  # `if TYPE_CHECKING:` etc.
+    }
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno, id(node) in top_level) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            out += [(f"{base}.{a.name}", node.lineno, id(node) in top_level) for a in node.names]
+    return out
+
+
+@cache
+def graph() -> dict[str, dict[str, int]]:
+    """module -> {project module it imports: line of the first such import}."""
+    out: dict[str, dict[str, int]] = {}
+    for name in modules():
+        deps: dict[str, int] = {}
+        for imported, line, _ in _imports(name):
+            target = _resolve(imported)
+            if target is not None and target != name:
+                deps.setdefault(target, line)
+        out[name] = deps
+    return out
+
+
+def layer_of(name: str) -> int | None:
+    for i, (_, patterns) in enumerate(LAYERS):
+        for pattern in patterns:
+            if name == pattern or (pattern.endswith(".*") and (name == pattern[:-2] or fnmatch.fnmatch(name, pattern))):
+                return i
+    return None
+
+
+def upward_arrows(g: dict[str, dict[str, int]]) -> list[str]:
+    out = []
+    for name, deps in g.items():
+        for dep, line in deps.items():
+            if layer_of(dep) > layer_of(name):
+                out.append(f"{modules()[name].relative_to(ROOT)}:{line}: {name} (layer {layer_of(name)}, "
+                           f"{LAYERS[layer_of(name)][0]!r}) imports {dep} (layer {layer_of(dep)}, "
+                           f"{LAYERS[layer_of(dep)][0]!r})")
+    return out
+
+
+def cycles(g: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Every strongly connected component with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in g[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in g:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_every_module_has_a_layer_and_every_pattern_a_module():
+    assert [m for m in modules() if layer_of(m) is None] == []
+    unused = [p for _, patterns in LAYERS for p in patterns
+              if not any(m == p or (p.endswith(".*") and (m == p[:-2] or fnmatch.fnmatch(m, p))) for m in modules())]
+    assert unused == []
+
+
+def test_no_module_imports_from_a_higher_layer():
+    assert upward_arrows(graph()) == []
+
+
+def test_no_import_cycle():
+    assert cycles(graph()) == []
+
+
+@pytest.mark.parametrize("name", [m for m in modules() if m.split(".")[0] == "sftflow"])
+def test_sftflow_imports_no_prefect_tasks_or_flows(name):
+    """sftflow/ is plain Python: it never imports Prefect, and only the command line reaches the flows,
+    from inside its functions."""
+    for imported, line, top_level in _imports(name):
+        root = imported.split(".")[0]
+        where = f"{modules()[name].relative_to(ROOT)}:{line}: imports {imported}"
+        assert root != "prefect", where
+        if root in ("tasks", "flows"):
+            assert name in ENTRY_POINTS and not top_level, where
+
+
+def test_the_checks_see_an_upward_arrow_and_a_cycle():
+    """The checks can fail: an import of a higher layer, and a circle, are both reported."""
+    g = {name: dict(deps) for name, deps in graph().items()}
+    g["sftflow.errors"]["sftflow.storage"] = 1  # a basic type importing storage: up, and a circle
+    assert any("sftflow.errors (layer 0" in a and "imports sftflow.storage (layer 1" in a for a in upward_arrows(g))
+    assert any({"sftflow.errors", "sftflow.storage"} <= set(c) for c in cycles(g))
