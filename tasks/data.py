@@ -11,8 +11,8 @@ from prefect import get_run_logger, task
 from sftflow import layout, storage
 from sftflow.data.formats import convert_messages_file
 from sftflow.data.rules import Problem, validate_contents_file
-from sftflow.errors import DataError
 from sftflow.data.testset import validate_test_csv
+from sftflow.errors import DataError
 from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 

@@ -14,7 +14,6 @@ import sys
 import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
-from sftflow.errors import BackendError, TransientError
 from sftflow.cost import (
     ESTIMATE_METHOD,
     LOCAL_METHOD,
@@ -26,6 +25,7 @@ from sftflow.cost import (
     estimate_tuning_cost,
     refusal_message,
 )
+from sftflow.errors import BackendError, TransientError
 from sftflow.polling import JobTimeout, await_job
 from sftflow.tuning import ensure_job
 from tests.servers.vertex_fixtures import flow_config, upload_datasets

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sftflow.errors import DataError
 from sftflow.data.testset import TestExample, read_test_csv, validate_test_csv
+from sftflow.errors import DataError
 
 
 def write(tmp_path, text: str | bytes, name="test.csv") -> str:

@@ -313,9 +313,9 @@ def _endpoint(server, name: str) -> dict:
 _NO_CREDENTIALS_PROBE = """
 import sys
 from sftflow.backends.base import GenerationParams
-from sftflow.errors import BackendError
 from sftflow.backends.vertex import VertexGenerator
 from sftflow.config import Settings
+from sftflow.errors import BackendError
 
 settings = Settings(_env_file=None, backend="vertex", project=sys.argv[1], region=sys.argv[2],
                     bucket="gs://test-bucket", vertex_base_url=sys.argv[3])

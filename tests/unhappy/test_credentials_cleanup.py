@@ -152,9 +152,9 @@ def test_unusable_key_file_is_one_line_naming_it(no_adc, fresh_credentials, tmp_
 
 def test_vertex_without_any_credentials_is_a_one_line_error(no_adc, fresh_credentials, monkeypatch):
     """The genai client is refused at once with what to do, instead of hanging in google-auth."""
-    from sftflow.errors import BackendError
     from sftflow.backends.vertex_client import make_genai_client
     from sftflow.config import Settings
+    from sftflow.errors import BackendError
 
     monkeypatch.delenv("SFTFLOW_VERTEX_ACCESS_TOKEN", raising=False)
     s = Settings(_env_file=None, backend="vertex", project="p", vertex_base_url="http://127.0.0.1:9")

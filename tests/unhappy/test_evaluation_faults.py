@@ -22,8 +22,8 @@ import pytest
 
 from sftflow import layout
 from sftflow.backends.base import GenerationParams
-from sftflow.config import Settings
 from sftflow.checkpoint import Checkpoint, CheckpointLock
+from sftflow.config import Settings
 from sftflow.data.testset import read_test_csv
 from sftflow.errors import CheckpointBusy, EvaluationFailed
 from sftflow.evaluation import check_error_rate, evaluate
@@ -434,8 +434,8 @@ _LOCK_CHILD = textwrap.dedent("""
     from sftflow.backends.vertex import VertexGenerator
     from sftflow.config import Settings
     from sftflow.data.testset import read_test_csv
-    from sftflow.evaluation import evaluate
     from sftflow.errors import CheckpointBusy
+    from sftflow.evaluation import evaluate
     s = Settings(_env_file=None, backend="vertex", project="test-project", bucket="gs://b",
                  vertex_base_url={url!r}, vertex_access_token="t")
     open({ready!r} + str(__import__("os").getpid()), "w").close()

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from sftflow import storage
 from sftflow.backends.base import Generation, GenerationParams, JobStatus, TuningSpec
-from sftflow.errors import BackendError
 from sftflow.backends.local import jobs
+from sftflow.errors import BackendError
 
 if TYPE_CHECKING:
     from sftflow.config import Settings
