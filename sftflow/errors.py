@@ -3,8 +3,9 @@
 `SftflowError` marks an error whose message is the whole story — bad input or configuration,
 a refused or failed request, a job that ended badly — so the CLI prints it as one line and the
 console hides its traceback (the Prefect UI keeps it). Anything else is a bug and keeps its
-traceback. Errors that carry a domain object (`tuning.JobFailed` with its job status,
-`cost.CostCapExceeded` with its estimate) live beside that object and subclass `SftflowError`.
+traceback. Errors that carry a domain object (`tuning.JobFailed` and `polling.JobTimeout` with
+the job's status, `cost.CostCapExceeded` with its estimate) live beside that object and
+subclass `SftflowError`.
 
 Each class keeps the builtin base it had before (ValueError, RuntimeError, ...), so an
 `except ValueError` written against it still catches it.
