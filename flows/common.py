@@ -8,12 +8,11 @@ Settings object only.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import SecretStr
 
-from sftflow import credentials, storage
+from sftflow import credentials
 from sftflow.config import SECRET_SETTINGS, Settings, load_settings, refuse_secret_parameters
 from sftflow.errors import ConfigError
 
@@ -73,8 +72,3 @@ def _masked(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: (MASK if k in SECRET_SETTINGS and v is not None else _masked(v)) for k, v in value.items()}
     return value
-
-
-def read_record(uri: str) -> dict | None:
-    """A JSON record an earlier step wrote (prepared.json, tuned.json), or None if there is none."""
-    return json.loads(storage.read_text(uri)) if storage.exists(uri) else None

@@ -33,4 +33,4 @@ def compare(baseline: str = "base", tuned: str = "tuned", config: dict[str, Any]
         if not storage.exists(uri):
             raise FileNotFoundError(f"{uri}: no results; run `sftflow evaluate` first")
     out_dir = layout.compare_dir(s.run_root)
-    return compare_task(out_dir)(b, t, out_dir, seed=s.seed)
+    return compare_task(out_dir)(b, t, out_dir, seed=s.seed).to_json()

@@ -6,8 +6,10 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import read_record, settings_for
+from flows.common import settings_for
 from sftflow import layout
+from sftflow.records import PreparedData, TunedModel
+from sftflow.steps.evaluate import EvalSpec
 from tasks.data import download
 from tasks.evaluation import evaluate_task
 
@@ -18,10 +20,10 @@ def resolve_model(s, model: str | None) -> str:
         return s.base_model
     if model == "tuned":
         uri = layout.tuned_uri(s.run_root)
-        tuned = read_record(uri)
+        tuned = TunedModel.read_if_exists(uri)
         if tuned is None:
             raise FileNotFoundError(f"{uri}: run '{s.run_name}' has no tuned model yet; run `sftflow tune`")
-        return tuned["endpoint"]
+        return tuned.endpoint
     return model
 
 
@@ -29,8 +31,8 @@ def default_test_uri(s) -> str:
     """The test set prepare_data uploaded for this run, else the configured/default source."""
     if s.test_uri:
         return s.test_uri
-    prepared = read_record(layout.prepared_uri(s.run_root))
-    return prepared["test"] if prepared else s.sources()["test"]
+    prepared = PreparedData.read_if_exists(layout.prepared_uri(s.run_root))
+    return prepared.test if prepared else s.sources()["test"]
 
 
 @flow(name="evaluate", log_prints=True, persist_result=False, result_serializer="json")
@@ -57,4 +59,5 @@ def evaluate(
     if label is None:
         label = "tuned" if model == "tuned" or resolved != s.base_model else "base"
     test_path = download(default_test_uri(s), s.work_dir / "downloads")
-    return evaluate_task(s, label)(s, resolved, test_path, label)
+    spec = EvalSpec.from_settings(s)
+    return evaluate_task(spec, label)(spec, resolved, test_path, label).to_json()

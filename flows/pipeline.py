@@ -3,19 +3,19 @@ compare → report. Every step is a subflow or task; every parameter comes from 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 from flows.common import settings_for
 from flows.prepare_data import prepare_data
 from flows.tune import tune
-from sftflow import layout, storage
-from sftflow.run_report import build_report, render_markdown
+from sftflow import layout
+from sftflow.records import PreparedData, TunedModel
+from sftflow.steps.evaluate import EvalSpec
 from tasks.data import download
 from tasks.evaluation import compare_task, evaluate_task
+from tasks.report import report_run
 
 
 @flow(name="sft_pipeline", log_prints=True, persist_result=False, result_serializer="json")
@@ -48,32 +48,21 @@ def sft_pipeline(
     s.require_bucket("pipeline")
     log = get_run_logger()
 
-    prepared = prepare_data(config=cfg)
-    test_path = download(prepared["test"], s.work_dir / "downloads")
-    baseline_future = evaluate_task(s, "base").submit(s, s.base_model, test_path, "base")  # runs while tuning trains
-    tuning_cfg = {**cfg, "train_uri": prepared["train"], "val_uri": prepared["val"]}
-    tuned_model = tune(config=tuning_cfg)
+    prepared = PreparedData.from_json(prepare_data(config=cfg))
+    test_path = download(prepared.test, s.work_dir / "downloads")
+    spec = EvalSpec.from_settings(s)
+    baseline_future = evaluate_task(spec, "base").submit(spec, s.base_model, test_path, "base")  # runs while tuning trains
+    tuned_model = TunedModel.from_json(tune(config={**cfg, "train_uri": prepared.train, "val_uri": prepared.val}))
     baseline = baseline_future.result()
-    tuned = evaluate_task(s, "tuned")(s, tuned_model["endpoint"], test_path, "tuned")
-    comp = compare_task(layout.compare_dir(s.run_root))(baseline["results_uri"], tuned["results_uri"],
-                                                        layout.compare_dir(s.run_root), seed=s.seed)
+    tuned = evaluate_task(spec, "tuned")(spec, tuned_model.endpoint, test_path, "tuned")
+    compared = compare_task(layout.compare_dir(s.run_root))(baseline.results_uri, tuned.results_uri,
+                                                           layout.compare_dir(s.run_root), seed=s.seed)
+    report = report_run(s.run_root, s.public_dict(), prepared, tuned_model, baseline, tuned, compared)
 
-    plots = {"base distribution": baseline["plot_uri"], "tuned distribution": tuned["plot_uri"], **comp["plots"]}
-    data = build_report(settings=s.public_dict(), prepared=prepared, tuning=tuned_model,
-                        comparison=comp["comparison"], comparison_uri=comp["comparison_uri"],
-                        verdict=comp["verdict"], plots=plots,
-                        evaluations={"base": baseline, "tuned": tuned})
-    md = render_markdown(data)
-    report_uri = storage.write_text(storage.join(s.run_root, "report.md"), md, "text/markdown")
-    json_uri = storage.write_text(storage.join(s.run_root, "report.json"), json.dumps(data, indent=2),
-                                  "application/json")
-    create_markdown_artifact(md, key="sft-pipeline-report", description="sftflow run report")
-    for line in comp["verdict"]:
+    for line in report.verdict:
         log.info(line)
-    log.info("report: %s", report_uri)
-    errors = {ev["label"]: ev.get("errors") or [] for ev in (baseline, tuned) if ev.get("errors")}
-    for label, lines in errors.items():
+    log.info("report: %s", report.report_uri)
+    for label, lines in report.errors.items():
         for line in lines:
             log.warning("%s: %s (not cached; a rerun asks these again)", label, line)
-    return {"report_uri": report_uri, "report_json_uri": json_uri, "verdict": comp["verdict"],
-            "comparison": comp["comparison"], "errors": errors}
+    return report.to_json()

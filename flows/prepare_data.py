@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.common import settings_for
-from sftflow import layout, storage
-from sftflow.data.rules import estimate_cost
-from tasks.data import convert, converted_or_problems, download, raise_on_problems, upload, validate
+from sftflow.reporting.data import files_table_rows, prepared_markdown
+from sftflow.steps.prepare import raise_on_problems, save_prepared
+from tasks.data import convert, converted_or_problems, download, upload, validate
 from tasks.tuning import check_tuning_data
 
 
@@ -53,7 +52,8 @@ def prepare_data(
     })
     summaries = [validate(conv[kind]["path"], kind, src[kind]) for kind in ("train", "val") if kind in conv]
     summaries.append(validate(local["test"], "test", src["test"]))
-    _artifact_table(summaries)
+    create_table_artifact(files_table_rows(summaries), key="prepared-data",
+                          description="Datasets: examples, tokens, problems")
     raise_on_problems(summaries, bad)
     for kind in ("train", "val"):  # what tune checks before submitting, cached by content: no re-download there
         check_tuning_data(conv[kind]["path"], kind, s.work_dir / "checks")
@@ -64,45 +64,8 @@ def prepare_data(
         "val": upload(conv["val"]["path"], root, "val"),
         "test": upload(local["test"], root, "test"),
     }
-    train_tokens = summaries[0]["estimated_tokens"] or 0
-    cost = estimate_cost(train_tokens, s.epochs, s.price_per_million_training_tokens)
-    out = {k: v["uri"] for k, v in uploaded.items()}
-    out["summaries"] = summaries
-    out["cost_usd"] = cost
-    out["uploaded"] = [v["uri"] for v in uploaded.values() if v["uploaded"]]
-    _artifact_summary(out, s.epochs, s.price_per_million_training_tokens)
-    storage.write_text(layout.prepared_uri(s.run_root), json.dumps(out, indent=2), "application/json")
-    log.info("prepared data: train=%s val=%s test=%s", out["train"], out["val"], out["test"])
-    return out
-
-
-def _artifact_table(summaries: list[dict]) -> None:
-    rows = [
-        {
-            "file": s["kind"],
-            "source": s["source"],
-            "examples": s["examples"],
-            "estimated tokens": s["estimated_tokens"] if s["estimated_tokens"] is not None else "-",
-            "problems": s["problem_count"],
-        }
-        for s in summaries
-    ]
-    create_table_artifact(rows, key="prepared-data", description="Datasets: examples, tokens, problems")
-
-
-def _artifact_summary(out: dict, epochs: int, price: float) -> None:
-    train = out["summaries"][0]
-    md = [
-        "# Prepared data",
-        "",
-        "| file | URI | examples |",
-        "|---|---|---|",
-        *(f"| {k} | `{out[k]}` | {s['examples']} |" for k, s in zip(("train", "val", "test"), out["summaries"])),
-        "",
-        f"Training tokens (estimated as characters / 4, as Google's SFT notebook does): "
-        f"**{train['estimated_tokens']:,}** per epoch; longest example ≈ {train['max_example_tokens']:,} tokens.",
-        f"Estimated tuning cost for {epochs} epoch(s) at ${price:g} per 1M training tokens: "
-        f"**${out['cost_usd']:.2f}** (price is the `price_per_million_training_tokens` setting).",
-        f"Uploaded this run: {len(out['uploaded'])} file(s); identical objects already present were skipped.",
-    ]
-    create_markdown_artifact("\n".join(md), key="prepare-data-summary", description="Prepared data")
+    prepared = save_prepared(s.run_root, uploaded, summaries, s.epochs, s.price_per_million_training_tokens)
+    create_markdown_artifact(prepared_markdown(prepared, s.epochs, s.price_per_million_training_tokens),
+                             key="prepare-data-summary", description="Prepared data")
+    log.info("prepared data: train=%s val=%s test=%s", prepared.train, prepared.val, prepared.test)
+    return prepared.to_json()

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_image_artifact
 
-from flows.common import read_record, settings_for
+from flows.common import settings_for
 from sftflow import cost, layout, storage
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
+from sftflow.records import PreparedData
+from sftflow.steps.tune import dry_run_plan, save_tuned_model
 from sftflow.tuning import tuning_key
 from tasks.tuning import (
     await_tuning_job,
@@ -29,10 +29,10 @@ def default_datasets(s: Settings) -> tuple[str, str | None]:
     if s.train_uri:
         return s.train_uri, s.val_uri
     uri = layout.prepared_uri(s.run_root)
-    prepared = read_record(uri)
+    prepared = PreparedData.read_if_exists(uri)
     if prepared is None:
         raise FileNotFoundError(f"{uri}: no prepared data for run '{s.run_name}'; run `sftflow prepare` or pass --train")
-    return prepared["train"], s.val_uri or prepared["val"]
+    return prepared.train, s.val_uri or prepared.val
 
 
 def check_datasets(s: Settings, train_uri: str, val_uri: str | None) -> None:
@@ -95,90 +95,17 @@ def tune(
     spec = build_spec(s, train, val)
     estimate = estimate_tuning_cost(s, train, val)
     if dry_run:
-        return dry_run_plan(s, spec, estimate)
+        plan = dry_run_plan(spec, estimate, backend=s.backend, cap_usd=s.max_tuning_cost_usd,
+                            storage_root=s.storage_root)
+        log.info("dry run: estimate %s (%s the $%g cap); nothing submitted",
+                 cost.CostEstimate.from_dict(estimate).summary(), "within" if plan["within_cap"] else "OVER",
+                 s.max_tuning_cost_usd)
+        return plan
     record = read_tuning_record(s, spec.key)
     if record is None:
         job = submit_tuning_job(s, spec, estimate)
         print(f"tuning job: {job['name']}" + (" (attached)" if job["attached"] else " (submitted)"))
-        status = await_tuning_job(s, job["name"])
-        record_tuned_model(s, spec.key, status, spec)
-        _loss_plot(s, status)
-        record = status
-    out = {
-        "job": record["name"],
-        "key": spec.key,
-        "tuned_model": record["tuned_model"],
-        "endpoint": record["endpoint"],
-        "stats": record.get("stats", {}),
-        "create_time": record.get("create_time"),
-        "update_time": record.get("update_time"),
-        "cost_estimate": estimate,
-    }
-    storage.write_text(layout.tuned_uri(s.run_root), json.dumps(out, indent=2), "application/json")
-    log.info("tuned model %s, endpoint %s", out["tuned_model"], out["endpoint"])
-    return out
-
-
-def dry_run_plan(s: Settings, spec: TuningSpec, estimate: dict) -> dict:
-    """What `tune` would do, without calling a tuning API: the estimate, the cap and the exact job."""
-    est = cost.CostEstimate.from_dict(estimate)
-    within = cost.within_cap(est, s.max_tuning_cost_usd)
-    plan = {
-        "dry_run": True,
-        "backend": s.backend,
-        "estimate": estimate,
-        "cap_usd": s.max_tuning_cost_usd,
-        "within_cap": within,
-        "job": planned_job(spec, s.backend),
-        "finished_record": storage.exists(layout.tuning_record_uri(s.storage_root, spec.key)),
-    }
-    get_run_logger().info("dry run: estimate %s (%s the $%g cap); nothing submitted", est.summary(),
-                          "within" if within else "OVER", s.max_tuning_cost_usd)
-    return plan
-
-
-def planned_job(spec: TuningSpec, backend: str) -> dict:
-    """The tuning job `spec` submits: base model, datasets, hyperparameters, display name, labels."""
-    from sftflow.backends.vertex import KEY_LABEL
-
-    job = {
-        "base_model": spec.base_model,
-        "training_dataset": spec.train_uri,
-        "validation_dataset": spec.val_uri,
-        "epoch_count": spec.epochs,
-        "adapter_size": spec.adapter_size,
-        "learning_rate_multiplier": spec.learning_rate_multiplier,
-        "tuned_model_display_name": spec.display_name,
-        "labels": {KEY_LABEL: spec.key},
-    }
-    if backend == "local":
-        job.update(seed=spec.seed, budget_s=spec.budget_s)
-    return job
-
-
-def dry_run_lines(plan: dict) -> list[str]:
-    """The plan as the CLI prints it."""
-    est = cost.CostEstimate.from_dict(plan["estimate"])
-    verdict = "within" if plan["within_cap"] else "OVER"
-    lines = ["dry run: nothing submitted", *est.lines(),
-             f"cap: ${plan['cap_usd']:g} (max_tuning_cost_usd): the estimate is {verdict} it"]
-    if not plan["within_cap"]:
-        lines.append("  " + cost.refusal_message(est, plan["cap_usd"]).replace("no job was submitted. ", ""))
-    lines.append(f"job ({plan['backend']}):")
-    lines += [f"  {k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in plan["job"].items()]
-    if plan["finished_record"]:
-        lines.append("note: this intent already succeeded; a real run reuses its record and submits nothing")
-    return lines
-
-
-def _loss_plot(s: Settings, status: dict) -> None:
-    curves = {k: [tuple(p) for p in v] for k, v in (status.get("metrics") or {}).items() if v}
-    if not curves:
-        return
-    from sftflow.plots import plot_loss_curves
-
-    uri = storage.join(s.run_root, "tuning", "loss.png")
-    storage.write_bytes(uri, plot_loss_curves(curves), "image/png")
-    if uri.startswith("gs://"):
-        create_image_artifact(image_url=uri.replace("gs://", "https://storage.cloud.google.com/", 1),
-                              key="tuning-loss", description="Training / validation loss")
+        record = record_tuned_model(s, spec, await_tuning_job(s, job["name"]))
+    tuned = save_tuned_model(s.run_root, spec.key, record, estimate)
+    log.info("tuned model %s, endpoint %s", tuned.tuned_model, tuned.endpoint)
+    return tuned.to_json()

@@ -13,7 +13,6 @@ Executing deletes tuned outputs first and records last, so an interrupted cleanu
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -21,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sftflow import layout, storage
-from sftflow.backends.base import JobState, JobStatus, Tuner
+from sftflow.backends.base import JobStatus, Tuner
 from sftflow.config import Settings
+from sftflow.records import TuningRecord
 
 RUN_OBJECT, TUNING_RECORD, TUNED_OUTPUT, DATASET = "run object", "tuning record", "tuned output", "dataset"
 #: A Vertex AI endpoint or model (cleanup deletes models by name without the @version).
@@ -56,15 +56,6 @@ def _relative(uri: str, folder: str) -> str | None:
     return uri[len(prefix):] if uri.startswith(prefix) else None
 
 
-def _status(record: dict) -> JobStatus:
-    names = {f.name for f in dataclasses.fields(JobStatus)}
-    fields = {k: v for k, v in record.items() if k in names}
-    fields["state"] = JobState(fields["state"])
-    if not isinstance(fields.get("name"), str):
-        raise ValueError("no job name")
-    return JobStatus(**fields)
-
-
 def _expected_output(name: str, root: str, job: str) -> bool:
     """A tuned output's name has the shape its backend gives it: a Vertex endpoint/model, or a file
     under `<root>/models/<job>/` (local backend)."""
@@ -95,8 +86,8 @@ def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_dat
                 raise ValueError("not a JSON object")
             if record.get("run_name") != run:
                 continue
-            status = _status(record)
-        except (storage.StorageError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+            status = TuningRecord.from_json(record, uri).status()
+        except (storage.StorageError, UnicodeDecodeError, ValueError) as exc:
             reason = " ".join(str(exc).split())[:200] or type(exc).__name__
             plan.skipped.append(Item(uri, TUNING_RECORD, f"unreadable tuning record, skipped: {reason}"))
             continue

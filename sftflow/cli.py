@@ -257,7 +257,8 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         _warn_errors(out)
         return 0
     if cmd == "tune":
-        from flows.tune import dry_run_lines, tune
+        from flows.tune import tune
+        from sftflow.reporting.tuning import dry_run_lines
 
         if args.dry_run:
             for line in dry_run_lines(_watched(tune, watch)(dry_run=True, config=config)):

@@ -267,33 +267,3 @@ def verdict(mc: MetricComparison, alpha: float = 0.05) -> str:
     if mc.p_value < alpha and mc.ci_high < 0:
         return "worse"
     return "no significant difference"
-
-
-def _pts(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "p=n/a"
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
-
-
-def verdict_lines(comparison: Comparison, alpha: float = 0.05) -> list[str]:
-    """One sentence per metric, e.g. 'tuned beats base on ROUGE-L by +3.1 points [CI +1.2, +5.0], p=0.002'."""
-    lines = []
-    for m, mc in comparison.metrics.items():
-        label = METRIC_LABELS.get(m, m)
-        if mc.n_paired < 2:
-            lines.append(f"{label}: too few paired examples to compare (n={mc.n_paired})")
-            continue
-        ci = f"[CI {_pts(mc.ci_low)}, {_pts(mc.ci_high)}]"
-        v = verdict(mc, alpha)
-        if v == "better":
-            head = f"tuned beats base on {label} by {_pts(mc.difference)} points"
-        elif v == "worse":
-            head = f"tuned is worse than base on {label} by {_pts(mc.difference)} points"
-        else:
-            head = f"no significant difference on {label} ({_pts(mc.difference)} points)"
-        lines.append(f"{head} {ci}, {_p(mc.p_value)}, n={mc.n_paired}")
-    return lines

@@ -33,6 +33,11 @@ def retry_transient(task, task_run, state) -> bool:
     return False
 
 
+#: Part of every cache key: bump it when what a cached task returns changes shape (e.g. a dict became
+#: a sftflow.records record), so an entry in the old shape is never served to new code.
+RESULTS_FORMAT = 2
+
+
 def key_from(build: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[str, Any]], str | None]:
     """A cache_key_fn hashing the task's name, sftflow's version and `build(parameters)`.
 
@@ -48,7 +53,7 @@ def key_from(build: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[str,
             inputs = build(parameters)
         except Exception:  # noqa: BLE001 - the task body reports it; a key must not
             return None
-        material = [context.task.name, sftflow.__version__, inputs]
+        material = [context.task.name, sftflow.__version__, RESULTS_FORMAT, inputs]
         blob = json.dumps(material, sort_keys=True, default=str).encode()
         return _trusted(hashlib.sha256(blob).hexdigest())
 

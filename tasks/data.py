@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from sftflow import layout, storage
+from sftflow import storage
 from sftflow.data.formats import convert_messages_file
-from sftflow.data.rules import Problem, validate_contents_file
-from sftflow.data.testset import validate_test_csv
 from sftflow.errors import DataError
+from sftflow.records import FileSummary
+from sftflow.steps.prepare import UploadedFile, upload_dataset, validate_file
 from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 
@@ -61,23 +60,9 @@ def convert(src: str, kind: str, out_dir: Path, limit: int | None, shuffle_seed:
 
 @task(name="validate", cache_key_fn=key_from(lambda p: [storage.fingerprint(p["path"]), p["kind"]]), persist_result=True,
       result_serializer="json")
-def validate(path: str, kind: str, source: str) -> dict:
-    """Check a file against Gemini's tuning rules (or the test-CSV rules); returns a summary."""
-    if kind == "test":
-        rep = validate_test_csv(path, source_name=source)
-        summary = {"kind": kind, "examples": rep.examples, "estimated_tokens": None, "max_example_tokens": None}
-    else:
-        rep = validate_contents_file(path, kind, source_name=path)  # file-level rules: the converted file
-        summary = {
-            "kind": kind,
-            "examples": rep.examples,
-            "estimated_tokens": rep.estimated_tokens,
-            "max_example_tokens": rep.max_example_tokens,
-        }
-    summary["source"] = source
-    summary["problems"] = [asdict(p) for p in rep.problems]
-    summary["problem_count"] = rep.problem_count
-    return summary
+def validate(path: str, kind: str, source: str) -> FileSummary:
+    """sftflow.steps.prepare.validate_file, cached on the file's content and kind."""
+    return validate_file(path, kind, source)
 
 
 def converted_or_problems(states: dict) -> tuple[dict, list[DataError]]:
@@ -95,32 +80,16 @@ def converted_or_problems(states: dict) -> tuple[dict, list[DataError]]:
     return done, problems
 
 
-def raise_on_problems(summaries: list[dict], errors: list[DataError] = ()) -> None:
-    """Stop before anything is uploaded when any file has a problem; list them all (files in
-    the order checked: conversion problems first, then the validation of the others)."""
-    problems = [p for e in errors for p in e.problems]
-    problems += [Problem(**p) for s in summaries for p in s["problems"]]
-    if problems:
-        count = sum(e.count for e in errors) + sum(s["problem_count"] for s in summaries)
-        raise DataError(problems, count=count)
-
-
 @task(name="upload", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
-def upload(path: str, root: str, kind: str) -> dict:
-    """Copy a validated file to <root>/datasets/<kind>/ unless an identical object is already there.
+def upload(path: str, root: str, kind: str) -> UploadedFile:
+    """sftflow.steps.prepare.upload_dataset: a validated file to <root>/datasets/<kind>/, unless already there.
 
     Deliberately not cached by Prefect: the bucket is the truth, so every run checks it (one
     metadata request per file) and restores an object someone deleted; identical ones are skipped.
     """
-    sha = storage.sha256_of_file(path)
-    ext = Path(path).suffix.lstrip(".")
-    uri = layout.dataset_uri(root, kind, sha, ext)
-    local_md5 = storage.md5_of_file(path)
-    if storage.md5(uri) == local_md5:
-        get_run_logger().info("%s already holds identical content: not uploaded", uri)
-        return {"uri": uri, "uploaded": False, "md5": local_md5}
-    content_type = "application/jsonl" if ext == "jsonl" else "text/csv"
-    storage.upload_file(path, uri, content_type=content_type)
-    get_run_logger().info("uploaded %s -> %s", path, uri)
-    return {"uri": uri, "uploaded": True, "md5": local_md5}
-
+    out = upload_dataset(path, root, kind)
+    if out.uploaded:
+        get_run_logger().info("uploaded %s -> %s", path, out.uri)
+    else:
+        get_run_logger().info("%s already holds identical content: not uploaded", out.uri)
+    return out

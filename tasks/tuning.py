@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -10,31 +9,23 @@ from dataclasses import asdict
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_progress_artifact
+from prefect.artifacts import create_image_artifact, create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_progress_artifact
 from prefect.artifacts import create_table_artifact
 from prefect.artifacts import update_progress_artifact
 
 from sftflow import cost, layout, storage
 from sftflow.backends import make_tuner
-from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.backends.base import JobStatus, TuningSpec
 from sftflow.config import Settings
 from sftflow.data.rules import Problem, validate_contents_file
 from sftflow.errors import DataError
 from sftflow.polling import await_job
+from sftflow.records import TuningRecord
+from sftflow.reporting.tuning import job_markdown
+from sftflow.steps import tune as steps
 from sftflow.tuning import Claims, ensure_job
 from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
-
-
-def status_dict(st: JobStatus) -> dict:
-    d = asdict(st)
-    d["state"] = st.state.value
-    return d
-
-
-def status_from(d: dict) -> JobStatus:
-    d = dict(d)
-    d["state"] = JobState(d["state"])
-    return JobStatus(**d)
 
 
 def _content_id(uri: str) -> str:
@@ -76,13 +67,11 @@ def raise_on_data_problems(checked: dict[str, dict]) -> None:
 
 
 @task(name="read-tuning-record")
-def read_tuning_record(settings: Settings, key: str) -> dict | None:
+def read_tuning_record(settings: Settings, key: str) -> TuningRecord | None:
     """A finished intent's record: a rerun returns it without calling any tuning API."""
-    uri = layout.tuning_record_uri(settings.storage_root, key)
-    if not storage.exists(uri):
-        return None
-    record = json.loads(storage.read_text(uri))
-    get_run_logger().info("tuning intent %s already succeeded as %s: reusing it", key, record["name"])
+    record = steps.read_tuning_record(settings.storage_root, key)
+    if record is not None:
+        get_run_logger().info("tuning intent %s already succeeded as %s: reusing it", key, record.name)
     return record
 
 
@@ -138,7 +127,7 @@ def submit_tuning_job(settings: Settings, spec: TuningSpec, estimate: dict | Non
 
 
 @task(name="await-tuning-job")
-def await_tuning_job(settings: Settings, name: str) -> dict:
+def await_tuning_job(settings: Settings, name: str) -> JobStatus:
     """Poll the job to its end, updating progress and status artifacts; cancels it on interrupt."""
     log = get_run_logger()
     tuner = make_tuner(settings)
@@ -172,34 +161,15 @@ def await_tuning_job(settings: Settings, name: str) -> dict:
             log.warning("interrupted: tuning job %s keeps running (cancel_job_on_interrupt=false)", name)
         raise
     update_progress_artifact(artifact_id=progress_id, progress=100.0)
-    return status_dict(final)
+    return final
 
 
 @task(name="record-tuned-model")
-def record_tuned_model(settings: Settings, key: str, status: dict, spec: TuningSpec) -> str:
-    """Write the tuned model and endpoint where later steps (and reruns) find them."""
-    uri = layout.tuning_record_uri(settings.storage_root, key)
-    body = dict(status, spec=asdict(spec), run_name=settings.run_name)
-    storage.write_text(uri, json.dumps(body, indent=2, sort_keys=True), "application/json")
-    return uri
-
-
-def job_markdown(st: JobStatus, elapsed: float) -> str:
-    stats = "".join(f"\n| {k} | {v} |" for k, v in sorted(st.stats.items()))
-    steps = f"{st.step}/{st.total_steps}" if st.step is not None else "-"
-    pct = f"{100 * st.progress:.0f}%" if st.progress is not None else "-"
-    lines = [
-        f"# Tuning job `{st.name}`",
-        "",
-        "| field | value |",
-        "|---|---|",
-        f"| state | **{st.state.value}** |",
-        f"| elapsed | {elapsed:.0f} s |",
-        f"| progress | {pct} (step {steps}) |",
-        f"| created | {st.create_time or '-'} |",
-        f"| tuned model | {st.tuned_model or '-'} |",
-        f"| endpoint | {st.endpoint or '-'} |",
-    ]
-    if st.error:
-        lines.append(f"| error | {st.error} |")
-    return "\n".join(lines) + stats
+def record_tuned_model(settings: Settings, spec: TuningSpec, status: JobStatus) -> TuningRecord:
+    """Save the finished intent (reruns and cleanup find it) and the loss plot (an image artifact on GCS)."""
+    record = steps.write_tuning_record(settings.storage_root, settings.run_name, spec, status)
+    uri = steps.save_loss_plot(settings.run_root, record)
+    if uri and storage.is_gcs(uri):
+        create_image_artifact(image_url=uri.replace("gs://", "https://storage.cloud.google.com/", 1),
+                              key="tuning-loss", description="Training / validation loss")
+    return record

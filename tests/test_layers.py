@@ -36,14 +36,17 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("dataset formats and rules, cost estimates", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost",
     ]),
-    ("statistics, plots and reports (read results, never produce them)", [
-        "sftflow.stats", "sftflow.plots", "sftflow.report", "sftflow.run_report",
+    ("statistics and plots (read results, never produce them)", [
+        "sftflow.stats", "sftflow.plots",
     ]),
     ("backends: the Generator/Tuner interfaces and their Vertex and local implementations", [
         "sftflow.backends.*",
     ]),
-    ("steps on a backend: evaluation, tuning, polling, cleanup", [
-        "sftflow.evaluation", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup",
+    ("records steps hand each other, and every step's markdown and tables", [
+        "sftflow.records", "sftflow.reporting.*",
+    ]),
+    ("steps on a backend: evaluation, tuning, polling, cleanup; one function per codelab step", [
+        "sftflow.evaluation", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup", "sftflow.steps.*",
     ]),
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),

@@ -8,7 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from sftflow import plots, report
+from sftflow import plots
+from sftflow.reporting import comparison as report_cmp
+from sftflow.reporting.evaluation import evaluation_markdown
 from sftflow.results import ExampleResult
 from sftflow.rouge import METRICS
 from sftflow.stats import compare, summarize
@@ -93,7 +95,7 @@ def test_png_bytes_deterministic(data):
 
 def test_evaluation_markdown(data):
     base, _, _ = data
-    md = report.evaluation_markdown(summarize(base), base, "gemini-2.5-flash")
+    md = evaluation_markdown(summarize(base), base, "gemini-2.5-flash")
     assert "## Evaluation of `gemini-2.5-flash`" in md
     assert "30 examples: 30 scored, 0 errors, 1 blocked, 0 empty answers" in md
     mean = summarize(base)["rougeL"]["mean"]
@@ -103,7 +105,7 @@ def test_evaluation_markdown(data):
 
 def test_comparison_markdown_and_rows(data):
     base, tuned, c = data
-    md = report.comparison_markdown(c, base, tuned, {"distributions": "plots/dist.png"})
+    md = report_cmp.comparison_markdown(c, base, tuned, {"distributions": "plots/dist.png"})
     mc = c.metrics["rougeL"]
     assert f"{100 * mc.difference:+.1f}" in md and f"[{100 * mc.ci_low:+.1f}, {100 * mc.ci_high:+.1f}]" in md
     # seeded data with a +5-point effect: the CI excludes zero, so the verdict is "beats"
@@ -117,11 +119,11 @@ def test_comparison_markdown_and_rows(data):
     assert "### Largest improvements (ROUGE-L)" in md and "### Largest regressions (ROUGE-L)" in md
     assert re.search(r"base out \d+ \\\| pipe newline", md)  # table-safe: pipes escaped, one line
     assert "…" in md and "long " * 60 not in md  # long outputs truncated
-    best, worst = report.best_and_worst(base, tuned)
+    best, worst = report_cmp.best_and_worst(base, tuned)
     assert best[0][2] == max(t.scores["rougeL"] - b.scores["rougeL"]
                              for b, t in zip(base, tuned) if b.scored and t.scored)
     assert all(d < 0 for _, _, d in worst)
-    rows = report.metrics_table_rows(c)
+    rows = report_cmp.metrics_table_rows(c)
     assert [r["metric"] for r in rows] == ["ROUGE-1", "ROUGE-2", "ROUGE-L"]
     assert rows[2]["difference"] == round(100 * mc.difference, 2) and rows[2]["n_paired"] == 29
     json.dumps(rows)  # fit for a table artifact

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
+from sftflow.reporting.comparison import verdict_lines
 from sftflow.results import ExampleResult
 from sftflow.rouge import METRICS
 from sftflow.stats import (
@@ -18,7 +19,6 @@ from sftflow.stats import (
     counts,
     percentile_ci,
     summarize,
-    verdict_lines,
     wilcoxon_p,
 )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
+from pydantic import SecretStr
 
 from sftflow import layout
 from sftflow.backends.base import GenerationParams
@@ -332,15 +333,17 @@ def _other_value(settings: Settings, name: str):
 
 
 def test_evaluate_key_changes_with_every_generation_parameter_and_endpoint(tmp_path):
-    from tasks.evaluation import evaluate_model, generation_params
+    from sftflow.steps.evaluate import EvalSpec, generation_params
+    from tasks.evaluation import evaluate_model
 
     csv_path = str(write_test_csv(tmp_path / "t.csv", 2))
     base = dict(_env_file=None, backend="vertex", project="p", region="us-central1", bucket="gs://b",
                 vertex_base_url="http://127.0.0.1:1")
     s0 = Settings(**base)
 
-    def key(s: Settings) -> str:
-        return _key(evaluate_model, {"settings": s, "model": "m", "test_path": csv_path, "label": "base"})
+    def key(s: Settings, model: str = "m") -> str:
+        return _key(evaluate_model, {"spec": EvalSpec.from_settings(s), "model": model, "test_path": csv_path,
+                                     "label": "base"})
 
     k0 = key(s0)
     assert key(Settings(**base)) == k0  # deterministic
@@ -352,9 +355,39 @@ def test_evaluate_key_changes_with_every_generation_parameter_and_endpoint(tmp_p
         assert getattr(generation_params(changed), f.name) != getattr(generation_params(s0), f.name)
         assert key(changed) != k0, f"changing {setting} (GenerationParams.{f.name}) did not change the key"
     for name, value in [("project", "q"), ("region", "europe-west4"), ("vertex_base_url", "http://127.0.0.1:2"),
-                        ("samples", 7)]:
+                        ("samples", 7), ("seed", 5), ("run_name", "other")]:
         assert key(Settings(**{**base, name: value})) != k0, name
-    assert _key(evaluate_model, {"settings": s0, "model": "m2", "test_path": csv_path, "label": "base"}) != k0
+    assert key(s0, model="m2") != k0
+
+
+def test_evaluate_key_covers_every_spec_field_not_declared_answer_neutral(tmp_path):
+    """A field added to EvalSpec is in the key unless it is explicitly marked NOT_IN_KEY."""
+    from sftflow.steps.evaluate import EvalSpec
+    from tasks.evaluation import evaluate_model
+
+    csv_path = str(write_test_csv(tmp_path / "t.csv", 2))
+    spec = EvalSpec.from_settings(Settings(_env_file=None, backend="vertex", project="p", bucket="gs://b"))
+
+    def key(sp: EvalSpec) -> str:
+        return _key(evaluate_model, {"spec": sp, "model": "m", "test_path": csv_path, "label": "base"})
+
+    k0 = key(spec)
+    neutral = {f.name for f in dataclasses.fields(EvalSpec) if f.metadata.get("in_key") is False}
+    assert neutral == {"work_dir", "concurrency", "rpm", "max_attempts", "max_error_rate", "vertex_access_token"}
+    for f in dataclasses.fields(EvalSpec):
+        value = getattr(spec, f.name)
+        if f.name == "generation":
+            other = dataclasses.replace(value, temperature=value.temperature + 0.5)
+        elif f.name == "vertex_access_token":
+            other = SecretStr("a-token")
+        elif isinstance(value, Path):
+            other = value / "elsewhere"
+        elif isinstance(value, (int, float)):
+            other = value + 1
+        else:
+            other = f"{value}-changed"
+        changed = key(dataclasses.replace(spec, **{f.name: other}))
+        assert (changed == k0) == (f.name in neutral), f.name
 
 
 def test_compare_key_includes_the_bootstrap_seed(tmp_path):

@@ -1,13 +1,14 @@
-"""The pipeline's final report: data summary, job summary, comparison with CIs, plots, verdict."""
+"""The pipeline's final report (report.json data and report.md): data, job, comparison with CIs,
+plots, verdict."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, TunedModel
 from sftflow.rouge import METRICS
-
-NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+from sftflow.stats import METRIC_LABELS
 
 
 def _duration_s(start: str | None, end: str | None) -> float | None:
@@ -19,44 +20,45 @@ def _duration_s(start: str | None, end: str | None) -> float | None:
     return max(0.0, (b - a).total_seconds())
 
 
-def build_report(*, settings: dict[str, Any], prepared: dict, tuning: dict, comparison: dict, comparison_uri: str,
-                 verdict: list[str], plots: dict[str, str], evaluations: dict[str, dict]) -> dict:
-    """The report as JSON-ready data; `render_markdown` turns it into the markdown artifact."""
-    train = next(s for s in prepared["summaries"] if s["kind"] == "train")
-    stats = tuning.get("stats") or {}
-    billable = stats.get("total_billable_token_count") or stats.get("billable_tokens")
+def build_report(*, settings: dict[str, Any], prepared: PreparedData, tuning: TunedModel,
+                 comparison: ComparisonOutcome, evaluations: dict[str, Evaluation]) -> dict:
+    """The report as JSON-ready data (report.json); `render_markdown` turns it into report.md."""
+    train = prepared.summary("train")
+    stats = tuning.stats or {}
+    billable = stats.get("billable_tokens")
     price = settings["price_per_million_training_tokens"]
     cost = None if billable is None else float(billable) * price / 1e6
     # The estimate the cap was checked against (sftflow.cost), when the tune step recorded it.
-    estimate = tuning.get("cost_estimate")
-    estimated_usd = estimate["total_usd"] if estimate else prepared["cost_usd"]
+    estimate = tuning.cost_estimate
+    estimated_usd = estimate["total_usd"] if estimate else prepared.cost_usd
     basis = (f"the pre-submission estimate: {estimate['method']} × epochs × price" if estimate else
              "what Vertex AI would bill: training tokens estimated as characters / 4 × epochs × price")
+    plots = {f"{label} distribution": ev.plot_uri for label, ev in evaluations.items()} | comparison.plots
     return {
         "run_name": settings["run_name"],
         "backend": settings["backend"],
         "data": {
-            "train": prepared["train"], "val": prepared["val"], "test": prepared["test"],
-            "examples": {s["kind"]: s["examples"] for s in prepared["summaries"]},
-            "estimated_training_tokens": train["estimated_tokens"],
+            "train": prepared.train, "val": prepared.val, "test": prepared.test,
+            "examples": {s.kind: s.examples for s in prepared.summaries},
+            "estimated_training_tokens": train.estimated_tokens,
             "estimated_cost_usd": estimated_usd,
         },
         "job": {
-            "name": tuning["job"], "tuned_model": tuning["tuned_model"], "endpoint": tuning["endpoint"],
-            "duration_s": _duration_s(tuning.get("create_time"), tuning.get("update_time")),
+            "name": tuning.job, "tuned_model": tuning.tuned_model, "endpoint": tuning.endpoint,
+            "duration_s": _duration_s(tuning.create_time, tuning.update_time),
             "billable_tokens": billable, "cost_usd": cost if cost is not None else estimated_usd,
             "cost_basis": "billable tokens reported by the job" if cost is not None else basis,
             "cost_estimate": estimate,
             "stats": stats,
             "hyperparameters": {k: settings[k] for k in ("epochs", "adapter_size", "learning_rate_multiplier")},
-            "base_model": settings.get("source_model") or evaluations["base"]["model"],
+            "base_model": settings.get("source_model") or evaluations["base"].model,
         },
-        "evaluations": {k: {"model": v["model"], "results": v["results_uri"], "summary": v["summary"],
-                            "counts": v["counts"]} for k, v in evaluations.items()},
-        "comparison": comparison,
-        "comparison_uri": comparison_uri,
+        "evaluations": {k: {"model": v.model, "results": v.results_uri, "summary": v.summary,
+                            "counts": v.counts} for k, v in evaluations.items()},
+        "comparison": comparison.comparison,
+        "comparison_uri": comparison.comparison_uri,
         "plots": plots,
-        "verdict": verdict,
+        "verdict": list(comparison.verdict),
     }
 
 
@@ -77,7 +79,7 @@ def render_markdown(r: dict) -> str:
         x = c["metrics"][m]
         p = "-" if x["p_value"] is None else f"{x['p_value']:.3g}"
         lines.append(
-            f"| {NAMES[m]} | {100 * x['baseline_mean']:.2f} | {100 * x['tuned_mean']:.2f} | "
+            f"| {METRIC_LABELS[m]} | {100 * x['baseline_mean']:.2f} | {100 * x['tuned_mean']:.2f} | "
             f"{100 * x['difference']:+.2f} | [{100 * x['ci_low']:+.2f}, {100 * x['ci_high']:+.2f}] | "
             f"{x['wins']}/{x['ties']}/{x['losses']} | {p} |"
         )

@@ -1,0 +1,118 @@
+"""Step: evaluate one model on the test set and save results.jsonl, summary.json,
+distribution.png and report.md under runs/<run>/eval/<label>/ (the list is EVAL_OUTPUTS)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from sftflow import layout, plots, stats, storage
+from sftflow.backends import make_generator
+from sftflow.backends.base import GenerationParams
+from sftflow.config import Settings
+from sftflow.data.testset import read_test_csv
+from sftflow.evaluation import check_error_rate, evaluate
+from sftflow.progress import ProgressFn
+from sftflow.records import Evaluation
+from sftflow.reporting.evaluation import evaluation_markdown
+from sftflow.results import results_to_jsonl
+
+#: The objects evaluate_and_save writes under its eval dir.
+EVAL_OUTPUTS = ("results.jsonl", "summary.json", "distribution.png", "report.md")
+
+#: Field metadata marking a field that does not change an evaluation's answers (not in its identity).
+NOT_IN_KEY = {"in_key": False}
+
+
+def generation_params(s: Settings) -> GenerationParams:
+    """Every GenerationParams field from its Settings field (see GenerationParams' docstring)."""
+    return GenerationParams(**{f.name: getattr(s, f.metadata.get("setting", f.name))
+                               for f in dataclasses.fields(GenerationParams)})
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """What an evaluation uses, and nothing else of Settings.
+
+    Its identity (the cache key and the checkpoint's name) is every field not marked NOT_IN_KEY,
+    so a field added here is in the key unless someone decides it does not change the answers.
+    The connection fields keep Settings' names: `make_generator` reads them from this object.
+    """
+
+    backend: str
+    project: str | None
+    region: str
+    vertex_base_url: str | None
+    storage_root: str  # local backend: where tuned models ('local:<job>') live
+    seed: int  # local backend: sampling seed of a causal LM
+    samples: int
+    generation: GenerationParams
+    run_root: str  # where the results are written
+    work_dir: Path = field(metadata=NOT_IN_KEY)  # checkpoints, model cache
+    concurrency: int = field(default=8, metadata=NOT_IN_KEY)
+    rpm: float = field(default=300.0, metadata=NOT_IN_KEY)
+    max_attempts: int = field(default=6, metadata=NOT_IN_KEY)
+    max_error_rate: float = field(default=0.0, metadata=NOT_IN_KEY)  # fails or passes; never changes answers
+    vertex_access_token: SecretStr | None = field(default=None, repr=False, metadata=NOT_IN_KEY)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> EvalSpec:
+        names = {f.name for f in dataclasses.fields(cls)} - {"generation"}
+        return cls(generation=generation_params(s), **{n: getattr(s, n) for n in names})
+
+    @property
+    def request_timeout(self) -> float:  # the name make_generator's Vertex client reads
+        return self.generation.timeout_s
+
+    def identity(self) -> dict[str, Any]:
+        """Every field that changes an evaluation's answers (GenerationParams field by field)."""
+        return {f.name: dataclasses.asdict(v) if f.name == "generation" else v
+                for f in dataclasses.fields(self) if f.metadata.get("in_key", True)
+                for v in [getattr(self, f.name)]}
+
+
+def eval_identity(spec: EvalSpec, model: str, test_path: str, label: str) -> list:
+    """The identity of one evaluation: the spec's, the model, the test set's content, the label."""
+    return [spec.identity(), model, storage.fingerprint(test_path), label]
+
+
+def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
+                      on_progress: ProgressFn | None = None) -> Evaluation:
+    """Answer and score the first `spec.samples` test examples; write the four outputs.
+
+    Resumable: every scored example is in a local checkpoint named by the evaluation's identity,
+    so a rerun after a crash asks the model only for what is missing. More than `max_error_rate`
+    errored examples raise EvaluationFailed (one line per error kind, nothing written); fewer
+    come back in `Evaluation.errors` (the caller must not cache such a result).
+    """
+    layout.check_name("label", label)
+    out_dir = layout.eval_dir(spec.run_root, label)
+    examples = read_test_csv(test_path, limit=spec.samples)
+    ident = hashlib.sha256(json.dumps(eval_identity(spec, model, test_path, label), default=str,
+                                      sort_keys=True).encode()).hexdigest()
+    checkpoint = layout.checkpoint_path(spec.work_dir, label, ident)
+    generator = make_generator(spec, model)  # type: ignore[arg-type] - EvalSpec has the fields it reads
+    results = evaluate(generator, examples, params=spec.generation, checkpoint=checkpoint,
+                       concurrency=spec.concurrency, rpm=spec.rpm, max_attempts=spec.max_attempts,
+                       on_progress=on_progress)
+    error_lines = check_error_rate(results, spec.max_error_rate, model)  # raises above the threshold
+    summary = stats.summarize(results)
+    counts = stats.counts(results)
+    results_uri = storage.write_text(storage.join(out_dir, "results.jsonl"), results_to_jsonl(results),
+                                     "application/jsonl")
+    storage.write_text(storage.join(out_dir, "summary.json"),
+                       json.dumps({"model": model, "label": label, "summary": summary, "counts": counts}, indent=2),
+                       "application/json")
+    plot_uri = storage.write_bytes(storage.join(out_dir, "distribution.png"),
+                                   plots.plot_single_distribution(results, label), "image/png")
+    md = evaluation_markdown(summary, results, model)
+    md += f"\n\nResults: `{results_uri}`  \nPlot: `{plot_uri}`\n"
+    report_uri = storage.write_text(storage.join(out_dir, "report.md"), md, "text/markdown")
+    return Evaluation(label=label, model=model, results_uri=results_uri, report_uri=report_uri,
+                      plot_uri=plot_uri, summary=summary, counts=counts, errors=tuple(error_lines))

@@ -1,0 +1,23 @@
+"""Step: the run report — report.json (data) and report.md (markdown) in the run's folder."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sftflow import storage
+from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
+from sftflow.reporting.run import build_report, render_markdown
+
+
+def write_run_report(run_root: str, settings: dict[str, Any], prepared: PreparedData, tuned_model: TunedModel,
+                     baseline: Evaluation, tuned: Evaluation, comparison: ComparisonOutcome) -> RunReport:
+    """Write report.md and report.json; `settings` is Settings.public_dict() (no secrets)."""
+    data = build_report(settings=settings, prepared=prepared, tuning=tuned_model, comparison=comparison,
+                        evaluations={"base": baseline, "tuned": tuned})
+    report_uri = storage.write_text(storage.join(run_root, "report.md"), render_markdown(data), "text/markdown")
+    json_uri = storage.write_text(storage.join(run_root, "report.json"), json.dumps(data, indent=2),
+                                  "application/json")
+    errors = {ev.label: ev.errors for ev in (baseline, tuned) if ev.errors}
+    return RunReport(report_uri=report_uri, report_json_uri=json_uri, verdict=comparison.verdict,
+                     comparison=comparison.comparison, errors=errors)

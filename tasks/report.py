@@ -1,0 +1,23 @@
+"""Report task: sftflow.steps.report.write_run_report plus the report as a Prefect markdown artifact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_markdown_artifact
+
+from sftflow import storage
+from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
+from sftflow.steps.report import write_run_report
+
+
+@task(name="report-run", cache_policy=NO_CACHE)
+def report_run(run_root: str, settings: dict[str, Any], prepared: PreparedData, tuned_model: TunedModel,
+               baseline: Evaluation, tuned: Evaluation, comparison: ComparisonOutcome) -> RunReport:
+    """Write report.md and report.json (never cached: it is cheap and must name this run's files)."""
+    report = write_run_report(run_root, settings, prepared, tuned_model, baseline, tuned, comparison)
+    create_markdown_artifact(storage.read_text(report.report_uri), key="sft-pipeline-report",
+                             description="sftflow run report")
+    return report
