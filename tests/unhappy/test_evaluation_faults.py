@@ -578,11 +578,11 @@ def test_planted_pickle_cache_record_is_never_unpickled(tmp_path):
     record_path.write_bytes(planted.serialize())
 
     @flow(persist_result=False, result_serializer="json")
-    def validate_once(path: str) -> dict:
+    def validate_once(path: str):
         return validate(path, "test", "t.csv")
 
     state = validate_once(csv_path, return_state=True)
-    assert state.result()["examples"] == 3
+    assert state.result().examples == 3
     assert task_states(state)["validate"] == ["Completed"]  # recomputed, not served from the planted record
     assert not ran.exists()
     ResultRecord.deserialize(record_path.read_bytes())  # what Prefect would have done with it
