@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from sftflow import storage
-from sftflow.evaluation import ExampleResult, results_to_jsonl
+from sftflow.results import ExampleResult, results_to_jsonl
 from sftflow.records import ComparisonOutcome, Evaluation, FileSummary, PreparedData, TunedModel
 from sftflow.rouge import METRICS
 from sftflow.stats import counts, summarize
