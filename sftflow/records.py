@@ -9,6 +9,7 @@ the flows return), so the files' content is the records' content.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
@@ -52,14 +53,10 @@ class Record(BaseModel):
         return cls.read(uri) if storage.exists(uri) else None
 
     def write(self, uri: str, *, sort_keys: bool = False) -> str:
-        import json
-
         return storage.write_text(uri, json.dumps(self.to_json(), indent=2, sort_keys=sort_keys), "application/json")
 
 
 def _load_json(uri: str) -> Any:
-    import json
-
     text = storage.read_text(uri)
     try:
         return json.loads(text)
