@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.common import settings_for
 from sftflow.backends import make_tuner
 from sftflow.cleanup import execute, plan_cleanup
+from sftflow.params import RunParams
 
 
 @flow(name="cleanup", log_prints=True, persist_result=False, result_serializer="json")
-def cleanup(yes: bool = False, include_datasets: bool = False, config: dict[str, Any] | None = None) -> dict:
+def cleanup(yes: bool = False, include_datasets: bool = False, config: RunParams = RunParams()) -> dict:
     """List (default) or, with yes=True, delete: objects under runs/<run>/, the run's tuning records
     and the tuned models/endpoints they name; sftflow's own datasets too with include_datasets.
     Anything else is left and listed under "skipped" with the reason.
@@ -21,7 +21,7 @@ def cleanup(yes: bool = False, include_datasets: bool = False, config: dict[str,
     Args:
         yes: Really delete; otherwise only list.
         include_datasets: Also the uploaded datasets (shared by runs with the same data).
-        config: Any other setting of sftflow.config.Settings (run_name picks the run).
+        config: The run's parameters (run_name picks the run).
     """
     s = settings_for(config)
     log = get_run_logger()

@@ -1,9 +1,9 @@
-"""Turning flow parameters into Settings: explicit parameters win over `config`, which wins over env.
+"""Turning a flow's run parameters (`sftflow.params.RunParams`) into Settings.
 
-Secrets never travel as parameters (Prefect stores those in clear in its database and UI): a
-token comes from the process environment, or from a Prefect Secret block whose *name* is the
-setting `vertex_access_token_secret_block`; its value is read here, at run time, into the
-Settings object only.
+Which value wins is `sftflow.params.PRECEDENCE`. Secrets never travel as parameters (Prefect
+stores those in clear in its database and UI): a token comes from the process environment, or
+from a Prefect Secret block whose *name* is the field `vertex_access_token_secret_block`; its
+value is read here, at run time, into the Settings object only.
 """
 
 from __future__ import annotations
@@ -13,21 +13,21 @@ from typing import Any
 from pydantic import SecretStr
 
 from sftflow import credentials
-from sftflow.config import SECRET_SETTINGS, Settings, load_settings, refuse_secret_parameters
+from sftflow.config import SECRET_SETTINGS, Settings, load_settings
 from sftflow.errors import ConfigError
+from sftflow.params import RunParams, refuse_secrets, settings_values
 
 MASK = "**********"
 
 
-def settings_for(config: dict[str, Any] | None = None, **params: Any) -> Settings:
+def settings_for(params: RunParams | dict[str, Any] | None = None) -> Settings:
+    """Settings of a run: its parameters, then its recipe, then the environment, then the defaults."""
     try:
-        refuse_secret_parameters({**(config or {}), **params})
+        refuse_secrets(params)
     except ConfigError:
         _scrub_own_parameters()
         raise
-    merged = dict(config or {})
-    merged.update({k: v for k, v in params.items() if v is not None})
-    settings = with_secret_block(load_settings(**merged))
+    settings = with_secret_block(load_settings(**settings_values(params)))
     credentials.use_token(settings.vertex_access_token)  # Cloud Storage calls use it too
     return settings
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
 from flows.common import settings_for
 from sftflow import layout, storage
+from sftflow.params import RunParams
 from tasks.evaluation import compare_task
 
 
@@ -19,13 +18,13 @@ def results_uri(run_root: str, ref: str) -> str:
 
 
 @flow(name="compare", log_prints=True, persist_result=False, result_serializer="json")
-def compare(baseline: str = "base", tuned: str = "tuned", config: dict[str, Any] | None = None) -> dict:
+def compare(baseline: str = "base", tuned: str = "tuned", config: RunParams = RunParams()) -> dict:
     """Paired comparison of two result sets over the examples both scored.
 
     Args:
         baseline: A result-set label of this run (e.g. 'base') or a results.jsonl URI.
         tuned: A result-set label of this run (e.g. 'tuned') or a results.jsonl URI.
-        config: Any other setting of sftflow.config.Settings (run_name picks the run).
+        config: The run's parameters (run_name picks the run).
     """
     s = settings_for(config)
     b, t = results_uri(s.run_root, baseline), results_uri(s.run_root, tuned)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
 from flows.common import settings_for
 from sftflow import layout
+from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
 from sftflow.steps.evaluate import EvalSpec
 from tasks.data import download
@@ -39,22 +38,18 @@ def default_test_uri(s) -> str:
 def evaluate(
     model: str | None = None,
     label: str | None = None,
-    test_uri: str | None = None,
-    samples: int | None = None,
-    config: dict[str, Any] | None = None,
+    config: RunParams = RunParams(),
 ) -> dict:
     """Evaluate `model` ('base', 'tuned', a model name or an endpoint) and store results as `label`.
 
     Args:
         model: 'base', 'tuned' (this run's tuned endpoint), a model name or an endpoint resource name.
         label: Name of the result set (1-63 lowercase letters, digits, '-' or '_'). None: 'base' or 'tuned'.
-        test_uri: Test set (CSV). None: what prepare_data uploaded for this run.
-        samples: First N test examples. None: the setting (default 50).
-        config: Any other setting of sftflow.config.Settings.
+        config: The run's parameters; test_uri unset: what prepare_data uploaded for this run.
     """
     if label is not None:
         layout.check_name("label", label)  # before any download or request: a bad name costs nothing
-    s = settings_for(config, test_uri=test_uri, samples=samples)
+    s = settings_for(config)
     resolved = resolve_model(s, model)
     if label is None:
         label = "tuned" if model == "tuned" or resolved != s.base_model else "base"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.common import settings_for
+from sftflow.params import RunParams
 from sftflow.reporting.data import files_table_rows, prepared_markdown
 from sftflow.steps.prepare import raise_on_problems, save_prepared
 from tasks.data import convert, converted_or_problems, download, upload, validate
@@ -15,29 +14,16 @@ from tasks.tuning import check_tuning_data
 
 
 @flow(name="prepare_data", log_prints=True, persist_result=False, result_serializer="json")
-def prepare_data(
-    train_uri: str | None = None,
-    val_uri: str | None = None,
-    test_uri: str | None = None,
-    limit: int | None = None,
-    shuffle_seed: int | None = None,
-    config: dict[str, Any] | None = None,
-) -> dict:
+def prepare_data(config: RunParams = RunParams()) -> dict:
     """Download the train/val/test sources, convert chat data to Gemini's format, validate every
     file against Gemini's tuning rules and upload only when all are clean.
 
     Returns {"train": uri, "val": uri, "test": uri, "summaries": [...], "cost_usd": float}.
 
     Args:
-        train_uri: Training data (chat JSONL: gs://, https:// or a path). None: the backend's default.
-        val_uri: Validation data (chat JSONL). None: the backend's default.
-        test_uri: Test set (CSV with input_text, output_text). None: the backend's default.
-        limit: Examples kept per converted file. None: the setting (default 1000, as the codelab).
-        shuffle_seed: Shuffle with this seed before the limit. None: keep file order.
-        config: Any other setting of sftflow.config.Settings.
+        config: The run's parameters (train_uri / val_uri / test_uri, limit, shuffle_seed, where it runs).
     """
-    s = settings_for(config, train_uri=train_uri, val_uri=val_uri, test_uri=test_uri, limit=limit,
-                     shuffle_seed=shuffle_seed)
+    s = settings_for(config)
     s.require_bucket("prepare")
     log = get_run_logger()
     src = s.sources()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from flows.common import settings_for
 from sftflow import cost, layout, storage
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
+from sftflow.params import RunParams
 from sftflow.records import PreparedData
 from sftflow.steps.tune import dry_run_plan, save_tuned_model
 from sftflow.tuning import tuning_key
@@ -61,15 +60,7 @@ def build_spec(s: Settings, train_uri: str, val_uri: str | None) -> TuningSpec:
 
 
 @flow(name="tune", log_prints=True, persist_result=False, result_serializer="json")
-def tune(
-    train_uri: str | None = None,
-    val_uri: str | None = None,
-    epochs: int | None = None,
-    adapter_size: int | None = None,
-    learning_rate_multiplier: float | None = None,
-    dry_run: bool = False,
-    config: dict[str, Any] | None = None,
-) -> dict:
+def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
     """Tune the base model on the prepared data and return the tuned model and endpoint.
 
     A rerun with the same intent returns the recorded result (no API call) or attaches to the
@@ -78,16 +69,10 @@ def tune(
     runs out the job is cancelled (`cancel_job_on_timeout`).
 
     Args:
-        train_uri: Converted training data URI. None: prepare_data's output for this run.
-        val_uri: Converted validation data URI. None: prepare_data's output for this run.
-        epochs: Tuning epochs. None: the setting (default 1).
-        adapter_size: LoRA adapter size 1, 2, 4, 8 or 16. None: the setting (default 4).
-        learning_rate_multiplier: Learning-rate multiplier. None: the setting (default 1.0).
         dry_run: Estimate the cost and return the job that would be submitted; call no tuning API.
-        config: Any other setting, e.g. {"poll_interval": 30, "resubmit_failed": true}.
+        config: The run's parameters; train_uri / val_uri unset: prepare_data's output for this run.
     """
-    s = settings_for(config, train_uri=train_uri, val_uri=val_uri, epochs=epochs, adapter_size=adapter_size,
-                     learning_rate_multiplier=learning_rate_multiplier)
+    s = settings_for(config)
     s.require_bucket("tune")
     log = get_run_logger()
     train, val = default_datasets(s)

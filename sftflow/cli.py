@@ -14,75 +14,32 @@ from pathlib import Path
 from typing import Any
 
 from sftflow import server_cli
-
-EPILOG = """\
-Configuration: every setting can also come from an environment variable SFTFLOW_<NAME>
-(e.g. SFTFLOW_BACKEND=vertex, SFTFLOW_PROJECT, SFTFLOW_BUCKET, SFTFLOW_VERTEX_BASE_URL,
-SFTFLOW_VERTEX_ACCESS_TOKEN) or a .env file; flags win over both. `--set NAME=VALUE` sets any
-setting (see README 'Configuration'). Backends: 'local' (default, offline) and 'vertex'.
-"""
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration")
-    g.add_argument("--backend", choices=["local", "vertex"], help="where tuning and generation run")
-    g.add_argument("--project", help="Google Cloud project (vertex)")
-    g.add_argument("--region", help="Vertex AI region (default us-central1)")
-    g.add_argument("--bucket", help="gs://bucket[/prefix] for datasets and results (default: local storage)")
-    g.add_argument("--local-root", type=Path, help="local storage root and work area (default .sftflow)")
-    g.add_argument("--run-name", help="names the run; results go under <storage>/runs/<run-name>/")
-    g.add_argument(
-        "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
-        help="set any other setting, e.g. --set temperature=0.2 (repeatable)",
-    )
-
-
-def _data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", dest="train_uri", help="training data: gs://, https:// or a local chat JSONL")
-    p.add_argument("--val", dest="val_uri", help="validation data (chat JSONL)")
-    p.add_argument("--test", dest="test_uri", help="test set (CSV with input_text,output_text)")
-
-
-def _tuning_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source-model", help="base model to tune (default per backend)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--adapter-size", type=int, choices=[1, 2, 4, 8, 16])
-    p.add_argument("--learning-rate-multiplier", type=float)
-    p.add_argument("--display-name", dest="tuned_model_display_name", help="tuned model display name")
-    p.add_argument("--poll-interval", type=float, help="seconds between job polls (default 60)")
-    p.add_argument("--timeout", dest="tuning_timeout", type=float,
-                   help="stop waiting after S seconds and cancel the job (see cancel_job_on_timeout)")
-    p.add_argument("--max-cost", dest="max_tuning_cost_usd", type=float, metavar="USD",
-                   help="refuse to submit a job whose estimated cost is above USD (default 25)")
-
-
-def _eval_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--samples", type=int, help="first N test examples (default 50)")
-    p.add_argument("--concurrency", type=int, help="concurrent requests (default 8)")
-    p.add_argument("--rpm", type=float, help="requests per minute at most (default 300)")
+from sftflow.cli_config import EPILOG, add_flag, common_flags, data_flags, eval_flags, run_config, tuning_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sftflow.params import PRECEDENCE
+
     parser = argparse.ArgumentParser(
         prog="sftflow",
         description="Supervised fine-tuning pipelines for Gemini on Vertex AI (or offline, locally), "
         "orchestrated by Prefect.",
-        epilog=EPILOG,
+        epilog=EPILOG.format(precedence=PRECEDENCE),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("pipeline", help="the whole run: prepare, baseline, tune, evaluate tuned, compare, report",
                        description="Run the full pipeline and print the report's location on the last line.")
-    _data_flags(p), _tuning_flags(p), _eval_flags(p), _common(p)
+    data_flags(p), tuning_flags(p), eval_flags(p), common_flags(p)
 
     p = sub.add_parser("prepare", help="download, convert, validate and upload the datasets",
                        description="Download train/val/test, convert chat JSONL to Gemini's format, validate "
                        "against Gemini's tuning rules and upload (nothing is uploaded if any file has a problem).")
-    _data_flags(p)
-    p.add_argument("--limit", type=int, help="keep the first N examples per file (default 1000)")
-    p.add_argument("--shuffle-seed", type=int, help="shuffle with this seed before --limit")
-    _common(p)
+    data_flags(p)
+    add_flag(p, "--limit", "limit")
+    add_flag(p, "--shuffle-seed", "shuffle_seed")
+    common_flags(p)
 
     p = sub.add_parser("validate", help="lint dataset files (no Prefect run): chat JSONL, Gemini JSONL, test CSV",
                        description="Detect each file's format and print every problem as "
@@ -94,27 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
                        "a rerun after a crash skips examples already scored.")
     p.add_argument("--model", help="base model name or tuned endpoint (default: the base model)")
     p.add_argument("--output", dest="label", help="name of the result set (default: 'base' or 'tuned')")
-    p.add_argument("--test", dest="test_uri", help="test set (CSV)")
-    _eval_flags(p), _common(p)
+    add_flag(p, "--test", "test_uri")
+    eval_flags(p), common_flags(p)
 
     p = sub.add_parser("tune", help="launch (or re-attach to) a tuning job and wait for it",
                        description="Submit a supervised tuning job once per intent (dataset content, "
                        "hyperparameters, base model, run name), poll it to the end and record the tuned model. "
                        "A rerun attaches to the existing job instead of paying for a second one.")
-    p.add_argument("--train", dest="train_uri", help="converted training data URI (default: prepare's output)")
-    p.add_argument("--val", dest="val_uri", help="converted validation data URI (default: prepare's output)")
-    p.add_argument("--resubmit-failed", action="store_true", default=None,
-                   help="submit a new job if the previous one for this intent failed or was cancelled")
+    add_flag(p, "--train", "train_uri")
+    add_flag(p, "--val", "val_uri")
+    add_flag(p, "--resubmit-failed", "resubmit_failed", action="store_true", default=None)
     p.add_argument("--dry-run", action="store_true",
                    help="print the cost estimate and the exact job it would submit; submit nothing")
-    _tuning_flags(p), _common(p)
+    tuning_flags(p), common_flags(p)
 
     p = sub.add_parser("compare", help="paired comparison of two result sets with CIs, plots and a report",
                        description="Compare two evaluation result sets (labels under this run, or "
                        "results.jsonl URIs): only examples both scored are paired.")
     p.add_argument("baseline", help="label (e.g. base) or results.jsonl URI")
     p.add_argument("tuned", help="label (e.g. tuned) or results.jsonl URI")
-    _common(p)
+    common_flags(p)
 
     p = sub.add_parser("cleanup", help="delete what a run created (lists only, unless --yes)",
                        description="List what the run made — objects under runs/<run>/, its tuning records "
@@ -125,25 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-datasets", action="store_true",
                    help="also delete sftflow's uploaded datasets (<kind>/<kind>-<sha12>.<ext>; shared by runs "
                    "with the same data)")
-    _common(p)
+    common_flags(p)
     server_cli.add_parser(sub)
     return parser
-
-
-def _overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
-    out = {n: getattr(args, n, None) for n in names}
-    for item in args.settings:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"sftflow: error: --set expects NAME=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = value
-    return {k: v for k, v in out.items() if v is not None}
-
-
-COMMON = ["backend", "project", "region", "bucket", "local_root", "run_name"]
-TUNING = ["source_model", "epochs", "adapter_size", "learning_rate_multiplier", "tuned_model_display_name",
-          "poll_interval", "tuning_timeout", "max_tuning_cost_usd"]
-EVAL = ["samples", "concurrency", "rpm"]
 
 
 def _prefect_env(local_root: Path) -> None:
@@ -171,21 +111,7 @@ def _watched(flow: Any, watch: bool) -> Any:
     return watched(flow, watch)
 
 
-def _secrets_to_env(config: dict[str, Any]) -> dict[str, Any]:
-    """Move secrets (e.g. `--set vertex_access_token=...`) from the flow's `config` into this process's
-    environment, where the in-process flow's Settings read them: a flow parameter is stored in clear."""
-    from sftflow.config import SECRET_SETTINGS
-
-    for name in SECRET_SETTINGS:
-        value = config.pop(name, None)
-        if value is not None:
-            os.environ[f"SFTFLOW_{name.upper()}"] = str(value)
-    return config
-
-
 def _run(args: argparse.Namespace) -> int:
-    from sftflow.config import load_settings
-
     cmd = args.command
     if cmd == "server":
         return server_cli.run(args)
@@ -198,16 +124,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(args.paths)} file(s) checked, {len(problems)} problem(s)", file=sys.stderr)
         return 1 if problems else 0
 
-    names = COMMON + {
-        "pipeline": ["train_uri", "val_uri", "test_uri"] + TUNING + EVAL,
-        "prepare": ["train_uri", "val_uri", "test_uri", "limit", "shuffle_seed"],
-        "evaluate": ["test_uri"] + EVAL,
-        "tune": ["train_uri", "val_uri", "resubmit_failed"] + TUNING,
-        "compare": [],
-        "cleanup": [],
-    }[cmd]
-    config = _overrides(args, names)
-    settings = load_settings(**config)  # fail fast, before Prefect starts, on a bad setting
+    config, settings = run_config(args)
     if cmd in ("prepare", "tune", "pipeline"):
         settings.require_bucket(cmd)
     if cmd == "evaluate" and args.label is not None:
@@ -216,8 +133,6 @@ def _run(args: argparse.Namespace) -> int:
         check_name("--output", args.label)
     _prefect_env(settings.local_root)
     watch = _use_prefect_api(settings)  # before any flow module imports prefect
-    config = _secrets_to_env(config)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
     undo = _quiet_user_errors()
     try:
         return _run_flow(cmd, args, config, watch)

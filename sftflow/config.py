@@ -1,8 +1,9 @@
 """One typed settings object for every flow, task and CLI command.
 
-Values come, highest priority first, from: explicit overrides (CLI flags, flow parameters),
-environment variables prefixed ``SFTFLOW_``, a ``.env`` file in the working directory, and
-the defaults below. An invalid value fails at start with the field's name and what is allowed.
+Each field's description and default here are the only ones: CLI help, the flows' parameter form
+(`sftflow.params.RunParams`), recipes and README's table are made from them. Which source wins is
+`sftflow.params.PRECEDENCE` (README 'Configuration'). An invalid value fails at start with the
+field's name and what is allowed.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Settings(BaseSettings):
     backend: Literal["local", "vertex"] = Field(
         "local", description="'local' tunes and generates on this machine; 'vertex' uses Vertex AI."
     )
-    project: str | None = Field(None, description="Google Cloud project id (vertex backend).")
+    project: str | None = Field(None, description="Google Cloud project id (required by the vertex backend).")
     region: str = Field("us-central1", description="Vertex AI region.")
     bucket: str | None = Field(
         None,
@@ -72,11 +73,16 @@ class Settings(BaseSettings):
     )
 
     # --- data ----------------------------------------------------------------------------
-    train_uri: str | None = Field(None, description="Training data (chat JSONL). Default: per backend.")
-    val_uri: str | None = Field(None, description="Validation data (chat JSONL). Default: per backend.")
-    test_uri: str | None = Field(None, description="Test set (CSV input_text,output_text). Default: per backend.")
+    train_uri: str | None = Field(
+        None, description="Training data (chat JSONL: gs://, https:// or a path; `tune`: converted data). Unset: "
+        "the backend's (local: the embedded samples; vertex: the codelab's public WikiLingua files); `tune`: "
+        "what `prepare` made for this run.")
+    val_uri: str | None = Field(None, description="Validation data (chat JSONL). Unset: as train_uri.")
+    test_uri: str | None = Field(
+        None, description="Test set (CSV with input_text,output_text). Unset: as train_uri.")
     limit: int = Field(1000, ge=1, description="Examples kept per converted file (the codelab keeps 1000).")
-    shuffle_seed: int | None = Field(None, description="Shuffle examples with this seed before the limit.")
+    shuffle_seed: int | None = Field(None, description="Shuffle examples with this seed before the limit. Unset: "
+                                     "keep file order.")
     price_per_million_training_tokens: float = Field(
         5.0,
         ge=0,
@@ -92,7 +98,10 @@ class Settings(BaseSettings):
     )
 
     # --- tuning --------------------------------------------------------------------------
-    source_model: str | None = Field(None, description="Base model. Default: per backend.")
+    source_model: str | None = Field(
+        None, description="Base model to tune and evaluate. Unset: per backend ("
+        + ", ".join(f"{m} on {b}" for b, m in DEFAULT_SOURCE_MODEL.items())
+        + "); local also takes a Hugging Face causal LM path.")
     epochs: int = Field(1, ge=1, le=100, description="Tuning epochs.")
     adapter_size: AdapterSize = Field(4, description="LoRA adapter size (rank): 1, 2, 4, 8 or 16.")
     learning_rate_multiplier: float = Field(1.0, gt=0, le=100, description="Learning-rate multiplier.")
@@ -150,19 +159,21 @@ class Settings(BaseSettings):
     vertex_base_url: str | None = Field(
         None,
         validation_alias=AliasChoices("vertex_base_url", "SFTFLOW_VERTEX_BASE_URL"),
-        description="Base URL handed to the Google SDKs (e.g. a test server on 127.0.0.1).",
+        description="Base URL handed to the Google SDKs (e.g. a test server on 127.0.0.1). Unset: Google's.",
     )
     vertex_access_token: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("vertex_access_token", "SFTFLOW_VERTEX_ACCESS_TOKEN"),
-        description="Static bearer token used instead of application-default credentials. Never logged, "
+        description="Static bearer token used instead of application-default credentials. Unset: "
+        "application-default credentials. Never logged, "
         "never a flow parameter: give it in the environment (SFTFLOW_VERTEX_ACCESS_TOKEN) or name a Prefect "
         "Secret block in vertex_access_token_secret_block.",
     )
     vertex_access_token_secret_block: str | None = Field(
         None,
         description="Name of a Prefect Secret block holding the Vertex access token; flows read it at run time "
-        "(for deployments), so the token is never a parameter. Ignored when a token is set directly.",
+        "(for deployments), so the token is never a parameter. Ignored when a token is set directly. Unset: "
+        "no block.",
     )
 
     @field_validator("poll_interval")
@@ -243,16 +254,34 @@ SECRET_SETTINGS: tuple[str, ...] = tuple(
 )
 
 
-def refuse_secret_parameters(params: dict[str, Any] | None) -> None:
-    """Raise ConfigError when flow parameters (e.g. `config`) carry a secret; name the alternatives."""
-    given = sorted(k for k in SECRET_SETTINGS if (params or {}).get(k) is not None)
-    if given:
-        name = given[0]
-        raise ConfigError(
-            f"config: {name} is a secret and is never taken as a flow parameter (Prefect stores parameters "
-            f"in clear); set SFTFLOW_{name.upper()} in the environment of the process that runs the flow, "
-            f"or store it in a Prefect Secret block and pass the block's name as {name}_secret_block"
-        )
+def setting_default(name: str) -> Any:
+    """The default of Settings' field `name`: the one number other modules' defaults take."""
+    return Settings.model_fields[name].default
+
+
+def format_default(name: str) -> str:
+    """A field's default as users write it (`90`, `true`, `.sftflow`, `unset`)."""
+    value = setting_default(name)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def default_text(name: str) -> str:
+    """`Default: X (SFTFLOW_NAME).`: how CLI help and the flows' parameter form state a default."""
+    return f"Default: {format_default(name)} (SFTFLOW_{name.upper()})."
+
+
+def check_known(names: Any) -> None:
+    """ConfigError naming any of `names` that is no setting, and the known ones."""
+    unknown = sorted(set(names) - set(Settings.model_fields))
+    if unknown:
+        known = ", ".join(sorted(Settings.model_fields))
+        raise ConfigError(f"invalid configuration: {', '.join(unknown)}: unknown setting (known: {known})")
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -261,10 +290,7 @@ def load_settings(**overrides: Any) -> Settings:
     Raises ConfigError with one line per invalid field: `field: problem (allowed: ...)`.
     """
     clean = {k: v for k, v in overrides.items() if v is not None}
-    unknown = sorted(set(clean) - set(Settings.model_fields))
-    if unknown:
-        known = ", ".join(sorted(Settings.model_fields))
-        raise ConfigError(f"invalid configuration: {', '.join(unknown)}: unknown setting (known: {known})")
+    check_known(clean)
     try:
         return Settings(**clean)
     except ValidationError as exc:

@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from sftflow.config import setting_default
+
 
 # --------------------------------------------------------------------------- generation
 
@@ -19,14 +21,15 @@ class GenerationParams:
     """How every request of an evaluation is made.
 
     Each field is filled from the Settings field of the same name, or the one its metadata
-    names under "setting"; evaluate's cache key is built from all fields, so a new one is
-    covered without anyone remembering to add it.
+    names under "setting", and defaults to that field's default (Settings holds the numbers);
+    evaluate's cache key is built from all fields, so a new one is covered without anyone
+    remembering to add it.
     """
 
-    temperature: float = 0.1
-    max_output_tokens: int = 1024
-    safety_threshold: str = "BLOCK_ONLY_HIGH"
-    timeout_s: float = field(default=120.0, metadata={"setting": "request_timeout"})
+    temperature: float = setting_default("temperature")
+    max_output_tokens: int = setting_default("max_output_tokens")
+    safety_threshold: str = setting_default("safety_threshold")
+    timeout_s: float = field(default=setting_default("request_timeout"), metadata={"setting": "request_timeout"})
 
 
 @dataclass(frozen=True)

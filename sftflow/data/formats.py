@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+from sftflow.config import setting_default
 from sftflow.data.reading import read_lines, shown, sniff_jsonl
 from sftflow.data.rules import Problem, ProblemLog, check_example, line_too_long, parse_json_line
 from sftflow.errors import DataError
@@ -168,7 +169,7 @@ def convert_messages_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     *,
-    limit: int | None = 1000,
+    limit: int | None = setting_default("limit"),
     shuffle_seed: int | None = None,
     on_progress: ProgressFn | None = None,
     every: int = 10_000,

@@ -76,7 +76,7 @@ class Runner:
         params = TrainParams(
             lora_rank=int(s["adapter_size"]), epochs=int(s["epochs"]),
             lr_multiplier=float(s["learning_rate_multiplier"]),
-            budget_s=float(s.get("budget_s") or self.meta.get("default_budget_s", 60.0)),
+            budget_s=float(s.get("budget_s") or self.meta["default_budget_s"]),
             seed=int(s.get("seed", 0)),
             checkpoint_every_s=float(os.environ.get("SFTFLOW_LOCAL_CHECKPOINT_S", "10")),
         )

@@ -17,15 +17,17 @@ from dataclasses import dataclass
 
 import torch
 
+from sftflow.config import setting_default
+
 
 @dataclass
 class TrainParams:
-    lora_rank: int = 4
+    lora_rank: int = setting_default("adapter_size")
     lora_layers: int = 1  # top layers the extractive scorer tunes (the others are encoded once)
-    epochs: int = 1
-    lr_multiplier: float = 1.0
-    budget_s: float = 60.0  # wall clock for training, summed over restarts
-    seed: int = 0
+    epochs: int = setting_default("epochs")
+    lr_multiplier: float = setting_default("learning_rate_multiplier")
+    budget_s: float = setting_default("local_train_budget_s")  # wall clock for training, summed over restarts
+    seed: int = setting_default("seed")
     batch_articles: int = 8  # examples per step (the causal trainer uses its own)
     checkpoint_every_s: float = 10.0
     report_every_s: float = 2.0

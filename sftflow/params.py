@@ -1,0 +1,159 @@
+"""A run's parameters as one typed model: the flows' parameter, a recipe file, the CLI's flags.
+
+`RunParams` is derived from `sftflow.config.Settings`, so each field's type, limits, description and
+default are written once, there. Every field defaults to None, meaning "not given here": the value
+then comes from the recipe, the environment, or the Settings default, in the order of `PRECEDENCE`
+(README 'Configuration'). Descriptions end with the real default, so a form or `--help` shows it.
+
+Machine settings (`MACHINE_SETTINGS`) and secrets are not run parameters: they belong to the process
+that runs the flow (its environment or `.env`), and Prefect stores parameters in clear.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
+from pydantic.fields import FieldInfo
+
+from sftflow.config import SECRET_SETTINGS, ConfigError, Settings, default_text
+
+#: How a setting's value is chosen, first match wins (README 'Configuration' shows this line).
+PRECEDENCE = ("explicit parameter (CLI flag or --set, flow or deployment parameter) > recipe (--recipe / "
+              "`recipe`) > environment SFTFLOW_<NAME> (or .env) > default")
+
+#: Settings of the machine that runs a flow, never of one run: which Prefect API the CLI uses and how
+#: long another process's claim on a tuning intent is trusted. Set them in the environment.
+MACHINE_SETTINGS: tuple[str, ...] = ("prefect_server", "claim_stale_after")
+
+#: The fields of a run, in the order a form lists them (the most often changed first).
+RUN_FIELDS: tuple[str, ...] = tuple(
+    ["train_uri", "val_uri", "test_uri", "source_model", "epochs", "adapter_size", "learning_rate_multiplier",
+     "tuned_model_display_name", "samples", "concurrency", "rpm"]
+    + [n for n in Settings.model_fields
+       if n not in ("train_uri", "val_uri", "test_uri", "source_model", "epochs", "adapter_size",
+                    "learning_rate_multiplier", "tuned_model_display_name", "samples", "concurrency", "rpm")
+       and n not in MACHINE_SETTINGS and n not in SECRET_SETTINGS]
+)
+
+
+def _optional(name: str) -> tuple[Any, FieldInfo]:
+    """Settings' field `name` as a run field: same type and limits, default None, real default in the text."""
+    f = Settings.model_fields[name]
+    info = FieldInfo.merge_field_infos(f, default=None, title=name, validation_alias=None,
+                                       description=f"{f.description} {default_text(name)}")
+    return f.annotation | None, info
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    _refused_secrets: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _set_secrets_aside(cls, data: Any, handler: Any) -> Any:
+        """A secret given as a parameter is kept out of the model (never stored in it) and remembered
+        by name, so the flow can refuse it with a clear message and scrub its own stored parameters."""
+        refused: tuple[str, ...] = ()
+        if isinstance(data, dict):
+            refused = tuple(sorted(k for k in SECRET_SETTINGS if data.get(k) is not None))
+            data = {k: v for k, v in data.items() if k not in SECRET_SETTINGS}
+        model = handler(data)
+        if refused:
+            model._refused_secrets = refused
+        return model
+
+
+RunParams = create_model(
+    "RunParams",
+    __base__=_Base,
+    __doc__="A run's parameters; None (unset) means: from the recipe, else the environment, else the default.",
+    recipe=(str | None, Field(None, title="recipe", description="A YAML recipe file (path or gs:// URI) whose "
+                              "keys are these fields, e.g. recipes/codelab.yaml; fields set here win over it.")),
+    **{name: _optional(name) for name in RUN_FIELDS},
+)
+
+
+def set_fields(params: BaseModel) -> dict[str, Any]:
+    """The fields given (not None), as plain data; `recipe` excluded."""
+    return {k: v for k, v in params.model_dump(mode="json", exclude={"recipe"}).items() if v is not None}
+
+
+def load_recipe(uri: str) -> dict[str, Any]:
+    """The fields a recipe sets, checked against RunParams.
+
+    Raises ConfigError, one line: `FILE[:LINE]: FIELD: problem` for an unknown key or a bad value.
+    """
+    from sftflow import storage
+
+    try:
+        text = storage.read_text(uri)
+    except FileNotFoundError:
+        raise ConfigError(f"{uri}: recipe not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{uri}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{uri}: a recipe is a mapping of field: value, got {type(data).__name__}")
+    lines = _key_lines(text)
+    for key in data:
+        if key == "recipe":
+            raise ConfigError(f"{uri}:{lines.get(key, '?')}: recipe: a recipe cannot name another recipe")
+        if key in SECRET_SETTINGS:
+            raise ConfigError(f"{uri}:{lines.get(key, '?')}: {key}: a secret is never kept in a recipe; set "
+                              f"SFTFLOW_{key.upper()} in the environment or name a Prefect Secret block in "
+                              f"{key}_secret_block")
+        if key not in RunParams.model_fields:
+            hint = " (a machine setting: set it in the environment)" if key in MACHINE_SETTINGS else ""
+            raise ConfigError(f"{uri}:{lines.get(key, '?')}: {key}: unknown field{hint}")
+    try:
+        params = RunParams.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(f"{uri}:{lines.get(key, '?')}: {key}: {err['msg']}, got {err.get('input')!r}") from None
+    return set_fields(params)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Line number of each top-level key (for error messages)."""
+    node = yaml.compose(text)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value}
+
+
+def settings_values(params: BaseModel | dict | None) -> dict[str, Any]:
+    """The values a run sets explicitly or through its recipe, explicit ones winning (`PRECEDENCE`);
+    what is left out comes from the environment or the defaults when Settings is built."""
+    params = params if isinstance(params, BaseModel) else RunParams.model_validate(params or {})
+    recipe = load_recipe(params.recipe) if params.recipe else {}
+    return {**recipe, **set_fields(params)}
+
+
+def refuse_secrets(params: BaseModel | dict | None) -> None:
+    """Raise ConfigError when someone passed a secret as a run parameter (RunParams' validator set it
+    aside, so it is in no model); the message names the two places a secret may come from."""
+    if isinstance(params, dict):
+        given = tuple(sorted(k for k in SECRET_SETTINGS if params.get(k) is not None))
+    else:
+        given = getattr(params, "_refused_secrets", ())
+    if given:
+        name = given[0]
+        raise ConfigError(
+            f"config: {name} is a secret and is never taken as a flow parameter (Prefect stores parameters "
+            f"in clear); set SFTFLOW_{name.upper()} in the environment of the process that runs the flow, "
+            f"or store it in a Prefect Secret block and pass the block's name as {name}_secret_block"
+        )
+
+
+def write_recipe(params: BaseModel, path: str | Path) -> None:
+    """Write the fields `params` sets as a recipe (the inverse of load_recipe)."""
+    Path(path).write_text(yaml.safe_dump(set_fields(params), sort_keys=False), encoding="utf-8")
