@@ -59,11 +59,12 @@ class Settings(BaseSettings):
         description="Cloud Storage bucket (name or gs://name[/prefix]) for datasets and results. "
         "Unset: everything is stored under local_root (vertex: prepare and tune need a bucket).",
     )
-    local_root: Path = Field(Path(".sftflow"), description="Local storage root and work area.")
+    local_root: Path = Field(Path(".sftflow"), description="Local storage root and work area (downloads, checkpoints, "
+                             "job processes, Prefect results).")
     run_name: str = Field(
         "default",
         pattern=layout.NAME_PATTERN,
-        description="Names the run: its results live under <storage>/runs/<run_name>/.",
+        description="Names the run: its results live under `<storage>/runs/<run_name>/`.",
     )
     prefect_server: Literal["auto", "ephemeral"] = Field(
         "auto",
@@ -144,7 +145,8 @@ class Settings(BaseSettings):
     samples: int = Field(50, ge=1, description="Test examples to evaluate (first N).")
     concurrency: int = Field(8, ge=1, le=256, description="Concurrent generation requests.")
     rpm: float = Field(300.0, gt=0, description="Generation requests per minute, at most.")
-    max_attempts: int = Field(6, ge=1, le=20, description="Tries per request on 429/5xx/timeouts.")
+    max_attempts: int = Field(6, ge=1, le=20, description="Tries per request on 429/5xx/timeouts (a server's "
+                              "Retry-After is honoured, up to 120 s).")
     request_timeout: float = Field(120.0, gt=0, description="Seconds before one generation request times out.")
     max_error_rate: float = Field(
         0.05,
@@ -164,8 +166,9 @@ class Settings(BaseSettings):
     vertex_access_token: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("vertex_access_token", "SFTFLOW_VERTEX_ACCESS_TOKEN"),
-        description="Static bearer token used instead of application-default credentials. Unset: "
-        "application-default credentials. Never logged, "
+        description="Static bearer token (e.g. `gcloud auth print-access-token`) used instead of "
+        "application-default credentials, for Vertex AI and Cloud Storage alike. Unset: application-default "
+        "credentials. Never logged, "
         "never a flow parameter: give it in the environment (SFTFLOW_VERTEX_ACCESS_TOKEN) or name a Prefect "
         "Secret block in vertex_access_token_secret_block.",
     )

@@ -157,3 +157,26 @@ def refuse_secrets(params: BaseModel | dict | None) -> None:
 def write_recipe(params: BaseModel, path: str | Path) -> None:
     """Write the fields `params` sets as a recipe (the inverse of load_recipe)."""
     Path(path).write_text(yaml.safe_dump(set_fields(params), sort_keys=False), encoding="utf-8")
+
+
+def kind_of(name: str) -> str:
+    """Where a setting may be given: `run` (flag, parameter, recipe, environment), `machine` or `secret`
+    (the environment only; a secret also from a Prefect Secret block)."""
+    return "secret" if name in SECRET_SETTINGS else "machine" if name in MACHINE_SETTINGS else "run"
+
+
+def settings_table() -> str:
+    """README 'Configuration' table, made from Settings' fields (tests/test_params.py checks README has it)."""
+    from sftflow.config import format_default, setting_default
+
+    rows = ["| setting | default | kind | meaning |", "|---|---|---|---|"]
+    for name, f in Settings.model_fields.items():
+        text = (f.description or "").replace("|", "\\|")
+        default = "–" if setting_default(name) is None else f"`{format_default(name)}`"
+        rows.append(f"| `{name}` | {default} | {kind_of(name)} | {text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m sftflow.params: the README table
+    print(settings_table())
+
