@@ -90,8 +90,8 @@ def load_recipe(uri: str) -> dict[str, Any]:
 
     try:
         text = storage.read_text(uri)
-    except FileNotFoundError:
-        raise ConfigError(f"{uri}: recipe not found") from None
+    except (storage.StorageError, FileNotFoundError) as exc:
+        raise ConfigError(f"recipe: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -243,7 +243,7 @@ def test_cap_refuses_with_zero_jobs_but_attaching_and_reuse_are_not_capped(make_
     bucket, train, val = datasets
     # 3 examples × 110 tokens = 330 tokens; at $1M per 1M tokens that is $330, over a $100 cap.
     tiny = flow_config(server, bucket, tmp_path, price_per_million_training_tokens=1_000_000, max_tuning_cost_usd=100)
-    state = tune(train_uri=train, val_uri=val, config=tiny, return_state=True)
+    state = tune(config={**tiny, "train_uri": train, "val_uri": val}, return_state=True)
     assert state.is_failed()
     with pytest.raises(CostCapExceeded, match=r"\$330.00 .* over the cap of \$100"):
         state.result()
@@ -252,12 +252,12 @@ def test_cap_refuses_with_zero_jobs_but_attaching_and_reuse_are_not_capped(make_
     # A job for this intent already running (e.g. submitted under a higher cap): the rerun attaches.
     s = load_settings(**tiny, train_uri=train, val_uri=val)
     VertexTuner(s).submit(build_spec(s, train, val))
-    out = tune(train_uri=train, val_uri=val, config=tiny)
+    out = tune(config={**tiny, "train_uri": train, "val_uri": val})
     assert out["endpoint"] and _creates(server) == 1
     assert out["cost_estimate"]["total_usd"] == pytest.approx(330.0)
     # And a finished intent is reused from its record without any request.
     before = len(server.requests)
-    assert tune(train_uri=train, val_uri=val, config=tiny)["endpoint"] == out["endpoint"]
+    assert tune(config={**tiny, "train_uri": train, "val_uri": val})["endpoint"] == out["endpoint"]
     assert len(server.requests) == before
 
 
@@ -313,7 +313,7 @@ def test_tuning_timeout_cancels_the_job_exactly_once(make_vertex_server, dataset
     server = make_vertex_server(job_phases=(1.0, 120.0))
     bucket, train, val = datasets
     config = flow_config(server, bucket, tmp_path, tuning_timeout=2, cancel_job_on_timeout=cancel)
-    state = tune(train_uri=train, val_uri=val, config=config, return_state=True)
+    state = tune(config={**config, "train_uri": train, "val_uri": val}, return_state=True)
     assert state.is_failed()
     with pytest.raises(JobTimeout) as err:
         state.result()
@@ -338,7 +338,7 @@ def test_local_backend_cap_refuses_before_a_local_job_starts(tmp_path):
     train.write_text(LINE * 3, encoding="utf-8")
     root = tmp_path / "root"
     config = {"backend": "local", "local_root": str(root), "max_tuning_cost_usd": 0.0001}
-    state = tune(train_uri=str(train), config=config, return_state=True)
+    state = tune(config={**config, "train_uri": str(train)}, return_state=True)
     assert state.is_failed()
     with pytest.raises(CostCapExceeded) as err:
         state.result()

@@ -201,7 +201,7 @@ def _check_report_matches_files(arts: dict, report: dict, comparison: dict) -> N
 
 
 def _pipeline_params(root: Path, **config) -> dict:
-    return {"samples": SAMPLES, "config": {"local_root": str(root), "run_name": "e2e", **config}}
+    return {"config": {"samples": SAMPLES, "local_root": str(root), "run_name": "e2e", **config}}
 
 
 @pytest.fixture(scope="module")
@@ -211,9 +211,9 @@ def runs(stack):
     local_root = stack["tmp"] / "local" / "root"
     vertex_root = stack["tmp"] / "vertex" / "root"
     vertex_cfg = dict(backend="vertex", project=stack["vertex"].project, region=stack["vertex"].location,
-                      bucket=stack["bucket"], poll_interval=1, limit=100)
-    vertex_params = {**_pipeline_params(vertex_root, **vertex_cfg), "train_uri": sp["train"], "val_uri": sp["val"],
-                     "test_uri": sp["test"]}
+                      bucket=stack["bucket"], poll_interval=1, limit=100, train_uri=sp["train"], val_uri=sp["val"],
+                      test_uri=sp["test"])
+    vertex_params = _pipeline_params(vertex_root, **vertex_cfg)
     local_params = _pipeline_params(local_root, local_train_budget_s=20, limit=100)
     return {
         "local": (_submit(stack, "sft_pipeline/local", local_params, "local"), local_root),
@@ -237,8 +237,8 @@ def test_deploy_all_from_this_checkout(stack):
         pools = {p.name: p.type for p in client.read_work_pools()}
     assert pools == {"sftflow-local": "process", "sftflow-gcp": "cloud-run-v2"}
     assert gcp.work_pool_name == "sftflow-gcp"
-    assert gcp.parameters["config"] == {"backend": "vertex", "project": "e2e-project", "region": "us-central1",
-                                        "bucket": "gs://e2e-b", "run_name": "default"}
+    assert gcp.parameters["config"] == {"recipe": "recipes/codelab.yaml", "project": "e2e-project",
+                                        "region": "us-central1", "bucket": "gs://e2e-b", "run_name": "default"}
     assert gcp.job_variables["image"] == "example.org/sftflow:e2e"
     assert gcp.job_variables["credentials"]["service_account_file"] == str(stack["key"])
     assert "PRIVATE KEY" not in json.dumps(gcp.model_dump(mode="json"))
@@ -294,6 +294,43 @@ def test_ui_renders_the_finished_run(stack, runs, tmp_path):
         (ROOT / "docs" / "ui-pipeline-run.png").write_bytes(png.read_bytes())
 
 
+def _run_form_schema(stack, deployment: str) -> dict:
+    """The RunParams schema behind a deployment's run form, as the server holds it."""
+    with api(stack["url"]) as client:
+        schema = client.read_deployment_by_name(deployment).parameter_openapi_schema
+    ref = schema["properties"]["config"]["$ref"].rsplit("/", 1)[-1]
+    return schema["definitions"][ref]
+
+
+def test_deployment_parameters_are_named_fields_with_descriptions_and_defaults(stack):
+    """The server holds `config` as a typed object (what the UI renders as a form), not a JSON blob."""
+    from sftflow.config import default_text
+
+    run_params = _run_form_schema(stack, "sft_pipeline/local")
+    props = run_params["properties"]
+    assert run_params["additionalProperties"] is False
+    for name in ("epochs", "adapter_size", "learning_rate_multiplier", "samples", "train_uri", "recipe"):
+        assert props[name]["title"] == name and props[name]["description"], name
+    assert props["epochs"]["description"].endswith(default_text("epochs"))  # "... Default: 1 (SFTFLOW_EPOCHS)."
+    assert {"enum": [1, 2, 4, 8, 16], "type": "integer"} in props["adapter_size"]["anyOf"]
+    assert "vertex_access_token" not in props and "vertex_access_token_secret_block" in props
+
+
+def test_ui_run_form_shows_named_fields(stack, tmp_path):
+    """The deployment's "Custom run" page renders one input per field (`epochs`, ...), not a JSON editor."""
+    if find_chromium() is None:  # fails in CI (.ci/run installs chromium)
+        skip_loudly("the Prefect UI run form of a deployment (chromium is not installed)",
+                    "apt-get install -y chromium, then rerun tests/test_e2e_deployment.py")
+    with api(stack["url"]) as client:
+        dep = client.read_deployment_by_name("sft_pipeline/local")
+    dom = capture(f"{stack['ui'].rstrip('/')}/deployments/deployment/{dep.id}/run", tmp_path / "form.png")
+    for name in ("epochs", "adapter_size", "learning_rate_multiplier", "samples", "recipe"):
+        assert re.search(rf">\s*{name}\s*<", dom), (name, dom[-3000:])  # a field's label
+    assert "Tuning epochs." in dom  # its description
+    if os.environ.get("SFTFLOW_UPDATE_SCREENSHOT"):
+        (ROOT / "docs" / "ui-run-form.png").write_bytes((tmp_path / "form.png").read_bytes())
+
+
 def test_cancelling_the_flow_run_cancels_the_tuning_job(stack):
     """Prefect cancellation (the worker sends the flow process SIGTERM) cancels the cloud job."""
     from prefect.states import Cancelling
@@ -305,8 +342,8 @@ def test_cancelling_the_flow_run_cancels_the_tuning_job(stack):
     old_phases, vertex.job_phases = vertex.job_phases, (0.5, 600.0)  # a job that would run for 10 minutes
     cancels = vertex.count("POST", ":cancel")
     try:
-        params = {"train_uri": train, "config": {
-            "backend": "vertex", "project": vertex.project, "region": vertex.location, "bucket": stack["bucket"],
+        params = {"config": {
+            "train_uri": train, "backend": "vertex", "project": vertex.project, "region": vertex.location, "bucket": stack["bucket"],
             "poll_interval": 1, "run_name": "cancel", "local_root": str(stack["tmp"] / "cancel" / "root")}}
         run_id = _submit(stack, "tune/local", params, "cancel")
         deadline = time.monotonic() + 180

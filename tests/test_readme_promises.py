@@ -1,17 +1,22 @@
 """What README promises about the command line, checked in fresh processes as a user runs them:
-`sftflow pipeline` prints the report's path as stdout's last line, and Prefect's cache outlives the
-process (a second `sftflow prepare`, in a new process with a new Prefect home, converts nothing)."""
+`sftflow pipeline --recipe …` prints the report's path as stdout's last line (a flag wins over the
+recipe), and Prefect's cache outlives the process (a second `sftflow prepare`, in a new process with
+a new Prefect home, converts nothing)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow  # a whole local pipeline (~1.5 min on 2 cores) and a second process
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "local-quick.yaml"  # samples 10, budget 10 s
 
 
 def _sftflow(args: list[str], tmp_path, home: str) -> subprocess.CompletedProcess:
@@ -22,12 +27,15 @@ def _sftflow(args: list[str], tmp_path, home: str) -> subprocess.CompletedProces
 
 def test_pipeline_prints_report_last_and_cache_survives_the_process(tmp_path):
     root = tmp_path / "root"
-    first = _sftflow(["pipeline", "--samples", "5", "--set", "local_train_budget_s=10", "--local-root", str(root)],
+    first = _sftflow(["pipeline", "--recipe", str(RECIPE), "--samples", "5", "--local-root", str(root)],
                      tmp_path, "prefect-home-1")
     assert first.returncode == 0, first.stderr[-3000:]
     report = root / "runs" / "default" / "report.md"
     assert first.stdout.splitlines()[-1] == f"report: {report}"
     assert report.read_text().startswith("#")
+    assert first.stdout.splitlines()[-2].endswith("n=5")  # --samples 5 wins over the recipe's 10
+    [job] = (root / "work" / "jobs").glob("*/spec.json")
+    assert json.loads(job.read_text())["spec"]["budget_s"] == 10  # the recipe's, over the default
     prepared = {p: p.stat().st_mtime_ns for p in (root / "work").rglob("*.jsonl") if "-" in p.stem}
     assert len(prepared) >= 2  # the converted train and val files
 

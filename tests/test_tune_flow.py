@@ -32,7 +32,7 @@ def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_ser
     bucket, train, val = datasets
     config = flow_config(server, bucket, tmp_path)
     server.set_faults(0.4, (503,))
-    state = tune(train_uri=train, val_uri=val, config=config, return_state=True)
+    state = tune(config={**config, "train_uri": train, "val_uri": val}, return_state=True)
     out = state.result()
     assert out["endpoint"].startswith(f"projects/{server.project}/locations/{server.location}/endpoints/")
     assert server.count("POST", ":cancel") == 0
@@ -54,7 +54,7 @@ def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_ser
     # A rerun of the same intent answers from the record: no API call at all.
     server.set_faults(0.0)
     before = len(server.requests)
-    again = tune(train_uri=train, val_uri=val, config=config)
+    again = tune(config={**config, "train_uri": train, "val_uri": val})
     assert again["endpoint"] == out["endpoint"]
     assert len(server.requests) == before
 
@@ -81,13 +81,13 @@ def test_failed_job_fails_the_flow_and_only_resubmit_failed_pays_again(make_vert
     server = make_vertex_server(job_phases=(0.2, 0.5), job_outcome="FAILED")
     bucket, train, val = datasets
     with pytest.raises(JobFailed) as err:
-        tune(train_uri=train, val_uri=val, config=flow_config(server, bucket, tmp_path))
+        tune(config={**flow_config(server, bucket, tmp_path), "train_uri": train, "val_uri": val})
     (job,) = server.job_names
     assert str(err.value) == _failed_message(server, job)
     # A rerun does not pay for a second job unless asked to: in-process, and through the CLI.
     hint = ". Set resubmit_failed to submit a new job for the same inputs"
     with pytest.raises(JobFailed) as err:
-        tune(train_uri=train, val_uri=val, config=flow_config(server, bucket, tmp_path))
+        tune(config={**flow_config(server, bucket, tmp_path), "train_uri": train, "val_uri": val})
     assert str(err.value) == _failed_message(server, job, hint)
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
     out = _finish(proc)

@@ -301,9 +301,9 @@ def test_after_cleanup_evaluate_and_compare_recompute_instead_of_serving_the_cac
     endpoint = vertex_server.deploy_tuned_model()["endpoint"]  # a real tuned endpoint: the server 404s others
     runs = {"base": dict(model="base"), "tuned": dict(model=endpoint, label="tuned")}
 
-    first = {label: evaluate(test_uri=csv, config=config, **kw) for label, kw in runs.items()}
+    first = {label: evaluate(config={**config, "test_uri": csv}, **kw) for label, kw in runs.items()}
     first_comp = compare(config=config)
-    again = evaluate(test_uri=csv, config=config, return_state=True, **runs["base"])
+    again = evaluate(config={**config, "test_uri": csv}, return_state=True, **runs["base"])
     assert task_states(again)["evaluate-model"] == ["Cached"]  # unchanged rerun: still cached
 
     cleanup(yes=True, config=config)
@@ -311,7 +311,7 @@ def test_after_cleanup_evaluate_and_compare_recompute_instead_of_serving_the_cac
     calls = vertex_server.count("POST", ":generateContent")
 
     for label, kw in runs.items():
-        state = evaluate(test_uri=csv, config=config, return_state=True, **kw)
+        state = evaluate(config={**config, "test_uri": csv}, return_state=True, **kw)
         assert task_states(state)["evaluate-model"] == ["Completed"]
         out = state.result()
         assert out["results_uri"] == first[label]["results_uri"]

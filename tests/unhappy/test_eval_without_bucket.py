@@ -34,9 +34,9 @@ def test_vertex_evaluate_and_compare_without_a_bucket_keep_results_locally(verte
     config = _vertex_config(vertex_server, tmp_path)
     test_csv = sample_paths()["test"]
     root = (tmp_path / "root").resolve()
-    base = evaluate(model="base", test_uri=test_csv, config=config)
+    base = evaluate(model="base", config={**config, "test_uri": test_csv})
     endpoint = vertex_server.deploy_tuned_model()["endpoint"]  # a real tuned endpoint: the server 404s others
-    tuned = evaluate(model=endpoint, label="tuned", test_uri=test_csv, config=config)
+    tuned = evaluate(model=endpoint, label="tuned", config={**config, "test_uri": test_csv})
     for out in (base, tuned):
         assert Path(out["results_uri"]).is_file()
         assert Path(out["results_uri"]).is_relative_to(root / "runs" / "nobucket")

@@ -134,7 +134,7 @@ def test_flow_refuses_a_token_in_config_and_scrubs_it(make_vertex_server, datase
     bucket, train, val = datasets
     config = {"backend": "vertex", "project": server.project, "bucket": bucket, "vertex_base_url": server.base_url,
               "local_root": str(tmp_path / "root"), "vertex_access_token": CANARY}
-    state = tune(train_uri=train, val_uri=val, config=config, return_state=True)
+    state = tune(config={**config, "train_uri": train, "val_uri": val}, return_state=True)
     assert state.is_failed()
     with pytest.raises(ConfigError) as err:
         state.result()
@@ -164,7 +164,7 @@ def test_token_from_a_prefect_secret_block_is_used_not_stored(make_vertex_server
     config = {"backend": "vertex", "project": server.project, "bucket": bucket, "vertex_base_url": server.base_url,
               "local_root": str(tmp_path / "root"), "poll_interval": 1,
               "vertex_access_token_secret_block": "sftflow-h3-vertex-token"}
-    state = tune(train_uri=train, val_uri=val, config=config, return_state=True)
+    state = tune(config={**config, "train_uri": train, "val_uri": val}, return_state=True)
     assert state.is_completed(), state
     assert [r["status"] for r in _creates(server)] == [200]  # authorised with the block's token
     with get_client(sync_client=True) as client:
@@ -174,14 +174,15 @@ def test_token_from_a_prefect_secret_block_is_used_not_stored(make_vertex_server
     assert not [a.key for a in flow_artifacts(state) if token in json.dumps(a.data, default=str)]
 
     with pytest.raises(ConfigError, match="no Prefect Secret block named 'no-such-block'"):
-        tune(train_uri=train, val_uri=val, config=dict(config, vertex_access_token_secret_block="no-such-block"))
+        tune(config={**config, "vertex_access_token_secret_block": "no-such-block", "train_uri": train,
+                     "val_uri": val})
 
 
 def test_cli_moves_the_token_out_of_the_flow_config(monkeypatch):
-    from sftflow.cli import _secrets_to_env
+    from sftflow.cli_config import to_environment
 
     monkeypatch.delenv("SFTFLOW_VERTEX_ACCESS_TOKEN", raising=False)
-    config = _secrets_to_env({"backend": "vertex", "vertex_access_token": CANARY})
+    config = to_environment({"backend": "vertex", "vertex_access_token": CANARY})
     assert config == {"backend": "vertex"}
     assert os.environ["SFTFLOW_VERTEX_ACCESS_TOKEN"] == CANARY
     assert load_settings().vertex_access_token.get_secret_value() == CANARY
