@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from sftflow.cli_config import add_flag
 from sftflow.errors import ServerError
 
 
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--port", type=int, help="port to serve on (default 4200 if free, else a free port)")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server to answer")
-    p.add_argument("--local-root", type=Path, help="storage root whose server this is (default .sftflow)")
+    add_flag(p, "--local-root", "local_root")
 
 
 def run(args: argparse.Namespace) -> int:
