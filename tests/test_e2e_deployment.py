@@ -325,8 +325,9 @@ def test_ui_run_form_shows_named_fields(stack, tmp_path):
         dep = client.read_deployment_by_name("sft_pipeline/local")
     dom = capture(f"{stack['ui'].rstrip('/')}/deployments/deployment/{dep.id}/run", tmp_path / "form.png")
     for name in ("epochs", "adapter_size", "learning_rate_multiplier", "samples", "recipe"):
-        assert re.search(rf">\s*{name}\s*<", dom), (name, dom[-3000:])  # a field's label
-    assert "Tuning epochs." in dom  # its description
+        assert re.search(rf">\s*{name}(\s*\(Optional\))?\s*<", dom), (name, dom[-3000:])  # a field's label
+    assert "Tuning epochs. Default: 1 (SFTFLOW_EPOCHS)." in dom  # its description, with the real default
+    assert not re.search(r">\s*vertex_access_token(\s*\(Optional\))?\s*<", dom)  # a secret is no field
     if os.environ.get("SFTFLOW_UPDATE_SCREENSHOT"):
         (ROOT / "docs" / "ui-run-form.png").write_bytes((tmp_path / "form.png").read_bytes())
 
