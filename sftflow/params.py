@@ -18,7 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
-from sftflow.config import SECRET_SETTINGS, ConfigError, Settings, default_text
+from sftflow.config import SECRET_SETTINGS, Settings, default_text
+from sftflow.errors import ConfigError, StorageError
 
 #: How a setting's value is chosen, first match wins (README 'Configuration' shows this line).
 PRECEDENCE = ("explicit parameter (CLI flag or --set, flow or deployment parameter) > recipe (--recipe / "
@@ -90,7 +91,7 @@ def load_recipe(uri: str) -> dict[str, Any]:
 
     try:
         text = storage.read_text(uri)
-    except (storage.StorageError, FileNotFoundError) as exc:
+    except (StorageError, FileNotFoundError) as exc:
         raise ConfigError(f"recipe: {exc}") from None
     try:
         data = yaml.safe_load(text)

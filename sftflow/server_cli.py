@@ -10,7 +10,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from sftflow.cli_config import add_flag
 from sftflow.errors import ServerError

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ]),
     ("files, credentials and settings", [
         "sftflow.credentials", "sftflow.gcs", "sftflow.storage", "sftflow.layout", "sftflow.config",
-        "sftflow.checkpoint", "sftflow.prefect_server",
+        "sftflow.checkpoint", "sftflow.prefect_server", "sftflow.params",
     ]),
     ("dataset formats and rules, cost estimates", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost",
@@ -51,7 +51,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),
     ("command line: dispatches to the flows (imports them lazily, so --help needs no Prefect)", [
-        "sftflow.cli", "sftflow.server_cli",
+        "sftflow.cli", "sftflow.cli_config", "sftflow.server_cli",
     ]),
 ]
 
