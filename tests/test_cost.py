@@ -349,14 +349,13 @@ def test_local_backend_cap_refuses_before_a_local_job_starts(tmp_path):
 
 @pytest.mark.parametrize("cmd", ["tune", "pipeline"])
 def test_max_cost_flag_reaches_the_setting_on_every_command_that_submits_a_job(cmd, monkeypatch):
-    from sftflow.cli import COMMON, TUNING, _overrides, build_parser
+    from sftflow.cli import build_parser
+    from sftflow.cli_config import run_config
     from sftflow.config import load_settings
 
     monkeypatch.delenv("SFTFLOW_MAX_TUNING_COST_USD", raising=False)
-    args = build_parser().parse_args([cmd, "--max-cost", "3.5"])
-    overrides = _overrides(args, COMMON + TUNING)
-    assert overrides["max_tuning_cost_usd"] == 3.5
-    assert load_settings(**overrides).max_tuning_cost_usd == 3.5
+    config, settings = run_config(build_parser().parse_args([cmd, "--max-cost", "3.5"]))
+    assert config["max_tuning_cost_usd"] == 3.5 and settings.max_tuning_cost_usd == 3.5
     assert load_settings().max_tuning_cost_usd == 25.0 and load_settings().cancel_job_on_timeout is True
     monkeypatch.setenv("SFTFLOW_MAX_TUNING_COST_USD", "40")
     assert load_settings().max_tuning_cost_usd == 40.0
