@@ -171,3 +171,41 @@ def loss_curves_figure(metrics: dict[str, list[tuple[int, float]]]) -> Figure:
 
 def plot_loss_curves(metrics: dict[str, list[tuple[int, float]]]) -> bytes:
     return to_png(loss_curves_figure(metrics))
+
+
+# --------------------------------------------------------------------------- sweep leaderboard
+
+
+def leaderboard_figure(board: dict) -> Figure:
+    """ROUGE-L per configuration (leaderboard order); whiskers = base mean + the paired 95% CI of
+    (configuration − base), so a whisker that reaches below the dashed base line is no significant win."""
+    entries = board["entries"]
+    fig = Figure(figsize=(max(5.0, 1.1 * len(entries) + 2), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    base = (board.get("base") or {}).get("means", {}).get("rougeL")
+    means, low, high, colors = [], [], [], []
+    for e in entries:
+        m = e["means"].get("rougeL")
+        d = e["vs_base"].get("rougeL", {})
+        m = math.nan if m is None else 100 * m
+        lo, hi, diff = (math.nan if d.get(k) is None else 100 * d[k] for k in ("ci_low", "ci_high", "difference"))
+        means.append(m)
+        low.append(m - (diff - lo))
+        high.append(m + (hi - diff))
+        best = e["label"] == board.get("best")
+        colors.append("#2ca02c" if best else TUNED_COLOR if lo > 0 else BASE_COLOR)
+    x = np.arange(len(entries))
+    err = np.nan_to_num(np.abs(np.vstack([np.array(means) - low, np.array(high) - means]))) if entries else None
+    ax.bar(x, np.nan_to_num(means), 0.6, yerr=err, capsize=5, color=colors)
+    if base is not None:
+        ax.axhline(100 * base, color="black", linestyle="--", linewidth=0.9, label=f"base {100 * base:.1f}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xticks(x, [e["label"] for e in entries], rotation=30, ha="right")
+    ax.set_ylabel("ROUGE-L (points)")
+    best = board.get("best") or "none (no significant win over base)"
+    ax.set_title(f"ROUGE-L per configuration, paired 95% CI vs base; best: {best}", fontsize=10)
+    return fig
+
+
+def plot_leaderboard(board: dict) -> bytes:
+    return to_png(leaderboard_figure(board))
