@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sftflow import server_cli
+from sftflow import cli_sweep, server_cli
 from sftflow.cli_config import EPILOG, add_flag, common_flags, data_flags, eval_flags, run_config, tuning_flags
 
 
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "with the same data)")
     common_flags(p)
     server_cli.add_parser(sub)
+    cli_sweep.add_parsers(sub)
     return parser
 
 
@@ -125,7 +126,11 @@ def _run(args: argparse.Namespace) -> int:
         return 1 if problems else 0
 
     config, settings = run_config(args)
-    if cmd in ("prepare", "tune", "pipeline"):
+    if cmd == "champion":
+        return cli_sweep.run_champion(settings)
+    if cmd == "sweep":
+        cli_sweep.check_args(args)
+    if cmd in ("prepare", "tune", "pipeline", "sweep"):
         settings.require_bucket(cmd)
     if cmd == "evaluate" and args.label is not None:
         from sftflow.layout import check_name
@@ -216,6 +221,8 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
             print(line)
         print(f"report: {out['report_uri']}")
         return 0
+    if cmd == "sweep":
+        return cli_sweep.run_sweep(args, config, lambda flow: _watched(flow, watch))
     raise AssertionError(cmd)
 
 

@@ -6,6 +6,8 @@
 <root>/claims/tuning/<key>/<jobs-seen>-<n>.json           who submits an intent's job (one job per intent)
 <root>/runs/<run>/eval/<label>/results.jsonl, summary.json, *.png, report.md
 <root>/runs/<run>/compare/comparison.json, *.png, report.md
+<root>/runs/<run>/sweep/leaderboard.json, leaderboard.png, report.md
+<root>/champion/history/<seq>.json                        every champion decision (sftflow.champion)
 <root>/runs/<run>/report.md, report.json
 <work>/checkpoints/<label>-<ident16>.jsonl                evaluation checkpoints (local disk)
 
@@ -100,6 +102,11 @@ def eval_dir(run_root: str, label: str) -> str:
 
 def compare_dir(run_root: str) -> str:
     return child(run_root, "compare")
+
+
+def sweep_dir(run_root: str) -> str:
+    """A sweep's leaderboard.json, leaderboard.png and report.md."""
+    return child(run_root, "sweep")
 
 
 def prepared_uri(run_root: str) -> str:

@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from sftflow.cost import CostCapExceeded, CostEstimate, usd
+
 ADAPTER_SIZES = (1, 2, 4, 8, 16)
 MAX_EPOCHS = 100
 MAX_LR_MULTIPLIER = 100.0
@@ -104,3 +106,29 @@ def expand_grid(epochs: str | Iterable, adapter_sizes: str | Iterable,
     if len(points) > MAX_GRID:
         raise GridError(f"grid: {len(points)} configurations is more than {MAX_GRID}; narrow the lists")
     return points
+
+
+# --------------------------------------------------------------------------- the grid's cost
+
+
+class GridCostCapExceeded(CostCapExceeded):
+    """The grid's total estimated cost is over `max_tuning_cost_usd`: nothing was submitted."""
+
+    def __init__(self, total_usd: float, cap_usd: float, per_point: dict[str, float]):
+        self.total_usd, self.cap_usd, self.per_point = total_usd, cap_usd, per_point
+        parts = ", ".join(f"{label} {usd(v)}" for label, v in per_point.items())
+        RuntimeError.__init__(
+            self, f"estimated cost of the grid's {len(per_point)} new job(s) is {usd(total_usd)} ({parts}), over "
+                  f"the cap of ${cap_usd:g} (max_tuning_cost_usd); nothing was submitted. Raise the cap with "
+                  f"--max-cost {max(math.ceil(total_usd), 1)} or narrow the grid")
+
+
+def check_grid_cap(estimates: dict[str, CostEstimate], finished: Iterable[str], cap_usd: float) -> float:
+    """The total of the configurations still to be paid (those without a finished job); raises
+    GridCostCapExceeded above the cap, before any job of the grid is submitted."""
+    done = set(finished)
+    owed = {label: est.total_usd for label, est in estimates.items() if label not in done}
+    total = sum(owed.values())
+    if total > cap_usd:
+        raise GridCostCapExceeded(total, cap_usd, owed)
+    return total

@@ -126,6 +126,8 @@ class JobStatus:
     stats: dict[str, Any] = field(default_factory=dict)  # billable tokens, example count, ...
     metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # curve -> [(step, value)]
     console_url: str | None = None
+    #: One per kept checkpoint (multi-epoch jobs): {checkpoint_id, epoch, step, endpoint}, oldest first.
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -148,4 +150,9 @@ class Tuner(Protocol):
 
     def outputs_exist(self, status: JobStatus) -> bool:
         """Whether a SUCCEEDED job's tuned model and endpoint still exist (not cleaned up)."""
+        ...
+
+    def mark_champion(self, status: JobStatus) -> str | None:
+        """Mark the job's tuned model as the champion where the backend keeps such a mark (Vertex: the
+        Model Registry version alias `champion`); returns what was marked, None when nothing was."""
         ...

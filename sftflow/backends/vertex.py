@@ -146,6 +146,17 @@ def _check_label(value: str) -> str:
     return value
 
 
+def _checkpoints(job: types.TuningJob) -> list[dict[str, Any]]:
+    """`tuned_model.checkpoints` (one per epoch on multi-epoch jobs), as plain dicts ordered by step."""
+    found = (job.tuned_model.checkpoints or []) if job.tuned_model else []
+    out = [{"checkpoint_id": c.checkpoint_id, "epoch": int(c.epoch) if c.epoch is not None else None,
+            "step": int(c.step) if c.step is not None else None, "endpoint": c.endpoint} for c in found]
+    return sorted(out, key=lambda c: (c["step"] or 0, c["epoch"] or 0))
+
+
+CHAMPION_ALIAS = "champion"
+
+
 class VertexTuner:
     """Supervised tuning jobs on Vertex AI, labelled with their intent key."""
 
@@ -236,11 +247,24 @@ class VertexTuner:
             create_time=job.create_time.isoformat() if job.create_time else None,
             update_time=job.update_time.isoformat() if job.update_time else None,
             stats=stats,
+            checkpoints=_checkpoints(job),
             console_url=(
                 "https://console.cloud.google.com/vertex-ai/generative/language/locations/"
                 f"{self.settings.region}/tuning/tuningJob/{job_id}?project={self.settings.project}"
             ),
         )
+
+    def mark_champion(self, status: JobStatus) -> str | None:
+        """Give the tuned model's version the alias `champion` in the Model Registry (mergeVersionAliases:
+        the alias moves from any other version of that model). Returns `model@champion`."""
+        if not status.tuned_model:
+            return None
+        name = status.tuned_model if "@" in status.tuned_model else f"{status.tuned_model}@1"
+        models = self._gapic("ModelServiceClient")
+        _call(f"setting alias {CHAMPION_ALIAS} on {name}",
+              lambda: models.merge_version_aliases(name=name, version_aliases=[CHAMPION_ALIAS]))
+        log.info("model %s now carries the alias %s", name, CHAMPION_ALIAS)
+        return f"{name.split('@', 1)[0]}@{CHAMPION_ALIAS}"
 
     # -- cleanup ----------------------------------------------------------------------
     def _gapic(self, service: str):

@@ -95,6 +95,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "adapter_size": Enum("SupervisedHyperParameters.AdapterSize", *ADAPTER_SIZES), "batch_size": int,
     },
     "UndeployModelRequest": {"deployed_model_id": str, "traffic_split": MapOf(int)},
+    "MergeVersionAliasesRequest": {"name": str, "version_aliases": Repeated(str)},
 }
 
 _SCALAR_TYPES = {str: "TYPE_STRING", int: "TYPE_INT64", float: "TYPE_FLOAT", bool: "TYPE_BOOL"}

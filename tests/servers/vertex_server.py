@@ -17,6 +17,11 @@ PENDING then RUNNING, then `job_outcome`); cancel passes through JOB_STATE_CANCE
 operations that finish after `operation_delay_s`, polled at `GET /v1/{operation name}`. Endpoints
 may hold several deployed models with a trafficSplit that routes generateContent and that undeploy
 must keep valid. `deploy_tuned_model` registers a model + endpoint as a finished job leaves them.
+Multi-epoch jobs keep one checkpoint per epoch (`tunedModel.checkpoints[]`: checkpointId, epoch,
+step, endpoint; the last one is the job's endpoint) unless `exportLastCheckpointOnly`; each checkpoint
+endpoint answers like the tuned one. `tuned_answer(hyperparameters, epoch, article)` makes answer quality
+depend on the configuration (None: the article's first sentence, as without it). Models accept `:mergeVersionAliases`
+as the Model Registry does. `max_active_jobs()` is the most tuning jobs ever active (not ended) at once.
 Answers are deterministic; marker prompts give a prompt-level block (`[[BLOCK]]`), an answer-level
 SAFETY block (`[[SAFETY]]`) and an empty answer (`[[EMPTY]]`); thinking models count thought tokens
 and return thought parts when asked (`thinkingConfig.includeThoughts`, or `thoughts_unasked=True`).
@@ -66,6 +71,8 @@ _STATUS_NAMES = {
 }
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+#: A Model Registry version alias (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/mergeVersionAliases).
+_ALIAS = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9-]$")
 _FILTER_TERM = re.compile(r'^labels\.([a-z][a-z0-9_-]*)\s*=\s*("?)([a-z0-9_-]*)\2$')
 _WORDS_BASE = 20
 
@@ -146,6 +153,7 @@ class _Job:
     cancel_delay_s: float = 0.0
     cancelled_at: float | None = None
     forced: tuple[str, float] | None = None  # (state, since) set by set_job_state
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (epoch, endpoint), oldest first
 
     def state(self, now: float) -> str:
         if self.cancelled_at is not None:
@@ -185,6 +193,7 @@ class _Model:
     job: _Job | None = None
     registered: float = 0.0
     deleted: bool = False
+    aliases: list[str] = field(default_factory=list)  # version 1's aliases besides "default"
 
 
 @dataclass
@@ -193,6 +202,7 @@ class _Endpoint:
     display_name: str
     job: _Job | None = None
     registered: float = 0.0
+    epoch: int | None = None  # a checkpoint's endpoint: the epoch it serves
     deployed: dict[str, str] = field(default_factory=dict)  # deployed model id -> model name
     traffic: dict[str, int] = field(default_factory=dict)  # deployed model id -> percent
     deleted: bool = False
@@ -231,6 +241,7 @@ class VertexTestServer:
         base_models: Iterable[str] = KNOWN_BASE_MODELS,
         tunable_models: Iterable[str] = TUNABLE_BASE_MODELS,
         thoughts_unasked: bool = False,
+        tuned_answer: Callable[[dict[str, Any], int, str], str | None] | None = None,
     ):
         if job_outcome not in OUTCOMES:
             raise ValueError(f"job_outcome: expected one of {', '.join(OUTCOMES)}, got {job_outcome!r}")
@@ -250,6 +261,7 @@ class VertexTestServer:
         self.base_models = tuple(base_models)
         self.tunable_models = tuple(tunable_models)
         self.thoughts_unasked = thoughts_unasked
+        self.tuned_answer = tuned_answer
         self.requests: list[dict] = []
         self.base_url = ""
         self._port = port
@@ -409,6 +421,20 @@ class VertexTestServer:
                     ep.traffic = {k: v for k, v in split.items() if v}
             return {"model": f"{model.name}@1", "endpoint": ep.name, "deployed_model_id": did}
 
+    def max_active_jobs(self) -> int:
+        """The most tuning jobs that were ever active (created, not yet ended) at the same time."""
+        now = time.time()
+        with self._lock:
+            edges = []
+            for job in self._jobs.values():
+                end = job.end_time() if job.state(now) in ENDED else now
+                edges += [(job.created, 1), (end, -1)]
+        active = top = 0
+        for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at the same instant
+            active += step
+            top = max(top, active)
+        return top
+
     def served_by(self) -> list[str]:
         """The deployed model id that answered each endpoint generateContent, in order."""
         with self._lock:
@@ -446,6 +472,7 @@ class VertexTestServer:
             ("GET", r"models/([^/:@]+)(?:@([^/:]+))?", self._get_model),
             ("DELETE", r"models/([^/:@]+)(?:@([^/:]+))?", self._delete_model),
             ("DELETE", r"models/([^/:@]+)@([^/:]+):deleteVersion", self._delete_model),
+            ("POST", r"models/([^/:@]+)(?:@([^/:]+))?:mergeVersionAliases", self._merge_aliases),
         ]
         for meth, pattern, fn in routes:
             mm = re.fullmatch(pattern, rest)
@@ -577,7 +604,17 @@ class VertexTestServer:
             model = self._models[ep.deployed[did]]
         entry["deployed_model_id"] = did
         self._prompt_fault(prompt)
-        return self._answer(prompt, _first_sentence(_article(prompt)), config, ep.name, model.base_model)
+        text = _first_sentence(_article(prompt))
+        job = ep.job or model.job
+        if self.tuned_answer is not None and job is not None:
+            hyper = get(get(job.body, "supervised_tuning_spec") or {}, "hyper_parameters") or {}
+            epochs = int(get(hyper, "epoch_count") or 1)
+            answer = self.tuned_answer(
+                {"epochs": epochs, "adapter_size": get(hyper, "adapter_size"),
+                 "learning_rate_multiplier": float(get(hyper, "learning_rate_multiplier") or 1.0)},
+                ep.epoch or epochs, _article(prompt))
+            text = text if answer is None else answer
+        return self._answer(prompt, text, config, ep.name, model.base_model)
 
     # ------------------------------------------------------------------ tuning jobs
     def _check_dataset(self, field_name: str, uri: Any) -> None:
@@ -654,6 +691,15 @@ class VertexTestServer:
             did = f"{mid}1"
             self._endpoints[job.endpoint] = _Endpoint(job.endpoint, display, job, deployed={did: job.model},
                                                       traffic={did: 100})
+            epochs = int(get(hyper, "epoch_count") or 1)
+            if epochs > 1 and not get(spec, "export_last_checkpoint_only"):
+                for epoch in range(1, epochs):  # the last epoch's checkpoint is the job's own endpoint
+                    ckpt = f"{parent}/endpoints/{next(self._ids)}"
+                    self._endpoints[ckpt] = _Endpoint(ckpt, f"{display}-checkpoint-{epoch}", job, epoch=epoch,
+                                                      deployed={f"{mid}{epoch + 1}": job.model},
+                                                      traffic={f"{mid}{epoch + 1}": 100})
+                    job.checkpoints.append((epoch, ckpt))
+                job.checkpoints.append((epochs, job.endpoint))
             return self._job_json(job, time.time())
 
     def _job_json(self, job: _Job, now: float) -> dict:
@@ -691,6 +737,11 @@ class VertexTestServer:
             out["endTime"] = _now_rfc3339(job.end_time())
         if state == "SUCCEEDED":
             out["tunedModel"] = {"model": f"{job.model}@1", "endpoint": job.endpoint}
+            if job.checkpoints:
+                per_epoch = math.ceil(job.examples / 16)
+                out["tunedModel"]["checkpoints"] = [
+                    {"checkpointId": str(epoch), "epoch": str(epoch), "step": str(per_epoch * epoch), "endpoint": ep}
+                    for epoch, ep in job.checkpoints]
         elif state == "FAILED":
             out["error"] = {"code": 3, "message": "Dataset row 3: invalid role"}
         elif state == "CANCELLED":
@@ -872,7 +923,7 @@ class VertexTestServer:
             return {
                 "name": model.name,
                 "versionId": "1",
-                "versionAliases": ["default"],
+                "versionAliases": ["default", *model.aliases],
                 "displayName": model.display_name,
                 "deployedModels": deployed,
                 "createTime": _now_rfc3339(model.job.end_time() if model.job else model.registered),
@@ -889,6 +940,35 @@ class VertexTestServer:
                 model.deleted = True
 
             return self._start_operation(model.name, "google.protobuf.Empty", apply)
+
+
+    def _merge_aliases(self, parent, mid, version=None, *, query, body):
+        """mergeVersionAliases: the name must carry a version; aliases follow Vertex's pattern, "default"
+        cannot be added or removed by hand, a "-alias" removes one; an alias lives on one version only."""
+        problems = schema.problems(body or {}, "MergeVersionAliasesRequest")
+        if problems:
+            raise _invalid(problems)
+        if version is None:
+            raise _invalid([("name", f"Model name `{parent}/models/{mid}` must include a version ID (e.g. @1).")])
+        aliases = get(body, "version_aliases") or []
+        if not aliases:
+            raise _invalid([("version_aliases", "version_aliases must not be empty.")])
+        for alias in aliases:
+            bare = alias[1:] if alias.startswith("-") else alias
+            if not _ALIAS.match(bare):
+                raise _invalid([("version_aliases", f"Alias {alias!r} does not match [a-z][a-zA-Z0-9-]{{0,126}}"
+                                                    "[a-z0-9-].")])
+            if bare == "default":
+                raise _invalid([("version_aliases", "The alias 'default' is reserved.")])
+        with self._lock:
+            model = self._model(parent, mid, version)
+            for alias in aliases:
+                if alias.startswith("-"):
+                    if alias[1:] in model.aliases:
+                        model.aliases.remove(alias[1:])
+                elif alias not in model.aliases:
+                    model.aliases.append(alias)
+        return self._get_model(parent, mid, version, query=query, body=None)
 
 
 def _done_op(resource: str, num: int, response_type: str) -> dict:

@@ -135,6 +135,10 @@ class LocalTuner:
         """The tuned model folder is complete (config.json is written last)."""
         return storage.exists(storage.join(self.settings.storage_root, "models", status.name, "config.json"))
 
+    def mark_champion(self, status: JobStatus) -> str | None:
+        """Nothing to mark locally: the champion record in storage is the only mark."""
+        return None
+
     def delete_outputs(self, status: JobStatus, dry_run: bool = True) -> list[str]:
         root = storage.join(self.settings.storage_root, "models", status.name)
         uris = storage.list_uris(root + "/") if storage.is_gcs(root) else storage.list_uris(root)

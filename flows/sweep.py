@@ -1,0 +1,144 @@
+"""Flow sweep: a hyperparameter grid tuned in parallel (at most `max_parallel` jobs at once), every
+tuned model (and, optionally, checkpoint) evaluated on the base model's examples, a leaderboard with
+paired CIs, and a champion that only a significantly better model replaces."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.common import settings_for
+from flows.prepare_data import prepare_data
+from flows.tune import build_spec, check_datasets
+from sftflow import champion, cost
+from sftflow.sweep import GridError, check_grid_cap, expand_grid
+from tasks.data import download
+from tasks.evaluation import evaluate_task
+from tasks.sweep import (
+    build_leaderboard,
+    challenge_champion,
+    committed_configurations,
+    read_champion,
+    tune_configuration,
+    write_sweep_report,
+)
+from tasks.tuning import estimate_tuning_cost
+
+CHAMPION_RETRIES = 3
+
+
+@flow(name="sweep", log_prints=True, persist_result=False, result_serializer="json")
+def sweep(
+    epochs: str = "1",
+    adapter_size: str = "4",
+    learning_rate_multiplier: str = "1",
+    max_parallel: int = 2,
+    evaluate_checkpoints: bool = False,
+    promote: bool = True,
+    promotion_margin: float = 0.0,
+    samples: int | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict:
+    """Tune every configuration of the grid, rank them against the base model, challenge the champion.
+
+    A rerun attaches to the grid's running jobs or reuses finished ones (one job per intent). The
+    cost cap (`max_tuning_cost_usd`) applies to the grid's total before any job is submitted.
+
+    Args:
+        epochs: Comma list of epoch counts, e.g. "1,2".
+        adapter_size: Comma list of adapter sizes (1, 2, 4, 8, 16), e.g. "4,8".
+        learning_rate_multiplier: Comma list of learning-rate multipliers, e.g. "0.5,1".
+        max_parallel: Tuning jobs running at once (a Prefect global concurrency limit with a server).
+        evaluate_checkpoints: Also evaluate and rank each job's per-epoch checkpoints.
+        promote: Compare the best configuration with the champion and promote it on a significant win.
+        promotion_margin: Promote only if the lower 95% CI bound of (new − champion) ROUGE-L is above this.
+        samples: First N test examples. None: the setting (default 50).
+        config: Any other setting of sftflow.config.Settings.
+    """
+    grid = expand_grid(epochs, adapter_size, learning_rate_multiplier)  # bad values: nothing done yet
+    if not isinstance(max_parallel, int) or max_parallel < 1:
+        raise GridError(f"--max-parallel: {max_parallel!r} must be a whole number >= 1")
+    cfg = {**(config or {}), **({"samples": samples} if samples is not None else {})}
+    s = settings_for(cfg)
+    s.require_bucket("sweep")
+    log = get_run_logger()
+
+    prepared = prepare_data(config=cfg)  # once for the whole grid
+    train, val = prepared["train"], prepared["val"]
+    check_datasets(s, train, val)
+    point_settings = {p.label: s.model_copy(update=p.hyperparameters()) for p in grid}
+    specs = {label: build_spec(ps, train, val) for label, ps in point_settings.items()}
+    by_epochs = {e: estimate_tuning_cost(s.model_copy(update={"epochs": e}), train, val)
+                 for e in sorted({p.epochs for p in grid})}
+    estimates = {p.label: by_epochs[p.epochs] for p in grid}
+    owed = check_grid_cap({k: cost.CostEstimate.from_dict(v) for k, v in estimates.items()},
+                          committed_configurations(s, specs), s.max_tuning_cost_usd)
+    log.info("grid of %d configuration(s); new jobs estimated at %s in total (cap $%g)", len(grid), cost.usd(owed),
+             s.max_tuning_cost_usd)
+
+    test_path = download(prepared["test"], s.work_dir / "downloads")
+    base_future = evaluate_task(s, "base").submit(s, s.base_model, test_path, "base")  # once, while tuning runs
+    futures = {p.label: tune_configuration.submit(point_settings[p.label], p.label, specs[p.label],
+                                                  estimates[p.label], max_parallel) for p in grid}
+    tuned, failed = {}, {}
+    for label, fut in futures.items():
+        outcome = fut.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):
+            failed[label] = f"{type(outcome).__name__}: {outcome}"
+            log.error("%s: %s", label, failed[label])
+        else:
+            tuned[label] = outcome
+
+    models = []
+    for p in grid:
+        if p.label not in tuned:
+            continue
+        t = tuned[p.label]
+        models.append(dict(t, hyperparameters=p.hyperparameters(), model=t["endpoint"]))
+        if evaluate_checkpoints:
+            for c in (c for c in t["checkpoints"] if c["endpoint"] != t["endpoint"]):  # the last one is the model
+                models.append(dict(t, label=checkpoint_label(p.label, c), endpoint=c["endpoint"],
+                                   model=c["endpoint"], hyperparameters={**p.hyperparameters(), "epoch": c["epoch"]},
+                                   checkpoint={k: c[k] for k in ("checkpoint_id", "epoch", "step")}))
+    evals = {m["label"]: evaluate_task(s, m["label"]).submit(s, m["model"], test_path, m["label"]) for m in models}
+    base = base_future.result()
+    for m in models:
+        ev = evals[m["label"]].result()
+        m.update(results_uri=ev["results_uri"], errors=ev.get("errors") or [])
+
+    grid_info = {"epochs": epochs, "adapter_size": adapter_size, "learning_rate_multiplier": learning_rate_multiplier,
+                 "max_parallel": max_parallel, "failed": failed}
+    lb = build_leaderboard(s, base, models, grid_info)
+    board = lb["board"]
+    decision = _challenge(s, board, test_path, promotion_margin) if promote else None
+    report_uri = write_sweep_report(s, board, lb["plot_uri"], decision)
+    return {"leaderboard_uri": lb["leaderboard_uri"], "plot_uri": lb["plot_uri"], "report_uri": report_uri,
+            "best": board["best"], "best_reason": board["best_reason"], "entries": board["entries"],
+            "failed": failed, "champion": decision}
+
+
+def checkpoint_label(label: str, checkpoint: dict) -> str:
+    """`<configuration>-ckpt<id>`, the id reduced to label-safe characters."""
+    return f"{label}-ckpt{re.sub(r'[^a-z0-9]+', '-', str(checkpoint['checkpoint_id']).lower()).strip('-')}"
+
+
+def _challenge(s, board: dict, test_path: str, margin: float) -> dict:
+    """The best configuration against the champion, evaluated now on the same examples."""
+    if board["best_entry"] is None:
+        return {"promoted": False, "reason": f"no candidate: {board['best_reason']}", "seq": None, "alias": None}
+    for _ in range(CHAMPION_RETRIES):
+        current = read_champion(s)
+        if current is not None and current["model"].get("endpoint") == board["best_entry"]["endpoint"]:
+            return {"promoted": False, "reason": f"{board['best']} is already the champion (#{current['seq']})",
+                    "seq": current["seq"], "alias": None}
+        champion_eval = None
+        if current is not None:
+            champion_eval = evaluate_task(s, "champion")(s, current["model"]["endpoint"], test_path, "champion")
+        try:
+            return challenge_champion(s, board, champion_eval, current, margin)
+        except champion.ChampionChanged as exc:
+            get_run_logger().warning("%s", exc)
+    raise champion.ChampionChanged(f"the champion kept changing during {CHAMPION_RETRIES} comparisons; rerun")
+

@@ -1,0 +1,98 @@
+"""`sftflow sweep` and `sftflow champion`: their flags and what they print (kept apart from cli.py).
+
+The grid's comma lists are checked here, before Prefect starts, so a typo costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sftflow.sweep import expand_grid
+
+#: Settings `sweep` takes from its flags, like cli.COMMON / EVAL for the other commands.
+SWEEP_SETTINGS = ["train_uri", "val_uri", "test_uri", "source_model", "tuned_model_display_name", "poll_interval",
+                  "tuning_timeout", "max_tuning_cost_usd", "concurrency", "rpm"]
+
+
+def add_parsers(sub: argparse._SubParsersAction, common, data_flags) -> None:
+    p = sub.add_parser(
+        "sweep", help="tune a hyperparameter grid in parallel, rank it against the base, challenge the champion",
+        description="Tune every combination of the comma lists (at most --max-parallel jobs at once), evaluate "
+        "each tuned model on the base model's examples, write a leaderboard with paired 95%% CIs "
+        "(<storage>/runs/<run>/sweep/leaderboard.json) and promote the best to champion only on a significant "
+        "ROUGE-L win. A rerun attaches to the grid's jobs instead of paying again. Prints one line per "
+        "configuration and 'leaderboard: URI' last.")
+    data_flags(p)
+    p.add_argument("--epochs", dest="grid_epochs", default="1", metavar="N[,N...]", help="epoch counts (default 1)")
+    p.add_argument("--adapter-size", dest="grid_adapter_size", default="4", metavar="N[,N...]",
+                   help="adapter sizes among 1, 2, 4, 8, 16 (default 4)")
+    p.add_argument("--learning-rate-multiplier", dest="grid_lr", default="1", metavar="X[,X...]",
+                   help="learning-rate multipliers (default 1)")
+    p.add_argument("--max-parallel", type=int, default=2, metavar="N",
+                   help="tuning jobs running at once (default 2, the usual concurrent-tuning quota)")
+    p.add_argument("--evaluate-checkpoints", action="store_true",
+                   help="also evaluate and rank every per-epoch checkpoint of multi-epoch jobs")
+    p.add_argument("--no-promote", dest="promote", action="store_false", help="leave the champion alone")
+    p.add_argument("--promotion-margin", type=float, default=0.0, metavar="X",
+                   help="promote only if the lower 95%% CI bound of (new - champion) ROUGE-L is above X "
+                   "(F-measure units: 0.01 = 1 point; default 0)")
+    p.add_argument("--source-model", help="base model to tune (default per backend)")
+    p.add_argument("--display-name", dest="tuned_model_display_name", help="tuned model display name")
+    p.add_argument("--poll-interval", type=float, help="seconds between job polls (default 60)")
+    p.add_argument("--timeout", dest="tuning_timeout", type=float, help="stop waiting for a job after S seconds")
+    p.add_argument("--max-cost", dest="max_tuning_cost_usd", type=float, metavar="USD",
+                   help="refuse the grid if its new jobs' estimated total is above USD (default 25)")
+    p.add_argument("--samples", type=int, help="first N test examples (default 50)")
+    p.add_argument("--concurrency", type=int, help="concurrent requests per evaluation (default 8)")
+    p.add_argument("--rpm", type=float, help="requests per minute at most (default 300)")
+    common(p)
+
+    p = sub.add_parser("champion", help="show the current champion model and every promotion decision",
+                       description="The champion record of this storage root: the current champion and the "
+                       "history of decisions (promoted or kept, with the reason). Starts no Prefect run.")
+    common(p)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The grid and --max-parallel, checked before any work (GridError: one line naming the flag)."""
+    from sftflow.sweep import GridError
+
+    expand_grid(args.grid_epochs, args.grid_adapter_size, args.grid_lr)
+    if args.max_parallel < 1:
+        raise GridError(f"--max-parallel: {args.max_parallel} must be at least 1")
+
+
+def run_sweep(args: argparse.Namespace, config: dict[str, Any], watched) -> int:
+    from flows.sweep import sweep
+    from sftflow import leaderboard
+
+    out = watched(sweep)(epochs=args.grid_epochs, adapter_size=args.grid_adapter_size,
+                         learning_rate_multiplier=args.grid_lr, max_parallel=args.max_parallel,
+                         evaluate_checkpoints=args.evaluate_checkpoints, promote=args.promote,
+                         promotion_margin=args.promotion_margin, config=config)
+    board = leaderboard.read(out["leaderboard_uri"])
+    for line in leaderboard.lines(board):
+        print(line)
+    for label, why in (out.get("failed") or {}).items():
+        print(f"{label}: FAILED ({why})")
+    decision = out.get("champion")
+    if decision is not None:
+        print(f"champion: {'promoted' if decision['promoted'] else 'not promoted'}: {decision['reason']}")
+        if decision.get("alias"):
+            print(f"registry alias: {decision['alias']}")
+    print(f"plot: {out['plot_uri']}")
+    print(f"report: {out['report_uri']}")
+    print(f"leaderboard: {out['leaderboard_uri']}")
+    return 1 if out.get("failed") and not board["entries"] else 0
+
+
+def run_champion(settings) -> int:
+    from sftflow import champion
+
+    for line in champion.lines(champion.record(settings.storage_root)):
+        print(line)
+    return 0
+
+
+__all__ = ["SWEEP_SETTINGS", "add_parsers", "check_args", "run_champion", "run_sweep"]

@@ -1,0 +1,115 @@
+"""The sweep flow against the Vertex-shaped server + GCS emulator (real SDKs), and offline on `local`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from flows.sweep import sweep
+from sftflow import champion, storage
+from sftflow.data.samples import sample_paths
+from sftflow.sweep import GridCostCapExceeded
+from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("token_in_env")]
+
+def step_sentences(article: str) -> list[str]:
+    """The sample articles' instruction sentences ("First, ...", "Finally, ..."): what the references keep."""
+    return [x for x in re.split(r"(?<=[.!?])\s+", article) if re.match(r"(First|Next|Then|After that|Finally)\b", x)]
+
+
+def tuned_answer(hyper: dict, epoch: int, article: str) -> str:
+    """Answer quality by configuration: adapter 8 or 16 answers every step (strong), others only the first
+    step (weak, still well above the base model's first 20 words); an earlier checkpoint is weak too."""
+    steps = step_sentences(article)
+    strong = epoch == hyper["epochs"] and hyper["adapter_size"] in ("ADAPTER_SIZE_EIGHT", "ADAPTER_SIZE_SIXTEEN")
+    return " ".join(steps if strong else steps[:1])
+
+
+def sweep_config(server, bucket, tmp_path, **extra) -> dict:
+    paths = sample_paths()
+    return flow_config(server, bucket, tmp_path, train_uri=paths["train"], val_uri=paths["val"],
+                       test_uri=paths["test"], samples=10, concurrency=4, rpm=6000, **extra)
+
+
+def _model(server, name: str) -> dict:
+    import urllib.request
+
+    req = urllib.request.Request(f"{server.base_url}/v1/{name}", headers={"Authorization": "Bearer t"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+def test_grid_runs_at_most_max_parallel_jobs_ranks_checkpoints_and_reruns_free(make_vertex_server, gcs_bucket,
+                                                                              tmp_path):
+    server = make_vertex_server(job_phases=(0.5, 2.0), tuned_answer=tuned_answer)
+    config = sweep_config(server, gcs_bucket, tmp_path)
+    out = sweep(epochs="1,2", adapter_size="4,8", max_parallel=2, evaluate_checkpoints=True, config=config)
+
+    assert server.count("POST", "/tuningJobs") == 4
+    assert server.max_active_jobs() == 2  # parallel, and never more than the limit
+    assert out["leaderboard_uri"] == f"{gcs_bucket}/runs/default/sweep/leaderboard.json"
+    board = json.loads(storage.read_text(out["leaderboard_uri"]))
+    labels = {e["label"] for e in board["entries"]}
+    assert labels == {"e1-a4-lr1", "e1-a8-lr1", "e2-a4-lr1", "e2-a8-lr1", "e2-a4-lr1-ckpt1", "e2-a8-lr1-ckpt1"}
+    ckpt = next(e for e in board["entries"] if e["label"] == "e2-a8-lr1-ckpt1")
+    assert ckpt["checkpoint"]["epoch"] == 1 and ckpt["endpoint"] != ckpt["job"]
+    # e1-a8 and e2-a8 answer alike: the tie goes to the cheaper one-epoch job.
+    assert board["best"] == "e1-a8-lr1", board["best_reason"]
+    best = board["best_entry"]
+    assert best["vs_base"]["rougeL"]["ci_low"] > 0 and best["cost_usd"] < board["entries"][1]["cost_usd"]
+    base_calls = server.count("POST", "gemini-2.5-flash:generateContent")
+    assert base_calls == 10  # the base model is evaluated once for the whole grid
+    assert storage.exists(out["plot_uri"]) and "Sweep leaderboard" in storage.read_text(out["report_uri"])
+
+    # First champion: promoted, and the registry alias set through the aiplatform REST surface.
+    assert out["champion"]["promoted"] and "no champion yet" in out["champion"]["reason"]
+    assert server.count("POST", ":mergeVersionAliases") == 1
+    assert "champion" in _model(server, best["tuned_model"])["versionAliases"]
+
+    before = len(server.requests)
+    again = sweep(epochs="1,2", adapter_size="4,8", max_parallel=2, evaluate_checkpoints=True, config=config)
+    new = server.requests[before:]
+    assert not [r for r in new if r["method"] == "POST"]  # no job, no generation, no alias: all reused
+    assert again["best"] == "e1-a8-lr1" and "already the champion" in again["champion"]["reason"]
+    assert len(champion.history(gcs_bucket)) == 1
+
+
+def test_champion_is_replaced_only_by_a_significant_win(make_vertex_server, gcs_bucket, tmp_path):
+    server = make_vertex_server(job_phases=(0.3, 0.7), tuned_answer=tuned_answer)
+    first = sweep(adapter_size="4", config=sweep_config(server, gcs_bucket, tmp_path, run_name="weak"))
+    assert first["champion"]["promoted"]
+
+    better = sweep(adapter_size="8", config=sweep_config(server, gcs_bucket, tmp_path, run_name="better"))
+    assert better["champion"]["promoted"], better["champion"]["reason"]
+    assert "beats champion e1-a4-lr1 on ROUGE-L" in better["champion"]["reason"]
+    promoted = better["entries"][0]
+    assert "champion" in _model(server, promoted["tuned_model"])["versionAliases"]
+
+    same = sweep(adapter_size="16", config=sweep_config(server, gcs_bucket, tmp_path, run_name="same"))
+    assert not same["champion"]["promoted"]
+    assert "the lower bound is not above promotion_margin 0 points, so e1-a8-lr1 stays champion" in \
+        same["champion"]["reason"]
+    rec = champion.record(gcs_bucket)
+    assert [e["event"] for e in rec["history"]] == ["promoted", "promoted", "kept"]
+    assert rec["current"]["model"]["run_name"] == "better"
+    assert server.count("POST", ":mergeVersionAliases") == 2
+    assert "champion" not in _model(server, same["entries"][0]["tuned_model"])["versionAliases"]
+    report = storage.read_text(same["report_uri"])
+    assert "not promoted:" in report and "stays champion" in report
+
+
+def test_grid_over_the_cost_cap_submits_nothing(make_vertex_server, gcs_bucket, tmp_path):
+    server = make_vertex_server()
+    config = sweep_config(server, gcs_bucket, tmp_path, max_tuning_cost_usd=0.000001)
+    with pytest.raises(GridCostCapExceeded, match=r"grid's 4 new job\(s\) is .*over the cap of \$1e-06"):
+        sweep(epochs="1,2", adapter_size="4,8", config=config)
+    assert server.count("POST", "/tuningJobs") == 0
+    assert server.count("POST", ":generateContent") == 0
