@@ -113,3 +113,65 @@ def test_grid_over_the_cost_cap_submits_nothing(make_vertex_server, gcs_bucket, 
         sweep(epochs="1,2", adapter_size="4,8", config=config)
     assert server.count("POST", "/tuningJobs") == 0
     assert server.count("POST", ":generateContent") == 0
+
+
+def _cli_sweep(server, gcs_emulator, bucket, tmp_path, *extra):
+    paths = sample_paths()
+    env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
+               SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PREFECT_LOGGING_LEVEL="INFO")
+    cmd = [sys.executable, "-m", "sftflow.cli", "sweep", "--backend", "vertex", "--project", server.project,
+           "--bucket", bucket, "--train", paths["train"], "--val", paths["val"], "--test", paths["test"],
+           "--samples", "6", "--rpm", "6000", "--poll-interval", "1", "--local-root", str(tmp_path / "root"),
+           "--adapter-size", "4,8", "--max-parallel", "2", *extra]
+    log = open(tmp_path / f"cli-{time.monotonic_ns()}.log", "w+")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
+    proc.log = log
+    return proc
+
+
+def _wait_for(condition, timeout=600.0):  # a CLI start took >120 s on 2 cores shared by 8 sessions
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+def test_killed_sweep_rerun_attaches_to_the_running_jobs(make_vertex_server, gcs_emulator, gcs_bucket, tmp_path):
+    server = make_vertex_server(job_phases=(1.0, 600.0), tuned_answer=tuned_answer)  # run until the test ends them
+    proc = _cli_sweep(server, gcs_emulator, gcs_bucket, tmp_path)
+    _wait_for(lambda: len(server.job_names) == 2 and server.count("GET", "/tuningJobs/") >= 4)
+    os.kill(proc.pid, signal.SIGKILL)
+    _finish(proc)
+    polls = server.count("GET", "/tuningJobs/")
+    proc = _cli_sweep(server, gcs_emulator, gcs_bucket, tmp_path)
+    _wait_for(lambda: server.count("GET", "/tuningJobs/") >= polls + 4)  # both jobs awaited again
+    for job in server.job_names:
+        server.set_job_state(job, "SUCCEEDED")
+    out = _finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert server.count("POST", "/tuningJobs") == 2  # the rerun created no job
+    assert out.count("attached to existing tuning job") == 2, out[-3000:]
+    lines = [x for x in out.strip().splitlines() if not re.match(r"\d\d:\d\d:\d\d\.\d+ \|", x)]  # Prefect's logs
+    assert lines[-1] == f"leaderboard: {gcs_bucket}/runs/default/sweep/leaderboard.json"
+    assert any(line.startswith("e1-a8-lr1: ROUGE-L") and "<- best" in line for line in lines)
+    assert TEST_TOKEN not in out
+
+
+def _finish(proc, timeout=600) -> str:
+    try:
+        proc.wait(timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.log.seek(0)
+    return proc.log.read()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
