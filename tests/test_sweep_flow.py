@@ -175,3 +175,24 @@ def _finish(proc, timeout=600) -> str:
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_local_grid_runs_offline_one_job_at_a_time_with_epoch_checkpoints(tmp_path):
+    root = tmp_path / "root"
+    val = tmp_path / "val.jsonl"  # 4 examples: the validation loss is measured every step of this tiny run
+    val.write_text("".join(open(sample_paths()["val"]).readlines()[:4]))
+    config = {"local_root": str(root), "samples": 6, "limit": 16, "val_uri": str(val), "local_train_budget_s": 60,
+              "poll_interval": 1}
+    out = sweep(epochs="2", adapter_size="2,4", max_parallel=1, evaluate_checkpoints=True, config=config)
+    board = json.loads(storage.read_text(out["leaderboard_uri"]))
+    assert out["leaderboard_uri"] == str(root / "runs" / "default" / "sweep" / "leaderboard.json")
+    assert {e["label"] for e in board["entries"]} == {"e2-a2-lr1", "e2-a4-lr1", "e2-a2-lr1-ckpt1", "e2-a4-lr1-ckpt1"}
+    ckpt = next(e for e in board["entries"] if e["label"] == "e2-a4-lr1-ckpt1")
+    assert ckpt["checkpoint"]["epoch"] == 1 and ckpt["endpoint"].endswith("/checkpoints/epoch-1")
+    statuses = [json.loads((d / "status.json").read_text()) for d in (root / "work" / "jobs").iterdir()]
+    assert len(statuses) == 2
+    first, second = sorted(statuses, key=lambda st: st["create_time"])
+    assert first["update_time"] <= second["create_time"]  # --max-parallel 1: the second began after the first
+    assert [c["epoch"] for c in first["checkpoints"]] == [1, 2]
+    assert (root / "runs" / "default" / "sweep" / "leaderboard.png").is_file()
+    assert (board["best"] is None) == (out["champion"]["promoted"] is False)

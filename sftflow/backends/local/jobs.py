@@ -145,6 +145,7 @@ def to_status(job_dir: Path) -> JobStatus:
         stats=dict(st.get("stats", {}), epoch=st.get("epoch"), phase=st.get("phase"),
                    restarts=st.get("restarts", 0)),
         metrics={k: [tuple(x) for x in v] for k, v in st.get("metrics", {}).items()},
+        checkpoints=list(st.get("checkpoints", [])) if st.get("state") == "SUCCEEDED" else [],
     )
 
 

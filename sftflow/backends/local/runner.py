@@ -131,7 +131,7 @@ class Runner:
             t.load_state(load_checkpoint(ckpt))
         self.status(phase="training", total_steps=t.total_steps, step=t.step,
                     stats=self.stats({"step": t.step, "elapsed_s": t.elapsed_s}))
-        why = t.run(self._report, self._checkpoint, self.stop_requested)
+        why = t.run(self._report, self._checkpoint, self.stop_requested, self._epoch_checkpoint)
         if why == "stopped":
             self._checkpoint(t.state())
             raise Cancelled
@@ -142,9 +142,24 @@ class Runner:
         root = storage.join(self.meta["storage_root"], "models", self.job_id)
         for p in out:
             storage.upload_file(p, storage.join(root, p.name))
-        self.status(state=JobState.SUCCEEDED.value, phase="done", endpoint=root,
-                    tuned_model=f"local:{self.job_id}", stop_reason=why)
+        kept = jobs.read_json(self.dir / "status.json").get("checkpoints", [])
+        epoch = -(-t.step // t.steps_per_epoch)  # the epoch training ended in (early stop / budget: before the last)
+        final = {"checkpoint_id": str(epoch), "epoch": epoch, "step": t.step, "endpoint": root}
+        self.status(state=JobState.SUCCEEDED.value, phase="done", endpoint=root, tuned_model=f"local:{self.job_id}",
+                    stop_reason=why, checkpoints=[*kept, final] if kept else [])
         return 0
+
+    def _epoch_checkpoint(self, epoch: int) -> None:
+        """The weights after `epoch`, servable like the final model (<models>/<job>/checkpoints/epoch-N):
+        listed in status.json only once uploaded whole, in the shape of Vertex's tuned_model.checkpoints."""
+        t = self.trainer
+        out = t.save(self.dir / "checkpoints" / f"epoch-{epoch}")
+        uri = storage.join(self.meta["storage_root"], "models", self.job_id, "checkpoints", f"epoch-{epoch}")
+        for p in sorted(out, key=lambda p: p.name == "config.json"):  # config.json last: its presence = complete
+            storage.upload_file(p, storage.join(uri, p.name))
+        kept = [c for c in jobs.read_json(self.dir / "status.json").get("checkpoints", []) if c["epoch"] != epoch]
+        self.status(checkpoints=[*kept, {"checkpoint_id": str(epoch), "epoch": epoch, "step": t.step,
+                                         "endpoint": uri}])
 
 
 def main(argv: list[str]) -> int:

@@ -139,12 +139,13 @@ class BudgetedTrainer:
             g["lr"] = lr * f
 
     def run(self, on_report: Callable[[dict], None], on_checkpoint: Callable[[dict], None],
-            should_stop: Callable[[], bool]) -> str:
+            should_stop: Callable[[], bool], on_epoch_end: Callable[[int], None] | None = None) -> str:
         """Train until all epochs are done ('done'), the budget is spent ('budget'), the
         validation loss stopped improving ('early_stop') or `should_stop()` ('stopped').
         Reports and checkpoints on the wall clock; the validation loss is measured at the
         start, every `val_every` steps and at the end, and the best-by-validation weights
-        are the ones kept when the run ends (unless stopped, which resumes later)."""
+        are the ones kept when the run ends (unless stopped, which resumes later).
+        `on_epoch_end(epoch)` runs after every epoch but the last (per-epoch checkpoints, as Vertex keeps)."""
         if not self.metrics["val_loss"]:
             self._record_val()  # where the curve starts (a one-off, like encoding: not in the budget)
         started = time.monotonic() - self.elapsed_s
@@ -171,6 +172,8 @@ class BudgetedTrainer:
             self.opt.step()
             self.step += 1
             recent.append(loss.item())
+            if on_epoch_end is not None and self.step % spe == 0 and self.step < self.total_steps:
+                on_epoch_end(self.step // spe)
             if self.step % self.val_every == 0 and self.step < self.total_steps:
                 self._record_val()
             now = time.monotonic()
