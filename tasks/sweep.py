@@ -43,11 +43,9 @@ def _server_api() -> str | None:
 def tuning_slot(name: str, limit: int) -> Iterator[str]:
     """Hold one of `limit` slots while a job of the grid is submitted and runs; yields the kind of limit."""
     if _server_api():
-        from prefect.client.orchestration import get_client
         from prefect.concurrency.sync import concurrency
 
-        with get_client(sync_client=True) as client:
-            client.upsert_global_concurrency_limit_by_name(name, limit)
+        _ensure_limit(name, limit)
         with concurrency(name, occupy=1, strict=True):
             yield "prefect-global-concurrency-limit"
         return
@@ -55,6 +53,19 @@ def tuning_slot(name: str, limit: int) -> Iterator[str]:
         sem = _semaphores.setdefault((name, limit), threading.BoundedSemaphore(limit))
     with sem:
         yield "in-process"
+
+
+def _ensure_limit(name: str, limit: int) -> None:
+    """Create the global limit or set its size. Prefect's upsert is not atomic: the grid's tasks (and other
+    processes) race to create it, so one thread per process does it and a lost create race is retried."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with _semaphores_lock, get_client(sync_client=True) as client:
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, limit)
+        except ObjectAlreadyExists:  # another process created it between the read and the create
+            client.upsert_global_concurrency_limit_by_name(name, limit)
 
 
 @task(name="committed-configurations")
