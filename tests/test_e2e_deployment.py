@@ -226,7 +226,7 @@ def test_deploy_all_from_this_checkout(stack):
     """Every deployment is on its pool; the pull step names the checkout deployed from; the gcp
     variant's values come from setup.py's variables and block, with no key content in it."""
     with api(stack["url"]) as client:
-        for flow in ("sft_pipeline", "prepare_data", "evaluate", "tune", "compare", "cleanup"):
+        for flow in ("sft_pipeline", "prepare_data", "evaluate", "tune", "compare", "cleanup", "sweep"):
             dep = client.read_deployment_by_name(f"{flow}/local")
             assert dep.work_pool_name == "sftflow-local"
             [step] = dep.pull_steps
