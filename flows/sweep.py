@@ -4,7 +4,6 @@ paired CIs, and a champion that only a significantly better model replaces."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -13,7 +12,7 @@ from flows.common import settings_for
 from flows.prepare_data import prepare_data
 from flows.tune import build_spec, check_datasets
 from sftflow import champion, cost
-from sftflow.sweep import GridError, check_grid_cap, expand_grid
+from sftflow.sweep import GridError, check_grid_cap, expand_grid, models_to_evaluate
 from tasks.data import download
 from tasks.evaluation import evaluate_task
 from tasks.sweep import (
@@ -91,17 +90,7 @@ def sweep(
         else:
             tuned[label] = outcome
 
-    models = []
-    for p in grid:
-        if p.label not in tuned:
-            continue
-        t = tuned[p.label]
-        models.append(dict(t, hyperparameters=p.hyperparameters(), model=t["endpoint"]))
-        if evaluate_checkpoints:
-            for c in (c for c in t["checkpoints"] if c["endpoint"] != t["endpoint"]):  # the last one is the model
-                models.append(dict(t, label=checkpoint_label(p.label, c), endpoint=c["endpoint"],
-                                   model=c["endpoint"], hyperparameters={**p.hyperparameters(), "epoch": c["epoch"]},
-                                   checkpoint={k: c[k] for k in ("checkpoint_id", "epoch", "step")}))
+    models = models_to_evaluate(grid, tuned, checkpoints=evaluate_checkpoints)
     evals = {m["label"]: evaluate_task(s, m["label"]).submit(s, m["model"], test_path, m["label"]) for m in models}
     base = base_future.result()
     for m in models:
@@ -117,11 +106,6 @@ def sweep(
     return {"leaderboard_uri": lb["leaderboard_uri"], "plot_uri": lb["plot_uri"], "report_uri": report_uri,
             "best": board["best"], "best_reason": board["best_reason"], "entries": board["entries"],
             "failed": failed, "champion": decision}
-
-
-def checkpoint_label(label: str, checkpoint: dict) -> str:
-    """`<configuration>-ckpt<id>`, the id reduced to label-safe characters."""
-    return f"{label}-ckpt{re.sub(r'[^a-z0-9]+', '-', str(checkpoint['checkpoint_id']).lower()).strip('-')}"
 
 
 def _challenge(s, board: dict, test_path: str, margin: float) -> dict:

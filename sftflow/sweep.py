@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -106,6 +107,28 @@ def expand_grid(epochs: str | Iterable, adapter_sizes: str | Iterable,
     if len(points) > MAX_GRID:
         raise GridError(f"grid: {len(points)} configurations is more than {MAX_GRID}; narrow the lists")
     return points
+
+
+def checkpoint_label(label: str, checkpoint: dict) -> str:
+    """`<configuration>-ckpt<id>`, the id reduced to label-safe characters."""
+    return f"{label}-ckpt{re.sub(r'[^a-z0-9]+', '-', str(checkpoint['checkpoint_id']).lower()).strip('-')}"
+
+
+def models_to_evaluate(grid: list[GridPoint], tuned: dict[str, dict], *, checkpoints: bool) -> list[dict]:
+    """What the sweep evaluates: each tuned configuration (grid order) and, with `checkpoints`, each of its
+    intermediate checkpoints (the last checkpoint is the job's own endpoint, already in the list)."""
+    out = []
+    for p in grid:
+        t = tuned.get(p.label)
+        if t is None:  # its job failed: reported, not ranked
+            continue
+        out.append(dict(t, hyperparameters=p.hyperparameters(), model=t["endpoint"]))
+        for c in t.get("checkpoints") or [] if checkpoints else []:
+            if c["endpoint"] != t["endpoint"]:
+                out.append(dict(t, label=checkpoint_label(p.label, c), endpoint=c["endpoint"], model=c["endpoint"],
+                                hyperparameters={**p.hyperparameters(), "epoch": c["epoch"]},
+                                checkpoint={k: c[k] for k in ("checkpoint_id", "epoch", "step")}))
+    return out
 
 
 # --------------------------------------------------------------------------- the grid's cost

@@ -2,8 +2,9 @@
 
 The limit: with a Prefect server (PREFECT_API_URL) a global concurrency limit named after the
 backend and project, so every sweep using that server shares the tuning quota; without one (the
-ephemeral API lives and dies with this process) an in-process semaphore — Prefect's
-`concurrency()` does not throttle on a limit that was never created (/work docs: prefect.md).
+ephemeral API lives and dies with this process) an in-process semaphore. Prefect's `concurrency()`
+only warns, and does not throttle, on a limit that was never created, so the limit is created first
+(https://docs.prefect.io/v3/develop/global-concurrency-limits).
 """
 
 from __future__ import annotations

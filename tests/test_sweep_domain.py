@@ -203,3 +203,22 @@ def test_champion_record_on_cloud_storage(gcs_bucket):
     assert champion.append(gcs_bucket, event="kept", model={"label": "b"}, reason="no", against=1)["seq"] == 2
     assert storage.exists(f"{gcs_bucket}/champion/history/000002.json")
     assert champion.current(gcs_bucket)["model"]["label"] == "a"
+
+
+def test_models_to_evaluate_adds_intermediate_checkpoints_only_when_asked():
+    from sftflow.sweep import models_to_evaluate
+
+    grid = expand_grid("1,2", "4", "1")
+    ckpts = [{"checkpoint_id": "1", "epoch": 1, "step": 7, "endpoint": "ep/c1"},
+             {"checkpoint_id": "2", "epoch": 2, "step": 14, "endpoint": "ep/2"}]
+    tuned = {"e2-a4-lr1": {"label": "e2-a4-lr1", "endpoint": "ep/2", "checkpoints": ckpts}}  # e1 failed
+    plain = models_to_evaluate(grid, tuned, checkpoints=False)
+    assert [m["label"] for m in plain] == ["e2-a4-lr1"] and plain[0]["model"] == "ep/2"
+    both = models_to_evaluate(grid, tuned, checkpoints=True)
+    assert [m["label"] for m in both] == ["e2-a4-lr1", "e2-a4-lr1-ckpt1"]
+    assert both[1]["model"] == "ep/c1" and both[1]["checkpoint"] == {"checkpoint_id": "1", "epoch": 1, "step": 7}
+    assert both[1]["hyperparameters"]["epoch"] == 1
+    odd = models_to_evaluate(grid, {"e2-a4-lr1": {**tuned["e2-a4-lr1"], "checkpoints": [
+        {**ckpts[0], "checkpoint_id": "Step/7"}]}}, checkpoints=True)
+    assert odd[1]["label"] == "e2-a4-lr1-ckptstep-7"
+    check_name("label", odd[1]["label"])
