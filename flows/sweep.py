@@ -17,6 +17,7 @@ from tasks.data import download
 from tasks.evaluation import evaluate_task
 from tasks.sweep import (
     build_leaderboard,
+    cancel_grid_jobs,
     challenge_champion,
     committed_configurations,
     read_champion,
@@ -81,14 +82,12 @@ def sweep(
     base_future = evaluate_task(s, "base").submit(s, s.base_model, test_path, "base")  # once, while tuning runs
     futures = {p.label: tune_configuration.submit(point_settings[p.label], p.label, specs[p.label],
                                                   estimates[p.label], max_parallel) for p in grid}
-    tuned, failed = {}, {}
-    for label, fut in futures.items():
-        outcome = fut.result(raise_on_failure=False)
-        if isinstance(outcome, BaseException):
-            failed[label] = f"{type(outcome).__name__}: {outcome}"
-            log.error("%s: %s", label, failed[label])
-        else:
-            tuned[label] = outcome
+    try:
+        tuned, failed = _outcomes(futures)
+    except BaseException as exc:  # Ctrl-C, SIGTERM (a cancelled run): the task threads never see it
+        if not isinstance(exc, Exception) and s.cancel_job_on_interrupt:
+            cancel_grid_jobs(s, list(specs.values()))
+        raise
 
     models = models_to_evaluate(grid, tuned, checkpoints=evaluate_checkpoints)
     evals = {m["label"]: evaluate_task(s, m["label"]).submit(s, m["model"], test_path, m["label"]) for m in models}
@@ -106,6 +105,19 @@ def sweep(
     return {"leaderboard_uri": lb["leaderboard_uri"], "plot_uri": lb["plot_uri"], "report_uri": report_uri,
             "best": board["best"], "best_reason": board["best_reason"], "entries": board["entries"],
             "failed": failed, "champion": decision}
+
+
+def _outcomes(futures: dict) -> tuple[dict, dict]:
+    """(tuned results by label, failures by label): one failed job does not stop the others."""
+    tuned, failed = {}, {}
+    for label, fut in futures.items():
+        outcome = fut.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):
+            failed[label] = f"{type(outcome).__name__}: {outcome}"
+            get_run_logger().error("%s: %s", label, failed[label])
+        else:
+            tuned[label] = outcome
+    return tuned, failed
 
 
 def _challenge(s, board: dict, test_path: str, margin: float) -> dict:

@@ -81,6 +81,24 @@ def committed_configurations(settings: Settings, specs: dict[str, TuningSpec]) -
     return out
 
 
+def cancel_grid_jobs(settings: Settings, specs: list[TuningSpec]) -> list[str]:
+    """Cancel the grid's unfinished jobs (the flow was interrupted; cancel_job_on_interrupt). Not a task:
+    it runs while the flow is torn down. Returns the jobs it asked to cancel; errors are logged, not raised."""
+    log = get_run_logger()
+    tuner, asked = make_tuner(settings), []
+    for spec in specs:
+        try:
+            for job in tuner.find(spec.key):
+                if job.state in (JobState.PENDING, JobState.RUNNING):
+                    log.warning("interrupted: cancelling tuning job %s (cancel_job_on_interrupt=true)", job.name)
+                    tuner.cancel(job.name)
+                    asked.append(job.name)
+        except Exception as exc:  # noqa: BLE001 - the interrupt must still propagate
+            log.error("cancelling the job for %s failed (%s): it may still be running and billing; cancel it "
+                      "yourself or rerun the sweep to attach to it", spec.key, exc)
+    return asked
+
+
 @task(name="tune-configuration", task_run_name="tune-{label}")
 def tune_configuration(settings: Settings, label: str, spec: TuningSpec, estimate: dict, max_parallel: int) -> dict:
     """One grid point: its recorded result, else (holding a slot) attach to or submit its job and await it."""

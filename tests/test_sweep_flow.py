@@ -161,6 +161,19 @@ def test_killed_sweep_rerun_attaches_to_the_running_jobs(make_vertex_server, gcs
     assert TEST_TOKEN not in out
 
 
+def test_terminated_sweep_cancels_its_running_jobs(make_vertex_server, gcs_emulator, gcs_bucket, tmp_path):
+    """SIGTERM (what a Prefect worker sends to a cancelled run) reaches the flow, not the task threads that
+    await the jobs: the flow cancels the grid's unfinished jobs itself (cancel_job_on_interrupt)."""
+    server = make_vertex_server(job_phases=(1.0, 600.0))
+    proc = _cli_sweep(server, gcs_emulator, gcs_bucket, tmp_path)
+    _wait_for(lambda: len(server.job_names) == 2 and server.count("GET", "/tuningJobs/") >= 4)
+    os.kill(proc.pid, signal.SIGTERM)
+    out = _finish(proc)
+    assert proc.returncode != 0
+    assert server.count("POST", ":cancel") == 2, out[-3000:]
+    assert out.count("interrupted: cancelling tuning job") == 2
+
+
 def _finish(proc, timeout=600) -> str:
     try:
         proc.wait(timeout)
