@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sftflow.sweep import expand_grid
+from sftflow.champion import ChampionChanged
+from sftflow.sweep import GridError, expand_grid
+
+#: Errors of these commands whose message is the whole story (no traceback).
+USER_ERRORS = (GridError, ChampionChanged)
 
 #: Settings `sweep` takes from its flags, like cli.COMMON / EVAL for the other commands.
 SWEEP_SETTINGS = ["train_uri", "val_uri", "test_uri", "source_model", "tuned_model_display_name", "poll_interval",
@@ -19,7 +23,7 @@ def add_parsers(sub: argparse._SubParsersAction, common, data_flags) -> None:
     p = sub.add_parser(
         "sweep", help="tune a hyperparameter grid in parallel, rank it against the base, challenge the champion",
         description="Tune every combination of the comma lists (at most --max-parallel jobs at once), evaluate "
-        "each tuned model on the base model's examples, write a leaderboard with paired 95%% CIs "
+        "each tuned model on the base model's examples, write a leaderboard with paired 95% CIs "
         "(<storage>/runs/<run>/sweep/leaderboard.json) and promote the best to champion only on a significant "
         "ROUGE-L win. A rerun attaches to the grid's jobs instead of paying again. Prints one line per "
         "configuration and 'leaderboard: URI' last.")
@@ -56,8 +60,6 @@ def add_parsers(sub: argparse._SubParsersAction, common, data_flags) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """The grid and --max-parallel, checked before any work (GridError: one line naming the flag)."""
-    from sftflow.sweep import GridError
-
     expand_grid(args.grid_epochs, args.grid_adapter_size, args.grid_lr)
     if args.max_parallel < 1:
         raise GridError(f"--max-parallel: {args.max_parallel} must be at least 1")
@@ -95,4 +97,4 @@ def run_champion(settings) -> int:
     return 0
 
 
-__all__ = ["SWEEP_SETTINGS", "add_parsers", "check_args", "run_champion", "run_sweep"]
+__all__ = ["SWEEP_SETTINGS", "USER_ERRORS", "add_parsers", "check_args", "run_champion", "run_sweep"]
