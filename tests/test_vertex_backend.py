@@ -272,9 +272,11 @@ def test_delete_outputs_dry_run_then_real(spec, make_vertex_server, vertex_setti
     tuner = VertexTuner(vertex_settings_for(server))
     status = tuner.get(tuner.submit(spec()))
     model = status.tuned_model.split("@")[0]
-    assert tuner.delete_outputs(status, dry_run=True) == [status.endpoint, model]
+    checkpoints = [c["endpoint"] for c in status.checkpoints[:-1]]  # a 3-epoch job: epochs 1, 2 have their own
+    assert len(checkpoints) == 2
+    assert tuner.delete_outputs(status, dry_run=True) == [*checkpoints, status.endpoint, model]
     assert server.count("DELETE", "/") == 0 and server.count("POST", ":undeployModel") == 0
-    assert tuner.delete_outputs(status, dry_run=False) == [status.endpoint, model]
+    assert tuner.delete_outputs(status, dry_run=False) == [*checkpoints, status.endpoint, model]
     assert server.count("POST", f"/v1/{status.endpoint}:undeployModel") == 1
     assert server.count("DELETE", f"/v1/{status.endpoint}") == 1 and server.count("DELETE", f"/v1/{model}") == 1
     assert tuner.delete_outputs(status, dry_run=False) == []  # already gone: nothing to do
@@ -288,7 +290,7 @@ def test_delete_outputs_of_an_endpoint_with_a_traffic_split(spec, make_vertex_se
     """Three deployed models, 50/30/20: each undeploy moves the traffic to the ones left, as Vertex requires."""
     server = make_vertex_server(job_phases=(0.0, 0.0), operation_delay_s=0.0)
     tuner = VertexTuner(vertex_settings_for(server))
-    status = tuner.get(tuner.submit(spec()))
+    status = tuner.get(tuner.submit(spec(epochs=1)))  # one epoch: no checkpoint endpoints besides this one
     ep = status.endpoint
     job_did = next(iter(_endpoint(server, ep)["trafficSplit"]))
     b = server.deploy_tuned_model("b", endpoint=ep, traffic_split={job_did: 70, "0": 30})

@@ -83,3 +83,16 @@ def test_mark_champion_of_a_deleted_model_is_a_backend_error(make_vertex_server,
     tuner.delete_outputs(status, dry_run=False)
     with pytest.raises(BackendError, match="setting alias champion"):
         tuner.mark_champion(status)
+
+
+def test_cleanup_deletes_checkpoint_endpoints_before_the_model(make_vertex_server, vertex_settings_for,
+                                                               tuning_datasets):
+    server = make_vertex_server(job_phases=(0.2, 0.3), require_token=TEST_TOKEN)
+    tuner = make_tuner(vertex_settings_for(server))
+    status = _succeeded(tuner, tuner.submit(_spec(tuning_datasets, 2)))
+    first = status.checkpoints[0]["endpoint"]
+    listed = tuner.delete_outputs(status, dry_run=True)
+    assert listed == [first, status.endpoint, status.tuned_model.split("@")[0]]
+    assert tuner.delete_outputs(status, dry_run=False) == listed
+    assert server.count("DELETE", f"/v1/{first}") == 1
+    assert tuner.delete_outputs(status, dry_run=True) == []  # all gone; a second run is harmless

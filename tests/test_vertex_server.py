@@ -478,6 +478,8 @@ def test_aiplatform_sdk_undeploy_and_delete(make_vertex_server, datasets):
         endpoint = aiplatform.Endpoint(job.tuned_model.endpoint)
         assert len(endpoint.list_models()) == 2
         endpoint.delete(force=True)
+        for ckpt in job.tuned_model.checkpoints[:-1]:  # a 2-epoch job: epoch 1's checkpoint has its own endpoint
+            aiplatform.Endpoint(ckpt.endpoint).delete(force=True)
         aiplatform.Model(job.tuned_model.model).delete()
         aiplatform.Model(extra["model"]).delete()
     finally:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from sftflow.backends import vertex_registry as registry
 from sftflow.backends.base import Generation, GenerationParams, JobState, JobStatus, TuningSpec
 from sftflow.backends.vertex_client import call, make_genai_client, vertex_credentials
 from sftflow.errors import BackendError
@@ -146,17 +147,6 @@ def _check_label(value: str) -> str:
     return value
 
 
-def _checkpoints(job: types.TuningJob) -> list[dict[str, Any]]:
-    """`tuned_model.checkpoints` (one per epoch on multi-epoch jobs), as plain dicts ordered by step."""
-    found = (job.tuned_model.checkpoints or []) if job.tuned_model else []
-    out = [{"checkpoint_id": c.checkpoint_id, "epoch": int(c.epoch) if c.epoch is not None else None,
-            "step": int(c.step) if c.step is not None else None, "endpoint": c.endpoint} for c in found]
-    return sorted(out, key=lambda c: (c["step"] or 0, c["epoch"] or 0))
-
-
-CHAMPION_ALIAS = "champion"
-
-
 class VertexTuner:
     """Supervised tuning jobs on Vertex AI, labelled with their intent key."""
 
@@ -247,7 +237,7 @@ class VertexTuner:
             create_time=job.create_time.isoformat() if job.create_time else None,
             update_time=job.update_time.isoformat() if job.update_time else None,
             stats=stats,
-            checkpoints=_checkpoints(job),
+            checkpoints=registry.checkpoints(job),
             console_url=(
                 "https://console.cloud.google.com/vertex-ai/generative/language/locations/"
                 f"{self.settings.region}/tuning/tuningJob/{job_id}?project={self.settings.project}"
@@ -255,18 +245,31 @@ class VertexTuner:
         )
 
     def mark_champion(self, status: JobStatus) -> str | None:
-        """Give the tuned model's version the alias `champion` in the Model Registry (mergeVersionAliases:
-        the alias moves from any other version of that model). Returns `model@champion`."""
+        """The Model Registry version alias `champion` on the job's tuned model (see vertex_registry)."""
         if not status.tuned_model:
             return None
-        name = status.tuned_model if "@" in status.tuned_model else f"{status.tuned_model}@1"
         models = self._gapic("ModelServiceClient")
-        _call(f"setting alias {CHAMPION_ALIAS} on {name}",
-              lambda: models.merge_version_aliases(name=name, version_aliases=[CHAMPION_ALIAS]))
-        log.info("model %s now carries the alias %s", name, CHAMPION_ALIAS)
-        return f"{name.split('@', 1)[0]}@{CHAMPION_ALIAS}"
+        return call(f"setting alias {registry.CHAMPION_ALIAS} on {status.tuned_model}",
+                     lambda: registry.set_alias(models, status.tuned_model, registry.CHAMPION_ALIAS))
 
     # -- cleanup ----------------------------------------------------------------------
+    @staticmethod
+    def _undeploy_all_and_delete(endpoints, ep) -> None:
+        """Undeploy every model of `ep` (the traffic moved to the ones left, as undeployModel requires), then
+        delete it."""
+        deployed = [d.id for d in ep.deployed_models]
+        for i, did in enumerate(deployed):
+            rest = deployed[i + 1 :]
+            split = {d: 100 // len(rest) + (1 if j < 100 % len(rest) else 0) for j, d in enumerate(rest)}
+            call(
+                f"undeploying {did} from {ep.name}",
+                lambda did=did, split=split: endpoints.undeploy_model(
+                    endpoint=ep.name, deployed_model_id=did, traffic_split=split
+                ).result(timeout=600),
+            )
+        call(f"deleting {ep.name}", lambda: endpoints.delete_endpoint(name=ep.name).result(timeout=600))
+        log.info("deleted endpoint %s", ep.name)
+
     def _gapic(self, service: str):
         from google.api_core.client_options import ClientOptions
         from google.cloud import aiplatform_v1
@@ -301,7 +304,9 @@ class VertexTuner:
         return bool(checks)
 
     def delete_outputs(self, status: JobStatus, dry_run: bool = True) -> list[str]:
-        """Undeploy and delete the job's endpoint, then delete its model; returns their names.
+        """Undeploy and delete the job's endpoint and its checkpoints' endpoints, then delete its model;
+        returns their names. (A model still deployed anywhere cannot be deleted, and a checkpoint endpoint
+        left behind would keep serving, and billing.)
 
         Resources that no longer exist are skipped, so running it twice is harmless.
         With dry_run nothing changes: the names that would be deleted are returned.
@@ -309,29 +314,19 @@ class VertexTuner:
         import google.api_core.exceptions as gexc
 
         names: list[str] = []
-        if status.endpoint:
-            endpoints = self._gapic("EndpointServiceClient")
+        endpoints = self._gapic("EndpointServiceClient") if status.endpoint else None
+        for endpoint in dict.fromkeys([c.get("endpoint") for c in status.checkpoints] + [status.endpoint]):
+            if not endpoint:
+                continue
             try:
-                ep = call(f"reading endpoint {status.endpoint}", lambda: endpoints.get_endpoint(name=status.endpoint))
+                ep = call(f"reading endpoint {endpoint}", lambda name=endpoint: endpoints.get_endpoint(name=name))
             except BackendError as exc:
                 if not isinstance(exc.__cause__, gexc.NotFound):
                     raise
-                ep = None
-            if ep is not None:
-                names.append(ep.name)
-                if not dry_run:
-                    deployed = [d.id for d in ep.deployed_models]
-                    for i, did in enumerate(deployed):
-                        rest = deployed[i + 1 :]
-                        split = {d: 100 // len(rest) + (1 if j < 100 % len(rest) else 0) for j, d in enumerate(rest)}
-                        call(
-                            f"undeploying {did} from {ep.name}",
-                            lambda did=did, split=split: endpoints.undeploy_model(
-                                endpoint=ep.name, deployed_model_id=did, traffic_split=split
-                            ).result(timeout=600),
-                        )
-                    call(f"deleting {ep.name}", lambda: endpoints.delete_endpoint(name=ep.name).result(timeout=600))
-                    log.info("deleted endpoint %s", ep.name)
+                continue
+            names.append(ep.name)
+            if not dry_run:
+                self._undeploy_all_and_delete(endpoints, ep)
         if status.tuned_model:
             model_name = status.tuned_model.split("@", 1)[0]
             models = self._gapic("ModelServiceClient")
