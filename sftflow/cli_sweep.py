@@ -16,7 +16,7 @@ USER_ERRORS = (GridError, ChampionChanged)
 
 #: Settings `sweep` takes from its flags, like cli.COMMON / EVAL for the other commands.
 SWEEP_SETTINGS = ["train_uri", "val_uri", "test_uri", "source_model", "tuned_model_display_name", "poll_interval",
-                  "tuning_timeout", "max_tuning_cost_usd", "concurrency", "rpm"]
+                  "tuning_timeout", "max_tuning_cost_usd", "samples", "concurrency", "rpm"]
 
 
 def add_parsers(sub: argparse._SubParsersAction, common, data_flags) -> None:
