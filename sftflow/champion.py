@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sftflow import storage
+from sftflow.errors import SftflowError
 from sftflow.layout import child
 from sftflow.stats import MetricComparison
 
@@ -30,7 +31,7 @@ _ENTRY = re.compile(r"^(\d{6,})\.json$")
 MAX_RACES = 50
 
 
-class ChampionChanged(RuntimeError):
+class ChampionChanged(SftflowError, RuntimeError):
     """Another process promoted a model after this one compared against the previous champion."""
 
 

@@ -8,11 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sftflow.champion import ChampionChanged
 from sftflow.sweep import GridError, expand_grid
-
-#: Errors of these commands whose message is the whole story (no traceback).
-USER_ERRORS = (GridError, ChampionChanged)
 
 #: Settings `sweep` takes from its flags, like cli.COMMON / EVAL for the other commands.
 SWEEP_SETTINGS = ["train_uri", "val_uri", "test_uri", "source_model", "tuned_model_display_name", "poll_interval",
@@ -97,4 +93,4 @@ def run_champion(settings) -> int:
     return 0
 
 
-__all__ = ["SWEEP_SETTINGS", "USER_ERRORS", "add_parsers", "check_args", "run_champion", "run_sweep"]
+__all__ = ["SWEEP_SETTINGS", "add_parsers", "check_args", "run_champion", "run_sweep"]

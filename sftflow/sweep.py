@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from sftflow.cost import CostCapExceeded, CostEstimate, usd
+from sftflow.errors import SftflowError
 
 ADAPTER_SIZES = (1, 2, 4, 8, 16)
 MAX_EPOCHS = 100
@@ -22,7 +23,7 @@ MAX_LR_MULTIPLIER = 100.0
 MAX_GRID = 64  # more configurations than this is almost surely a typo (and a large bill)
 
 
-class GridError(ValueError):
+class GridError(SftflowError, ValueError):
     """A grid value that cannot be tuned; the message names the flag and the value."""
 
 

@@ -21,7 +21,7 @@ from sftflow import champion, layout, leaderboard, plots, stats, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
 from sftflow.config import Settings
-from sftflow.evaluation import results_from_jsonl
+from sftflow.results import results_from_jsonl
 from tasks.tuning import await_tuning_job, read_tuning_record, record_tuned_model, submit_tuning_job
 
 _semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}

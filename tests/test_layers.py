@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost",
     ]),
     ("statistics and plots (read results, never produce them)", [
-        "sftflow.stats", "sftflow.plots",
+        "sftflow.stats", "sftflow.plots", "sftflow.leaderboard", "sftflow.champion",
     ]),
     ("backends: the Generator/Tuner interfaces and their Vertex and local implementations", [
         "sftflow.backends.*",
@@ -47,16 +47,17 @@ LAYERS: list[tuple[str, list[str]]] = [
     ]),
     ("steps on a backend: evaluation, tuning, polling, cleanup; one function per codelab step", [
         "sftflow.evaluation", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup", "sftflow.steps.*",
+        "sftflow.sweep",
     ]),
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),
     ("command line: dispatches to the flows (imports them lazily, so --help needs no Prefect)", [
-        "sftflow.cli", "sftflow.cli_config", "sftflow.server_cli",
+        "sftflow.cli", "sftflow.cli_config", "sftflow.server_cli", "sftflow.cli_sweep",
     ]),
 ]
 
 #: Modules of sftflow/ that may import flows/ (inside functions only): the command line, the top.
-ENTRY_POINTS = {"sftflow.cli"}
+ENTRY_POINTS = {"sftflow.cli", "sftflow.cli_sweep"}
 
 #: Small modules with one job. A catalogue (one rule after another, each with its source) may be longer.
 MAX_LINES = 400

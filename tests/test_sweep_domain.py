@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sftflow import champion, leaderboard, plots, storage
-from sftflow.evaluation import ExampleResult
+from sftflow.results import ExampleResult
 from sftflow.layout import check_name
 from sftflow.rouge import METRICS
 from sftflow.stats import compare

@@ -9,7 +9,8 @@ import google.api_core.exceptions as gexc
 import pytest
 
 from sftflow.backends import make_generator, make_tuner
-from sftflow.backends.base import BackendError, GenerationParams, TuningSpec
+from sftflow.backends.base import GenerationParams, TuningSpec
+from sftflow.errors import BackendError
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 PROMPT = "Summarize the following article:\n\nFirst, rinse the pot. Then dry it well. Tip: enjoy."
