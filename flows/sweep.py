@@ -12,6 +12,8 @@ from flows.common import settings_for
 from flows.prepare_data import prepare_data
 from flows.tune import build_spec, check_datasets
 from sftflow import champion, cost
+from sftflow.records import ChampionDecision, PreparedData, SweepResult
+from sftflow.steps.evaluate import EvalSpec
 from sftflow.sweep import GridError, check_grid_cap, expand_grid, models_to_evaluate
 from tasks.data import download
 from tasks.evaluation import evaluate_task
@@ -65,8 +67,8 @@ def sweep(
     s.require_bucket("sweep")
     log = get_run_logger()
 
-    prepared = prepare_data(config=cfg)  # once for the whole grid
-    train, val = prepared["train"], prepared["val"]
+    prepared = PreparedData.from_json(prepare_data(config=cfg))  # once for the whole grid
+    train, val = prepared.train, prepared.val
     check_datasets(s, train, val)
     point_settings = {p.label: s.model_copy(update=p.hyperparameters()) for p in grid}
     specs = {label: build_spec(ps, train, val) for label, ps in point_settings.items()}
@@ -78,8 +80,9 @@ def sweep(
     log.info("grid of %d configuration(s); new jobs estimated at %s in total (cap $%g)", len(grid), cost.usd(owed),
              s.max_tuning_cost_usd)
 
-    test_path = download(prepared["test"], s.work_dir / "downloads")
-    base_future = evaluate_task(s, "base").submit(s, s.base_model, test_path, "base")  # once, while tuning runs
+    test_path = download(prepared.test, s.work_dir / "downloads")
+    spec = EvalSpec.from_settings(s)
+    base_future = evaluate_task(spec, "base").submit(spec, s.base_model, test_path, "base")  # once, while tuning runs
     futures = {p.label: tune_configuration.submit(point_settings[p.label], p.label, specs[p.label],
                                                   estimates[p.label], max_parallel) for p in grid}
     try:
@@ -89,22 +92,22 @@ def sweep(
             cancel_grid_jobs(s, list(specs.values()))
         raise
 
-    models = models_to_evaluate(grid, tuned, checkpoints=evaluate_checkpoints)
-    evals = {m["label"]: evaluate_task(s, m["label"]).submit(s, m["model"], test_path, m["label"]) for m in models}
+    models = models_to_evaluate(grid, {k: t.to_json() for k, t in tuned.items()}, checkpoints=evaluate_checkpoints)
+    evals = {m["label"]: evaluate_task(spec, m["label"]).submit(spec, m["model"], test_path, m["label"])
+             for m in models}
     base = base_future.result()
     for m in models:
         ev = evals[m["label"]].result()
-        m.update(results_uri=ev["results_uri"], errors=ev.get("errors") or [])
+        m.update(results_uri=ev.results_uri, errors=list(ev.errors))
 
     grid_info = {"epochs": epochs, "adapter_size": adapter_size, "learning_rate_multiplier": learning_rate_multiplier,
                  "max_parallel": max_parallel, "failed": failed}
     lb = build_leaderboard(s, base, models, grid_info)
-    board = lb["board"]
-    decision = _challenge(s, board, test_path, promotion_margin) if promote else None
-    report_uri = write_sweep_report(s, board, lb["plot_uri"], decision)
-    return {"leaderboard_uri": lb["leaderboard_uri"], "plot_uri": lb["plot_uri"], "report_uri": report_uri,
-            "best": board["best"], "best_reason": board["best_reason"], "entries": board["entries"],
-            "failed": failed, "champion": decision}
+    decision = _challenge(s, spec, lb.board, test_path, promotion_margin) if promote else None
+    report_uri = write_sweep_report(s, lb.board, lb.plot_uri, decision)
+    return SweepResult(leaderboard_uri=lb.leaderboard_uri, plot_uri=lb.plot_uri, report_uri=report_uri,
+                       best=lb.board["best"], best_reason=lb.board["best_reason"], entries=lb.board["entries"],
+                       failed=failed, champion=decision).to_json()
 
 
 def _outcomes(futures: dict) -> tuple[dict, dict]:
@@ -120,18 +123,18 @@ def _outcomes(futures: dict) -> tuple[dict, dict]:
     return tuned, failed
 
 
-def _challenge(s, board: dict, test_path: str, margin: float) -> dict:
+def _challenge(s, spec: EvalSpec, board: dict, test_path: str, margin: float) -> ChampionDecision:
     """The best configuration against the champion, evaluated now on the same examples."""
     if board["best_entry"] is None:
-        return {"promoted": False, "reason": f"no candidate: {board['best_reason']}", "seq": None, "alias": None}
+        return ChampionDecision(promoted=False, reason=f"no candidate: {board['best_reason']}")
     for _ in range(CHAMPION_RETRIES):
         current = read_champion(s)
         if current is not None and current["model"].get("endpoint") == board["best_entry"]["endpoint"]:
-            return {"promoted": False, "reason": f"{board['best']} is already the champion (#{current['seq']})",
-                    "seq": current["seq"], "alias": None}
+            return ChampionDecision(promoted=False, reason=f"{board['best']} is already the champion "
+                                                           f"(#{current['seq']})", seq=current["seq"])
         champion_eval = None
         if current is not None:
-            champion_eval = evaluate_task(s, "champion")(s, current["model"]["endpoint"], test_path, "champion")
+            champion_eval = evaluate_task(spec, "champion")(spec, current["model"]["endpoint"], test_path, "champion")
         try:
             return challenge_champion(s, board, champion_eval, current, margin)
         except champion.ChampionChanged as exc:

@@ -64,13 +64,14 @@ def check_args(args: argparse.Namespace) -> None:
 def run_sweep(args: argparse.Namespace, config: dict[str, Any], watched) -> int:
     from flows.sweep import sweep
     from sftflow import leaderboard
+    from sftflow.reporting.sweep import lines
 
     out = watched(sweep)(epochs=args.grid_epochs, adapter_size=args.grid_adapter_size,
                          learning_rate_multiplier=args.grid_lr, max_parallel=args.max_parallel,
                          evaluate_checkpoints=args.evaluate_checkpoints, promote=args.promote,
                          promotion_margin=args.promotion_margin, config=config)
     board = leaderboard.read(out["leaderboard_uri"])
-    for line in leaderboard.lines(board):
+    for line in lines(board):
         print(line)
     for label, why in (out.get("failed") or {}).items():
         print(f"{label}: FAILED ({why})")

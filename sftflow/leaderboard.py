@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sftflow import storage
-from sftflow.rouge import METRICS
-from sftflow.stats import METRIC_LABELS, Comparison
+from sftflow.stats import Comparison
 
 RANK_METRIC = "rougeL"
 TIE_EPS = 1e-9  # ROUGE-L means closer than this are a tie (then the cheaper entry wins)
@@ -91,14 +90,14 @@ def choose_best(entries: list[Entry]) -> tuple[Entry | None, str]:
     ranked = rank(entries)
     for e in ranked:
         if e.significant:
-            return e, (f"{e.label}: highest ROUGE-L ({_pct(e.score)}) among the configurations whose 95% CI "
-                       f"vs base lies above 0 [{_signed(e.vs_base[RANK_METRIC]['ci_low'])}, "
-                       f"{_signed(e.vs_base[RANK_METRIC]['ci_high'])}]")
+            return e, (f"{e.label}: highest ROUGE-L ({points(e.score)}) among the configurations whose 95% CI "
+                       f"vs base lies above 0 [{signed_points(e.vs_base[RANK_METRIC]['ci_low'])}, "
+                       f"{signed_points(e.vs_base[RANK_METRIC]['ci_high'])}]")
     top = ranked[0]
     d = top.vs_base.get(RANK_METRIC, {})
     return None, (f"no configuration beats the base model significantly on ROUGE-L: the 95% CI of every "
                   f"difference reaches 0 or below (the top, {top.label}, "
-                  f"{_signed(d.get('difference'))} [{_signed(d.get('ci_low'))}, {_signed(d.get('ci_high'))}])")
+                  f"{signed_points(d.get('difference'))} [{signed_points(d.get('ci_low'))}, {signed_points(d.get('ci_high'))}])")
 
 
 def build(entries: list[Entry], *, base: dict[str, Any], run_name: str, examples: int | None = None,
@@ -132,54 +131,13 @@ def entries_of(board: dict[str, Any]) -> list[Entry]:
     return [Entry.from_dict(e) for e in board["entries"]]
 
 
-def table_rows(board: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per entry for a table artifact / the report (points = ROUGE × 100)."""
-    rows = []
-    for e in board["entries"]:
-        d = e["vs_base"].get(RANK_METRIC, {})
-        rows.append({
-            "rank": len(rows) + 1,
-            "configuration": e["label"],
-            **{k: v for k, v in e["hyperparameters"].items()},
-            "checkpoint": (e["checkpoint"] or {}).get("checkpoint_id", "") if e.get("checkpoint") else "",
-            **{METRIC_LABELS[m]: _pct(e["means"].get(m)) for m in METRICS},
-            "ROUGE-L vs base": f"{_signed(d.get('difference'))} [{_signed(d.get('ci_low'))}, "
-                               f"{_signed(d.get('ci_high'))}]",
-            "cost": "-" if e.get("cost_usd") is None else f"${e['cost_usd']:.4g}",
-            "best": "★" if e["label"] == board.get("best") else "",
-        })
-    return rows
-
-
-def lines(board: dict[str, Any]) -> list[str]:
-    """One line per configuration, as `sftflow sweep` prints them, then the verdict."""
-    out = []
-    for row in table_rows(board):
-        out.append(f"{row['configuration']}: ROUGE-L {row['ROUGE-L']} ({row['ROUGE-L vs base']} vs base), "
-                   f"cost {row['cost']}{'  <- best' if row['best'] else ''}")
-    out.append(f"best: {board['best'] or 'none'} ({board['best_reason']})")
-    return out
-
-
-def markdown(board: dict[str, Any], plot_uri: str | None = None) -> str:
-    """The report section: the table, the rule, the verdict and the plot."""
-    rows = table_rows(board)
-    md = ["## Sweep leaderboard", "", f"Rule: {board['rule']}.", ""]
-    if rows:
-        cols = list(rows[0])
-        md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        md += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    md += ["", f"**Best: {board['best'] or 'none'}** — {board['best_reason']}."]
-    if plot_uri:
-        md += ["", f"![ROUGE-L per configuration]({plot_uri})"]
-    return "\n".join(md) + "\n"
-
-
-def _pct(x: float | None) -> str:
+def points(x: float | None) -> str:
+    """ROUGE as points (×100), one decimal; "-" when missing."""
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
-def _signed(x: float | None) -> str:
+def signed_points(x: float | None) -> str:
+    """A difference in ROUGE points, signed; "n/a" when missing."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.1f}"
 
 

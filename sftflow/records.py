@@ -152,6 +152,7 @@ class TuningRecord(Record):
     stats: dict[str, Any] = {}
     metrics: dict[str, list[list[Any]]] = {}  # curve -> [[step, value], ...]
     console_url: str | None = None
+    checkpoints: list[dict[str, Any]] = []  # per-epoch checkpoints of a multi-epoch job (JobStatus.checkpoints)
     spec: dict[str, Any] | None = None
     run_name: str | None = None
 
@@ -210,3 +211,48 @@ class RunReport(Record):
     verdict: tuple[str, ...]
     comparison: dict[str, Any]
     errors: dict[str, tuple[str, ...]] = {}
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+class TunedConfiguration(Record):
+    """One grid point of a sweep, tuned: its job, model, endpoint, per-epoch checkpoints, estimated cost."""
+
+    label: str
+    job: str
+    key: str
+    tuned_model: str | None
+    endpoint: str
+    checkpoints: tuple[dict[str, Any], ...] = ()
+    cost_usd: float | None = None
+
+
+class SweepLeaderboard(Record):
+    """runs/<run>/sweep/leaderboard.json's URI, its plot, and the document itself (sftflow.leaderboard.build)."""
+
+    leaderboard_uri: str
+    plot_uri: str
+    board: dict[str, Any]
+
+
+class ChampionDecision(Record):
+    """What a sweep did to the champion: promoted or not, why, the history entry, the registry alias set."""
+
+    promoted: bool
+    reason: str
+    seq: int | None = None
+    alias: str | None = None
+
+
+class SweepResult(Record):
+    """A sweep's end: where the leaderboard, plot and report are, the best entry, failures, the champion."""
+
+    leaderboard_uri: str
+    plot_uri: str
+    report_uri: str
+    best: str | None
+    best_reason: str
+    entries: tuple[dict[str, Any], ...]
+    failed: dict[str, str] = {}
+    champion: ChampionDecision | None = None

@@ -17,11 +17,13 @@ from contextlib import contextmanager
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from sftflow import champion, layout, leaderboard, plots, stats, storage
+from sftflow import champion, layout, storage
 from sftflow.backends import make_tuner
-from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.backends.base import JobState, TuningSpec
 from sftflow.config import Settings
-from sftflow.results import results_from_jsonl
+from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard, TunedConfiguration
+from sftflow.reporting.sweep import lines, table_rows
+from sftflow.steps import sweep as steps
 from tasks.tuning import await_tuning_job, read_tuning_record, record_tuned_model, submit_tuning_job
 
 _semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
@@ -100,48 +102,31 @@ def cancel_grid_jobs(settings: Settings, specs: list[TuningSpec]) -> list[str]:
 
 
 @task(name="tune-configuration", task_run_name="tune-{label}")
-def tune_configuration(settings: Settings, label: str, spec: TuningSpec, estimate: dict, max_parallel: int) -> dict:
+def tune_configuration(settings: Settings, label: str, spec: TuningSpec, estimate: dict,
+                       max_parallel: int) -> TunedConfiguration:
     """One grid point: its recorded result, else (holding a slot) attach to or submit its job and await it."""
     record = read_tuning_record(settings, spec.key)
     if record is None:
         with tuning_slot(limit_name(settings), max_parallel) as kind:
             get_run_logger().info("%s: holding a tuning slot (%s limit of %d)", label, kind, max_parallel)
             job = submit_tuning_job(settings, spec, estimate)
-            record = await_tuning_job(settings, job["name"])
-        record_tuned_model(settings, spec.key, record, spec)
-    return {"label": label, "job": record["name"], "key": spec.key, "tuned_model": record["tuned_model"],
-            "endpoint": record["endpoint"], "checkpoints": record.get("checkpoints") or [],
-            "cost_usd": estimate.get("total_usd")}
-
-
-def _results(uri: str):
-    return results_from_jsonl(storage.read_text(uri), uri)
+            status = await_tuning_job(settings, job["name"])
+        record = record_tuned_model(settings, spec, status)
+    return TunedConfiguration(label=label, job=record.name, key=spec.key, tuned_model=record.tuned_model,
+                              endpoint=record.endpoint, checkpoints=tuple(record.checkpoints),
+                              cost_usd=estimate.get("total_usd"))
 
 
 @task(name="build-leaderboard")
-def build_leaderboard(settings: Settings, base: dict, models: list[dict], grid: dict) -> dict:
-    """Pair every model with the base on the same examples, rank, write leaderboard.json + plot + artifacts."""
-    out_dir = layout.sweep_dir(settings.run_root)
-    base_results = _results(base["results_uri"])
-    entries = []
-    for m in models:
-        cmp = stats.compare(base_results, _results(m["results_uri"]), seed=settings.seed)
-        entries.append(leaderboard.entry_from_comparison(
-            label=m["label"], hyperparameters=m["hyperparameters"], job=m["job"], key=m["key"],
-            tuned_model=m["tuned_model"], endpoint=m["endpoint"], cost_usd=m["cost_usd"], comparison=cmp,
-            results_uri=m["results_uri"], checkpoint=m.get("checkpoint"), errors=m.get("errors")))
-    base_info = {"model": base["model"], "results_uri": base["results_uri"],
-                 "means": {k: v["mean"] for k, v in base["summary"].items()}}
-    board = leaderboard.build(entries, base=base_info, run_name=settings.run_name, examples=settings.samples,
-                              grid=grid)
-    uri = leaderboard.write(storage.join(out_dir, "leaderboard.json"), board)
-    plot_uri = storage.write_bytes(storage.join(out_dir, "leaderboard.png"), plots.plot_leaderboard(board),
-                                   "image/png")
-    create_table_artifact(leaderboard.table_rows(board), key="sweep-leaderboard",
-                          description=f"Sweep leaderboard; best: {board['best'] or 'none'}")
-    for line in leaderboard.lines(board):
+def build_leaderboard(settings: Settings, base: Evaluation, models: list[dict], grid: dict) -> SweepLeaderboard:
+    """sftflow.steps.sweep.build_and_save_leaderboard plus the leaderboard as a table artifact."""
+    lb = steps.build_and_save_leaderboard(settings.run_root, settings.run_name, base, models, grid=grid,
+                                          samples=settings.samples, seed=settings.seed)
+    create_table_artifact(table_rows(lb.board), key="sweep-leaderboard",
+                          description=f"Sweep leaderboard; best: {lb.board['best'] or 'none'}")
+    for line in lines(lb.board):
         get_run_logger().info(line)
-    return {"board": board, "leaderboard_uri": uri, "plot_uri": plot_uri}
+    return lb
 
 
 @task(name="read-champion")
@@ -150,46 +135,19 @@ def read_champion(settings: Settings) -> dict | None:
 
 
 @task(name="challenge-champion")
-def challenge_champion(settings: Settings, board: dict, champion_eval: dict | None, against: dict | None,
-                       margin: float) -> dict:
-    """Promote the sweep's best over `against` (the champion read before its evaluation) only on a
-    significant ROUGE-L win; record the decision; on Vertex move the registry alias to the new champion."""
-    best = board["best_entry"]
-    model = {k: best.get(k) for k in ("label", "job", "key", "tuned_model", "endpoint", "hyperparameters",
-                                      "results_uri", "checkpoint")}
-    model["run_name"] = settings.run_name
-    vs = None
-    if against is not None and champion_eval is not None:
-        cmp = stats.compare(_results(champion_eval["results_uri"]), _results(best["results_uri"]), seed=settings.seed)
-        vs = cmp.metrics["rougeL"]
-    decision = champion.decide(best["label"], against, vs, margin=margin)
-    comparison = None if vs is None else {"difference": vs.difference, "ci_low": vs.ci_low, "ci_high": vs.ci_high,
-                                          "n_paired": vs.n_paired, "p_value": vs.p_value}
-    entry = champion.append(settings.storage_root, event="promoted" if decision.promote else "kept", model=model,
-                            reason=decision.reason, against=against["seq"] if against else None,
-                            comparison=comparison, margin=margin)
-    alias = None
-    if decision.promote:
-        # A checkpoint champion is the same registry model (its version) served by the checkpoint's endpoint.
-        status = JobStatus(name=best["job"], state=JobState.SUCCEEDED, key=best["key"],
-                           tuned_model=best["tuned_model"], endpoint=best["endpoint"])
-        alias = make_tuner(settings).mark_champion(status)
+def challenge_champion(settings: Settings, board: dict, champion_eval: Evaluation | None, current: dict | None,
+                       margin: float) -> ChampionDecision:
+    """sftflow.steps.sweep.challenge with this backend's tuner (Vertex: the registry alias moves)."""
+    decision = steps.challenge(settings.storage_root, settings.run_name, board, current=current,
+                               champion_eval=champion_eval, tuner=make_tuner(settings), margin=margin,
+                               seed=settings.seed)
     get_run_logger().info("champion: %s", decision.reason)
-    return {"promoted": decision.promote, "reason": decision.reason, "seq": entry["seq"], "alias": alias}
-
-
-def sweep_markdown(board: dict, plot_uri: str, decision: dict | None) -> str:
-    md = leaderboard.markdown(board, plot_uri)
-    if decision is not None:
-        verdict = "promoted" if decision.get("promoted") else "not promoted"
-        md += f"\n### Champion\n\n{verdict}: {decision['reason']}\n"
-        if decision.get("alias"):
-            md += f"\nModel Registry alias: `{decision['alias']}`\n"
-    return md
+    return decision
 
 
 @task(name="write-sweep-report")
-def write_sweep_report(settings: Settings, board: dict, plot_uri: str, decision: dict | None) -> str:
-    md = sweep_markdown(board, plot_uri, decision)
-    create_markdown_artifact(md, key="sweep-report", description="Sweep leaderboard and champion decision")
-    return storage.write_text(storage.join(layout.sweep_dir(settings.run_root), "report.md"), md, "text/markdown")
+def write_sweep_report(settings: Settings, board: dict, plot_uri: str, decision: ChampionDecision | None) -> str:
+    uri = steps.write_sweep_report(settings.run_root, board, plot_uri, decision)
+    create_markdown_artifact(storage.read_text(uri), key="sweep-report",
+                             description="Sweep leaderboard and champion decision")
+    return uri

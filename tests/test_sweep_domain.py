@@ -11,6 +11,7 @@ import pytest
 from sftflow import champion, leaderboard, plots, storage
 from sftflow.results import ExampleResult
 from sftflow.layout import check_name
+from sftflow.reporting import sweep as sweep_report
 from sftflow.rouge import METRICS
 from sftflow.stats import compare
 from sftflow.sweep import GridError, GridPoint, expand_grid
@@ -105,18 +106,18 @@ def test_no_significant_win_gives_a_null_best_with_the_reason(tmp_path):
     uri = leaderboard.write(str(tmp_path / "runs" / "r" / "sweep" / "leaderboard.json"), board)
     assert leaderboard.read(uri) == board
     assert [p.name for p in (tmp_path / "runs" / "r" / "sweep").iterdir()] == ["leaderboard.json"]  # no temp left
-    assert leaderboard.lines(board)[-1].startswith("best: none (no configuration beats")
+    assert sweep_report.lines(board)[-1].startswith("best: none (no configuration beats")
     assert leaderboard.build([], base={}, run_name="r")["best_reason"] == "no configuration was evaluated"
 
 
 def test_entries_round_trip_and_table_and_markdown():
     board = leaderboard.build([entry("big", 0.08, 2.0)], base={"means": {"rougeL": 0.3}}, run_name="r")
     assert leaderboard.entries_of(board)[0].to_dict() == board["entries"][0]
-    rows = leaderboard.table_rows(board)
+    rows = sweep_report.table_rows(board)
     assert rows[0]["configuration"] == "big" and rows[0]["best"] == "★" and rows[0]["cost"] == "$2"
-    md = leaderboard.markdown(board, plot_uri="sweep/leaderboard.png")
+    md = sweep_report.leaderboard_markdown(board, plot_uri="sweep/leaderboard.png")
     assert "| rank | configuration |" in md and "**Best: big**" in md and "leaderboard.png" in md
-    assert "<- best" in leaderboard.lines(board)[0]
+    assert "<- best" in sweep_report.lines(board)[0]
 
 
 def test_leaderboard_plot_is_a_png_with_one_bar_per_entry():
