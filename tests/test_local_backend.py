@@ -162,8 +162,14 @@ def test_lifecycle_success_find_and_delete(tmp_path, small_data):
     out = make_local_generator(s, done.endpoint).generate(
         next(csv.DictReader(open(SAMPLES["test"], encoding="utf-8")))["input_text"], GenerationParams())
     assert out.finish_reason == "STOP" and out.text
+    # One checkpoint per epoch, in Vertex's shape; the last is the job's own endpoint; each one answers.
+    assert [(c["epoch"], c["step"]) for c in done.checkpoints] == [(1, 5), (2, 10), (3, 15)]
+    assert done.checkpoints[-1]["endpoint"] == done.endpoint
+    assert make_local_generator(s, done.checkpoints[0]["endpoint"]).generate("A. B. C.", GenerationParams()).text
     listed = tuner.delete_outputs(done, dry_run=True)
-    assert sorted(Path(u).name for u in listed) == ["adapter.safetensors", "config.json", "head.safetensors"]
+    files = ["adapter.safetensors", "config.json", "head.safetensors"]
+    assert sorted(str(Path(u).relative_to(done.endpoint)) for u in listed) == sorted(
+        files + [f"checkpoints/epoch-{e}/{f}" for e in (1, 2) for f in files])
     assert all(Path(u).exists() for u in listed)
     assert tuner.delete_outputs(done, dry_run=False) == listed
     assert not any(Path(u).exists() for u in listed)
