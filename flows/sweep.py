@@ -4,7 +4,6 @@ paired CIs, and a champion that only a significantly better model replaces."""
 
 from __future__ import annotations
 
-from typing import Any
 
 from prefect import flow, get_run_logger
 
@@ -12,6 +11,7 @@ from flows.common import settings_for
 from flows.prepare_data import prepare_data
 from flows.tune import build_spec, check_datasets
 from sftflow import champion, cost
+from sftflow.params import RunParams
 from sftflow.records import ChampionDecision, PreparedData, SweepResult
 from sftflow.steps.evaluate import EvalSpec
 from sftflow.sweep import GridError, check_grid_cap, expand_grid, models_to_evaluate
@@ -40,8 +40,7 @@ def sweep(
     evaluate_checkpoints: bool = False,
     promote: bool = True,
     promotion_margin: float = 0.0,
-    samples: int | None = None,
-    config: dict[str, Any] | None = None,
+    config: RunParams = RunParams(),
 ) -> dict:
     """Tune every configuration of the grid, rank them against the base model, challenge the champion.
 
@@ -56,18 +55,18 @@ def sweep(
         evaluate_checkpoints: Also evaluate and rank each job's per-epoch checkpoints.
         promote: Compare the best configuration with the champion and promote it on a significant win.
         promotion_margin: Promote only if the lower 95% CI bound of (new − champion) ROUGE-L is above this.
-        samples: First N test examples. None: the setting (default 50).
-        config: Any other setting of sftflow.config.Settings.
+        config: The run's parameters (data, model, evaluation, where it runs); each one left unset comes from
+            the recipe, the environment or its default. Its epochs / adapter_size / learning_rate_multiplier
+            are not used: the grid's lists above are.
     """
     grid = expand_grid(epochs, adapter_size, learning_rate_multiplier)  # bad values: nothing done yet
     if not isinstance(max_parallel, int) or max_parallel < 1:
         raise GridError(f"--max-parallel: {max_parallel!r} must be a whole number >= 1")
-    cfg = {**(config or {}), **({"samples": samples} if samples is not None else {})}
-    s = settings_for(cfg)
+    s = settings_for(config)
     s.require_bucket("sweep")
     log = get_run_logger()
 
-    prepared = PreparedData.from_json(prepare_data(config=cfg))  # once for the whole grid
+    prepared = PreparedData.from_json(prepare_data(config=config))  # once for the whole grid
     train, val = prepared.train, prepared.val
     check_datasets(s, train, val)
     point_settings = {p.label: s.model_copy(update=p.hyperparameters()) for p in grid}

@@ -10,16 +10,14 @@ from typing import Any
 
 from sftflow.sweep import GridError, expand_grid
 
-#: Settings `sweep` takes from its flags, like cli.COMMON / EVAL for the other commands.
-SWEEP_SETTINGS = ["train_uri", "val_uri", "test_uri", "source_model", "tuned_model_display_name", "poll_interval",
-                  "tuning_timeout", "max_tuning_cost_usd", "samples", "concurrency", "rpm"]
 
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from sftflow.cli_config import add_flag, common_flags, data_flags, eval_flags
 
-def add_parsers(sub: argparse._SubParsersAction, common, data_flags) -> None:
     p = sub.add_parser(
         "sweep", help="tune a hyperparameter grid in parallel, rank it against the base, challenge the champion",
         description="Tune every combination of the comma lists (at most --max-parallel jobs at once), evaluate "
-        "each tuned model on the base model's examples, write a leaderboard with paired 95% CIs "
+        "each tuned model on the base model's examples, write a leaderboard with paired 95%% CIs "
         "(<storage>/runs/<run>/sweep/leaderboard.json) and promote the best to champion only on a significant "
         "ROUGE-L win. A rerun attaches to the grid's jobs instead of paying again. Prints one line per "
         "configuration and 'leaderboard: URI' last.")
@@ -37,21 +35,18 @@ def add_parsers(sub: argparse._SubParsersAction, common, data_flags) -> None:
     p.add_argument("--promotion-margin", type=float, default=0.0, metavar="X",
                    help="promote only if the lower 95%% CI bound of (new - champion) ROUGE-L is above X "
                    "(F-measure units: 0.01 = 1 point; default 0)")
-    p.add_argument("--source-model", help="base model to tune (default per backend)")
-    p.add_argument("--display-name", dest="tuned_model_display_name", help="tuned model display name")
-    p.add_argument("--poll-interval", type=float, help="seconds between job polls (default 60)")
-    p.add_argument("--timeout", dest="tuning_timeout", type=float, help="stop waiting for a job after S seconds")
-    p.add_argument("--max-cost", dest="max_tuning_cost_usd", type=float, metavar="USD",
-                   help="refuse the grid if its new jobs' estimated total is above USD (default 25)")
-    p.add_argument("--samples", type=int, help="first N test examples (default 50)")
-    p.add_argument("--concurrency", type=int, help="concurrent requests per evaluation (default 8)")
-    p.add_argument("--rpm", type=float, help="requests per minute at most (default 300)")
-    common(p)
+    add_flag(p, "--source-model", "source_model")
+    add_flag(p, "--display-name", "tuned_model_display_name")
+    add_flag(p, "--poll-interval", "poll_interval")
+    add_flag(p, "--timeout", "tuning_timeout")
+    add_flag(p, "--max-cost", "max_tuning_cost_usd", metavar="USD")
+    eval_flags(p)
+    common_flags(p)
 
     p = sub.add_parser("champion", help="show the current champion model and every promotion decision",
                        description="The champion record of this storage root: the current champion and the "
                        "history of decisions (promoted or kept, with the reason). Starts no Prefect run.")
-    common(p)
+    common_flags(p)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -94,4 +89,4 @@ def run_champion(settings) -> int:
     return 0
 
 
-__all__ = ["SWEEP_SETTINGS", "add_parsers", "check_args", "run_champion", "run_sweep"]
+__all__ = ["add_parsers", "check_args", "run_champion", "run_sweep"]

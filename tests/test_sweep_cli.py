@@ -38,14 +38,15 @@ def test_champion_shows_current_and_history(tmp_path, capsys):
 
 
 def test_every_sweep_flag_reaches_the_flow():
-    from sftflow.cli import _overrides, build_parser
-    from sftflow.cli_sweep import SWEEP_SETTINGS
+    from sftflow.cli import build_parser
+    from sftflow.cli_config import overrides
 
     args = build_parser().parse_args([
         "sweep", "--samples", "7", "--concurrency", "3", "--rpm", "60", "--max-cost", "2", "--timeout", "9",
         "--poll-interval", "5", "--source-model", "gemini-2.5-flash", "--display-name", "d", "--train", "t.jsonl",
-        "--val", "v.jsonl", "--test", "x.csv"])
-    assert _overrides(args, SWEEP_SETTINGS) == {
+        "--val", "v.jsonl", "--test", "x.csv", "--epochs", "1,2"])
+    assert args.grid_epochs == "1,2"  # the grid's list, not the `epochs` setting
+    assert overrides(args) == {
         "samples": 7, "concurrency": 3, "rpm": 60.0, "max_tuning_cost_usd": 2.0, "tuning_timeout": 9.0,
         "poll_interval": 5.0, "source_model": "gemini-2.5-flash", "tuned_model_display_name": "d",
         "train_uri": "t.jsonl", "val_uri": "v.jsonl", "test_uri": "x.csv"}
