@@ -34,12 +34,14 @@ def default_datasets(s: Settings) -> tuple[str, str | None]:
     return prepared.train, s.val_uri or prepared.val
 
 
-def check_datasets(s: Settings, train_uri: str, val_uri: str | None) -> None:
-    """Gemini's rules on what will be submitted; DataError (`URI:line: field: problem`) on any problem."""
+def check_datasets(s: Settings, train_uri: str, val_uri: str | None) -> list[tuple[str, str, dict]]:
+    """Gemini's rules on what will be submitted; DataError (`URI:line: field: problem`) on any problem.
+    Returns [(role, URI, check summary)] for the estimate."""
     checked = {train_uri: check_tuning_data(train_uri, "train", s.work_dir / "checks")}
     if val_uri:
         checked[val_uri] = check_tuning_data(val_uri, "val", s.work_dir / "checks")
     raise_on_data_problems(checked)
+    return [(summary["kind"], uri, summary) for uri, summary in checked.items()]
 
 
 def build_spec(s: Settings, train_uri: str, val_uri: str | None) -> TuningSpec:
@@ -76,9 +78,9 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
     s.require_bucket("tune")
     log = get_run_logger()
     train, val = default_datasets(s)
-    check_datasets(s, train, val)  # before any tuning API call: nothing is submitted unvalidated
+    checked = check_datasets(s, train, val)  # before any tuning API call: nothing is submitted unvalidated
     spec = build_spec(s, train, val)
-    estimate = estimate_tuning_cost(s, train, val)
+    estimate = estimate_tuning_cost(s, checked)
     if dry_run:
         plan = dry_run_plan(spec, estimate, backend=s.backend, cap_usd=s.max_tuning_cost_usd,
                             storage_root=s.storage_root)

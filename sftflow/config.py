@@ -97,6 +97,21 @@ class Settings(BaseSettings):
         description="Hard cap in USD: a tuning job whose estimated cost (training tokens × epochs × price) "
         "is above it is not submitted. Attaching to an existing job or reusing a finished one is not capped.",
     )
+    approve_above_usd: float = Field(
+        5.0, ge=0, description="A new tuning job whose estimate is above this needs approval: in the Prefect UI "
+        "(the run pauses for a typed yes/no), or on the command line (a y/N prompt, or --approve).",
+    )
+    approval_mode: Literal["ui", "prompt", "approved", "refuse"] = Field(
+        "ui", description="How approval is asked: 'ui' pauses the run for input in the Prefect UI; 'prompt' asks "
+        "y/N on this terminal; 'approved' is given in advance (CLI --approve); 'refuse' refuses. The CLI sets it.",
+    )
+    approval_timeout_s: float = Field(
+        24 * 3600.0, gt=0, description="Seconds a run paused for approval waits; then it ends with no job.",
+    )
+    count_tokens_rpm: float = Field(
+        600.0, gt=0, description="countTokens requests per minute at most, counting the tuning data's tokens "
+        "(vertex; free, once per dataset content).",
+    )
 
     # --- tuning --------------------------------------------------------------------------
     source_model: str | None = Field(

@@ -14,7 +14,7 @@ from prefect.artifacts import create_progress_artifact
 from prefect.artifacts import create_table_artifact
 from prefect.artifacts import update_progress_artifact
 
-from sftflow import cost, layout, storage
+from sftflow import cost, layout, storage, token_count
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobStatus, TuningSpec
 from sftflow.config import Settings
@@ -76,25 +76,17 @@ def read_tuning_record(settings: Settings, key: str) -> TuningRecord | None:
 
 
 @task(name="estimate-tuning-cost", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
-def estimate_tuning_cost(settings: Settings, train_uri: str, val_uri: str | None) -> dict:
-    """Count the datasets' tokens and price the job before anything is submitted (table artifact)."""
-    work = settings.work_dir / "cost"
-    files = []
-    for role, uri in (("train", train_uri), ("val", val_uri)):
-        if uri is None:
-            continue
-        path = uri
-        if storage.is_gcs(uri) or storage.is_http(uri):
-            path = str(storage.download(uri, work / f"{role}-{storage.fingerprint(uri)[:16]}.jsonl"))
-        files.append(cost.count_file_tokens(path, role, uri, billed=role == "train"))
-    estimate = cost.estimate_tuning_cost(files, epochs=settings.epochs,
-                                         price_per_million=settings.price_per_million_training_tokens,
-                                         backend=settings.backend)
+def estimate_tuning_cost(settings: Settings, files: list[tuple[str, str, dict]]) -> dict:
+    """Price the job before anything is submitted (table + markdown artifacts). `files`: [(role, URI, the
+    check-tuning-data summary)]; vertex counts tokens with countTokens (cached by content), else the
+    summaries' estimate is used as is: nothing is downloaded again."""
+    log = get_run_logger()
+    estimate = token_count.estimate_for(settings, files, warn=log.warning)
     create_table_artifact(estimate.rows(), key="tuning-cost-estimate",
                           description=f"Tuning cost estimate: {estimate.summary()}")
     create_markdown_artifact(estimate.markdown(settings.max_tuning_cost_usd), key="tuning-cost",
                              description="Tuning cost estimate and cap")
-    get_run_logger().info("tuning cost estimate: %s; cap $%g", estimate.summary(), settings.max_tuning_cost_usd)
+    log.info("tuning cost estimate: %s; cap $%g", estimate.summary(), settings.max_tuning_cost_usd)
     return estimate.to_dict()
 
 

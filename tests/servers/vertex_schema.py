@@ -59,6 +59,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "safety_settings": Repeated("SafetySetting"), "model_armor_config": ANY,
         "generation_config": "GenerationConfig",
     },
+    "CountTokensRequest": {
+        "model": str, "instances": Repeated(ANY), "contents": Repeated("Content"), "system_instruction": "Content",
+        "tools": Repeated(ANY), "generation_config": "GenerationConfig",
+    },
     "Content": {"role": str, "parts": Repeated("Part")},
     "Part": {
         "text": str, "thought": bool, "thought_signature": str, "inline_data": ANY, "file_data": ANY,

@@ -25,7 +25,9 @@ as the Model Registry does. `max_active_jobs()` is the most tuning jobs ever act
 Answers are deterministic; marker prompts give a prompt-level block (`[[BLOCK]]`), an answer-level
 SAFETY block (`[[SAFETY]]`) and an empty answer (`[[EMPTY]]`); thinking models count thought tokens
 and return thought parts when asked (`thinkingConfig.includeThoughts`, or `thoughts_unasked=True`).
-Faults are injected from a seeded RNG.
+Faults are injected from a seeded RNG. countTokens answers a deterministic count (`count_text_tokens`:
+words and punctuation marks) and refuses what generateContent refuses; `count_tokens_route=False` makes
+the route absent (404 "No route"), as on an endpoint without it.
 
 Run standalone: ``python -m tests.servers.vertex_server --port 0 --latency 0.25 --gcs-url URL`` prints
 the base URL as its first stdout line and serves until SIGTERM.
@@ -126,6 +128,12 @@ def _article(prompt: str) -> str:
     """The part of a prompt after 'article:' (the codelab's prompt shape), else all of it."""
     m = re.search(r"article:\s*", prompt, flags=re.IGNORECASE)
     return (prompt[m.end():] if m else prompt).strip()
+
+
+def count_text_tokens(text: str) -> int:
+    """The server's deterministic tokenizer: words and punctuation marks (not characters/4, so a test
+    can tell a countTokens count from the estimate)."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
 
 
 def _first_sentence(text: str) -> str:
@@ -242,6 +250,7 @@ class VertexTestServer:
         tunable_models: Iterable[str] = TUNABLE_BASE_MODELS,
         thoughts_unasked: bool = False,
         tuned_answer: Callable[[dict[str, Any], int, str], str | None] | None = None,
+        count_tokens_route: bool = True,
     ):
         if job_outcome not in OUTCOMES:
             raise ValueError(f"job_outcome: expected one of {', '.join(OUTCOMES)}, got {job_outcome!r}")
@@ -262,6 +271,7 @@ class VertexTestServer:
         self.tunable_models = tuple(tunable_models)
         self.thoughts_unasked = thoughts_unasked
         self.tuned_answer = tuned_answer
+        self.count_tokens_route = count_tokens_route  # False: countTokens answers 404 "No route", as if absent
         self.requests: list[dict] = []
         self.base_url = ""
         self._port = port
@@ -461,6 +471,8 @@ class VertexTestServer:
         routes = [
             ("POST", r"publishers/google/models/([^/:]+):generateContent", self._generate_base),
             ("POST", r"endpoints/([^/:]+):generateContent", self._generate_endpoint),
+            *([("POST", r"publishers/google/models/([^/:]+):countTokens", self._count_tokens)]
+              if self.count_tokens_route else []),
             ("POST", r"tuningJobs", self._create_job),
             ("GET", r"tuningJobs", self._list_jobs),
             ("GET", r"tuningJobs/([^/:]+)", self._get_job),
@@ -490,21 +502,7 @@ class VertexTestServer:
         problems = schema.problems(body, "GenerateContentRequest")
         if problems:
             raise _invalid(problems)
-        contents = _as_list(get(body, "contents"))
-        if not contents:
-            raise _invalid([("contents", "Unable to submit request because it must include at least one contents "
-                                         "field, which describes the prompt input. Update the value and try again.")])
-        texts = []
-        for i, content in enumerate(contents):
-            role = get(content, "role")
-            if role not in (None, "", "user", "model"):
-                raise _invalid([(f"contents[{i}].role", "Please use a valid role: user, model.")])
-            parts = _as_list(get(content, "parts"))
-            if not parts:
-                raise _invalid([(f"contents[{i}].parts", "Unable to submit request because it must include at least "
-                                                         "one parts field, which describes the prompt input. Update "
-                                                         "the value and try again.")])
-            texts += [p["text"] for p in parts if isinstance(p, dict) and "text" in p and not get(p, "thought")]
+        texts = self._check_contents(body)
         config = get(body, "generation_config") or {}
         for name, value, low, high, ok in (
             ("temperature", get(config, "temperature"), "0 (inclusive)", "2.0001 (exclusive)",
@@ -520,6 +518,26 @@ class VertexTestServer:
                 raise _invalid([(f"generation_config.{schema.snake(name)}",
                                  schema.out_of_range(name, float(value), low, high))])
         return "\n".join(texts), config
+
+    @staticmethod
+    def _check_contents(body: dict) -> list[str]:
+        """Refuse empty contents, bad roles and empty parts as Vertex does; return the prompt's texts."""
+        contents = _as_list(get(body, "contents"))
+        if not contents:
+            raise _invalid([("contents", "Unable to submit request because it must include at least one contents "
+                                         "field, which describes the prompt input. Update the value and try again.")])
+        texts = []
+        for i, content in enumerate(contents):
+            role = get(content, "role")
+            if role not in (None, "", "user", "model"):
+                raise _invalid([(f"contents[{i}].role", "Please use a valid role: user, model.")])
+            parts = _as_list(get(content, "parts"))
+            if not parts:
+                raise _invalid([(f"contents[{i}].parts", "Unable to submit request because it must include at least "
+                                                         "one parts field, which describes the prompt input. Update "
+                                                         "the value and try again.")])
+            texts += [p["text"] for p in parts if isinstance(p, dict) and "text" in p and not get(p, "thought")]
+        return texts
 
     def _answer(self, prompt: str, text: str, config: dict, model: str, base_model: str) -> dict:
         usage_in = max(1, len(prompt) // 4)
@@ -615,6 +633,23 @@ class VertexTestServer:
                 ep.epoch or epochs, _article(prompt))
             text = text if answer is None else answer
         return self._answer(prompt, text, config, ep.name, model.base_model)
+
+    # ------------------------------------------------------------------ countTokens
+    def _count_tokens(self, parent, model, *, query, body):
+        """`{"totalTokens": N}` with N = `count_text_tokens` over every text (system instruction too)."""
+        if not isinstance(body, dict):
+            raise _invalid([("", "Invalid JSON payload received. Expected an object.")])
+        problems = schema.problems(body, "CountTokensRequest")
+        if problems:
+            raise _invalid(problems)
+        texts = self._check_contents(body)
+        system = get(body, "system_instruction") or {}
+        texts += [p["text"] for p in _as_list(get(system, "parts")) if isinstance(p, dict) and "text" in p]
+        if model not in self.base_models:
+            raise _HttpError(404, f"Publisher Model `{parent}/publishers/google/models/{model}` was not found or your "
+                                  "project does not have access to it.")
+        total = sum(count_text_tokens(t) for t in texts)
+        return {"totalTokens": total, "totalBillableCharacters": sum(len(t) for t in texts)}
 
     # ------------------------------------------------------------------ tuning jobs
     def _check_dataset(self, field_name: str, uri: Any) -> None:
