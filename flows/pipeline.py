@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 
 from flows.common import settings_for
 from flows.prepare_data import prepare_data
-from flows.tune import tune
+from flows.tune import gate_tuning, tune
 from sftflow import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
@@ -30,11 +30,13 @@ def sft_pipeline(config: RunParams = RunParams()) -> dict:
     log = get_run_logger()
 
     prepared = PreparedData.from_json(prepare_data(config=config))
+    tuning_config = config.model_copy(update={"train_uri": prepared.train, "val_uri": prepared.val})
+    log.info("cost gate: %s", gate_tuning(settings_for(tuning_config)))  # cap + approval before anything is paid
     test_path = download(prepared.test, s.work_dir / "downloads")
     spec = EvalSpec.from_settings(s)
     baseline_future = evaluate_task(spec, "base").submit(spec, s.base_model, test_path, "base")  # runs while tuning trains
-    tuning_config = config.model_copy(update={"train_uri": prepared.train, "val_uri": prepared.val})
-    tuned_model = TunedModel.from_json(tune(config=tuning_config))
+    approved = tuning_config.model_copy(update={"approval_mode": "approved"})  # the gate above said yes
+    tuned_model = TunedModel.from_json(tune(config=approved))
     baseline = baseline_future.result()
     tuned = evaluate_task(spec, "tuned")(spec, tuned_model.endpoint, test_path, "tuned")
     compared = compare_task(layout.compare_dir(s.run_root))(baseline.results_uri, tuned.results_uri,

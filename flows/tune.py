@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from flows.approval import cost_gate
 from flows.common import settings_for
 from sftflow import cost, layout, storage
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.params import RunParams
 from sftflow.records import PreparedData
+from sftflow.reporting.tuning import planned_job
 from sftflow.steps.tune import dry_run_plan, save_tuned_model
 from sftflow.tuning import tuning_key
 from tasks.tuning import (
@@ -67,7 +69,8 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
 
     A rerun with the same intent returns the recorded result (no API call) or attaches to the
     job still running; only `resubmit_failed` submits again after a failure. A new job is
-    submitted only if its estimated cost is within `max_tuning_cost_usd`; when `tuning_timeout`
+    submitted only if its estimated cost is within `max_tuning_cost_usd` and, above
+    `approve_above_usd`, once approved (the run pauses for it in the UI); when `tuning_timeout`
     runs out the job is cancelled (`cancel_job_on_timeout`).
 
     Args:
@@ -77,10 +80,7 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
     s = settings_for(config)
     s.require_bucket("tune")
     log = get_run_logger()
-    train, val = default_datasets(s)
-    checked = check_datasets(s, train, val)  # before any tuning API call: nothing is submitted unvalidated
-    spec = build_spec(s, train, val)
-    estimate = estimate_tuning_cost(s, checked)
+    spec, estimate, checked = plan_tuning(s)
     if dry_run:
         plan = dry_run_plan(spec, estimate, backend=s.backend, cap_usd=s.max_tuning_cost_usd,
                             storage_root=s.storage_root)
@@ -90,9 +90,28 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
         return plan
     record = read_tuning_record(s, spec.key)
     if record is None:
+        cost_gate(s, spec, estimate, checked, planned_job(spec, s.backend))  # cap, then approval
         job = submit_tuning_job(s, spec, estimate)
         print(f"tuning job: {job['name']}" + (" (attached)" if job["attached"] else " (submitted)"))
         record = record_tuned_model(s, spec, await_tuning_job(s, job["name"]))
     tuned = save_tuned_model(s.run_root, spec.key, record, estimate)
     log.info("tuned model %s, endpoint %s", tuned.tuned_model, tuned.endpoint)
     return tuned.to_json()
+
+
+def plan_tuning(s: Settings) -> tuple[TuningSpec, dict, list[tuple[str, str, dict]]]:
+    """The job this run would submit and its estimate: datasets checked (nothing is submitted
+    unvalidated), tokens counted, priced. Returns (spec, estimate, [(role, URI, check summary)])."""
+    train, val = default_datasets(s)
+    checked = check_datasets(s, train, val)
+    spec = build_spec(s, train, val)
+    return spec, estimate_tuning_cost(s, checked), checked
+
+
+def gate_tuning(s: Settings) -> str:
+    """The cost gates of a run's tuning step, run early (the pipeline: before its baseline evaluation
+    spends anything); nothing to gate when this intent already finished."""
+    spec, estimate, checked = plan_tuning(s)
+    if read_tuning_record(s, spec.key) is not None:
+        return "already tuned"
+    return cost_gate(s, spec, estimate, checked, planned_job(spec, s.backend))

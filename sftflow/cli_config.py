@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 EPILOG = """\
@@ -62,6 +63,8 @@ def tuning_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--poll-interval", "poll_interval")
     add_flag(p, "--timeout", "tuning_timeout")
     add_flag(p, "--max-cost", "max_tuning_cost_usd", metavar="USD")
+    p.add_argument("--approve", dest="approval_mode", action="store_const", const="approved",
+                   help="approve an estimate above approve_above_usd (default 5) without asking")
 
 
 def eval_flags(p: argparse.ArgumentParser) -> None:
@@ -88,11 +91,13 @@ def run_config(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     before Prefect starts. Secrets and machine settings go to this process's environment instead."""
     from pydantic import ValidationError
 
+    from sftflow.approval import cli_approval_default
     from sftflow.config import format_validation_error, load_settings
     from sftflow.errors import ConfigError
     from sftflow.params import RunParams, settings_values
 
-    given = to_environment(overrides(args))
+    # No UI to pause for here: a y/N prompt on a terminal, else a refusal (unless --approve).
+    given = to_environment({**cli_approval_default(args.command, sys.stdin), **overrides(args)})
     try:
         params = RunParams(recipe=args.recipe, **given)
     except ValidationError as exc:

@@ -188,7 +188,11 @@ def within_cap(estimate: CostEstimate, cap_usd: float) -> bool:
     return estimate.total_usd <= cap_usd
 
 
-class CostCapExceeded(SftflowError, RuntimeError):
+class CostGateRefused(SftflowError, RuntimeError):
+    """A gate before payment (the cap, or approval) said no: no job was submitted."""
+
+
+class CostCapExceeded(CostGateRefused):
     """The estimate is over `max_tuning_cost_usd`: no job was submitted."""
 
     def __init__(self, estimate: CostEstimate, cap_usd: float):

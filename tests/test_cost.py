@@ -220,7 +220,8 @@ def test_timeout_without_cancel_leaves_the_job_running_and_says_so():
 
 # ------------------------------------------------------------------------------ flows and CLI (slow)
 
-LINE = _example("a" * 400, "b" * 40) + "\n"
+# 110 tokens an example both ways: characters/4 and the test server's countTokens (words) agree on "aaa ".
+LINE = _example("aaa " * 100, "bbb " * 10) + "\n"
 
 
 @pytest.fixture
@@ -248,6 +249,7 @@ def test_cap_refuses_with_zero_jobs_but_attaching_and_reuse_are_not_capped(make_
     with pytest.raises(CostCapExceeded, match=r"\$330.00 .* over the cap of \$100"):
         state.result()
     assert _creates(server) == 0
+    assert server.count("POST", ":countTokens") == 4  # the estimate counted every example (3 train, 1 val)
 
     # A job for this intent already running (e.g. submitted under a higher cap): the rerun attaches.
     s = load_settings(**tiny, train_uri=train, val_uri=val)

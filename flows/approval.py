@@ -1,0 +1,78 @@
+"""The gates before a tuning job is paid for: hard cap, then approval (a Prefect pause in the UI).
+
+`cost_gate` is called by a flow (a pause cannot happen inside a task, prefect#19435) right before a
+new job would be submitted; attaching to a job already running is not gated (its cost is committed).
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.settings import PREFECT_API_URL
+from pydantic import Field
+
+from sftflow import cost
+from sftflow.approval import ApprovalDenied, approval_markdown, ask_terminal, live_job, needs_approval, refused_message
+from sftflow.backends import make_tuner
+from sftflow.backends.base import TuningSpec
+from sftflow.config import Settings
+from tasks.common import RETRY_TRANSIENT, retry_transient
+
+#: Seconds between a paused run's checks for a decision (Prefect's default is 10).
+PAUSE_POLL_S = 2
+
+
+class ApprovalInput(RunInput):
+    """The form the Prefect UI shows on a run paused for approval."""
+
+    approve: bool = Field(description="Submit the tuning job at the estimated cost (unticked: no job, the run ends)")
+    note: str = Field("", description="Optional note, kept in the run's logs")
+
+
+@task(name="find-live-tuning-job", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
+def find_live_job(settings: Settings, key: str) -> str | None:
+    return live_job(make_tuner(settings), key)
+
+
+def cost_gate(s: Settings, spec: TuningSpec, estimate: dict, data: list[tuple[str, str, dict]],
+              job: dict) -> str:
+    """Cap, then approval, before a new job; returns how it passed. Raises CostCapExceeded or
+    ApprovalDenied (no job submitted) otherwise."""
+    log = get_run_logger()
+    est = cost.CostEstimate.from_dict(estimate)
+    if name := find_live_job(s, spec.key):
+        log.info("tuning job %s for this intent is already running: attaching, its cost is committed", name)
+        return "attaching to a running job"
+    cost.check_cap(est, s.max_tuning_cost_usd)
+    if not needs_approval(est, s.approve_above_usd):
+        return f"within approve_above_usd (${s.approve_above_usd:g})"
+    create_markdown_artifact(approval_markdown(est, s.approve_above_usd, s.max_tuning_cost_usd, data, job),
+                             key="tuning-approval", description=f"Approve tuning at {cost.usd(est.total_usd)}?")
+    mode = s.approval_mode
+    if mode == "approved":
+        log.info("estimate %s above approve_above_usd $%g: approved in advance", est.summary(), s.approve_above_usd)
+        return "approved in advance"
+    if mode == "prompt":
+        if ask_terminal(est, s.approve_above_usd):
+            return "approved on the terminal"
+        raise ApprovalDenied(refused_message(est, s.approve_above_usd, "answered no on the terminal"))
+    if mode == "refuse" or not PREFECT_API_URL.value():
+        why = ("not asked: no terminal" if mode == "refuse"
+               else "no Prefect server holds this run, so nobody can approve it in the UI")
+        raise ApprovalDenied(refused_message(est, s.approve_above_usd, why))
+    log.warning("estimate %s is above approve_above_usd $%g: pausing for approval in the Prefect UI (times out "
+                "after %.0f s)", est.summary(), s.approve_above_usd, s.approval_timeout_s)
+    try:
+        answer = pause_flow_run(wait_for_input=ApprovalInput, timeout=int(s.approval_timeout_s),
+                                poll_interval=PAUSE_POLL_S, key=f"approve-{spec.key}")
+    except FlowPauseTimeout:
+        raise ApprovalDenied(refused_message(est, s.approve_above_usd,
+                                             f"no answer within {s.approval_timeout_s:g} s")) from None
+    note = f": {answer.note}" if answer.note else ""
+    if not answer.approve:
+        raise ApprovalDenied(refused_message(est, s.approve_above_usd, f"rejected in the Prefect UI{note}"))
+    log.info("tuning approved in the Prefect UI%s", note)
+    return "approved in the Prefect UI"

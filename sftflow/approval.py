@@ -1,0 +1,84 @@
+"""The approval gate: a new tuning job whose estimate is above `approve_above_usd` needs a person's yes.
+
+The order of the gates before money moves: estimate → hard cap (`max_tuning_cost_usd`, no way
+round it) → approval (this module) → submit. Attaching to a job already running, or reusing a
+finished one, is not gated: that money is committed. How the yes is asked (`approval_mode`) is the
+caller's business: a Prefect pause in the UI (flows/approval.py), a y/N prompt on a terminal, an
+approval given in advance (CLI `--approve`), or a refusal when nobody can be asked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import IO, Any
+
+from sftflow.cost import CostEstimate, CostGateRefused, usd
+from sftflow.tuning import _usable
+
+
+def live_job(tuner: Any, key: str) -> str | None:
+    """The job `ensure_job` would attach to for `key`, if any: its cost is committed, so no gate applies."""
+    usable = [j for j in tuner.find(key) if _usable(tuner, j)]
+    return usable[0].name if usable else None
+
+
+class ApprovalDenied(CostGateRefused):
+    """The estimate needed approval and did not get it: no job was submitted."""
+
+
+def needs_approval(estimate: CostEstimate, approve_above_usd: float) -> bool:
+    return estimate.total_usd > approve_above_usd
+
+
+def refused_message(estimate: CostEstimate, approve_above_usd: float, why: str) -> str:
+    """One line: why there is no job, the estimate, the threshold and how to approve."""
+    return (f"tuning not approved ({why}): estimated cost {estimate.summary()} is above approve_above_usd "
+            f"${approve_above_usd:g}; no job was submitted. Approve with --approve (CLI), in the Prefect UI "
+            f"(approval_mode=ui on a deployment), or raise approve_above_usd")
+
+
+def approval_markdown(estimate: CostEstimate, approve_above_usd: float, cap_usd: float,
+                      data: list[tuple[str, str, dict]], job: dict[str, Any]) -> str:
+    """What the approver sees: the estimate, the data summary and the exact job's hyperparameters."""
+    md = [
+        f"# Approve this tuning job? {usd(estimate.total_usd)}",
+        "",
+        f"The estimate is above `approve_above_usd` (${approve_above_usd:g}) and within the hard cap "
+        f"`max_tuning_cost_usd` (${cap_usd:g}). Nothing has been submitted: the run is waiting for a "
+        "yes (the job is submitted) or a no (the run ends with no job).",
+        "",
+        estimate.markdown(cap_usd).replace("# Tuning cost estimate", "## Cost estimate"),
+        "",
+        "## Data",
+        "",
+        "| file | URI | examples | tokens (characters/4) |",
+        "|---|---|---:|---:|",
+        *[f"| {role} | `{uri}` | {s.get('examples', 0):,} | {s.get('estimated_tokens', 0):,} |" for role, uri, s in data],
+        "",
+        "## Job",
+        "",
+        "| field | value |",
+        "|---|---|",
+        *[f"| {k} | `{v}` |" for k, v in job.items()],
+    ]
+    return "\n".join(md)
+
+
+def ask_terminal(estimate: CostEstimate, approve_above_usd: float,
+                 ask: Callable[[str], str] = input) -> bool:
+    """y/N on the terminal; anything but y/yes (or end of input) is a no."""
+    try:
+        answer = ask(f"Estimated tuning cost {estimate.summary()} is above approve_above_usd "
+                     f"${approve_above_usd:g}. Submit the job? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cli_approval_default(command: str, stdin: IO) -> dict[str, str]:
+    """How the command line asks (it has no UI to pause for): y/N on a terminal, else a refusal (unless
+    --approve, or SFTFLOW_APPROVAL_MODE, says otherwise)."""
+    if command not in ("tune", "pipeline") or "SFTFLOW_APPROVAL_MODE" in os.environ:
+        return {}
+    return {"approval_mode": "prompt" if stdin.isatty() else "refuse"}
