@@ -1,0 +1,133 @@
+"""The approval gate: above approve_above_usd a new tuning job needs a yes; the cap comes first; attaching
+to a running job is not gated; the command line refuses without a terminal unless --approve.
+
+The pause in the Prefect UI (a real server and worker) is checked in tests/test_e2e_deployment.py."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sftflow.approval import ApprovalDenied, approval_markdown, ask_terminal, cli_approval_default, needs_approval
+from sftflow.cost import CostCapExceeded, FileTokens, estimate_tuning_cost
+from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config, upload_datasets
+
+pytestmark = pytest.mark.usefixtures("token_in_env")
+
+EST = estimate_tuning_cost([FileTokens("train", "gs://b/t.jsonl", 1000, 2_000_000)], epochs=1, price_per_million=5.0)
+
+
+def test_needs_approval_only_above_the_threshold_and_the_terminal_says_no_by_default():
+    assert EST.total_usd == 10.0
+    assert needs_approval(EST, 5.0) and not needs_approval(EST, 10.0)
+    assert ask_terminal(EST, 5.0, ask=lambda q: "y") and ask_terminal(EST, 5.0, ask=lambda q: " YES ")
+    for answer in ("", "n", "no", "sure"):
+        assert not ask_terminal(EST, 5.0, ask=lambda q, a=answer: a)
+
+    def eof(q: str) -> str:
+        raise EOFError
+
+    assert not ask_terminal(EST, 5.0, ask=eof)
+
+
+class _Stdin(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+def test_command_line_prompts_on_a_terminal_refuses_otherwise_and_the_environment_wins(monkeypatch):
+    monkeypatch.delenv("SFTFLOW_APPROVAL_MODE", raising=False)
+    assert cli_approval_default("tune", _Stdin(True)) == {"approval_mode": "prompt"}
+    assert cli_approval_default("pipeline", _Stdin(False)) == {"approval_mode": "refuse"}
+    assert cli_approval_default("evaluate", _Stdin(True)) == {}
+    monkeypatch.setenv("SFTFLOW_APPROVAL_MODE", "approved")
+    assert cli_approval_default("tune", _Stdin(False)) == {}
+    from sftflow.cli import COMMON, TUNING, _overrides, build_parser
+
+    args = build_parser().parse_args(["tune", "--approve"])
+    assert _overrides(args, COMMON + TUNING)["approval_mode"] == "approved"
+
+
+def test_the_approver_sees_estimate_data_and_hyperparameters():
+    data = [("train", "gs://b/t.jsonl", {"examples": 1000, "estimated_tokens": 1_900_000})]
+    md = approval_markdown(EST, 5.0, 25.0, data, {"epoch_count": 3, "adapter_size": 8})
+    assert md.startswith("# Approve this tuning job? $10.00")
+    assert "`approve_above_usd` ($5)" in md and "`max_tuning_cost_usd` ($25)" in md
+    assert "| train | `gs://b/t.jsonl` | 1,000 | 1,900,000 |" in md
+    assert "| epoch_count | `3` |" in md and "| adapter_size | `8` |" in md
+    assert "2,000,000" in md and "https://cloud.google.com/" in md
+
+
+# ------------------------------------------------------------------------------ flows and CLI (slow)
+
+LINE = (b'{"contents":[{"role":"user","parts":[{"text":"' + b"aaa " * 100 + b'"}]},'
+        b'{"role":"model","parts":[{"text":"' + b"bbb " * 10 + b'"}]}]}\n')  # 110 tokens
+
+
+def _creates(server) -> int:
+    return sum(1 for r in server.requests if r["method"] == "POST" and r["path"].endswith("/tuningJobs"))
+
+
+@pytest.mark.slow
+def test_flow_gate_order_cap_then_approval_and_attaching_is_not_gated(make_vertex_server, gcs_bucket, tmp_path):
+    from flows.tune import build_spec, tune
+    from sftflow.backends.vertex import VertexTuner
+    from sftflow.config import load_settings
+
+    server = make_vertex_server(job_phases=(0.2, 0.5))
+    bucket, train, val = upload_datasets(gcs_bucket, LINE)
+    # 330 training tokens at $5/1M = $0.00165: above approve_above_usd=0.001.
+    cfg = flow_config(server, bucket, tmp_path, approve_above_usd=0.001)
+
+    for mode, why in (("refuse", "not asked: no terminal"),
+                      ("ui", "no Prefect server holds this run")):  # tests run Prefect without a server
+        state = tune(train_uri=train, val_uri=val, config={**cfg, "approval_mode": mode}, return_state=True)
+        with pytest.raises(ApprovalDenied, match=why):
+            state.result()
+    # The cap is checked first: over both, the cap's refusal is what the user reads.
+    state = tune(train_uri=train, val_uri=val, config={**cfg, "approval_mode": "refuse", "max_tuning_cost_usd": 0.001},
+                 return_state=True)
+    with pytest.raises(CostCapExceeded):
+        state.result()
+    assert _creates(server) == 0
+
+    # A job for this intent already running: attaching is not gated (its cost is committed).
+    s = load_settings(**cfg, train_uri=train, val_uri=val)
+    VertexTuner(s).submit(build_spec(s, train, val))
+    out = tune(train_uri=train, val_uri=val, config={**cfg, "approval_mode": "refuse"})
+    assert out["endpoint"] and _creates(server) == 1
+
+    # Approved in advance (--approve): a new intent is submitted once.
+    out = tune(train_uri=train, val_uri=val, epochs=2, config={**cfg, "approval_mode": "approved"})
+    assert out["endpoint"] and _creates(server) == 2
+
+
+@pytest.mark.slow
+def test_cli_without_a_terminal_refuses_unless_approve(make_vertex_server, gcs_emulator, gcs_bucket, tmp_path):
+    server = make_vertex_server(job_phases=(0.2, 0.5))
+    bucket, train, val = upload_datasets(gcs_bucket, LINE)
+    env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
+               SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
+               SFTFLOW_APPROVE_ABOVE_USD="0.001", SFTFLOW_POLL_INTERVAL="1")
+    env.pop("SFTFLOW_APPROVAL_MODE", None)
+    cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--bucket", bucket, "--train", train,
+           "--val", val, "--project", server.project, "--local-root", str(tmp_path / "root")]
+    proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    [error] = [line for line in proc.stderr.splitlines() if line.startswith("sftflow: error:")]
+    assert "tuning not approved (not asked: no terminal)" in error and "approve_above_usd $0.001" in error
+    assert "--approve" in error and "Traceback" not in proc.stderr
+    assert _creates(server) == 0
+
+    proc = subprocess.run([*cmd, "--approve"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "endpoint: projects/" in proc.stdout and _creates(server) == 1
