@@ -87,11 +87,10 @@ def test_flow_gate_order_cap_then_approval_and_attaching_is_not_gated(make_verte
     # 330 training tokens at $5/1M = $0.00165: above approve_above_usd=0.001.
     cfg = flow_config(server, bucket, tmp_path, approve_above_usd=0.001)
 
-    for mode, why in (("refuse", "not asked: no terminal"),
-                      ("ui", "no Prefect server holds this run")):  # tests run Prefect without a server
-        state = tune(train_uri=train, val_uri=val, config={**cfg, "approval_mode": mode}, return_state=True)
-        with pytest.raises(ApprovalDenied, match=why):
-            state.result()
+    # Tests run Prefect without a server: nobody could resume a pause, so the run ends at once.
+    state = tune(train_uri=train, val_uri=val, config={**cfg, "approval_mode": "ui"}, return_state=True)
+    with pytest.raises(ApprovalDenied, match="no Prefect server holds this run"):
+        state.result()
     # The cap is checked first: over both, the cap's refusal is what the user reads.
     state = tune(train_uri=train, val_uri=val, config={**cfg, "approval_mode": "refuse", "max_tuning_cost_usd": 0.001},
                  return_state=True)
@@ -131,3 +130,20 @@ def test_cli_without_a_terminal_refuses_unless_approve(make_vertex_server, gcs_e
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "endpoint: projects/" in proc.stdout and _creates(server) == 1
+
+
+@pytest.mark.slow
+def test_pipeline_gates_before_its_baseline_evaluation_spends_anything(tmp_path):
+    from flows.pipeline import sft_pipeline
+
+    root = tmp_path / "root"
+    config = {"backend": "local", "local_root": str(root), "samples": 4, "approve_above_usd": 0,
+              "approval_mode": "refuse"}
+    state = sft_pipeline(config=config, return_state=True)
+    with pytest.raises(ApprovalDenied, match="tuning not approved"):
+        state.result()
+    assert list(root.rglob("prepared*.json"))  # prepare ran (it costs nothing) ...
+    assert not (root / "runs" / "default" / "eval").exists()  # ... the baseline evaluation never started
+    assert not list((root / "work").rglob("*base*"))
+    jobs = root / "work" / "jobs"
+    assert not jobs.exists() or not any(jobs.iterdir())
