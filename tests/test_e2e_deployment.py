@@ -212,7 +212,7 @@ def runs(stack):
     vertex_root = stack["tmp"] / "vertex" / "root"
     vertex_cfg = dict(backend="vertex", project=stack["vertex"].project, region=stack["vertex"].location,
                       bucket=stack["bucket"], poll_interval=1, limit=100, train_uri=sp["train"], val_uri=sp["val"],
-                      test_uri=sp["test"])
+                      test_uri=sp["test"], count_tokens_rpm=60_000)
     vertex_params = _pipeline_params(vertex_root, **vertex_cfg)
     local_params = _pipeline_params(local_root, local_train_budget_s=20, limit=100)
     return {
@@ -361,3 +361,75 @@ def test_cancelling_the_flow_run_cancels_the_tuning_job(stack):
         assert vertex.count("POST", ":cancel") == cancels + 1, tail(stack["worker_log"])
     finally:
         vertex.job_phases = old_phases
+
+
+# ----------------------------------------------------------------------------------- approval in the UI
+def _wait_for_state(stack, run_id: str, types: set[str], timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    with api(stack["url"]) as client:
+        while (run := client.read_flow_run(run_id)).state is None or run.state.type.value not in types | TERMINAL:
+            assert time.monotonic() < deadline, f"{run.state and run.state.name}\n{tail(stack['worker_log'])}"
+            assert stack["worker"].poll() is None, tail(stack["worker_log"])
+            time.sleep(1)
+    return run
+
+
+def _creates(vertex) -> int:
+    return sum(1 for r in vertex.requests if r["method"] == "POST" and r["path"].endswith("/tuningJobs"))
+
+
+@pytest.fixture(scope="module")
+def paused_runs(stack):
+    """Two `tune` deployment runs whose estimate is above approve_above_usd, submitted at once: both
+    pause for approval in the UI before any job is created."""
+    vertex = stack["vertex"]
+    train = f"{stack['bucket']}/approval/train.jsonl"
+    storage.write_bytes(train, b'{"contents":[{"role":"user","parts":[{"text":"Summarize: the cat sat."}]},'
+                               b'{"role":"model","parts":[{"text":"A cat sat."}]}]}\n' * 3)
+    creates = _creates(vertex)
+    ids = {}
+    for answer in ("yes", "no"):
+        params = {"config": {
+            "train_uri": train, "backend": "vertex", "project": vertex.project, "region": vertex.location, "bucket": stack["bucket"],
+            "poll_interval": 1, "approve_above_usd": 0, "run_name": f"approve-{answer}",
+            "local_root": str(stack["tmp"] / f"approve-{answer}" / "root")}}
+        ids[answer] = _submit(stack, "tune/local", params, f"approve-{answer}")
+    for run_id in ids.values():
+        assert _wait_for_state(stack, run_id, {"PAUSED"}).state.type.value == "PAUSED"
+    assert _creates(vertex) == creates, "a job was created before approval"
+    return ids
+
+
+def test_ui_renders_the_paused_run(stack, paused_runs, tmp_path):
+    if find_chromium() is None:  # fails in CI (.ci/run installs chromium)
+        skip_loudly("the Prefect UI page of a run paused for approval (chromium is not installed)",
+                    "apt-get install -y chromium, then rerun tests/test_e2e_deployment.py")
+    png = tmp_path / "paused.png"
+    dom = capture(flow_run_url(stack["ui"], paused_runs["yes"]), png)
+    assert "Paused" in dom and "tune" in dom, dom[-2000:]
+    assert png.stat().st_size > 10_000
+    if os.environ.get("SFTFLOW_UPDATE_SCREENSHOT"):
+        (ROOT / "docs").mkdir(exist_ok=True)
+        (ROOT / "docs" / "ui-approval-paused.png").write_bytes(png.read_bytes())
+
+
+def test_resuming_in_the_ui_approves_one_job_or_rejects_with_none(stack, paused_runs):
+    """The paused run shows the estimate; approve=true submits exactly one job and completes; a second
+    run resumed with approve=false submits nothing and ends saying so."""
+    vertex = stack["vertex"]
+    arts = _artifacts(stack, paused_runs["yes"])
+    approval = arts["tuning-approval"].data
+    assert approval.startswith("# Approve this tuning job?") and "approve_above_usd" in approval
+    assert "countTokens (Vertex AI)" in approval and "| epoch_count | `1` |" in approval
+    creates = _creates(vertex)
+    with api(stack["url"]) as client:
+        client.resume_flow_run(paused_runs["yes"], run_input={"approve": True, "note": "e2e: fine"})
+    _wait(stack, paused_runs["yes"])  # COMPLETED, or the test fails with the run's logs
+    assert _creates(vertex) == creates + 1
+
+    with api(stack["url"]) as client:
+        client.resume_flow_run(paused_runs["no"], run_input={"approve": False, "note": "too dear"})
+    run = _wait_for_state(stack, paused_runs["no"], set())
+    assert run.state.type.value == "FAILED", run.state
+    assert "tuning not approved (rejected in the Prefect UI: too dear)" in (run.state.message or ""), run.state.message
+    assert _creates(vertex) == creates + 1, "a rejected run submitted a job"

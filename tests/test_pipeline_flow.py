@@ -52,7 +52,8 @@ def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_p
     config = {"backend": "vertex", "project": server.project, "region": server.location, "bucket": gcs_bucket,
               "vertex_base_url": server.base_url, "poll_interval": 1,
               "local_root": str(tmp_path / "root"), "train_uri": paths["train"], "val_uri": paths["val"],
-              "test_uri": paths["test"], "samples": 12, "concurrency": 4, "rpm": 6000}
+              "test_uri": paths["test"], "samples": 12, "concurrency": 4, "rpm": 6000,
+              "count_tokens_rpm": 60_000}
     # The first run paces generation at 1 request/s, so the baseline (12 requests, ~11 s) is still
     # running when the tuning job is created; rpm is not part of any cache key, so reruns may go fast.
     state = sft_pipeline(config={**config, "rpm": 60}, return_state=True)
