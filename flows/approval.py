@@ -63,12 +63,13 @@ def cost_gate(s: Settings, spec: TuningSpec, estimate: dict, data: list[tuple[st
         why = ("not asked: no terminal" if mode == "refuse"
                else "no Prefect server holds this run, so nobody can approve it in the UI")
         raise ApprovalDenied(refused_message(est, s.approve_above_usd, why))
-    log.warning("estimate %s is above approve_above_usd $%g: pausing for approval in the Prefect UI (times out "
-                "after %.0f s)", est.summary(), s.approve_above_usd, s.approval_timeout_s)
+    log.warning("estimate %s is above approve_above_usd $%g: paused for approval in the Prefect UI (Resume, then "
+                "tick approve); no answer within %.0f s ends the run with no job submitted", est.summary(),
+                s.approve_above_usd, s.approval_timeout_s)
     try:
         answer = pause_flow_run(wait_for_input=ApprovalInput, timeout=int(s.approval_timeout_s),
                                 poll_interval=PAUSE_POLL_S, key=f"approve-{spec.key}")
-    except FlowPauseTimeout:
+    except FlowPauseTimeout:  # the server may have failed the run first ("... never resumed"): same outcome
         raise ApprovalDenied(refused_message(est, s.approve_above_usd,
                                              f"no answer within {s.approval_timeout_s:g} s")) from None
     note = f": {answer.note}" if answer.note else ""

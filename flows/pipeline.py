@@ -11,6 +11,7 @@ from flows.tune import gate_tuning, tune
 from sftflow import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
+from sftflow.run_cost import run_cost
 from sftflow.steps.evaluate import EvalSpec
 from tasks.data import download
 from tasks.evaluation import compare_task, evaluate_task
@@ -41,7 +42,8 @@ def sft_pipeline(config: RunParams = RunParams()) -> dict:
     tuned = evaluate_task(spec, "tuned")(spec, tuned_model.endpoint, test_path, "tuned")
     compared = compare_task(layout.compare_dir(s.run_root))(baseline.results_uri, tuned.results_uri,
                                                            layout.compare_dir(s.run_root), seed=s.seed)
-    report = report_run(s.run_root, s.public_dict(), prepared, tuned_model, baseline, tuned, compared)
+    spent = run_cost(s, tuned_model.to_json(), {"base": baseline.to_json(), "tuned": tuned.to_json()})
+    report = report_run(s.run_root, s.public_dict(), prepared, tuned_model, baseline, tuned, compared, spent)
 
     for line in report.verdict:
         log.info(line)

@@ -54,7 +54,8 @@ def approval_markdown(estimate: CostEstimate, approve_above_usd: float, cap_usd:
         "",
         "| file | URI | examples | tokens (characters/4) |",
         "|---|---|---:|---:|",
-        *[f"| {role} | `{uri}` | {s.get('examples', 0):,} | {s.get('estimated_tokens', 0):,} |" for role, uri, s in data],
+        *[f"| {role} | `{uri}` | {s.get('examples', 0):,} | {s.get('estimated_tokens', 0):,} |"
+          for role, uri, s in data],
         "",
         "## Job",
         "",

@@ -6,18 +6,22 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from sftflow import storage
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
+from sftflow.run_cost import RunCost
 from sftflow.steps.report import write_run_report
 
 
 @task(name="report-run", cache_policy=NO_CACHE)
 def report_run(run_root: str, settings: dict[str, Any], prepared: PreparedData, tuned_model: TunedModel,
-               baseline: Evaluation, tuned: Evaluation, comparison: ComparisonOutcome) -> RunReport:
+               baseline: Evaluation, tuned: Evaluation, comparison: ComparisonOutcome,
+               cost: RunCost | None = None) -> RunReport:
     """Write report.md and report.json (never cached: it is cheap and must name this run's files)."""
-    report = write_run_report(run_root, settings, prepared, tuned_model, baseline, tuned, comparison)
+    report = write_run_report(run_root, settings, prepared, tuned_model, baseline, tuned, comparison, cost)
+    if cost is not None:
+        create_table_artifact(cost.rows(), key="run-cost", description="What this run cost (the report's Cost)")
     create_markdown_artifact(storage.read_text(report.report_uri), key="sft-pipeline-report",
                              description="sftflow run report")
     return report

@@ -374,28 +374,37 @@ def _wait_for_state(stack, run_id: str, types: set[str], timeout: float = 300):
     return run
 
 
+def _logs(stack, run_id: str) -> str:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with api(stack["url"]) as client:
+        return "\n".join(log.message for log in client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(run_id)]))))
+
+
 def _creates(vertex) -> int:
     return sum(1 for r in vertex.requests if r["method"] == "POST" and r["path"].endswith("/tuningJobs"))
 
 
 @pytest.fixture(scope="module")
 def paused_runs(stack):
-    """Two `tune` deployment runs whose estimate is above approve_above_usd, submitted at once: both
-    pause for approval in the UI before any job is created."""
+    """Three `tune` deployment runs whose estimate is above approve_above_usd, submitted at once: all
+    pause for approval in the UI before any job is created (the third one's pause times out after 15 s)."""
     vertex = stack["vertex"]
     train = f"{stack['bucket']}/approval/train.jsonl"
     storage.write_bytes(train, b'{"contents":[{"role":"user","parts":[{"text":"Summarize: the cat sat."}]},'
                                b'{"role":"model","parts":[{"text":"A cat sat."}]}]}\n' * 3)
     creates = _creates(vertex)
     ids = {}
-    for answer in ("yes", "no"):
+    for answer, timeout in (("yes", 3600), ("no", 3600), ("timeout", 15)):
         params = {"config": {
-            "train_uri": train, "backend": "vertex", "project": vertex.project, "region": vertex.location, "bucket": stack["bucket"],
-            "poll_interval": 1, "approve_above_usd": 0, "run_name": f"approve-{answer}",
+            "train_uri": train, "backend": "vertex", "project": vertex.project, "region": vertex.location,
+            "bucket": stack["bucket"], "poll_interval": 1, "approve_above_usd": 0, "approval_timeout_s": timeout,
+            "run_name": f"approve-{answer}",
             "local_root": str(stack["tmp"] / f"approve-{answer}" / "root")}}
         ids[answer] = _submit(stack, "tune/local", params, f"approve-{answer}")
-    for run_id in ids.values():
-        assert _wait_for_state(stack, run_id, {"PAUSED"}).state.type.value == "PAUSED"
+    for answer in ("yes", "no"):
+        assert _wait_for_state(stack, ids[answer], {"PAUSED"}).state.type.value == "PAUSED"
     assert _creates(vertex) == creates, "a job was created before approval"
     return ids
 
@@ -432,4 +441,11 @@ def test_resuming_in_the_ui_approves_one_job_or_rejects_with_none(stack, paused_
     run = _wait_for_state(stack, paused_runs["no"], set())
     assert run.state.type.value == "FAILED", run.state
     assert "tuning not approved (rejected in the Prefect UI: too dear)" in (run.state.message or ""), run.state.message
-    assert _creates(vertex) == creates + 1, "a rejected run submitted a job"
+
+    run = _wait_for_state(stack, paused_runs["timeout"], set())  # nobody answered
+    assert run.state.type.value == "FAILED", run.state
+    # Prefect's server fails an expired pause itself, or the flow's own timeout does first: either says so.
+    assert any(m in (run.state.message or "") for m in ("never resumed", "tuning not approved (no answer within 15 s)")
+               ), run.state.message
+    assert "no answer within 15 s ends the run with no job submitted" in _logs(stack, paused_runs["timeout"])
+    assert _creates(vertex) == creates + 1, "a rejected or unanswered run submitted a job"

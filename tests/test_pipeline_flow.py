@@ -66,6 +66,7 @@ def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_p
     keys = {a.key for a in arts}
     assert {"sft-pipeline-report", "comparison-metrics", "eval-base-metrics", "eval-tuned-metrics"} <= keys
     _check_report_matches_files(out)
+    _check_cost_section(out, keys)
     base_calls = server.count("POST", "gemini-2.5-flash:generateContent")
     tuned_calls = server.count("POST", "/endpoints/")
     assert base_calls == 12 and tuned_calls == 12
@@ -93,3 +94,21 @@ def _check_baseline_ran_while_the_job_trained(server):
     assert during, (created, succeeded, base)
     tuned = [r["time"] for r in server.requests if "/endpoints/" in r["path"] and r["path"].endswith(":generateContent")]
     assert min(tuned) > succeeded  # the tuned model is asked only after its job succeeded
+
+
+def _check_cost_section(out, artifact_keys):
+    """report.json's cost: the job's billable tokens (the server reports 100 examples × 250 tokens × 1 epoch)
+    priced at $5/1M next to the countTokens estimate; each evaluation's usage priced at 2.5 Flash's list price."""
+    report = json.loads(storage.read_text(out["report_json_uri"]))
+    spent = report["cost"]
+    assert spent["tuning"]["billable_tokens"] == 25_000
+    assert spent["tuning"]["billed_usd"] == pytest.approx(25_000 * 5 / 1e6)
+    assert spent["tuning"]["method"].startswith("countTokens (Vertex AI)") and spent["tuning"]["estimate_usd"] > 0
+    for ev in spent["evaluations"]:
+        results = report["evaluations"][ev["label"]]["results"]
+        rows = [json.loads(line) for line in storage.read_text(results).splitlines()]
+        assert ev["input_tokens"] == sum(r["prompt_tokens"] for r in rows) > 0
+        assert ev["usd"] == pytest.approx((ev["input_tokens"] * 0.30 + ev["output_tokens"] * 2.50) / 1e6)
+    evaluations = sum(e["usd"] for e in spent["evaluations"])
+    assert spent["total_usd"] == pytest.approx(spent["tuning"]["billed_usd"] + evaluations)
+    assert "## Cost" in storage.read_text(out["report_uri"]) and "run-cost" in artifact_keys

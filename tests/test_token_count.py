@@ -137,8 +137,8 @@ def test_the_test_server_refuses_what_vertex_refuses_on_count_tokens(make_vertex
     assert _post(server, "gemini-2.5-flash", ok) == (200, {"totalTokens": 4, "totalBillableCharacters": 13})
     code, body = _post(server, "gemini-9-ultra", ok)
     assert code == 404 and "gemini-9-ultra" in body["error"]["message"]
-    for bad in ({"contents": []}, {"contens": ok["contents"]}, {"contents": [{"role": "bot", "parts": [{"text": "x"}]}]},
-                [1, 2]):
+    bad_role = {"contents": [{"role": "bot", "parts": [{"text": "x"}]}]}
+    for bad in ({"contents": []}, {"contens": ok["contents"]}, bad_role, [1, 2]):
         code, body = _post(server, "gemini-2.5-flash", bad)
         assert code == 400 and body["error"]["status"] == "INVALID_ARGUMENT", bad
     server.count_tokens_route = False

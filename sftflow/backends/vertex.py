@@ -98,7 +98,8 @@ def _enum_name(value: Any) -> str | None:
 def _to_generation(response: types.GenerateContentResponse, latency_s: float) -> Generation:
     usage = response.usage_metadata
     prompt_tokens = usage.prompt_token_count if usage else None
-    output_tokens = usage.candidates_token_count if usage else None
+    # Thinking is billed as output tokens (https://cloud.google.com/vertex-ai/generative-ai/pricing).
+    output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0) if usage else None
 
     def make(text: str, finish: str, blocked: bool = False) -> Generation:
         return Generation(text, finish, latency_s, prompt_tokens, output_tokens, blocked)

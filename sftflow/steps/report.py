@@ -7,15 +7,22 @@ from typing import Any
 
 from sftflow import storage
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
+from sftflow.run_cost import RunCost
 from sftflow.reporting.run import build_report, render_markdown
 
 
 def write_run_report(run_root: str, settings: dict[str, Any], prepared: PreparedData, tuned_model: TunedModel,
-                     baseline: Evaluation, tuned: Evaluation, comparison: ComparisonOutcome) -> RunReport:
-    """Write report.md and report.json; `settings` is Settings.public_dict() (no secrets)."""
+                     baseline: Evaluation, tuned: Evaluation, comparison: ComparisonOutcome,
+                     cost: RunCost | None = None) -> RunReport:
+    """Write report.md and report.json; `settings` is Settings.public_dict() (no secrets); `cost`, when
+    given, adds the "Cost" section and report.json's `cost`."""
     data = build_report(settings=settings, prepared=prepared, tuning=tuned_model, comparison=comparison,
                         evaluations={"base": baseline, "tuned": tuned})
-    report_uri = storage.write_text(storage.join(run_root, "report.md"), render_markdown(data), "text/markdown")
+    md = render_markdown(data)
+    if cost is not None:
+        data["cost"] = cost.to_dict()
+        md += "\n" + cost.markdown()
+    report_uri = storage.write_text(storage.join(run_root, "report.md"), md, "text/markdown")
     json_uri = storage.write_text(storage.join(run_root, "report.json"), json.dumps(data, indent=2),
                                   "application/json")
     errors = {ev.label: ev.errors for ev in (baseline, tuned) if ev.errors}
