@@ -43,12 +43,12 @@ def cost_gate(s: Settings, spec: TuningSpec, estimate: dict, data: list[tuple[st
     ApprovalDenied (no job submitted) otherwise."""
     log = get_run_logger()
     est = cost.CostEstimate.from_dict(estimate)
-    if name := find_live_job(s, spec.key):
+    if cost.within_cap(est, s.max_tuning_cost_usd) and not needs_approval(est, s.approve_above_usd):
+        return f"within approve_above_usd (${s.approve_above_usd:g})"
+    if name := find_live_job(s, spec.key):  # asked only when a gate would stop the run
         log.info("tuning job %s for this intent is already running: attaching, its cost is committed", name)
         return "attaching to a running job"
     cost.check_cap(est, s.max_tuning_cost_usd)
-    if not needs_approval(est, s.approve_above_usd):
-        return f"within approve_above_usd (${s.approve_above_usd:g})"
     create_markdown_artifact(approval_markdown(est, s.approve_above_usd, s.max_tuning_cost_usd, data, job),
                              key="tuning-approval", description=f"Approve tuning at {cost.usd(est.total_usd)}?")
     mode = s.approval_mode

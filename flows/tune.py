@@ -95,6 +95,9 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
         print(f"tuning job: {job['name']}" + (" (attached)" if job["attached"] else " (submitted)"))
         record = record_tuned_model(s, spec, await_tuning_job(s, job["name"]))
     tuned = save_tuned_model(s.run_root, spec.key, record, estimate)
+    if (billable := tuned.stats.get("billable_tokens")) is not None:  # what the bill is computed from
+        log.info("the job reports %s billable tokens; the estimate was %s", f"{int(billable):,}",
+                 cost.CostEstimate.from_dict(estimate).summary())
     log.info("tuned model %s, endpoint %s", tuned.tuned_model, tuned.endpoint)
     return tuned.to_json()
 

@@ -277,6 +277,7 @@ class VertexTestServer:
         self._port = port
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
+        self._count_rng = random.Random(seed)  # countTokens' own fault stream: it never reshuffles the others'
         self._traffic_rng = random.Random(seed)
         self._fault_rate, self._fault_codes = 0.0, (429, 503)
         self.set_faults(fault_rate, fault_codes)
@@ -455,8 +456,9 @@ class VertexTestServer:
         if self.latency_s:
             time.sleep(self.latency_s)
         with self._lock:
-            if self._fault_rate and self._rng.random() < self._fault_rate:
-                code = self._rng.choice(self._fault_codes)
+            rng = self._count_rng if path.endswith(":countTokens") else self._rng
+            if self._fault_rate and rng.random() < self._fault_rate:
+                code = rng.choice(self._fault_codes)
                 raise _HttpError(code, f"Injected fault {code} (test server)")
             self._settle_operations(time.time())
         m = re.match(r"^/(v1|v1beta1|ui)/projects/([^/]+)/locations/([^/]+)/(.*)$", path)
