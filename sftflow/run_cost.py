@@ -37,9 +37,10 @@ class TuningCost:
     estimate_tokens: int
     method: str
     billable_tokens: int | None
-    billed_usd: float | None  # billable tokens (all epochs) × the training price
+    billed_usd: float | None  # billable tokens (all epochs) × the training price; 0 on the local backend
     price_per_million: float
     source: str
+    local: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,15 @@ class RunCost:
             md.append(f"| evaluate {e.label} ({e.examples} examples) | {e.input_tokens:,} | {e.output_tokens:,} | - | "
                       f"{shown} |")
         total = "-" if self.total_usd is None else cost.usd(self.total_usd)
-        md += ["", f"**Total: {total}**.", ""]
+        pending = self.tuning is not None and self.tuning.billed_usd is None
+        md += ["", f"**Total: {total}**" + (" (tuning at its estimate: the job reported no billable tokens)"
+                                            if pending else "") + ".", ""]
         if t := self.tuning:
+            billed = ("the local backend bills nothing: the estimate is what Vertex would charge" if t.local else
+                      "the cost column is the job's billable tokens (all epochs) × that price, '-' until it "
+                      "reports them")
             md.append(f"- Tuning: ${t.price_per_million:g} per 1M training tokens ([source]({t.source}); setting "
-                      f"`price_per_million_training_tokens`); estimate by {t.method}; the cost column is the job's "
-                      "billable tokens (all epochs) × that price, '-' until the job reports them.")
+                      f"`price_per_million_training_tokens`); tokens: {t.method}; {billed}.")
         for e in self.evaluations:
             where = f"[source]({e.source})" if e.source.startswith("https://") else e.source
             md.append(f"- Evaluation `{e.label}`: priced as `{e.priced_as}` ({where}); tokens from each response's "
@@ -121,12 +126,13 @@ def tuning_cost(tuned: dict, price_per_million: float) -> TuningCost | None:
     est = tuned.get("cost_estimate")
     if not est:
         return None
+    local = est.get("backend") == "local"
     billable = (tuned.get("stats") or {}).get("billable_tokens")
     billable = int(billable) if billable is not None else None
+    billed = 0.0 if local else None if billable is None else billable * price_per_million / 1e6
     return TuningCost(estimate_usd=est["total_usd"], estimate_tokens=est["billed_tokens"], method=est["method"],
-                      billable_tokens=billable,
-                      billed_usd=None if billable is None else billable * price_per_million / 1e6,
-                      price_per_million=price_per_million, source=est["price_source"])
+                      billable_tokens=billable, billed_usd=billed, price_per_million=price_per_million,
+                      source=est["price_source"], local=local)
 
 
 def run_cost(settings: Settings, tuned: dict, evaluations: dict[str, dict]) -> RunCost:

@@ -54,7 +54,12 @@ def test_run_cost_record_prices_evaluations_and_puts_billed_tuning_next_to_the_e
     # Before the job reports its billable tokens, the estimate stands in for it in the total.
     pending = run_cost.RunCost(tuning=run_cost.tuning_cost({"cost_estimate": estimate}, 5.0), evaluations=(base,))
     assert pending.total_usd == pytest.approx(0.5 + base.usd) and "| - |" in pending.markdown()
+    assert "tuning at its estimate" in pending.markdown()
     assert run_cost.RunCost(tuning=None, evaluations=(unknown,)).total_usd is None
+    # The local backend bills nothing: the estimate (what Vertex would charge) is shown, the cost is 0.
+    local = run_cost.tuning_cost({"cost_estimate": {**estimate, "backend": "local"}}, 5.0)
+    assert (local.billed_usd, local.estimate_usd, local.local) == (0.0, 0.5, True)
+    assert "bills nothing" in run_cost.RunCost(tuning=local, evaluations=()).markdown()
 
 
 def test_run_cost_reads_results_files_last_record_per_id_wins(tmp_path):
