@@ -15,10 +15,11 @@ from prefect.settings import PREFECT_API_URL
 from pydantic import Field
 
 from sftflow import cost
-from sftflow.approval import ApprovalDenied, approval_markdown, ask_terminal, live_job, needs_approval, refused_message
+from sftflow.approval import ApprovalDenied, approval_markdown, ask_terminal, needs_approval, refused_message
 from sftflow.backends import make_tuner
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
+from sftflow.tuning import live_job
 from tasks.common import RETRY_TRANSIENT, retry_transient
 
 #: Seconds between a paused run's checks for a decision (Prefect's default is 10).

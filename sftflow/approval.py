@@ -14,13 +14,6 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from sftflow.cost import CostEstimate, CostGateRefused, usd
-from sftflow.tuning import _usable
-
-
-def live_job(tuner: Any, key: str) -> str | None:
-    """The job `ensure_job` would attach to for `key`, if any: its cost is committed, so no gate applies."""
-    usable = [j for j in tuner.find(key) if _usable(tuner, j)]
-    return usable[0].name if usable else None
 
 
 class ApprovalDenied(CostGateRefused):

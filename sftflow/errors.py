@@ -4,8 +4,8 @@
 a refused or failed request, a job that ended badly — so the CLI prints it as one line and the
 console hides its traceback (the Prefect UI keeps it). Anything else is a bug and keeps its
 traceback. Errors that carry a domain object (`tuning.JobFailed` and `polling.JobTimeout` with
-the job's status, `cost.CostCapExceeded` with its estimate) live beside that object and
-subclass `SftflowError`.
+the job's status, `cost.CostCapExceeded` and `approval.ApprovalDenied` with the estimate) live beside
+that object and subclass `SftflowError`.
 
 Each class keeps the builtin base it had before (ValueError, RuntimeError, ...), so an
 `except ValueError` written against it still catches it.

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sftflow import cost, storage
-from sftflow.backends.base import BackendError, TransientError
+from sftflow.errors import BackendError, TransientError
 from sftflow.data.rules import MAX_EXAMPLE_TOKENS, iter_contents_records
 from sftflow.evaluation import RateLimiter, backoff_delay
 
@@ -138,7 +138,7 @@ def vertex_counter(settings: Settings) -> CountOne:
     """count_one(example) → tokens, through google-genai's `models.count_tokens` on the base model."""
     from google.genai import types
 
-    from sftflow.backends.vertex import _call, make_genai_client
+    from sftflow.backends.vertex_client import call, make_genai_client
 
     client, model = make_genai_client(settings), settings.base_model
 
@@ -146,8 +146,8 @@ def vertex_counter(settings: Settings) -> CountOne:
         si = ex.get("systemInstruction")
         config = types.CountTokensConfig(system_instruction=si) if si else None
         try:
-            resp = _call(f"countTokens on {model}",
-                         lambda: client.models.count_tokens(model=model, contents=ex["contents"], config=config))
+            resp = call(f"countTokens on {model}",
+                        lambda: client.models.count_tokens(model=model, contents=ex["contents"], config=config))
         except (BackendError, TransientError) as exc:
             if (exc.kind or "").split(" ")[0] in ("404", "501"):
                 raise CountTokensUnavailable(str(exc)) from exc

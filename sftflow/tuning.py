@@ -139,6 +139,12 @@ def ensure_job(
 _cleaned_up_logged: set[str] = set()
 
 
+def live_job(tuner: Tuner, key: str) -> str | None:
+    """The job `ensure_job` would attach to for `key`, if any: its cost is committed, so no gate applies."""
+    usable = [j for j in tuner.find(key) if _usable(tuner, j)]
+    return usable[0].name if usable else None
+
+
 def _usable(tuner: Tuner, job: JobStatus) -> bool:
     """Alive, and not a SUCCEEDED job whose tuned model/endpoint cleanup deleted (it cannot serve any more)."""
     if not job.state.alive:

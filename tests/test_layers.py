@@ -33,8 +33,9 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.credentials", "sftflow.gcs", "sftflow.storage", "sftflow.layout", "sftflow.config",
         "sftflow.checkpoint", "sftflow.prefect_server", "sftflow.params",
     ]),
-    ("dataset formats and rules, cost estimates", [
+    ("dataset formats and rules, cost estimates, prices and the approval gate's rules", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost",
+        "sftflow.prices", "sftflow.approval",
     ]),
     ("statistics and plots (read results, never produce them)", [
         "sftflow.stats", "sftflow.plots", "sftflow.leaderboard", "sftflow.champion",
@@ -43,11 +44,11 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.backends.*",
     ]),
     ("records steps hand each other, and every step's markdown and tables", [
-        "sftflow.records", "sftflow.reporting.*",
+        "sftflow.records", "sftflow.reporting.*", "sftflow.run_cost",
     ]),
     ("steps on a backend: evaluation, tuning, polling, cleanup; one function per codelab step", [
         "sftflow.evaluation", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup", "sftflow.steps.*",
-        "sftflow.sweep",
+        "sftflow.sweep", "sftflow.token_count",
     ]),
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),

@@ -78,7 +78,8 @@ def test_thinking_tokens_count_as_billed_output(make_vertex_server, vertex_setti
     from google.genai import types
 
     from sftflow.backends.base import GenerationParams
-    from sftflow.backends.vertex import VertexGenerator, make_genai_client
+    from sftflow.backends.vertex import VertexGenerator
+    from sftflow.backends.vertex_client import make_genai_client
 
     server = make_vertex_server()
     s = vertex_settings_for(server)

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from sftflow import cost, token_count
-from sftflow.backends.base import BackendError, TransientError
+from sftflow.errors import BackendError, TransientError
 from sftflow.data.rules import validate_contents_file
 from tests.servers.vertex_fixtures import TEST_TOKEN, upload_datasets
 from tests.servers.vertex_server import count_text_tokens
