@@ -1,9 +1,9 @@
 """What a tuning job will cost, before it is submitted, and the hard cap that refuses it.
 
 The estimate is a typed record (`CostEstimate`) built by `estimate_tuning_cost` from per-file
-token counts; the counts come from `count_file_tokens` (characters / 4 today). A counter that
-matches the bill (Vertex `countTokens`) only has to produce the same `FileTokens` records with
-another `method`, and everything downstream (cap, dry run, artifacts, report) stays as is.
+token counts (`FileTokens`): Vertex `countTokens` counts, or the characters / 4 estimate that
+check-tuning-data computed, said which in `method` (`sftflow.token_count`). Everything downstream
+(cap, approval, dry run, artifacts, report) reads the record.
 
 Billing: Vertex AI bills supervised tuning per training token, every epoch processing the whole
 training set once (https://cloud.google.com/vertex-ai/generative-ai/pricing). Whether validation
@@ -14,12 +14,10 @@ counted and shown but left out of the total (`billed=False`).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sftflow.data.rules import example_tokens, iter_contents_records
 from sftflow.errors import SftflowError
 
 PRICE_SOURCE = "https://cloud.google.com/vertex-ai/generative-ai/pricing"
@@ -140,21 +138,6 @@ class CostEstimate:
             md.append(f"Cap (`max_tuning_cost_usd`): ${cap_usd:g}: the estimate is {verdict} it.")
         md += [f"- {n}" for n in self.notes]
         return "\n".join(md)
-
-
-def count_file_tokens(path: str | os.PathLike, role: str, uri: str | None = None, *, billed: bool = True
-                      ) -> FileTokens:
-    """Examples and estimated tokens of a contents-format JSONL file (streamed, memory flat).
-
-    Lines that are not valid examples are skipped here: validation reports them, not the estimate.
-    """
-    examples = tokens = 0
-    for _line, item, _size in iter_contents_records(os.fspath(path)):
-        if isinstance(item, list):
-            continue
-        examples += 1
-        tokens += example_tokens(item) if isinstance(item, dict) else 0
-    return FileTokens(role=role, uri=uri or os.fspath(path), examples=examples, tokens=tokens, billed=billed)
 
 
 def estimate_tuning_cost(

@@ -21,7 +21,6 @@ from sftflow.cost import (
     CostEstimate,
     FileTokens,
     check_cap,
-    count_file_tokens,
     estimate_tuning_cost,
     refusal_message,
 )
@@ -56,14 +55,6 @@ def _example(user: str, model: str) -> str:
 
 
 # ------------------------------------------------------------------------------ the estimate
-
-
-def test_count_file_tokens_is_chars_over_4_per_text_and_skips_bad_lines(tmp_path):
-    path = tmp_path / "train.jsonl"
-    # 8 + 4 chars → 2 + 1 tokens; 9 chars → 3 (rounded up) + 1 char → 1; a broken line is not counted.
-    path.write_text(_example("a" * 8, "b" * 4) + "\n" + _example("c" * 9, "d") + "\n{not json\n", encoding="utf-8")
-    f = count_file_tokens(path, "train", "gs://b/train.jsonl")
-    assert f == FileTokens(role="train", uri="gs://b/train.jsonl", examples=2, tokens=2 + 1 + 3 + 1, billed=True)
 
 
 def test_estimate_is_training_tokens_times_epochs_times_price_validation_not_billed():
