@@ -135,9 +135,12 @@ def tuning_cost(tuned: dict, price_per_million: float) -> TuningCost | None:
                       source=est["price_source"], local=local)
 
 
-def run_cost(settings: Settings, tuned: dict, evaluations: dict[str, dict]) -> RunCost:
-    """The run's cost record. `evaluations`: {label: the evaluate step's output (model, results_uri)}."""
+def run_cost(settings: Settings, tuned: dict, evaluations: dict[str, dict], batch: Iterable[str] = ()) -> RunCost:
+    """The run's cost record. `evaluations`: {label: the evaluate step's output (model, results_uri)};
+    `batch`: labels evaluated by batch prediction (billed at the batch rate)."""
     price = prices.price_for(settings.base_model, settings.backend, settings.generation_prices_usd)
-    evals = tuple(evaluation_cost(label, ev["model"], settings.base_model, read_results(ev["results_uri"]), price)
+    batch = set(batch)
+    evals = tuple(evaluation_cost(label, ev["model"], settings.base_model, read_results(ev["results_uri"]), price,
+                                  batch=label in batch)
                   for label, ev in evaluations.items())
     return RunCost(tuning=tuning_cost(tuned, settings.price_per_million_training_tokens), evaluations=evals)

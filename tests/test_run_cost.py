@@ -72,6 +72,9 @@ def test_run_cost_reads_results_files_last_record_per_id_wins(tmp_path):
     rc = run_cost.run_cost(s, {}, {"base": {"model": "gemini-2.5-flash", "results_uri": str(results)}})
     [e] = rc.evaluations
     assert (e.examples, e.input_tokens, e.output_tokens, e.usd) == (2, 30, 6, pytest.approx(30.0))
+    [b] = run_cost.run_cost(s, {}, {"base": {"model": "gemini-2.5-flash", "results_uri": str(results)}},
+                            batch={"base"}).evaluations
+    assert b.batch and b.usd == pytest.approx(15.0) and "batch rate" in run_cost.RunCost(None, (b,)).markdown()
 
 
 def test_thinking_tokens_count_as_billed_output(make_vertex_server, vertex_settings_for):
