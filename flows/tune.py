@@ -83,7 +83,7 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
     spec, estimate, checked = plan_tuning(s)
     if dry_run:
         plan = dry_run_plan(spec, estimate, backend=s.backend, cap_usd=s.max_tuning_cost_usd,
-                            storage_root=s.storage_root)
+                            storage_root=s.storage_root) | {"approve_above_usd": s.approve_above_usd}
         log.info("dry run: estimate %s (%s the $%g cap); nothing submitted",
                  cost.CostEstimate.from_dict(estimate).summary(), "within" if plan["within_cap"] else "OVER",
                  s.max_tuning_cost_usd)

@@ -66,6 +66,15 @@ def test_the_approver_sees_estimate_data_and_hyperparameters():
     assert "2,000,000" in md and "https://cloud.google.com/" in md
 
 
+def test_dry_run_says_when_approval_would_be_needed():
+    from sftflow.reporting.tuning import dry_run_lines
+
+    plan = {"estimate": EST.to_dict(), "within_cap": True, "cap_usd": 25.0, "approve_above_usd": 5.0,
+            "backend": "vertex", "job": {"epoch_count": 1}, "finished_record": False}
+    assert any(line.startswith("approval: needed (above approve_above_usd $5)") for line in dry_run_lines(plan))
+    assert not any("approval" in line for line in dry_run_lines({**plan, "approve_above_usd": 10.0}))
+
+
 # ------------------------------------------------------------------------------ flows and CLI (slow)
 
 LINE = (b'{"contents":[{"role":"user","parts":[{"text":"' + b"aaa " * 100 + b'"}]},'

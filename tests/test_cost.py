@@ -290,6 +290,7 @@ def test_cli_cap_refusal_exits_1_with_one_line_and_dry_run_calls_no_tuning_api(m
     assert f"train: {train}: 3 examples, 330 tokens, 990 tokens × epochs" in out
     assert f"val: {val}: 1 examples, 110 tokens, not billed" in out
     assert "price: $5 per 1M training tokens" in out and "cap: $0.5" in out and "within" in out
+    assert "approval: needed" not in out  # $0.00495 is below approve_above_usd ($5)
     assert "base_model: gemini-2.5-flash" in out and f"training_dataset: {train}" in out
     assert "epoch_count: 3" in out and "adapter_size: 8" in out and "tuned_model_display_name: dry" in out
     assert '"sftflow-key": "k' in out

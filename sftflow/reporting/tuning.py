@@ -56,6 +56,9 @@ def dry_run_lines(plan: dict) -> list[str]:
              f"cap: ${plan['cap_usd']:g} (max_tuning_cost_usd): the estimate is {verdict} it"]
     if not plan["within_cap"]:
         lines.append("  " + cost.refusal_message(est, plan["cap_usd"]).replace("no job was submitted. ", ""))
+    elif plan.get("approve_above_usd") is not None and est.total_usd > plan["approve_above_usd"]:
+        lines.append(f"approval: needed (above approve_above_usd ${plan['approve_above_usd']:g}): a y/N prompt on "
+                     "a terminal, --approve, or the Prefect UI for a deployment run")
     lines.append(f"job ({plan['backend']}):")
     lines += [f"  {k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in plan["job"].items()]
     if plan["finished_record"]:
