@@ -11,7 +11,7 @@ from flows.tune import gate_tuning, tune
 from sftflow import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
-from sftflow.run_cost import run_cost
+from sftflow.reporting.cost import run_cost
 from sftflow.steps.evaluate import EvalSpec
 from tasks.data import download
 from tasks.evaluation import compare_task, evaluate_task

@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.backends.*",
     ]),
     ("records steps hand each other, and every step's markdown and tables", [
-        "sftflow.records", "sftflow.reporting.*", "sftflow.run_cost",
+        "sftflow.records", "sftflow.reporting.*",
     ]),
     ("steps on a backend: evaluation, tuning, polling, cleanup; one function per codelab step", [
         "sftflow.evaluation", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup", "sftflow.steps.*",

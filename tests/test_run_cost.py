@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from sftflow import prices, run_cost
+from sftflow import prices
+from sftflow.reporting import cost as run_cost
 from sftflow.config import Settings
 
 

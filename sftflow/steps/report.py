@@ -7,7 +7,7 @@ from typing import Any
 
 from sftflow import storage
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
-from sftflow.run_cost import RunCost
+from sftflow.reporting.cost import RunCost
 from sftflow.reporting.run import build_report, render_markdown
 
 
