@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         24 * 3600.0, gt=0, description="Seconds a run paused for approval waits; then it ends with no job.",
     )
     generation_prices_usd: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="USD per 1M (input, output) tokens per base model, for what a run's "
+        {}, description="USD per 1M (input, output) tokens per base model, for what a run's "
         "evaluations cost; overrides the Vertex AI list prices in sftflow/prices.py "
         "(https://cloud.google.com/vertex-ai/generative-ai/pricing). A tuned endpoint is priced as its base model.",
     )

@@ -50,10 +50,11 @@ def test_command_line_prompts_on_a_terminal_refuses_otherwise_and_the_environmen
     assert cli_approval_default("evaluate", _Stdin(True)) == {}
     monkeypatch.setenv("SFTFLOW_APPROVAL_MODE", "approved")
     assert cli_approval_default("tune", _Stdin(False)) == {}
-    from sftflow.cli import COMMON, TUNING, _overrides, build_parser
+    from sftflow.cli import build_parser
+    from sftflow.cli_config import overrides
 
-    args = build_parser().parse_args(["tune", "--approve"])
-    assert _overrides(args, COMMON + TUNING)["approval_mode"] == "approved"
+    assert overrides(build_parser().parse_args(["tune", "--approve"]))["approval_mode"] == "approved"
+    assert overrides(build_parser().parse_args(["pipeline", "--approve"]))["approval_mode"] == "approved"
 
 
 def test_the_approver_sees_estimate_data_and_hyperparameters():

@@ -163,6 +163,7 @@ def test_cli_flags_win_over_the_recipe_and_machine_settings_go_to_the_environmen
     args = build_parser().parse_args(["pipeline", "--recipe", "r.yaml", "--samples", "4",
                                       "--set", "prefect_server=ephemeral", "--set", "temperature=0.5"])
     config, s = run_config(args)
+    assert config.pop("approval_mode") in ("prompt", "refuse")  # the CLI says how approval is asked (no UI)
     assert config == {"recipe": "r.yaml", "samples": 4, "temperature": 0.5}  # the flow's parameter: no machine setting
     assert (s.samples, s.epochs, s.run_name, s.temperature, s.prefect_server) == (4, 3, "from-recipe", 0.5, "ephemeral")
     assert os.environ["SFTFLOW_PREFECT_SERVER"] == "ephemeral"
