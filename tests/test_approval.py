@@ -95,27 +95,27 @@ def test_flow_gate_order_cap_then_approval_and_attaching_is_not_gated(make_verte
     server = make_vertex_server(job_phases=(0.2, 0.5))
     bucket, train, val = upload_datasets(gcs_bucket, LINE)
     # 330 training tokens at $5/1M = $0.00165: above approve_above_usd=0.001.
-    cfg = flow_config(server, bucket, tmp_path, approve_above_usd=0.001)
+    cfg = flow_config(server, bucket, tmp_path, approve_above_usd=0.001, train_uri=train, val_uri=val)
 
     # Tests run Prefect without a server: nobody could resume a pause, so the run ends at once.
-    state = tune(train_uri=train, val_uri=val, config={**cfg, "approval_mode": "ui"}, return_state=True)
+    state = tune(config={**cfg, "approval_mode": "ui"}, return_state=True)
     with pytest.raises(ApprovalDenied, match="no Prefect server holds this run"):
         state.result()
     # The cap is checked first: over both, the cap's refusal is what the user reads.
-    state = tune(train_uri=train, val_uri=val, config={**cfg, "approval_mode": "refuse", "max_tuning_cost_usd": 0.001},
+    state = tune(config={**cfg, "approval_mode": "refuse", "max_tuning_cost_usd": 0.001},
                  return_state=True)
     with pytest.raises(CostCapExceeded):
         state.result()
     assert _creates(server) == 0
 
     # A job for this intent already running: attaching is not gated (its cost is committed).
-    s = load_settings(**cfg, train_uri=train, val_uri=val)
+    s = load_settings(**cfg)
     VertexTuner(s).submit(build_spec(s, train, val))
-    out = tune(train_uri=train, val_uri=val, config={**cfg, "approval_mode": "refuse"})
+    out = tune(config={**cfg, "approval_mode": "refuse"})
     assert out["endpoint"] and _creates(server) == 1
 
     # Approved in advance (--approve): a new intent is submitted once.
-    out = tune(train_uri=train, val_uri=val, epochs=2, config={**cfg, "approval_mode": "approved"})
+    out = tune(config={**cfg, "epochs": 2, "approval_mode": "approved"})
     assert out["endpoint"] and _creates(server) == 2
 
 
