@@ -68,10 +68,10 @@ def sweep(
 
     prepared = PreparedData.from_json(prepare_data(config=config))  # once for the whole grid
     train, val = prepared.train, prepared.val
-    check_datasets(s, train, val)
+    checked = check_datasets(s, train, val)
     point_settings = {p.label: s.model_copy(update=p.hyperparameters()) for p in grid}
     specs = {label: build_spec(ps, train, val) for label, ps in point_settings.items()}
-    by_epochs = {e: estimate_tuning_cost(s.model_copy(update={"epochs": e}), train, val)
+    by_epochs = {e: estimate_tuning_cost(s.model_copy(update={"epochs": e}), checked)  # tokens counted once
                  for e in sorted({p.epochs for p in grid})}
     estimates = {p.label: by_epochs[p.epochs] for p in grid}
     owed = check_grid_cap({k: cost.CostEstimate.from_dict(v) for k, v in estimates.items()},
