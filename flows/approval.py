@@ -2,6 +2,7 @@
 
 `cost_gate` is called by a flow (a pause cannot happen inside a task, prefect#19435) right before a
 new job would be submitted; attaching to a job already running is not gated (its cost is committed).
+A sweep checks its grid's cap itself and asks `approval_gate` once for all its new jobs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from prefect.settings import PREFECT_API_URL
 from pydantic import Field
 
 from sftflow import cost
-from sftflow.approval import ApprovalDenied, approval_markdown, ask_terminal, needs_approval, refused_message
+from sftflow.approval import (
+    ApprovalDenied,
+    Priced,
+    approval_markdown,
+    ask_terminal,
+    needs_approval,
+    refused_message,
+)
 from sftflow.backends import make_tuner
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
@@ -29,7 +37,8 @@ PAUSE_POLL_S = 2
 class ApprovalInput(RunInput):
     """The form the Prefect UI shows on a run paused for approval."""
 
-    approve: bool = Field(description="Submit the tuning job at the estimated cost (unticked: no job, the run ends)")
+    approve: bool = Field(description="Submit the new tuning job(s) at the estimated cost "
+                                      "(unticked: none is submitted, the run ends)")
     note: str = Field("", description="Optional note, kept in the run's logs")
 
 
@@ -42,16 +51,27 @@ def cost_gate(s: Settings, spec: TuningSpec, estimate: dict, data: list[tuple[st
               job: dict) -> str:
     """Cap, then approval, before a new job; returns how it passed. Raises CostCapExceeded or
     ApprovalDenied (no job submitted) otherwise."""
-    log = get_run_logger()
     est = cost.CostEstimate.from_dict(estimate)
     if cost.within_cap(est, s.max_tuning_cost_usd) and not needs_approval(est, s.approve_above_usd):
         return f"within approve_above_usd (${s.approve_above_usd:g})"
     if name := find_live_job(s, spec.key):  # asked only when a gate would stop the run
-        log.info("tuning job %s for this intent is already running: attaching, its cost is committed", name)
+        get_run_logger().info("tuning job %s for this intent is already running: attaching, its cost is committed",
+                              name)
         return "attaching to a running job"
     cost.check_cap(est, s.max_tuning_cost_usd)
-    create_markdown_artifact(approval_markdown(est, s.approve_above_usd, s.max_tuning_cost_usd, data, job),
-                             key="tuning-approval", description=f"Approve tuning at {cost.usd(est.total_usd)}?")
+    return approval_gate(s, est, approval_markdown(est, s.approve_above_usd, s.max_tuning_cost_usd, data, job),
+                         key=f"approve-{spec.key}")
+
+
+def approval_gate(s: Settings, est: Priced, markdown: str, key: str) -> str:
+    """Approval of what new jobs will cost (one job's estimate, or a sweep's grid: one decision for all),
+    after the cap; returns how it passed, or raises ApprovalDenied. `markdown` is what the approver reads;
+    `key` names the pause (one per run)."""
+    if not needs_approval(est, s.approve_above_usd):
+        return f"within approve_above_usd (${s.approve_above_usd:g})"
+    log = get_run_logger()
+    create_markdown_artifact(markdown, key="tuning-approval",
+                             description=f"Approve tuning at {cost.usd(est.total_usd)}?")
     mode = s.approval_mode
     if mode == "approved":
         log.info("estimate %s above approve_above_usd $%g: approved in advance", est.summary(), s.approve_above_usd)
@@ -69,7 +89,7 @@ def cost_gate(s: Settings, spec: TuningSpec, estimate: dict, data: list[tuple[st
                 s.approve_above_usd, s.approval_timeout_s)
     try:
         answer = pause_flow_run(wait_for_input=ApprovalInput, timeout=int(s.approval_timeout_s),
-                                poll_interval=PAUSE_POLL_S, key=f"approve-{spec.key}")
+                                poll_interval=PAUSE_POLL_S, key=key)
     except FlowPauseTimeout:  # the server may have failed the run first ("... never resumed"): same outcome
         raise ApprovalDenied(refused_message(est, s.approve_above_usd,
                                              f"no answer within {s.approval_timeout_s:g} s")) from None

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from flows.approval import approval_gate
 from flows.common import settings_for
 from flows.prepare_data import prepare_data
 from flows.tune import build_spec, check_datasets
 from sftflow import champion, cost
+from sftflow.approval import grid_approval_markdown
 from sftflow.params import RunParams
 from sftflow.records import ChampionDecision, PreparedData, SweepResult
 from sftflow.steps.evaluate import EvalSpec
@@ -45,7 +47,8 @@ def sweep(
     """Tune every configuration of the grid, rank them against the base model, challenge the champion.
 
     A rerun attaches to the grid's running jobs or reuses finished ones (one job per intent). The
-    cost cap (`max_tuning_cost_usd`) applies to the grid's total before any job is submitted.
+    cost cap (`max_tuning_cost_usd`), then approval above `approve_above_usd` (one decision for the grid),
+    apply to the total of the grid's new jobs before any job is submitted.
 
     Args:
         epochs: Comma list of epoch counts, e.g. "1,2".
@@ -76,8 +79,10 @@ def sweep(
     estimates = {p.label: by_epochs[p.epochs] for p in grid}
     owed = check_grid_cap({k: cost.CostEstimate.from_dict(v) for k, v in estimates.items()},
                           committed_configurations(s, specs), s.max_tuning_cost_usd)
-    log.info("grid of %d configuration(s); new jobs estimated at %s in total (cap $%g)", len(grid), cost.usd(owed),
-             s.max_tuning_cost_usd)
+    log.info("grid of %d configuration(s); new jobs estimated at %s in total (cap $%g)", len(grid),
+             cost.usd(owed.total_usd), s.max_tuning_cost_usd)
+    approval_gate(s, owed, grid_approval_markdown(owed, s.approve_above_usd, s.max_tuning_cost_usd, checked),
+                  key="approve-grid")  # one decision for the grid's new jobs, before any is submitted
 
     test_path = download(prepared.test, s.work_dir / "downloads")
     spec = EvalSpec.from_settings(s)

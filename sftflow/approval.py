@@ -10,38 +10,49 @@ approval given in advance (CLI `--approve`), or a refusal when nobody can be ask
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import IO, Any
+from collections.abc import Callable, Mapping
+from typing import IO, Any, Protocol
 
-from sftflow.cost import CostEstimate, CostGateRefused, usd
+from sftflow.cost import CostEstimate, CostGateRefused, GridEstimate, usd
 
 
 class ApprovalDenied(CostGateRefused):
     """The estimate needed approval and did not get it: no job was submitted."""
 
 
-def needs_approval(estimate: CostEstimate, approve_above_usd: float) -> bool:
+class Priced(Protocol):
+    """What the gate reads: one job's CostEstimate, or a sweep's GridEstimate (its new jobs together)."""
+
+    @property
+    def total_usd(self) -> float: ...
+
+    def summary(self) -> str: ...
+
+
+def needs_approval(estimate: Priced, approve_above_usd: float) -> bool:
     return estimate.total_usd > approve_above_usd
 
 
-def refused_message(estimate: CostEstimate, approve_above_usd: float, why: str) -> str:
+def refused_message(estimate: Priced, approve_above_usd: float, why: str) -> str:
     """One line: why there is no job, the estimate, the threshold and how to approve."""
     return (f"tuning not approved ({why}): estimated cost {estimate.summary()} is above approve_above_usd "
             f"${approve_above_usd:g}; no job was submitted. Approve with --approve (CLI), in the Prefect UI "
             f"(approval_mode=ui on a deployment), or raise approve_above_usd")
 
 
-def approval_markdown(estimate: CostEstimate, approve_above_usd: float, cap_usd: float,
-                      data: list[tuple[str, str, dict]], job: dict[str, Any]) -> str:
-    """What the approver sees: the estimate, the data summary and the exact job's hyperparameters."""
-    md = [
-        f"# Approve this tuning job? {usd(estimate.total_usd)}",
+def _header(title: str, estimate: Priced, approve_above_usd: float, cap_usd: float) -> list[str]:
+    return [
+        f"# {title} {usd(estimate.total_usd)}",
         "",
         f"The estimate is above `approve_above_usd` (${approve_above_usd:g}) and within the hard cap "
         f"`max_tuning_cost_usd` (${cap_usd:g}). Nothing has been submitted: the run is waiting for a "
         "yes (the job is submitted) or a no (the run ends with no job).",
         "",
-        estimate.markdown(cap_usd).replace("# Tuning cost estimate", "## Cost estimate"),
+    ]
+
+
+def _data(data: list[tuple[str, str, dict]]) -> list[str]:
+    return [
         "",
         "## Data",
         "",
@@ -49,6 +60,16 @@ def approval_markdown(estimate: CostEstimate, approve_above_usd: float, cap_usd:
         "|---|---|---:|---:|",
         *[f"| {role} | `{uri}` | {s.get('examples', 0):,} | {s.get('estimated_tokens', 0):,} |"
           for role, uri, s in data],
+    ]
+
+
+def approval_markdown(estimate: CostEstimate, approve_above_usd: float, cap_usd: float,
+                      data: list[tuple[str, str, dict]], job: dict[str, Any]) -> str:
+    """What the approver sees: the estimate, the data summary and the exact job's hyperparameters."""
+    md = [
+        *_header("Approve this tuning job?", estimate, approve_above_usd, cap_usd),
+        estimate.markdown(cap_usd).replace("# Tuning cost estimate", "## Cost estimate"),
+        *_data(data),
         "",
         "## Job",
         "",
@@ -59,7 +80,21 @@ def approval_markdown(estimate: CostEstimate, approve_above_usd: float, cap_usd:
     return "\n".join(md)
 
 
-def ask_terminal(estimate: CostEstimate, approve_above_usd: float,
+def grid_approval_markdown(grid: GridEstimate, approve_above_usd: float, cap_usd: float,
+                           data: list[tuple[str, str, dict]]) -> str:
+    """What the approver of a sweep sees: each new configuration's estimate and the total (one decision
+    for the grid), and the data summary. A label names its hyperparameters (e2-a8-lr0p5)."""
+    md = [
+        *_header(f"Approve this sweep's {len(grid.owed)} new tuning job(s)?", grid, approve_above_usd, cap_usd),
+        "## Cost estimate (configurations already tuned or running are not counted: their cost is committed)",
+        "",
+        grid.markdown(),
+        *_data(data),
+    ]
+    return "\n".join(md)
+
+
+def ask_terminal(estimate: Priced, approve_above_usd: float,
                  ask: Callable[[str], str] = input) -> bool:
     """y/N on the terminal; anything but y/yes (or end of input) is a no."""
     try:
@@ -70,9 +105,11 @@ def ask_terminal(estimate: CostEstimate, approve_above_usd: float,
     return answer.strip().lower() in ("y", "yes")
 
 
-def cli_approval_default(command: str, stdin: IO) -> dict[str, str]:
-    """How the command line asks (it has no UI to pause for): y/N on a terminal, else a refusal (unless
-    --approve, or SFTFLOW_APPROVAL_MODE, says otherwise)."""
-    if command not in ("tune", "pipeline") or "SFTFLOW_APPROVAL_MODE" in os.environ:
+def cli_approval_default(command: str, stdin: IO, given: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """How the command line asks (it has no UI to pause for): y/N on a terminal, else a refusal. It is a
+    default: none when a flag or the recipe (`given`: the values they set) or SFTFLOW_APPROVAL_MODE says."""
+    if command not in ("tune", "pipeline", "sweep") or "SFTFLOW_APPROVAL_MODE" in os.environ:
+        return {}
+    if "approval_mode" in (given or {}):
         return {}
     return {"approval_mode": "prompt" if stdin.isatty() else "refuse"}

@@ -63,6 +63,10 @@ def tuning_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--poll-interval", "poll_interval")
     add_flag(p, "--timeout", "tuning_timeout")
     add_flag(p, "--max-cost", "max_tuning_cost_usd", metavar="USD")
+    approve_flag(p)
+
+
+def approve_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--approve", dest="approval_mode", action="store_const", const="approved",
                    help="approve an estimate above approve_above_usd (default 5) without asking")
 
@@ -96,13 +100,17 @@ def run_config(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     from sftflow.errors import ConfigError
     from sftflow.params import RunParams, settings_values
 
-    # No UI to pause for here: a y/N prompt on a terminal, else a refusal (unless --approve).
-    given = to_environment({**cli_approval_default(args.command, sys.stdin), **overrides(args)})
+    given = to_environment(overrides(args))
     try:
         params = RunParams(recipe=args.recipe, **given)
+        values = settings_values(params)  # flags and recipe
+        # No UI to pause for here: a y/N prompt on a terminal, else a refusal; a default, so a flag (--approve),
+        # the recipe or SFTFLOW_APPROVAL_MODE wins over it (sftflow.params.PRECEDENCE).
+        if default := cli_approval_default(args.command, sys.stdin, values):
+            params, values = RunParams(recipe=args.recipe, **given, **default), {**values, **default}
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
-    settings = load_settings(**settings_values(params))  # fail fast, before Prefect starts, on a bad setting
+    settings = load_settings(**values)  # fail fast, before Prefect starts, on a bad setting
     return params.model_dump(mode="json", exclude_none=True), settings
 
 

@@ -12,7 +12,7 @@ from sftflow.sweep import GridError, expand_grid
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from sftflow.cli_config import add_flag, common_flags, data_flags, eval_flags
+    from sftflow.cli_config import add_flag, approve_flag, common_flags, data_flags, eval_flags
 
     p = sub.add_parser(
         "sweep", help="tune a hyperparameter grid in parallel, rank it against the base, challenge the champion",
@@ -40,6 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_flag(p, "--poll-interval", "poll_interval")
     add_flag(p, "--timeout", "tuning_timeout")
     add_flag(p, "--max-cost", "max_tuning_cost_usd", metavar="USD")
+    approve_flag(p)
     eval_flags(p)
     common_flags(p)
 

@@ -140,6 +140,31 @@ class CostEstimate:
         return "\n".join(md)
 
 
+@dataclass(frozen=True)
+class GridEstimate:
+    """What a sweep's new jobs will cost together: one figure for the cap and the approval (configurations
+    whose job already finished or is running are left out by the caller: that money is committed)."""
+
+    owed: dict[str, CostEstimate]  # configuration label → its estimate, grid order
+
+    @property
+    def total_usd(self) -> float:
+        return sum(e.total_usd for e in self.owed.values())
+
+    def parts(self) -> str:
+        return ", ".join(f"{label} {usd(e.total_usd)}" for label, e in self.owed.items())
+
+    def summary(self) -> str:
+        """One line: the total and each configuration's share (read where one job's summary would be)."""
+        return f"{usd(self.total_usd)} for the grid's {len(self.owed)} new job(s) ({self.parts()})"
+
+    def markdown(self) -> str:
+        md = ["| configuration | epochs | training tokens × epochs | USD |", "|---|---:|---:|---:|"]
+        md += [f"| {label} | {e.epochs} | {e.billed_tokens:,} | {usd(e.total_usd)} |" for label, e in self.owed.items()]
+        md.append(f"| **total** | | {sum(e.billed_tokens for e in self.owed.values()):,} | **{usd(self.total_usd)}** |")
+        return "\n".join(md)
+
+
 def estimate_tuning_cost(
     files: Iterable[FileTokens],
     *,

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from sftflow.cost import CostCapExceeded, CostEstimate, usd
+from sftflow.cost import CostCapExceeded, CostEstimate, GridEstimate, usd
 from sftflow.errors import SftflowError
 
 ADAPTER_SIZES = (1, 2, 4, 8, 16)
@@ -147,12 +147,11 @@ class GridCostCapExceeded(CostCapExceeded):
                   f"--max-cost {max(math.ceil(total_usd), 1)} or narrow the grid")
 
 
-def check_grid_cap(estimates: dict[str, CostEstimate], finished: Iterable[str], cap_usd: float) -> float:
-    """The total of the configurations still to be paid (those without a finished job); raises
+def check_grid_cap(estimates: dict[str, CostEstimate], finished: Iterable[str], cap_usd: float) -> GridEstimate:
+    """The configurations still to be paid (those without a finished or running job) as one figure; raises
     GridCostCapExceeded above the cap, before any job of the grid is submitted."""
     done = set(finished)
-    owed = {label: est.total_usd for label, est in estimates.items() if label not in done}
-    total = sum(owed.values())
-    if total > cap_usd:
-        raise GridCostCapExceeded(total, cap_usd, owed)
-    return total
+    grid = GridEstimate({label: est for label, est in estimates.items() if label not in done})
+    if grid.total_usd > cap_usd:
+        raise GridCostCapExceeded(grid.total_usd, cap_usd, {k: e.total_usd for k, e in grid.owed.items()})
+    return grid

@@ -12,7 +12,14 @@ import sys
 
 import pytest
 
-from sftflow.approval import ApprovalDenied, approval_markdown, ask_terminal, cli_approval_default, needs_approval
+from sftflow.approval import (
+    ApprovalDenied,
+    approval_markdown,
+    ask_terminal,
+    cli_approval_default,
+    needs_approval,
+    refused_message,
+)
 from sftflow.cost import CostCapExceeded, FileTokens, estimate_tuning_cost
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config, upload_datasets
 
@@ -56,6 +63,50 @@ def test_command_line_prompts_on_a_terminal_refuses_otherwise_and_the_environmen
     assert overrides(build_parser().parse_args(["tune", "--approve"]))["approval_mode"] == "approved"
     assert overrides(build_parser().parse_args(["pipeline", "--approve"]))["approval_mode"] == "approved"
 
+
+
+def test_the_command_line_default_is_only_a_default_flag_recipe_and_environment_win(tmp_path, monkeypatch):
+    """PRECEDENCE: explicit > recipe > environment > default; the CLI's terminal-dependent choice is the default."""
+    from sftflow.cli import build_parser
+    from sftflow.cli_config import run_config
+
+    monkeypatch.delenv("SFTFLOW_APPROVAL_MODE", raising=False)
+    monkeypatch.setattr(sys, "stdin", _Stdin(False))  # no terminal, as in CI or a cron job
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("approval_mode: approved\n")
+
+    def mode(*argv: str) -> tuple[str | None, str]:
+        config, s = run_config(build_parser().parse_args(list(argv)))
+        return config.get("approval_mode"), s.approval_mode
+
+    assert mode("tune") == ("refuse", "refuse") and mode("sweep") == ("refuse", "refuse")
+    assert mode("tune", "--recipe", str(recipe)) == (None, "approved")  # the recipe's, not the CLI's default
+    assert mode("sweep", "--recipe", str(recipe)) == (None, "approved")
+    assert mode("tune", "--recipe", str(recipe), "--set", "approval_mode=refuse") == ("refuse", "refuse")
+    assert mode("sweep", "--approve") == ("approved", "approved")
+    monkeypatch.setenv("SFTFLOW_APPROVAL_MODE", "ui")
+    assert mode("pipeline") == (None, "ui")
+    assert mode("pipeline", "--recipe", str(recipe)) == (None, "approved")  # recipe > environment
+
+
+def test_a_grid_is_approved_once_for_its_new_jobs_only():
+    from sftflow.approval import grid_approval_markdown
+    from sftflow.sweep import check_grid_cap
+
+    two = estimate_tuning_cost(EST.files, epochs=2, price_per_million=5.0)
+    estimates = {"e1-a4-lr1": EST, "e2-a4-lr1": two, "e2-a8-lr1": two}
+    grid = check_grid_cap(estimates, ["e2-a8-lr1"], 100.0)  # its job is running or finished: committed
+    assert grid.total_usd == 30.0 and list(grid.owed) == ["e1-a4-lr1", "e2-a4-lr1"]
+    assert needs_approval(grid, 29.0) and not needs_approval(grid, 30.0)
+    assert not needs_approval(check_grid_cap(estimates, estimates, 100.0), 0.0)  # all committed: nothing owed
+    message = refused_message(grid, 5.0, "not asked: no terminal")
+    assert message.startswith("tuning not approved (not asked: no terminal): estimated cost $30.00 for the grid's "
+                              "2 new job(s) (e1-a4-lr1 $10.00, e2-a4-lr1 $20.00) is above approve_above_usd $5")
+    md = grid_approval_markdown(grid, 5.0, 100.0, [("train", "gs://b/t.jsonl", {"examples": 1000})])
+    assert md.startswith("# Approve this sweep's 2 new tuning job(s)? $30.00")
+    assert "| e1-a4-lr1 | 1 | 2,000,000 | $10.00 |" in md and "| e2-a4-lr1 | 2 | 4,000,000 | $20.00 |" in md
+    assert "| **total** | | 6,000,000 | **$30.00** |" in md and "e2-a8-lr1" not in md
+    assert "| train | `gs://b/t.jsonl` | 1,000 |" in md and "`max_tuning_cost_usd` ($100)" in md
 
 def test_the_approver_sees_estimate_data_and_hyperparameters():
     data = [("train", "gs://b/t.jsonl", {"examples": 1000, "estimated_tokens": 1_900_000})]

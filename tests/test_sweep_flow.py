@@ -115,6 +115,35 @@ def test_grid_over_the_cost_cap_submits_nothing(make_vertex_server, gcs_bucket, 
     assert server.count("POST", ":generateContent") == 0
 
 
+
+def test_grid_above_approve_above_usd_needs_one_approval_for_its_new_jobs(make_vertex_server, gcs_bucket, tmp_path):
+    """approval_mode=refuse (the CLI without a terminal) submits nothing; approved proceeds; a rerun whose jobs
+    are all committed is not asked again. Small datasets (330 training tokens an epoch), so it stays quick."""
+    from sftflow.approval import ApprovalDenied
+    from tests.servers.vertex_fixtures import upload_datasets
+
+    server = make_vertex_server(job_phases=(0.2, 0.4))
+    line = (b'{"contents":[{"role":"user","parts":[{"text":"' + b"aaa " * 100 + b'"}]},'
+            b'{"role":"model","parts":[{"text":"' + b"bbb " * 10 + b'"}]}]}\n')
+    _, train, val = upload_datasets(gcs_bucket, line)
+    config = flow_config(server, gcs_bucket, tmp_path, train_uri=train, val_uri=val, test_uri=sample_paths()["test"],
+                         samples=2, rpm=6000, approve_above_usd=0.001)
+    grid = {"epochs": "1,2", "promote": False}
+
+    with pytest.raises(ApprovalDenied) as refused:
+        sweep(**grid, config={**config, "approval_mode": "refuse"})
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("tuning not approved (not asked: no terminal): estimated cost ")
+    assert re.search(r"for the grid's 2 new job\(s\) \(e1-a4-lr1 \$\S+, e2-a4-lr1 \$\S+\) is above "
+                     r"approve_above_usd \$0\.001; no job was submitted\. Approve with --approve", message), message
+    assert server.count("POST", "/tuningJobs") == 0 and server.count("POST", ":generateContent") == 0
+
+    out = sweep(**grid, config={**config, "approval_mode": "approved"})
+    assert server.count("POST", "/tuningJobs") == 2 and {e["label"] for e in out["entries"]} == {"e1-a4-lr1",
+                                                                                              "e2-a4-lr1"}
+    again = sweep(**grid, config={**config, "approval_mode": "refuse"})  # nothing new to pay: not gated
+    assert server.count("POST", "/tuningJobs") == 2 and again["best"] == out["best"]
+
 def _cli_sweep(server, gcs_emulator, bucket, tmp_path, *extra):
     paths = sample_paths()
     env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
