@@ -81,8 +81,9 @@ def sweep(
                           committed_configurations(s, specs), s.max_tuning_cost_usd)
     log.info("grid of %d configuration(s); new jobs estimated at %s in total (cap $%g)", len(grid),
              cost.usd(owed.total_usd), s.max_tuning_cost_usd)
-    approval_gate(s, owed, grid_approval_markdown(owed, s.approve_above_usd, s.max_tuning_cost_usd, checked),
-                  key="approve-grid")  # one decision for the grid's new jobs, before any is submitted
+    passed = approval_gate(s, owed, grid_approval_markdown(owed, s.approve_above_usd, s.max_tuning_cost_usd, checked),
+                           key="approve-grid")  # one decision for the grid's new jobs, before any is submitted
+    log.info("approval: %s", passed)
 
     test_path = download(prepared.test, s.work_dir / "downloads")
     spec = EvalSpec.from_settings(s)
