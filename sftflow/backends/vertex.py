@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 KEY_LABEL = "sftflow-key"
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{1,63}$")
 _BLOCK_REASONS = {"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
-_HARM_CATEGORIES = (
+HARM_CATEGORIES = (
     types.HarmCategory.HARM_CATEGORY_HARASSMENT,
     types.HarmCategory.HARM_CATEGORY_HATE_SPEECH,
     types.HarmCategory.HARM_CATEGORY_SEXUALLY_EXPLICIT,
@@ -78,7 +78,7 @@ class VertexGenerator:
         config = types.GenerateContentConfig(
             temperature=params.temperature,
             max_output_tokens=params.max_output_tokens,
-            safety_settings=[types.SafetySetting(category=c, threshold=threshold) for c in _HARM_CATEGORIES],
+            safety_settings=[types.SafetySetting(category=c, threshold=threshold) for c in HARM_CATEGORIES],
             http_options=types.HttpOptions(timeout=int(params.timeout_s * 1000)),
         )
         start = time.perf_counter()
@@ -86,7 +86,7 @@ class VertexGenerator:
             f"generateContent on {self.model}",
             lambda: self._client.models.generate_content(model=self.model, contents=prompt, config=config),
         )
-        return _to_generation(response, time.perf_counter() - start)
+        return to_generation(response, time.perf_counter() - start)
 
 
 def _enum_name(value: Any) -> str | None:
@@ -95,7 +95,8 @@ def _enum_name(value: Any) -> str | None:
     return getattr(value, "name", None) or str(value)
 
 
-def _to_generation(response: types.GenerateContentResponse, latency_s: float) -> Generation:
+def to_generation(response: types.GenerateContentResponse, latency_s: float | None) -> Generation:
+    """A response as a Generation (online and batch answers go through here alike)."""
     usage = response.usage_metadata
     prompt_tokens = usage.prompt_token_count if usage else None
     # Thinking is billed as output tokens (https://cloud.google.com/vertex-ai/generative-ai/pricing).

@@ -27,7 +27,8 @@ SAFETY block (`[[SAFETY]]`) and an empty answer (`[[EMPTY]]`); thinking models c
 and return thought parts when asked (`thinkingConfig.includeThoughts`, or `thoughts_unasked=True`).
 Faults are injected from a seeded RNG. countTokens answers a deterministic count (`count_text_tokens`:
 words and punctuation marks) and refuses what generateContent refuses; `count_tokens_route=False` makes
-the route absent (404 "No route"), as on an endpoint without it.
+the route absent (404 "No route"), as on an endpoint without it. Batch prediction (`batchPredictionJobs`)
+lives in tests/servers/vertex_batch.py; its knobs are on `server.batch`.
 
 Run standalone: ``python -m tests.servers.vertex_server --port 0 --latency 0.25 --gcs-url URL`` prints
 the base URL as its first stdout line and serves until SIGTERM.
@@ -139,6 +140,16 @@ def count_text_tokens(text: str) -> int:
 def _first_sentence(text: str) -> str:
     m = re.search(r"[.!?](\s|$)", text)
     return (text[: m.start() + 1] if m else text).strip()
+
+
+def base_answer_text(prompt: str) -> str:
+    """What a base model answers (online and batch alike): the article's first words."""
+    return " ".join(_article(prompt).split()[:_WORDS_BASE])
+
+
+def tuned_answer_text(prompt: str) -> str:
+    """What a tuned model answers (online and batch alike): the article's first sentence."""
+    return _first_sentence(_article(prompt))
 
 
 def _as_list(value: Any) -> list:
@@ -294,6 +305,9 @@ class VertexTestServer:
         self.cancel_fault: int | None = None  # :cancel answers this HTTP status instead of cancelling
         self._list_barrier: threading.Barrier | None = None
         self._held_lists = 0
+        from tests.servers.vertex_batch import BatchPredictions
+
+        self.batch = BatchPredictions(self, seed=seed)  # batchPredictionJobs; knobs on server.batch
 
     @property
     def parent(self) -> str:
@@ -487,6 +501,7 @@ class VertexTestServer:
             ("DELETE", r"models/([^/:@]+)(?:@([^/:]+))?", self._delete_model),
             ("DELETE", r"models/([^/:@]+)@([^/:]+):deleteVersion", self._delete_model),
             ("POST", r"models/([^/:@]+)(?:@([^/:]+))?:mergeVersionAliases", self._merge_aliases),
+            *self.batch.routes(),
         ]
         for meth, pattern, fn in routes:
             mm = re.fullmatch(pattern, rest)
@@ -610,8 +625,7 @@ class VertexTestServer:
                 "not have access to it. Please ensure you are using a valid model version. For more information, "
                 "see: https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions",
             )
-        text = " ".join(_article(prompt).split()[:_WORDS_BASE])
-        return self._answer(prompt, text, config, model, model)
+        return self._answer(prompt, base_answer_text(prompt), config, model, model)
 
     def _generate_endpoint(self, parent, eid, *, query, body, entry):
         prompt, config = self._check_generate(body, eid)
@@ -624,17 +638,22 @@ class VertexTestServer:
             model = self._models[ep.deployed[did]]
         entry["deployed_model_id"] = did
         self._prompt_fault(prompt)
-        text = _first_sentence(_article(prompt))
-        job = ep.job or model.job
+        return self._answer(prompt, self.tuned_text(prompt, ep.job or model.job, ep.epoch), config, ep.name,
+                            model.base_model)
+
+    def tuned_text(self, prompt: str, job: Any, epoch: int | None = None) -> str:
+        """What a tuned model answers (online and batch alike): the article's first sentence, or what
+        `tuned_answer` makes of the job's hyperparameters and the epoch (the last one unless given)."""
+        text = tuned_answer_text(prompt)
         if self.tuned_answer is not None and job is not None:
             hyper = get(get(job.body, "supervised_tuning_spec") or {}, "hyper_parameters") or {}
             epochs = int(get(hyper, "epoch_count") or 1)
             answer = self.tuned_answer(
                 {"epochs": epochs, "adapter_size": get(hyper, "adapter_size"),
                  "learning_rate_multiplier": float(get(hyper, "learning_rate_multiplier") or 1.0)},
-                ep.epoch or epochs, _article(prompt))
+                epoch or epochs, _article(prompt))
             text = text if answer is None else answer
-        return self._answer(prompt, text, config, ep.name, model.base_model)
+        return text
 
     # ------------------------------------------------------------------ countTokens
     def _count_tokens(self, parent, model, *, query, body):
