@@ -74,6 +74,7 @@ def approve_flag(p: argparse.ArgumentParser) -> None:
 def eval_flags(p: argparse.ArgumentParser) -> None:
     for name in ("samples", "concurrency", "rpm"):
         add_flag(p, "--" + name, name)
+    add_flag(p, "--mode", "eval_mode")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

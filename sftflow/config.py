@@ -177,6 +177,38 @@ class Settings(BaseSettings):
         "exactly the errored examples again.",
     )
 
+    eval_mode: Literal["auto", "batch", "online"] = Field(
+        "auto",
+        description="How evaluations ask the model: 'online' (one request per example), 'batch' (Vertex AI "
+        "batch prediction: half the price, no per-minute quota, minutes to hours of queueing) or 'auto' "
+        "(batch on vertex with a bucket and at least batch_min_examples examples; online otherwise and on local).",
+    )
+    batch_min_examples: int = Field(500, ge=1, description="eval_mode=auto: evaluate in batch from this many examples.")
+    batch_pending_timeout: float = Field(
+        2 * 3600.0, gt=0, description="Seconds a batch job may stay PENDING before it is cancelled (and the "
+        "remaining examples go online, see batch_fallback_online).",
+    )
+    batch_fallback_online: bool = Field(
+        True, description="After a batch job is cancelled for staying PENDING too long, evaluate the rest online; "
+        "false: fail instead.",
+    )
+    batch_online_below: int = Field(
+        50, ge=0, description="Failed batch rows are asked again in a follow-up batch job, or online when fewer "
+        "than this many remain.",
+    )
+    batch_poll_interval: float = Field(30.0, ge=MIN_POLL_INTERVAL, description="Seconds between batch-job polls.")
+    price_per_million_input_tokens: float = Field(
+        0.30, ge=0, description="USD per 1M input tokens of the evaluated model, online (Gemini 2.5 Flash text "
+        "as listed on https://cloud.google.com/vertex-ai/generative-ai/pricing in 2025; set your contract's price).",
+    )
+    price_per_million_output_tokens: float = Field(
+        2.50, ge=0, description="USD per 1M output tokens, online (Gemini 2.5 Flash, same source).",
+    )
+    batch_discount: float = Field(
+        0.5, ge=0, le=1, description="Share of the online price batch prediction saves (Vertex AI: 50%, "
+        "https://cloud.google.com/vertex-ai/generative-ai/docs/multimodal/batch-prediction-gemini).",
+    )
+
     # --- Vertex connection -----------------------------------------------------------------
     vertex_base_url: str | None = Field(
         None,

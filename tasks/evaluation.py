@@ -7,6 +7,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from sftflow import layout, storage
+from sftflow.progress import TerminalProgress, fan_out
 from sftflow.records import ComparisonOutcome, Evaluation
 from sftflow.reporting.comparison import metrics_table_rows
 from sftflow.stats import Comparison
@@ -22,10 +23,10 @@ def evaluate_model(spec: EvalSpec, model: str, test_path: str, label: str) -> Ev
     """sftflow.steps.evaluate.evaluate_and_save, cached on the evaluation's identity (EvalSpec.identity,
     model, test-set content, label); a result with errored examples is never cached."""
     log = get_run_logger()
-    log.info("evaluating %s on the first %d examples (concurrency %d, %g rpm)", model, spec.samples,
-             spec.concurrency, spec.rpm)
-    ev = evaluate_and_save(spec, model, test_path, label,
-                           on_progress=ProgressArtifact(f"Evaluating {model} ({label})"))
+    log.info("evaluating %s on the first %d examples (mode %s; concurrency %d, %g rpm)", model, spec.samples,
+             spec.eval_mode, spec.concurrency, spec.rpm)
+    progress = fan_out(ProgressArtifact(f"Evaluating {model} ({label})"), TerminalProgress(label, log.info))
+    ev = evaluate_and_save(spec, model, test_path, label, on_progress=progress)
     if ev.errors:
         do_not_cache()
         for line in ev.errors:

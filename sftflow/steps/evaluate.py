@@ -13,11 +13,13 @@ from typing import Any
 from pydantic import SecretStr
 
 from sftflow import layout, plots, stats, storage
-from sftflow.backends import make_generator
 from sftflow.backends.base import GenerationParams
 from sftflow.config import Settings
 from sftflow.data.testset import read_test_csv
-from sftflow.evaluation import check_error_rate, evaluate
+from sftflow.batch.cost import cost_line, generation_cost
+from sftflow.batch.mode import run_evaluation
+from sftflow.batch.run import BatchNotes
+from sftflow.evaluation import check_error_rate
 from sftflow.progress import ProgressFn
 from sftflow.records import Evaluation
 from sftflow.reporting.evaluation import evaluation_markdown
@@ -54,6 +56,20 @@ class EvalSpec:
     samples: int
     generation: GenerationParams
     run_root: str  # where the results are written
+    # How the answers are asked for, not what they are: online and batch write the same records (a test
+    # shows their paired difference is 0) into the same checkpoint, so switching mode mid-way reuses both.
+    eval_mode: str = field(metadata=NOT_IN_KEY)
+    batch_min_examples: int = field(metadata=NOT_IN_KEY)
+    batch_pending_timeout: float = field(metadata=NOT_IN_KEY)
+    batch_fallback_online: bool = field(metadata=NOT_IN_KEY)
+    batch_online_below: int = field(metadata=NOT_IN_KEY)
+    batch_poll_interval: float = field(metadata=NOT_IN_KEY)
+    claim_stale_after: float = field(metadata=NOT_IN_KEY)
+    cancel_job_on_interrupt: bool = field(metadata=NOT_IN_KEY)
+    # Prices only change the report's cost line.
+    price_per_million_input_tokens: float = field(metadata=NOT_IN_KEY)
+    price_per_million_output_tokens: float = field(metadata=NOT_IN_KEY)
+    batch_discount: float = field(metadata=NOT_IN_KEY)
     work_dir: Path = field(metadata=NOT_IN_KEY)  # checkpoints, model cache
     concurrency: int = field(default=8, metadata=NOT_IN_KEY)
     rpm: float = field(default=300.0, metadata=NOT_IN_KEY)
@@ -77,6 +93,11 @@ class EvalSpec:
                 for v in [getattr(self, f.name)]}
 
 
+def batch_lines(batch: dict | None) -> list[str]:
+    """What a batch evaluation did (jobs, fallback), one line each; nothing for online mode."""
+    return BatchNotes(**batch).lines() if batch else []
+
+
 def eval_identity(spec: EvalSpec, model: str, test_path: str, label: str) -> list:
     """The identity of one evaluation: the spec's, the model, the test set's content, the label."""
     return [spec.identity(), model, storage.fingerprint(test_path), label]
@@ -97,21 +118,24 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
     ident = hashlib.sha256(json.dumps(eval_identity(spec, model, test_path, label), default=str,
                                       sort_keys=True).encode()).hexdigest()
     checkpoint = layout.checkpoint_path(spec.work_dir, label, ident)
-    generator = make_generator(spec, model)  # type: ignore[arg-type] - EvalSpec has the fields it reads
-    results = evaluate(generator, examples, params=spec.generation, checkpoint=checkpoint,
-                       concurrency=spec.concurrency, rpm=spec.rpm, max_attempts=spec.max_attempts,
-                       on_progress=on_progress)
+    results, mode, batch = run_evaluation(spec, model, examples, params=spec.generation, checkpoint=checkpoint,
+                                          batch_root=storage.join(out_dir, "batch", ident[:16]),
+                                          on_progress=on_progress)
+    cost = generation_cost(results, mode=mode, price_in=spec.price_per_million_input_tokens,
+                           price_out=spec.price_per_million_output_tokens, discount=spec.batch_discount)
     error_lines = check_error_rate(results, spec.max_error_rate, model)  # raises above the threshold
     summary = stats.summarize(results)
     counts = stats.counts(results)
     results_uri = storage.write_text(storage.join(out_dir, "results.jsonl"), results_to_jsonl(results),
                                      "application/jsonl")
     storage.write_text(storage.join(out_dir, "summary.json"),
-                       json.dumps({"model": model, "label": label, "summary": summary, "counts": counts}, indent=2),
+                       json.dumps({"model": model, "label": label, "summary": summary, "counts": counts,
+                                   "mode": mode, "batch": batch, "cost": cost}, indent=2),
                        "application/json")
     plot_uri = storage.write_bytes(storage.join(out_dir, "distribution.png"),
                                    plots.plot_single_distribution(results, label), "image/png")
     md = evaluation_markdown(summary, results, model)
+    md += "\n\n" + "\n".join(f"- {line}" for line in [f"Mode: {mode}", *batch_lines(batch), cost_line(cost)])
     md += f"\n\nResults: `{results_uri}`  \nPlot: `{plot_uri}`\n"
     report_uri = storage.write_text(storage.join(out_dir, "report.md"), md, "text/markdown")
     return Evaluation(label=label, model=model, results_uri=results_uri, report_uri=report_uri,
