@@ -160,7 +160,7 @@ def _usable(tuner: Tuner, job: JobStatus) -> bool:
 
 def _submit(tuner: Tuner, spec: TuningSpec) -> str:
     name = tuner.submit(spec)
-    log.info("submitted tuning job %s for key %s", name, spec.key)
+    log.info("submitted job %s for key %s", name, spec.key)
     return name
 
 

@@ -140,7 +140,7 @@ class BatchPredictions:
         self.cancels = 0
         self._seed = seed
         self._jobs: dict[str, _BatchJob] = {}
-        self._failed_runs: dict[str, int] = {}  # prompt hash -> times it failed
+        self._failed_runs: dict[str, int] = {}  # hash of (model, prompt) -> times it failed
         self._lock = threading.RLock()
 
     def routes(self) -> list[tuple[str, str, Any]]:
@@ -284,10 +284,10 @@ class BatchPredictions:
         except _HttpError as exc:
             row.fails = f"Bad Request: {json.dumps({'error': {'code': exc.code, 'message': exc.message, 'status': exc.status}})}"
             return
-        h = hashlib.sha256(prompt.encode()).hexdigest()
-        rng = random.Random(f"{self._seed}:{h}:{self._failed_runs.get(h, 0)}")
+        h = hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()
+        draw = int(hashlib.sha256(f"{self._seed}:{h}:{self._failed_runs.get(h, 0)}".encode()).hexdigest()[:8], 16)
         if (self.fail_marker and self.fail_marker in prompt) or (
-                self._failed_runs.get(h, 0) < self.fail_times and rng.random() < self.fail_rate):
+                self._failed_runs.get(h, 0) < self.fail_times and draw / 2**32 < self.fail_rate):
             self._failed_runs[h] = self._failed_runs.get(h, 0) + 1
             row.fails = ("Internal error occurred. Failed to get generateContentResponse: RESOURCE_EXHAUSTED "
                          "(test server: injected row failure)")
