@@ -188,6 +188,23 @@ def test_pending_timeout_without_fallback_is_a_clear_error(setup):
     assert server.batch.cancels == 1
 
 
+def test_an_interrupt_while_waiting_cancels_the_job(setup):
+    server, settings, bucket, tmp_path = setup
+    server.batch.pending_s = 3600
+    polls = []
+
+    def sleep(seconds):
+        polls.append(seconds)
+        if len(polls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_batch(VertexBatchJobs(settings), examples(3), model="gemini-2.5-flash",
+                       batch_model="gemini-2.5-flash", params=PARAMS, checkpoint=tmp_path / "ck.jsonl",
+                       options=_options(bucket), sleep=sleep)
+    assert server.batch.creates == 1 and server.batch.cancels == 1
+
+
 _CHILD = """
 import sys
 from sftflow.backends.base import GenerationParams

@@ -88,7 +88,8 @@ def run_evaluation(settings: Settings, model: str, examples: Sequence[TestExampl
     options = BatchOptions(root=batch_root, poll_interval=settings.batch_poll_interval,
                            pending_timeout=settings.batch_pending_timeout,
                            fallback_online=settings.batch_fallback_online, online_below=settings.batch_online_below,
-                           max_rounds=settings.max_attempts, claim_stale_after=settings.claim_stale_after)
+                           max_rounds=settings.max_attempts, claim_stale_after=settings.claim_stale_after,
+                           cancel_on_interrupt=settings.cancel_job_on_interrupt)
     log.info("evaluating %s on %d examples with Vertex AI batch prediction (input under %s)", model,
              len(examples), batch_root)
     results, notes = evaluate_batch(VertexBatchJobs(settings), examples, model=model,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sftflow import storage
-from sftflow.backends.base import BackendError, GenerationParams, JobState, JobStatus, TransientError
+from sftflow.backends.base import GenerationParams, JobState, JobStatus, TransientError
 from sftflow.batch.jobs import BatchSpec
 from sftflow.batch.requests import ID_LABEL, id_label, ids_of, parse_predictions, prompt_hash, requests_jsonl
 from sftflow.data.testset import TestExample
@@ -53,6 +53,7 @@ class BatchOptions:
     online_below: int = 50
     max_rounds: int = 6
     claim_stale_after: float = 300.0
+    cancel_on_interrupt: bool = True  # Ctrl-C, SIGTERM (a cancelled flow run): cancel the job, stop the meter
 
 
 @dataclass
@@ -126,6 +127,19 @@ def wait_for_job(jobs, name: str, *, poll_interval: float, pending_timeout: floa
             on_status(final)
             return final, True
         sleep(poll_interval)
+
+
+def _cancel_on_interrupt(jobs, name: str, enabled: bool) -> None:
+    if not enabled:
+        log.warning("interrupted: batch job %s keeps running (cancel_job_on_interrupt=false); a rerun attaches to it",
+                    name)
+        return
+    log.warning("interrupted: cancelling batch job %s (cancel_job_on_interrupt=true)", name)
+    try:
+        jobs.cancel(name)
+    except Exception as exc:  # noqa: BLE001 - the interrupt must still propagate
+        log.error("cancelling batch job %s failed (%s): it may still be running and billing; cancel it in the "
+                  "console", name, exc)
 
 
 def _read_outputs(status: JobStatus) -> str:
@@ -217,9 +231,14 @@ def evaluate_batch(
                                 **{k: st.stats[k] for k in ("succeeded", "failed", "incomplete") if k in st.stats})
                     report(live=int(st.stats.get("succeeded", 0)) if not st.state.ended else 0)
 
-                status, timed_out = wait_for_job(jobs, name, poll_interval=options.poll_interval,
-                                                 pending_timeout=options.pending_timeout, on_status=on_status,
-                                                 sleep=sleep, clock=clock)
+                try:
+                    status, timed_out = wait_for_job(jobs, name, poll_interval=options.poll_interval,
+                                                     pending_timeout=options.pending_timeout, on_status=on_status,
+                                                     sleep=sleep, clock=clock)
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):  # an interrupt, not a polling failure
+                        _cancel_on_interrupt(jobs, name, options.cancel_on_interrupt)
+                    raise
                 preds, unmatched = parse_predictions(_read_outputs(status), by_label, by_hash, source=name)
                 notes.unmatched_rows += unmatched
                 answered = failed = 0
@@ -282,5 +301,5 @@ def evaluate_batch(
     return results, notes
 
 
-__all__ = ["ID_LABEL", "BackendError", "BatchNotes", "BatchOptions", "BatchPendingTimeout", "batch_key",
+__all__ = ["ID_LABEL", "BatchNotes", "BatchOptions", "BatchPendingTimeout", "batch_key",
            "evaluate_batch", "wait_for_job"]
