@@ -106,13 +106,26 @@ class ProgressArtifact:
 
     def __init__(self, description: str, key: str | None = None, min_step: float = 1.0):
         self._id = create_progress_artifact(progress=0.0, key=key, description=description)
+        self._description = description
         self._last = -1.0
+        self._last_note: str | None = None
         self._min_step = min_step
 
     def __call__(self, done: int, total: int | None, info: dict | None = None) -> None:
         if not total:
             return
         pct = round(100.0 * done / total, 1)
-        if pct - self._last >= self._min_step or done >= total:
-            update_progress_artifact(artifact_id=self._id, progress=pct)
-            self._last = pct
+        note = _batch_note(info or {})
+        if pct - self._last >= self._min_step or done >= total or note != self._last_note:
+            description = f"{self._description}: {note}" if note else None
+            update_progress_artifact(artifact_id=self._id, progress=pct, description=description)
+            self._last, self._last_note = pct, note
+
+
+def _batch_note(info: dict) -> str | None:
+    """A batch job's state and completion stats, for the progress artifact's description."""
+    if info.get("mode") != "batch" or not info.get("state"):
+        return None
+    stats = "" if "succeeded" not in info else (
+        f", {info['succeeded']} answered, {info.get('failed', 0)} failed, {info.get('incomplete', 0)} to go")
+    return f"batch job round {info.get('round', 1)} {info['state']}{stats}"

@@ -8,6 +8,7 @@ import pytest
 from flows.pipeline import sft_pipeline
 from sftflow import storage
 from sftflow.data.samples import sample_paths
+from tests.flowutil import flow_artifacts
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -23,7 +24,11 @@ def test_pipeline_in_batch_mode_end_to_end(make_vertex_server, gcs_bucket, tmp_p
               "vertex_base_url": server.base_url, "poll_interval": 1, "batch_poll_interval": 1,
               "local_root": str(tmp_path / "root"), "train_uri": paths["train"], "val_uri": paths["val"],
               "test_uri": paths["test"], "samples": 12, "eval_mode": "batch", "batch_online_below": 50}
-    out = sft_pipeline(config=config)
+    state = sft_pipeline(config=config, return_state=True)
+    out = state.result()
+    progress = [a for a in flow_artifacts(state) if a.type == "progress"]
+    assert len(progress) == 2 and all(a.data == 100.0 for a in progress)
+    assert all("batch job round 1 SUCCEEDED" in (a.description or "") for a in progress), progress
     assert server.batch.creates == 2
     models = sorted(r["body"]["model"] for r in server.requests
                     if r["method"] == "POST" and r["path"].endswith("/batchPredictionJobs") and r["status"] == 200)

@@ -77,8 +77,11 @@ def run_evaluation(settings: Settings, model: str, examples: Sequence[TestExampl
     def online(todo: Sequence[TestExample]) -> list[ExampleResult]:
         if gen_holder[0] is None:
             gen_holder[0] = make_generator(settings, model)
+        offset = len(examples) - len(todo)  # after batch: progress still counts all examples
+        progress = on_progress if not offset or on_progress is None else (
+            lambda done, total, info: on_progress(done + offset, total + offset, info))
         return evaluate(gen_holder[0], todo, params=params, checkpoint=checkpoint, concurrency=settings.concurrency,
-                        rpm=settings.rpm, max_attempts=settings.max_attempts, on_progress=on_progress)
+                        rpm=settings.rpm, max_attempts=settings.max_attempts, on_progress=progress)
 
     if mode == "online":
         return online(examples), mode, None
