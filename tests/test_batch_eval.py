@@ -245,3 +245,38 @@ def test_a_caller_killed_mid_job_and_rerun_creates_no_second_job(setup):
                                     options=_options(bucket))
     assert server.batch.creates == 1 and notes.jobs[0]["attached"] is True
     assert all(r.scored for r in results) and len(ckpt.read_text().splitlines()) == 50
+
+
+def test_run_evaluation_in_batch_mode_reports_progress_over_all_examples(setup):
+    from sftflow.batch.mode import run_evaluation
+
+    server, settings, bucket, tmp_path = setup
+    server.batch.fail_marker = "w3 "  # story 3's row fails in batch: it is asked online
+    s = settings.model_copy(update={"eval_mode": "batch", "batch_poll_interval": 1.0, "batch_online_below": 5})
+    seen = []
+    results, mode, notes = run_evaluation(s, "gemini-2.5-flash", examples(20), params=PARAMS,
+                                          checkpoint=tmp_path / "ck.jsonl", batch_root=f"{bucket}/b",
+                                          on_progress=lambda d, t, i: seen.append((d, t)))
+    assert mode == "batch" and notes["online_examples"] == 1 and all(r.scored for r in results)
+    assert {t for _, t in seen} == {20} and seen[-1] == (20, 20)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)  # never goes backwards
+
+
+def test_two_callers_at_once_share_one_job(setup):
+    import threading
+
+    server, settings, bucket, tmp_path = setup
+    out: dict[int, list] = {}
+
+    def run(i: int) -> None:
+        out[i], _ = evaluate_batch(VertexBatchJobs(settings), examples(30), model="gemini-2.5-flash",
+                                   batch_model="gemini-2.5-flash", params=PARAMS, checkpoint=tmp_path / f"ck{i}.jsonl",
+                                   options=_options(bucket, claim_owner=f"machine-{i}"))  # two hosts
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert server.batch.creates == 1
+    assert [r.output for r in out[0]] == [r.output for r in out[1]] and all(r.scored for r in out[0])

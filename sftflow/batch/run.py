@@ -29,7 +29,7 @@ from sftflow.batch.jobs import BatchSpec
 from sftflow.batch.requests import ID_LABEL, id_label, ids_of, parse_predictions, prompt_hash, requests_jsonl
 from sftflow.data.testset import TestExample
 from sftflow.evaluation import Checkpoint, CheckpointError, CheckpointLock, ExampleResult, _fill
-from sftflow.tuning import Claims, JobFailed, cancel_and_confirm, ensure_job
+from sftflow.tuning import OWNER, Claims, JobFailed, cancel_and_confirm, ensure_job
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class BatchOptions:
     online_below: int = 50
     max_rounds: int = 6
     claim_stale_after: float = 300.0
+    claim_owner: str = OWNER  # who this caller is in claims (host/pid/random); one per process
     cancel_on_interrupt: bool = True  # Ctrl-C, SIGTERM (a cancelled flow run): cancel the job, stop the meter
 
 
@@ -217,7 +218,8 @@ def evaluate_batch(
                 round_ids = {by_label[label] for label in ids_of(text) if label in by_label}
                 spec = BatchSpec(batch_key(text, model=batch_model, params=params, input_uri=input_uri),
                                  batch_model, input_uri, storage.join(options.root, f"round-{n}", "output"))
-                claims = Claims(storage.join(options.root, "claims"), stale_after=options.claim_stale_after)
+                claims = Claims(storage.join(options.root, "claims"), stale_after=options.claim_stale_after,
+                                owner=options.claim_owner)
                 try:
                     name, attached = ensure_job(jobs, spec, claims=claims, sleep=sleep)
                 except JobFailed as exc:  # this round's job ended badly before: read what it left
