@@ -280,3 +280,13 @@ def test_two_callers_at_once_share_one_job(setup):
         t.join(timeout=60)
     assert server.batch.creates == 1
     assert [r.output for r in out[0]] == [r.output for r in out[1]] and all(r.scored for r in out[0])
+
+
+def test_429_and_503_from_the_service_are_retried_without_a_second_job(setup):
+    server, settings, bucket, tmp_path = setup
+    server.set_faults(0.3, (429, 503))
+    results, _ = evaluate_batch(VertexBatchJobs(settings), examples(30), model="gemini-2.5-flash",
+                                batch_model="gemini-2.5-flash", params=PARAMS, checkpoint=tmp_path / "ck.jsonl",
+                                options=_options(bucket), sleep=lambda s: time.sleep(min(s, 0.1)))
+    assert all(r.scored for r in results)
+    assert server.batch.creates == 1 and sum(r["status"] in (429, 503) for r in server.requests) > 0

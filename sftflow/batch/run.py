@@ -130,6 +130,24 @@ def wait_for_job(jobs, name: str, *, poll_interval: float, pending_timeout: floa
         sleep(poll_interval)
 
 
+def _ensure(jobs, spec: BatchSpec, claims: Claims, sleep: Callable[[float], None], poll_interval: float,
+            attempts: int = 6) -> tuple[str, bool]:
+    """(job name, attached) for `spec`: `ensure_job`, retried on 429/5xx/timeouts (it is idempotent:
+    claims and the display-name lookup make a retry attach, never submit twice)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return ensure_job(jobs, spec, claims=claims, sleep=sleep)
+        except JobFailed as exc:  # this round's job ended badly before: read what it left
+            return exc.status.name, True
+        except TransientError as exc:
+            if attempt == attempts:
+                raise
+            delay = min(max(poll_interval, 1.0), 2.0 ** (attempt - 1))
+            log.warning("batch job for %s: %s; retry %d in %.0f s", spec.input_uri, exc, attempt, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def _cancel_on_interrupt(jobs, name: str, enabled: bool) -> None:
     if not enabled:
         log.warning("interrupted: batch job %s keeps running (cancel_job_on_interrupt=false); a rerun attaches to it",
@@ -220,10 +238,7 @@ def evaluate_batch(
                                  batch_model, input_uri, storage.join(options.root, f"round-{n}", "output"))
                 claims = Claims(storage.join(options.root, "claims"), stale_after=options.claim_stale_after,
                                 owner=options.claim_owner)
-                try:
-                    name, attached = ensure_job(jobs, spec, claims=claims, sleep=sleep)
-                except JobFailed as exc:  # this round's job ended badly before: read what it left
-                    name, attached = exc.status.name, True
+                name, attached = _ensure(jobs, spec, claims, sleep, options.poll_interval)
                 info.update(round=n, job=name)
                 if n > 1:
                     info["retries"] = info["retries"] + len(round_ids)
