@@ -101,3 +101,18 @@ def run_evaluation(settings: Settings, model: str, examples: Sequence[TestExampl
     for line in notes.lines():
         log.info(line)
     return results, mode, notes.to_dict()
+
+
+def mode_notes(settings: Settings, results: Sequence[ExampleResult], mode: str,
+               batch: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """(cost figures or None, report lines): the mode, what batch did, and — on vertex, where it is
+    billed — the generation cost at the rate paid next to the other mode's."""
+    from sftflow.batch.cost import cost_line, generation_cost
+    from sftflow.batch.run import BatchNotes
+
+    lines = [f"Mode: {mode}", *(BatchNotes(**batch).lines() if batch else [])]
+    if settings.backend != "vertex":
+        return None, lines
+    cost = generation_cost(results, mode=mode, price_in=settings.price_per_million_input_tokens,
+                           price_out=settings.price_per_million_output_tokens, discount=settings.batch_discount)
+    return cost, [*lines, cost_line(cost)]

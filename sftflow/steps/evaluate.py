@@ -16,9 +16,7 @@ from sftflow import layout, plots, stats, storage
 from sftflow.backends.base import GenerationParams
 from sftflow.config import Settings
 from sftflow.data.testset import read_test_csv
-from sftflow.batch.cost import cost_line, generation_cost
-from sftflow.batch.mode import run_evaluation
-from sftflow.batch.run import BatchNotes
+from sftflow.batch.mode import mode_notes, run_evaluation
 from sftflow.evaluation import check_error_rate
 from sftflow.progress import ProgressFn
 from sftflow.records import Evaluation
@@ -93,11 +91,6 @@ class EvalSpec:
                 for v in [getattr(self, f.name)]}
 
 
-def batch_lines(batch: dict | None) -> list[str]:
-    """What a batch evaluation did (jobs, fallback), one line each; nothing for online mode."""
-    return BatchNotes(**batch).lines() if batch else []
-
-
 def eval_identity(spec: EvalSpec, model: str, test_path: str, label: str) -> list:
     """The identity of one evaluation: the spec's, the model, the test set's content, the label."""
     return [spec.identity(), model, storage.fingerprint(test_path), label]
@@ -121,8 +114,7 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
     results, mode, batch = run_evaluation(spec, model, examples, params=spec.generation, checkpoint=checkpoint,
                                           batch_root=storage.join(out_dir, "batch", ident[:16]),
                                           on_progress=on_progress)
-    cost = generation_cost(results, mode=mode, price_in=spec.price_per_million_input_tokens,
-                           price_out=spec.price_per_million_output_tokens, discount=spec.batch_discount)
+    cost, mode_lines = mode_notes(spec, results, mode, batch)
     error_lines = check_error_rate(results, spec.max_error_rate, model)  # raises above the threshold
     summary = stats.summarize(results)
     counts = stats.counts(results)
@@ -135,7 +127,7 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
     plot_uri = storage.write_bytes(storage.join(out_dir, "distribution.png"),
                                    plots.plot_single_distribution(results, label), "image/png")
     md = evaluation_markdown(summary, results, model)
-    md += "\n\n" + "\n".join(f"- {line}" for line in [f"Mode: {mode}", *batch_lines(batch), cost_line(cost)])
+    md += "\n\n" + "\n".join(f"- {line}" for line in mode_lines)
     md += f"\n\nResults: `{results_uri}`  \nPlot: `{plot_uri}`\n"
     report_uri = storage.write_text(storage.join(out_dir, "report.md"), md, "text/markdown")
     return Evaluation(label=label, model=model, results_uri=results_uri, report_uri=report_uri,
