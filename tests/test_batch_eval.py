@@ -290,3 +290,35 @@ def test_429_and_503_from_the_service_are_retried_without_a_second_job(setup):
                                 options=_options(bucket), sleep=lambda s: time.sleep(min(s, 0.1)))
     assert all(r.scored for r in results)
     assert server.batch.creates == 1 and sum(r["status"] in (429, 503) for r in server.requests) > 0
+
+
+def test_server_fails_bad_rows_and_bad_files_as_vertex_does(setup):
+    server, settings, bucket, _ = setup
+    client = make_genai_client(settings)
+    good = requests_jsonl(examples(2), PARAMS, lambda ex: ex.input_text)
+    bad_row = json.dumps({"request": {"contents": [], "labels": {"sftflow-id": "bad"}}}) + "\n"
+    storage.write_text(f"{bucket}/in/rows.jsonl", good + bad_row)
+    storage.write_text(f"{bucket}/in/file.jsonl", good + "{not json\n")
+    jobs = [client.batches.create(model="gemini-2.5-flash", src=f"{bucket}/in/{n}.jsonl",
+                                  config={"dest": f"{bucket}/out/{n}"}) for n in ("rows", "file")]
+    deadline = time.time() + 10
+    while time.time() < deadline and not all(client.batches.get(name=j.name).done for j in jobs):
+        time.sleep(0.1)
+    rows_job, file_job = (client.batches.get(name=j.name) for j in jobs)
+    assert rows_job.state.name == "JOB_STATE_SUCCEEDED" and rows_job.completion_stats.failed_count == 1
+    out = [json.loads(x) for u in storage.list_uris(rows_job.output_info.gcs_output_directory)
+           for x in storage.read_text(u).splitlines()]
+    (failed,) = [r for r in out if r["status"]]
+    assert failed["request"]["labels"] == {"sftflow-id": "bad"} and "contents" in failed["status"]
+    assert file_job.state.name == "JOB_STATE_FAILED" and "line 3" in file_job.error.message
+
+
+def test_a_failed_job_is_not_retried_in_batch_but_online(setup):
+    server, settings, bucket, tmp_path = setup
+    server.batch.outcome = "FAILED"
+    ckpt = tmp_path / "ck.jsonl"
+    results, notes = evaluate_batch(VertexBatchJobs(settings), examples(8), model="gemini-2.5-flash",
+                                    batch_model="gemini-2.5-flash", params=PARAMS, checkpoint=ckpt,
+                                    options=_options(bucket), online=_online(settings, "gemini-2.5-flash", ckpt))
+    assert server.batch.creates == 1 and notes.fallback.startswith("batch job FAILED")
+    assert all(r.scored for r in results) and server.count("POST", ":generateContent") == 8

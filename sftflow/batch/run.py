@@ -64,7 +64,7 @@ class BatchNotes:
     jobs: list[dict[str, Any]] = field(default_factory=list)
     batch_answered: int = 0
     online_examples: int = 0
-    fallback: str | None = None  # "pending-timeout" | "few-failed-rows" | "max-rounds"
+    fallback: str | None = None  # "pending-timeout" | "few-failed-rows" | "max-rounds" | "batch job FAILED: …"
     unmatched_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,13 +291,24 @@ def evaluate_batch(
                                        "application/json")
                     notes.fallback = "pending-timeout"
                     break
+                if status.state is not JobState.SUCCEEDED and not answered and not failed:
+                    # the whole job failed (bad model, permissions, quota): another round would fail alike
+                    reason = f"batch job {status.state.value}: {status.error or 'no rows answered'}"
+                    for ex_id in round_ids - done.keys():
+                        last_failure.setdefault(ex_id, reason)
+                    log.warning("%s: %s", name, reason)
+                    if online is not None and options.fallback_online:
+                        storage.write_text(fallback_marker, json.dumps({"job": name, "reason": reason}),
+                                           "application/json")
+                        notes.fallback = reason
+                    break
             else:
                 if any(ex.id not in done for ex in examples) and online is not None:
                     notes.fallback = "max-rounds"
         finally:
             ckpt.close()
         if storage.exists(fallback_marker) and notes.fallback is None:
-            notes.fallback = "pending-timeout"
+            notes.fallback = json.loads(storage.read_text(fallback_marker)).get("reason", "pending-timeout")
 
     todo = [ex for ex in examples if ex.id not in done]
     if todo and online is not None:

@@ -112,8 +112,8 @@ class _BatchJob:
         """Rows finished by `now` (all at the end; a share of them while RUNNING)."""
         start, end = self._running_span()
         until = min(now, self.cancelled_at) if self.cancelled_at is not None else now
-        if self.error or until <= start:
-            return 0
+        if self.error or until <= start or (self.outcome in ("FAILED", "EXPIRED") and self.cancelled_at is None):
+            return 0  # a job that fails as a whole answers no row
         if until >= end:
             return len(self.rows) if self.cancelled_at is None or self.cancelled_at >= end else 0
         return int(len(self.rows) * (until - start) / max(end - start, 1e-9))
@@ -303,7 +303,7 @@ class BatchPredictions:
     # ------------------------------------------------------------------ state, output
     def _settle(self, job: _BatchJob, now: float) -> None:
         """Write the predictions once the job has ended (all rows, or those done before a cancel)."""
-        if job.written or job.state(now) not in ENDED or job.error:
+        if job.written or job.state(now) not in ENDED or not job.processed(now):
             return
         done = job.processed(now)
         order = list(range(len(job.rows)))
