@@ -7,8 +7,9 @@ processes submit one job). Answered rows go into the evaluation's checkpoint (th
 own file, fsync'd per line) as soon as they are read, so a kill loses nothing and no example is
 paid for twice. Failed rows go into the next round: another batch job while at least
 `online_below` remain, else online; at most `max_rounds` batch rounds. A job PENDING longer than
-`pending_timeout` is cancelled and the rest go online (unless `fallback_online` is off); that
-decision is recorded (`online.json`) so a rerun does not queue a new job.
+`pending_timeout` is cancelled and the rest go online (unless `fallback_online` is off), and so
+do they after a job that FAILED or EXPIRED as a whole (another would fail alike); that decision is
+recorded (`online.json`) so a rerun does not queue a new job.
 """
 
 from __future__ import annotations
@@ -291,8 +292,9 @@ def evaluate_batch(
                                        "application/json")
                     notes.fallback = "pending-timeout"
                     break
-                if status.state is not JobState.SUCCEEDED and not answered and not failed:
+                if status.state in (JobState.FAILED, JobState.EXPIRED) and not answered and not failed:
                     # the whole job failed (bad model, permissions, quota): another round would fail alike
+                    # (a job cancelled by an interrupt is not: the next round submits a new one)
                     reason = f"batch job {status.state.value}: {status.error or 'no rows answered'}"
                     for ex_id in round_ids - done.keys():
                         last_failure.setdefault(ex_id, reason)
