@@ -322,3 +322,13 @@ def test_a_failed_job_is_not_retried_in_batch_but_online(setup):
                                     options=_options(bucket), online=_online(settings, "gemini-2.5-flash", ckpt))
     assert server.batch.creates == 1 and notes.fallback.startswith("batch job FAILED")
     assert all(r.scored for r in results) and server.count("POST", ":generateContent") == 8
+
+
+def test_a_failed_job_without_online_fallback_leaves_errors_naming_it(setup):
+    server, settings, bucket, tmp_path = setup
+    server.batch.outcome = "FAILED"
+    results, notes = evaluate_batch(VertexBatchJobs(settings), examples(4), model="gemini-2.5-flash",
+                                    batch_model="gemini-2.5-flash", params=PARAMS, checkpoint=tmp_path / "ck.jsonl",
+                                    options=_options(bucket, fallback_online=False), online=lambda todo: [])
+    assert server.batch.creates == 1 and server.count("POST", ":generateContent") == 0
+    assert all(r.error and "batch job FAILED" in r.error for r in results)

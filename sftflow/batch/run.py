@@ -303,6 +303,8 @@ def evaluate_batch(
                         storage.write_text(fallback_marker, json.dumps({"job": name, "reason": reason}),
                                            "application/json")
                         notes.fallback = reason
+                    else:
+                        online = None  # batch_fallback_online=false: these examples end as errors
                     break
             else:
                 if any(ex.id not in done for ex in examples) and online is not None:
