@@ -329,6 +329,7 @@ def test_a_failed_job_without_online_fallback_leaves_errors_naming_it(setup):
     server.batch.outcome = "FAILED"
     results, notes = evaluate_batch(VertexBatchJobs(settings), examples(4), model="gemini-2.5-flash",
                                     batch_model="gemini-2.5-flash", params=PARAMS, checkpoint=tmp_path / "ck.jsonl",
-                                    options=_options(bucket, fallback_online=False), online=lambda todo: [])
-    assert server.batch.creates == 1 and server.count("POST", ":generateContent") == 0
+                                    options=_options(bucket, fallback_online=False),
+                                    online=lambda todo: pytest.fail("went online"))
+    assert server.batch.creates == 1 and notes.online_examples == 0
     assert all(r.error and "batch job FAILED" in r.error for r in results)
