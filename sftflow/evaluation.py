@@ -241,7 +241,7 @@ def _evaluate_locked(generator: Generator, examples: Sequence[TestExample], *, p
                 res.error_kind = type(exc).__name__
                 break
             res.error = res.error_kind = None
-            _fill(res, gen)
+            fill_result(res, gen)
             break
         ckpt.append(res)
         counters.count(res)
@@ -262,7 +262,8 @@ def _evaluate_locked(generator: Generator, examples: Sequence[TestExample], *, p
     return [results[ex.id] for ex in examples]
 
 
-def _fill(res: ExampleResult, gen: Generation) -> None:
+def fill_result(res: ExampleResult, gen: Generation) -> None:
+    """Score an answer into its record (online and batch answers alike: one scoring path)."""
     res.blocked = bool(gen.blocked)
     res.output = "" if res.blocked else (gen.text or "")
     res.finish_reason = gen.finish_reason
@@ -322,4 +323,5 @@ __all__ = [
     "check_error_rate",
     "error_lines",
     "evaluate",
+    "fill_result",
 ]

@@ -191,6 +191,9 @@ class Evaluation(Record):
     summary: dict[str, dict[str, float | int | None]]
     counts: dict[str, int]
     errors: tuple[str, ...] = ()  # one line per error kind; non-empty: usable now, never cached
+    mode: str = "online"  # "online" or "batch" (Vertex AI batch prediction, billed at the batch rate)
+    batch: dict[str, Any] | None = None  # batch mode: jobs, fallback (sftflow.batch.run.BatchNotes)
+    cost: dict[str, Any] | None = None  # vertex: tokens and USD at online and batch rates (sftflow.batch.cost)
 
 
 class ComparisonOutcome(Record):

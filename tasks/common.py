@@ -14,6 +14,7 @@ from prefect.tasks import exponential_backoff
 from prefect.transactions import get_transaction
 
 import sftflow
+from sftflow.progress import batch_note
 from sftflow.transient import is_transient
 
 #: Keyword arguments for a task that retries only transient failures, with jittered backoff.
@@ -115,17 +116,9 @@ class ProgressArtifact:
         if not total:
             return
         pct = round(100.0 * done / total, 1)
-        note = _batch_note(info or {})
+        note = batch_note(info or {})
         if pct - self._last >= self._min_step or done >= total or note != self._last_note:
             description = f"{self._description}: {note}" if note else None
             update_progress_artifact(artifact_id=self._id, progress=pct, description=description)
             self._last, self._last_note = pct, note
 
-
-def _batch_note(info: dict) -> str | None:
-    """A batch job's state and completion stats, for the progress artifact's description."""
-    if info.get("mode") != "batch" or not info.get("state"):
-        return None
-    stats = "" if "succeeded" not in info else (
-        f", {info['succeeded']} answered, {info.get('failed', 0)} failed, {info.get('incomplete', 0)} to go")
-    return f"batch job round {info.get('round', 1)} {info['state']}{stats}"

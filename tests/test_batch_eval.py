@@ -4,6 +4,7 @@ SIGKILLed caller, and online vs batch giving the same numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,12 +18,14 @@ from google.genai import errors as genai_errors
 
 from sftflow import stats, storage
 from sftflow.backends.base import GenerationParams
-from sftflow.backends.vertex import VertexGenerator, make_genai_client
+from sftflow.backends.vertex import VertexGenerator
+from sftflow.backends.vertex_client import make_genai_client
 from sftflow.batch.jobs import VertexBatchJobs
 from sftflow.batch.requests import requests_jsonl
 from sftflow.batch.run import BatchOptions, BatchPendingTimeout, evaluate_batch
 from sftflow.data.testset import TestExample
 from sftflow.evaluation import evaluate
+from sftflow.reporting.evaluation import batch_lines
 
 PARAMS = GenerationParams(temperature=0.1, max_output_tokens=256, safety_threshold="BLOCK_ONLY_HIGH", timeout_s=10)
 
@@ -169,7 +172,7 @@ def test_pending_past_the_timeout_is_cancelled_once_and_falls_back_online(setup)
     assert all(r.scored for r in results) and notes.fallback == "pending-timeout"
     assert server.batch.creates == 1 and server.batch.cancels == 1
     assert server.count("POST", ":generateContent") == 12
-    assert any("PENDING" in line for line in notes.lines())
+    assert any("PENDING" in line for line in batch_lines(notes.to_dict()))
     # a rerun neither queues a new job nor cancels again: the fallback was recorded
     evaluate_batch(VertexBatchJobs(settings), exs, model="gemini-2.5-flash", batch_model="gemini-2.5-flash",
                    params=PARAMS, checkpoint=ckpt, options=_options(bucket, pending_timeout=0.5),
@@ -247,16 +250,16 @@ def test_a_caller_killed_mid_job_and_rerun_creates_no_second_job(setup):
     assert all(r.scored for r in results) and len(ckpt.read_text().splitlines()) == 50
 
 
-def test_run_evaluation_in_batch_mode_reports_progress_over_all_examples(setup):
-    from sftflow.batch.mode import run_evaluation
+def test_the_evaluate_step_in_batch_mode_reports_progress_over_all_examples(setup):
+    from sftflow.steps.evaluate import EvalSpec, answer
 
     server, settings, bucket, tmp_path = setup
     server.batch.fail_marker = "w3 "  # story 3's row fails in batch: it is asked online
     s = settings.model_copy(update={"eval_mode": "batch", "batch_poll_interval": 1.0, "batch_online_below": 5})
     seen = []
-    results, mode, notes = run_evaluation(s, "gemini-2.5-flash", examples(20), params=PARAMS,
-                                          checkpoint=tmp_path / "ck.jsonl", batch_root=f"{bucket}/b",
-                                          on_progress=lambda d, t, i: seen.append((d, t)))
+    spec = dataclasses.replace(EvalSpec.from_settings(s), generation=PARAMS)
+    results, mode, notes = answer(spec, "gemini-2.5-flash", examples(20), checkpoint=tmp_path / "ck.jsonl",
+                                  batch_root=f"{bucket}/b", on_progress=lambda d, t, i: seen.append((d, t)))
     assert mode == "batch" and notes["online_examples"] == 1 and all(r.scored for r in results)
     assert {t for _, t in seen} == {20} and seen[-1] == (20, 20)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)  # never goes backwards

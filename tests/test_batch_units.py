@@ -8,14 +8,15 @@ import json
 import pytest
 
 from sftflow.backends.base import GenerationParams
-from sftflow.batch.cost import batch_discount, cost_line, generation_cost
+from sftflow.batch.cost import batch_discount, generation_cost
 from sftflow.batch.mode import choose_mode
 from sftflow.batch.requests import ID_LABEL, id_label, parse_predictions, prompt_hash, requests_jsonl
 from sftflow.cli import build_parser
 from sftflow.config import ConfigError, Settings
 from sftflow.data.testset import TestExample
-from sftflow.evaluation import ExampleResult
 from sftflow.progress import TerminalProgress, fan_out, progress_line
+from sftflow.reporting.evaluation import cost_line
+from sftflow.results import ExampleResult
 
 PARAMS = GenerationParams()
 

@@ -46,9 +46,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("records steps hand each other, and every step's markdown and tables", [
         "sftflow.records", "sftflow.reporting.*",
     ]),
-    ("steps on a backend: evaluation, tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.evaluation", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup", "sftflow.steps.*",
-        "sftflow.sweep", "sftflow.token_count",
+    ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
+        "sftflow.evaluation", "sftflow.batch.*", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup",
+        "sftflow.steps.*", "sftflow.sweep", "sftflow.token_count",
     ]),
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),

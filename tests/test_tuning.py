@@ -59,7 +59,7 @@ def test_ensure_job_attaches_instead_of_creating(spec, make_vertex_server, verte
     assert other != name and not attached
     assert server.count("POST", "/tuningJobs") == 2  # one per key, none for the re-run
     assert [r.getMessage() for r in caplog.records if r.name == "sftflow.tuning"][:2] == [
-        f"submitted tuning job {name} for key kone", f"attaching to tuning job {name} (PENDING) for key kone"]
+        f"submitted job {name} for key kone", f"attaching to tuning job {name} (PENDING) for key kone"]
 
 
 def test_ensure_job_refuses_to_resubmit_failed_unless_asked(spec, make_vertex_server, vertex_settings_for):

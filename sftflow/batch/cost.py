@@ -5,7 +5,8 @@ price (https://cloud.google.com/vertex-ai/generative-ai/pricing, "Batch predicti
 https://cloud.google.com/vertex-ai/generative-ai/docs/multimodal/batch-prediction-gemini). Prices
 are settings (`price_per_million_input_tokens`, `price_per_million_output_tokens`,
 `batch_discount`), never hidden constants. Thinking tokens are billed as output but are not in
-the per-example records, so a thinking model's figure is a lower bound.
+the per-example records, so a thinking model's figure is a lower bound. The words for a report
+are in sftflow.reporting.evaluation (`mode_lines`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sftflow.evaluation import ExampleResult
+from sftflow.results import ExampleResult
 
 PRICE_SOURCE = "https://cloud.google.com/vertex-ai/generative-ai/pricing"
 
@@ -37,14 +38,3 @@ def generation_cost(results: Sequence[ExampleResult], *, mode: str, price_in: fl
             "price_per_million_input_tokens": price_in, "price_per_million_output_tokens": price_out,
             "batch_discount": discount, "source": PRICE_SOURCE}
 
-
-def cost_line(cost: dict[str, Any]) -> str:
-    """`Generation cost: $0.12 at batch rates (online would have been $0.24); 1,234 + 567 tokens`."""
-    from sftflow.cost import usd
-
-    other = ("online would have been " + usd(cost["online_usd"]) if cost["mode"] == "batch"
-             else "batch would have been " + usd(cost["batch_usd"]))
-    return (f"Generation cost: {usd(cost['usd'])} at {cost['mode']} rates ({other}); "
-            f"{cost['prompt_tokens']:,} input + {cost['output_tokens']:,} output tokens at "
-            f"${cost['price_per_million_input_tokens']:g} / ${cost['price_per_million_output_tokens']:g} per 1M "
-            f"(source {cost['source']})")

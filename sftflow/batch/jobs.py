@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from google.genai import types
 
-from sftflow.backends.base import BackendError, JobState, JobStatus
-from sftflow.backends.vertex import _STATES, _call, _enum_name, make_genai_client
+from sftflow.backends.base import JobState, JobStatus
+from sftflow.backends.vertex import _STATES, _enum_name
+from sftflow.backends.vertex_client import call, make_genai_client, vertex_credentials
+from sftflow.errors import BackendError
 
 if TYPE_CHECKING:
     from google import genai
@@ -52,21 +54,22 @@ class VertexBatchJobs:
     """create / get / list / cancel of Vertex batch prediction jobs, errors translated."""
 
     def __init__(self, settings: Settings, client: genai.Client | None = None):
+        """`settings`: Settings, or any object with its connection fields (EvalSpec has them)."""
         self.settings = settings
         self._client = client or make_genai_client(settings, timeout_s=60.0)
 
     def submit(self, spec: BatchSpec) -> str:
         config = types.CreateBatchJobConfig(display_name=display_name(spec.key), dest=spec.output_prefix)
-        job = _call(f"creating a batch prediction job for {spec.model} on {spec.input_uri}",
+        job = call(f"creating a batch prediction job for {spec.model} on {spec.input_uri}",
                     lambda: self._client.batches.create(model=spec.model, src=spec.input_uri, config=config))
         log.info("submitted batch prediction job %s (key %s)", job.name, spec.key)
         return job.name
 
     def get(self, name: str) -> JobStatus:
-        return self._status(_call(f"reading batch prediction job {name}", lambda: self._client.batches.get(name=name)))
+        return self._status(call(f"reading batch prediction job {name}", lambda: self._client.batches.get(name=name)))
 
     def cancel(self, name: str) -> None:
-        _call(f"cancelling batch prediction job {name}", lambda: self._client.batches.cancel(name=name))
+        call(f"cancelling batch prediction job {name}", lambda: self._client.batches.cancel(name=name))
         log.info("cancel requested for batch prediction job %s", name)
 
     def find(self, key: str) -> list[JobStatus]:
@@ -77,13 +80,31 @@ class VertexBatchJobs:
             return list(self._client.batches.list(config={"filter": filter_} if filter_ else None))
 
         try:
-            jobs = _call(f"listing batch jobs named {wanted}", lambda: listed(f'display_name="{wanted}"'))
+            jobs = call(f"listing batch jobs named {wanted}", lambda: listed(f'display_name="{wanted}"'))
         except BackendError as exc:  # a filter the service rejects: list all, filter here
             if getattr(exc.__cause__, "code", None) != 400:
                 raise
-            jobs = _call("listing batch jobs", lambda: listed(None))
+            jobs = call("listing batch jobs", lambda: listed(None))
         found = [self._status(j) for j in jobs if j.display_name == wanted]
         return sorted(found, key=lambda s: s.create_time or "", reverse=True)
+
+    def model_for(self, model: str) -> str:
+        """What a batch job runs for `model`: a publisher model as is; a tuned model's endpoint → the
+        model resource deployed there with the most traffic (batch prediction takes models, not endpoints)."""
+        if "/endpoints/" not in model:
+            return model
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import aiplatform_v1
+
+        api = self.settings.vertex_base_url or f"{self.settings.region}-aiplatform.googleapis.com"
+        client = aiplatform_v1.EndpointServiceClient(credentials=vertex_credentials(self.settings), transport="rest",
+                                                     client_options=ClientOptions(api_endpoint=api))
+        ep = call(f"reading endpoint {model}", lambda: client.get_endpoint(name=model))
+        traffic = dict(ep.traffic_split)
+        deployed = sorted(ep.deployed_models, key=lambda d: -traffic.get(d.id, 0))
+        if not deployed:
+            raise BackendError(f"{model}: no model is deployed there, so there is nothing to run a batch job on")
+        return deployed[0].model
 
     def outputs_exist(self, status: JobStatus) -> bool:
         """A finished batch job's predictions stay in the bucket: it is always reusable."""

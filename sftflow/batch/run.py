@@ -25,21 +25,25 @@ from pathlib import Path
 from typing import Any
 
 from sftflow import storage
-from sftflow.backends.base import GenerationParams, JobState, JobStatus, TransientError
+from sftflow.backends.base import GenerationParams, JobState, JobStatus
 from sftflow.batch.jobs import BatchSpec
 from sftflow.batch.requests import ID_LABEL, id_label, ids_of, parse_predictions, prompt_hash, requests_jsonl
+from sftflow.checkpoint import Checkpoint, CheckpointLock
 from sftflow.data.testset import TestExample
-from sftflow.evaluation import Checkpoint, CheckpointError, CheckpointLock, ExampleResult, _fill
-from sftflow.tuning import OWNER, Claims, JobFailed, cancel_and_confirm, ensure_job
+from sftflow.errors import CheckpointError, SftflowError, TransientError
+from sftflow.evaluation import fill_result
+from sftflow.polling import cancel_and_confirm
+from sftflow.progress import ProgressFn
+from sftflow.results import ExampleResult
+from sftflow.tuning import OWNER, Claims, JobFailed, ensure_job
 
 log = logging.getLogger(__name__)
 
 KEY_VERSION = 1
-ProgressFn = Callable[[int, int, dict[str, Any]], None]
 OnlineFn = Callable[[list[TestExample]], list[ExampleResult]]
 
 
-class BatchPendingTimeout(RuntimeError):
+class BatchPendingTimeout(SftflowError, RuntimeError):
     """A batch job stayed PENDING past `pending_timeout` and online fallback is off."""
 
 
@@ -60,7 +64,7 @@ class BatchOptions:
 
 @dataclass
 class BatchNotes:
-    """What happened, for the log, the summary and the report."""
+    """What happened, for the log, the summary and the report (words: sftflow.reporting.evaluation.batch_lines)."""
 
     jobs: list[dict[str, Any]] = field(default_factory=list)
     batch_answered: int = 0
@@ -70,17 +74,6 @@ class BatchNotes:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def lines(self) -> list[str]:
-        out = [f"batch job {j['name']} (round {j['round']}): {j['state']}, {j.get('succeeded', 0)} answered, "
-               f"{j.get('failed', 0)} failed rows{' (attached)' if j.get('attached') else ''}" for j in self.jobs]
-        out.append(f"{self.batch_answered} example(s) answered in batch, {self.online_examples} online")
-        if self.fallback == "pending-timeout":
-            out.append("a batch job stayed PENDING past batch_pending_timeout: it was cancelled and the "
-                       "remaining examples were evaluated online")
-        elif self.fallback:
-            out.append(f"remaining examples evaluated online ({self.fallback})")
-        return out
 
 
 def batch_key(input_text: str, *, model: str, params: GenerationParams, input_uri: str) -> str:
@@ -271,7 +264,7 @@ def evaluate_batch(
                     prompt = prompt_of(ex)
                     res = ExampleResult(id=ex.id, model=model, prompt_chars=len(prompt), reference=ex.output_text,
                                         attempts=n)
-                    _fill(res, p.generation)
+                    fill_result(res, p.generation)
                     ckpt.append(res)
                     done[ex.id] = res
                     answered += 1

@@ -1,11 +1,14 @@
-"""Markdown of one model's evaluation: metric table, counts, latency, first errors."""
+"""Markdown of one model's evaluation: metric table, counts, latency, first errors; the mode it ran in,
+what batch prediction did (jobs, fallback) and what the generation cost."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from sftflow.cost import usd
 from sftflow.results import ExampleResult
 from sftflow.reporting.cells import cell, num
 from sftflow.rouge import METRICS
@@ -28,6 +31,36 @@ def latency_line(results: Sequence[ExampleResult]) -> str | None:
     return (f"latency median {np.median(lat):.2f} s, p95 {np.percentile(lat, 95):.2f} s; "
             f"tokens in {tokens_in:,}, out {tokens_out:,}; {retries} retries")
 
+
+def batch_lines(batch: Mapping[str, Any] | None) -> list[str]:
+    """What a batch evaluation did (`sftflow.batch.run.BatchNotes.to_dict()`), one line each; none online."""
+    if not batch:
+        return []
+    out = [f"batch job {j['name']} (round {j['round']}): {j['state']}, {j.get('succeeded', 0)} answered, "
+           f"{j.get('failed', 0)} failed rows{' (attached)' if j.get('attached') else ''}" for j in batch["jobs"]]
+    out.append(f"{batch['batch_answered']} example(s) answered in batch, {batch['online_examples']} online")
+    if batch.get("fallback") == "pending-timeout":
+        out.append("a batch job stayed PENDING past batch_pending_timeout: it was cancelled and the "
+                   "remaining examples were evaluated online")
+    elif batch.get("fallback"):
+        out.append(f"remaining examples evaluated online ({batch['fallback']})")
+    return out
+
+
+def cost_line(cost: Mapping[str, Any]) -> str:
+    """`Generation cost: $0.12 at batch rates (online would have been $0.24); 1,234 + 567 tokens`
+    (`cost` from sftflow.batch.cost.generation_cost)."""
+    other = ("online would have been " + usd(cost["online_usd"]) if cost["mode"] == "batch"
+             else "batch would have been " + usd(cost["batch_usd"]))
+    return (f"Generation cost: {usd(cost['usd'])} at {cost['mode']} rates ({other}); "
+            f"{cost['prompt_tokens']:,} input + {cost['output_tokens']:,} output tokens at "
+            f"${cost['price_per_million_input_tokens']:g} / ${cost['price_per_million_output_tokens']:g} per 1M "
+            f"(source {cost['source']})")
+
+
+def mode_lines(mode: str, batch: Mapping[str, Any] | None, cost: Mapping[str, Any] | None) -> list[str]:
+    """The mode, what batch did, and (where it is billed) the cost at the rate paid next to the other mode's."""
+    return [f"Mode: {mode}", *batch_lines(batch), *([cost_line(cost)] if cost else [])]
 
 
 def evaluation_markdown(summary: dict[str, dict[str, float]], results: Sequence[ExampleResult], model: str) -> str:

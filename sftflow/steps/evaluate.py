@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,15 +15,21 @@ from typing import Any
 from pydantic import SecretStr
 
 from sftflow import layout, plots, stats, storage
-from sftflow.backends.base import GenerationParams
+from sftflow.backends import make_generator
+from sftflow.backends.base import GenerationParams, Generator
+from sftflow.batch.cost import generation_cost
+from sftflow.batch.jobs import VertexBatchJobs
+from sftflow.batch.mode import choose_mode
+from sftflow.batch.run import BatchOptions, evaluate_batch
 from sftflow.config import Settings
-from sftflow.data.testset import read_test_csv
-from sftflow.batch.mode import mode_notes, run_evaluation
-from sftflow.evaluation import check_error_rate
+from sftflow.data.testset import TestExample, read_test_csv
+from sftflow.evaluation import check_error_rate, evaluate
 from sftflow.progress import ProgressFn
 from sftflow.records import Evaluation
-from sftflow.reporting.evaluation import evaluation_markdown
-from sftflow.results import results_to_jsonl
+from sftflow.reporting.evaluation import batch_lines, evaluation_markdown, mode_lines
+from sftflow.results import ExampleResult, results_to_jsonl
+
+log = logging.getLogger(__name__)
 
 #: The objects evaluate_and_save writes under its eval dir.
 EVAL_OUTPUTS = ("results.jsonl", "summary.json", "distribution.png", "report.md")
@@ -111,10 +119,11 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
     ident = hashlib.sha256(json.dumps(eval_identity(spec, model, test_path, label), default=str,
                                       sort_keys=True).encode()).hexdigest()
     checkpoint = layout.checkpoint_path(spec.work_dir, label, ident)
-    results, mode, batch = run_evaluation(spec, model, examples, params=spec.generation, checkpoint=checkpoint,
-                                          batch_root=storage.join(out_dir, "batch", ident[:16]),
-                                          on_progress=on_progress)
-    cost, mode_lines = mode_notes(spec, results, mode, batch)
+    results, mode, batch = answer(spec, model, examples, checkpoint=checkpoint,
+                                  batch_root=storage.join(out_dir, "batch", ident[:16]), on_progress=on_progress)
+    cost = None if spec.backend != "vertex" else generation_cost(  # billed on vertex only
+        results, mode=mode, price_in=spec.price_per_million_input_tokens,
+        price_out=spec.price_per_million_output_tokens, discount=spec.batch_discount)
     error_lines = check_error_rate(results, spec.max_error_rate, model)  # raises above the threshold
     summary = stats.summarize(results)
     counts = stats.counts(results)
@@ -127,8 +136,45 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
     plot_uri = storage.write_bytes(storage.join(out_dir, "distribution.png"),
                                    plots.plot_single_distribution(results, label), "image/png")
     md = evaluation_markdown(summary, results, model)
-    md += "\n\n" + "\n".join(f"- {line}" for line in mode_lines)
+    md += "\n\n" + "\n".join(f"- {line}" for line in mode_lines(mode, batch, cost))
     md += f"\n\nResults: `{results_uri}`  \nPlot: `{plot_uri}`\n"
     report_uri = storage.write_text(storage.join(out_dir, "report.md"), md, "text/markdown")
     return Evaluation(label=label, model=model, results_uri=results_uri, report_uri=report_uri,
-                      plot_uri=plot_uri, summary=summary, counts=counts, errors=tuple(error_lines))
+                      plot_uri=plot_uri, summary=summary, counts=counts, errors=tuple(error_lines), mode=mode,
+                      batch=batch, cost=cost)
+
+
+def answer(spec: EvalSpec, model: str, examples: Sequence[TestExample], *, checkpoint: Path, batch_root: str,
+           on_progress: ProgressFn | None = None, generator: Generator | None = None,
+           ) -> tuple[list[ExampleResult], str, dict[str, Any] | None]:
+    """(results, mode, batch notes or None): every example answered and scored, online or through
+    Vertex AI batch prediction (`choose_mode`), into the one checkpoint; batch's leftovers go online.
+    Both modes give the same records, so what follows never asks which one ran."""
+    mode = choose_mode(spec, len(examples))
+    gen: list[Generator | None] = [generator]
+
+    def online(todo: Sequence[TestExample]) -> list[ExampleResult]:
+        if gen[0] is None:
+            gen[0] = make_generator(spec, model)  # type: ignore[arg-type] - EvalSpec has the fields it reads
+        offset = len(examples) - len(todo)  # after batch: progress still counts all examples
+        progress = on_progress if not offset or on_progress is None else (
+            lambda done, total, info: on_progress(done + offset, (total or 0) + offset, info))
+        return evaluate(gen[0], todo, params=spec.generation, checkpoint=checkpoint, concurrency=spec.concurrency,
+                        rpm=spec.rpm, max_attempts=spec.max_attempts, on_progress=progress)
+
+    if mode == "online":
+        return online(examples), mode, None
+    options = BatchOptions(root=batch_root, poll_interval=spec.batch_poll_interval,
+                           pending_timeout=spec.batch_pending_timeout, fallback_online=spec.batch_fallback_online,
+                           online_below=spec.batch_online_below, max_rounds=spec.max_attempts,
+                           claim_stale_after=spec.claim_stale_after, cancel_on_interrupt=spec.cancel_job_on_interrupt)
+    log.info("evaluating %s on %d examples with Vertex AI batch prediction (input under %s)", model,
+             len(examples), batch_root)
+    jobs = VertexBatchJobs(spec)  # type: ignore[arg-type] - EvalSpec has the connection fields it reads
+    results, notes = evaluate_batch(jobs, examples, model=model, batch_model=jobs.model_for(model),
+                                    params=spec.generation, checkpoint=checkpoint, options=options, online=online,
+                                    on_progress=on_progress)
+    batch = notes.to_dict()
+    for line in batch_lines(batch):
+        log.info(line)
+    return results, mode, batch

@@ -236,7 +236,7 @@ def test_a_stale_claim_is_taken_over_after_claim_stale_after(make_vertex_server,
     assert 2.0 <= waited < 30 and not attached
     said = [r.getMessage() for r in caplog.records if r.name == "sftflow.tuning"]
     assert "waiting for its job" in said[0] and "taking it over" in said[1], said
-    assert f"submitted tuning job {name} for key kstale" in said
+    assert f"submitted job {name} for key kstale" in said
     assert len(_creates(server)) == 1
     taken = json.loads(storage.read_text(claim_uri(claims, "kstale", [], 1)))
     assert taken["job"] == name and taken["owner"] == claims.owner
