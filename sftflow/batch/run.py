@@ -51,7 +51,7 @@ class BatchPendingTimeout(SftflowError, RuntimeError):
 class BatchOptions:
     """Where a batch evaluation keeps its files (a gs:// folder Vertex can read) and its limits."""
 
-    root: str  # e.g. gs://bucket/runs/R/evaluations/base/batch/<ident>
+    root: str  # e.g. gs://bucket/runs/R/eval/base/batch/<ident>
     poll_interval: float = 30.0
     pending_timeout: float = 2 * 3600.0
     fallback_online: bool = True
