@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sftflow import storage  # noqa: E402
+from sftflow import gcs as gcs_client  # noqa: E402
 from sftflow.batch.cost import generation_cost  # noqa: E402
 from sftflow.batch.jobs import VertexBatchJobs  # noqa: E402
 from sftflow.batch.run import BatchOptions, evaluate_batch  # noqa: E402
@@ -63,12 +63,13 @@ def main() -> None:
     gcs = create_server("127.0.0.1", gport, in_memory=True)
     gcs.start()
     os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{gport}"
-    storage.reset_clients()
+    gcs_client.reset_clients()
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
-    storage.gcs_client().create_bucket(bucket)
-    server = VertexTestServer(latency_s=a.latency, gcs_url=f"http://127.0.0.1:{gport}").start()
-    server.batch.timeline = (("PENDING", a.pending), ("RUNNING", a.running))
+    server = None
     try:
+        gcs_client.client().create_bucket(bucket)
+        server = VertexTestServer(latency_s=a.latency, gcs_url=f"http://127.0.0.1:{gport}").start()
+        server.batch.timeline = (("PENDING", a.pending), ("RUNNING", a.running))
         s = Settings(_env_file=None, backend="vertex", project=server.project, region=server.location,
                      bucket=f"gs://{bucket}", vertex_base_url=server.base_url, vertex_access_token="bench-token")
         base = read_test_csv(sample_paths()["test"])
@@ -102,7 +103,8 @@ def main() -> None:
               f"(prices: ${s.price_per_million_input_tokens:g} in / ${s.price_per_million_output_tokens:g} out per 1M "
               f"tokens, batch discount {s.batch_discount:.0%}); identical answers: yes")
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         gcs.stop()
 
 
