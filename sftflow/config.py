@@ -189,8 +189,8 @@ class Settings(BaseSettings):
         "remaining examples go online, see batch_fallback_online).",
     )
     batch_fallback_online: bool = Field(
-        True, description="After a batch job is cancelled for staying PENDING too long, evaluate the rest online; "
-        "false: fail instead.",
+        True, description="When a batch job is cancelled for staying PENDING too long, or fails as a whole, evaluate "
+        "the remaining examples online; false: fail (PENDING), or count them as errored examples (failed job).",
     )
     batch_online_below: int = Field(
         50, ge=0, description="Failed batch rows are asked again in a follow-up batch job, or online when fewer "
