@@ -6,10 +6,10 @@ N examples (the sample test set, cycled) twice through the real google-genai SDK
           with `--latency` seconds per answer and concurrency 8;
   batch:  `evaluate_batch`, one job that the server keeps PENDING `--pending` s and RUNNING `--running` s.
 Both are timed end to end (batch includes writing the input, polling at 1 s and reading the output).
-Dollars come from the answers' token counts at the settings' prices (online) and with `batch_discount`
-(batch). The batch times are the test server's simulation, not Vertex's: a real job queues minutes to
-hours ("typically within 24 h"); what carries over is the price ratio, and that batch time does not grow
-with the rpm quota. Prints one table. Keep the run under a minute:
+Dollars come from the answers' token counts priced as the run cost prices them (sftflow.prices: the
+model's list price or `generation_prices_usd`; batch at the batch rate). The batch times are the test
+server's simulation, not Vertex's: a real job queues minutes to hours ("typically within 24 h"); what
+carries over is the price ratio, and that batch time does not grow with the rpm quota. Prints one table. Keep the run under a minute:
 
     .venv/bin/python benchmarks/batch_vs_online.py [--n 200] [--rpm 600] [--pending 3] [--running 6]
 """
@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sftflow import gcs as gcs_client  # noqa: E402
-from sftflow.batch.cost import generation_cost  # noqa: E402
 from sftflow.batch.jobs import VertexBatchJobs  # noqa: E402
 from sftflow.batch.run import BatchOptions, evaluate_batch  # noqa: E402
 from sftflow.backends.base import GenerationParams  # noqa: E402
@@ -39,6 +38,8 @@ from sftflow.config import Settings  # noqa: E402
 from sftflow.data.samples import sample_paths  # noqa: E402
 from sftflow.data.testset import read_test_csv  # noqa: E402
 from sftflow.evaluation import evaluate  # noqa: E402
+from sftflow.prices import price_for  # noqa: E402
+from sftflow.reporting.cost import evaluation_cost  # noqa: E402
 from tests.servers.vertex_server import VertexTestServer  # noqa: E402
 
 
@@ -78,30 +79,31 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
 
         t0 = time.perf_counter()
-        online = evaluate(VertexGenerator(s, "gemini-2.5-flash"), exs, params=params, checkpoint=tmp / "online.jsonl",
+        online = evaluate(VertexGenerator(s, s.base_model), exs, params=params, checkpoint=tmp / "online.jsonl",
                           concurrency=8, rpm=a.rpm, max_attempts=3)
         t_online = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        batch, _ = evaluate_batch(VertexBatchJobs(s), exs, model="gemini-2.5-flash", batch_model="gemini-2.5-flash",
+        batch, _ = evaluate_batch(VertexBatchJobs(s), exs, model=s.base_model, batch_model=s.base_model,
                                   params=params, checkpoint=tmp / "batch.jsonl",
                                   options=BatchOptions(root=f"gs://{bucket}/bench/batch", poll_interval=1.0))
         t_batch = time.perf_counter() - t0
         assert [r.output for r in online] == [r.output for r in batch], "online and batch answers differ"
 
+        price = price_for(s.base_model, s.backend, s.generation_prices_usd)
         rows = []
         for name, results, secs in (("online", online, t_online), ("batch", batch, t_batch)):
-            cost = generation_cost(results, mode=name, price_in=s.price_per_million_input_tokens,
-                                   price_out=s.price_per_million_output_tokens, discount=s.batch_discount)
-            rows.append((name, len(results) / secs, secs, 1000 * cost["usd"] / len(results)))
+            cost = evaluation_cost(name, s.base_model, s.base_model, [r.to_dict() for r in results], price,
+                                   batch=name == "batch")
+            rows.append((name, len(results) / secs, secs, 1000 * cost.usd / len(results)))
         print(f"{a.n} examples; online at {a.rpm:g} rpm, {a.latency:g} s/answer, concurrency 8; batch job simulated "
               f"{a.pending:g} s PENDING + {a.running:g} s RUNNING (test server, not Vertex's queue)")
         print(f"{'mode':8}{'examples/s':>12}{'seconds':>10}{'$ / 1,000 examples':>22}")
         for name, rate, secs, usd in rows:
             print(f"{name:8}{rate:12.1f}{secs:10.1f}{usd:22.4f}")
         print(f"batch/online: {rows[1][1] / rows[0][1]:.2f}x examples/s, {rows[1][3] / rows[0][3]:.2f}x dollars "
-              f"(prices: ${s.price_per_million_input_tokens:g} in / ${s.price_per_million_output_tokens:g} out per 1M "
-              f"tokens, batch discount {s.batch_discount:.0%}); identical answers: yes")
+              f"(prices: {s.base_model} ${price.input_per_million:g} in / ${price.output_per_million:g} out per 1M "
+              f"tokens, batch discount {price.batch_discount:.0%}, {price.source}); identical answers: yes")
     finally:
         if server is not None:
             server.stop()

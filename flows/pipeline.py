@@ -42,7 +42,9 @@ def sft_pipeline(config: RunParams = RunParams()) -> dict:
     tuned = evaluate_task(spec, "tuned")(spec, tuned_model.endpoint, test_path, "tuned")
     compared = compare_task(layout.compare_dir(s.run_root))(baseline.results_uri, tuned.results_uri,
                                                            layout.compare_dir(s.run_root), seed=s.seed)
-    spent = run_cost(s, tuned_model.to_json(), {"base": baseline.to_json(), "tuned": tuned.to_json()})
+    evaluated = {"base": baseline, "tuned": tuned}
+    spent = run_cost(s, tuned_model.to_json(), {label: ev.to_json() for label, ev in evaluated.items()},
+                     batch=[label for label, ev in evaluated.items() if ev.mode == "batch"])  # billed at batch rate
     report = report_run(s.run_root, s.public_dict(), prepared, tuned_model, baseline, tuned, compared, spent)
 
     for line in report.verdict:

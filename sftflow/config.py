@@ -197,17 +197,6 @@ class Settings(BaseSettings):
         "than this many remain.",
     )
     batch_poll_interval: float = Field(30.0, ge=MIN_POLL_INTERVAL, description="Seconds between batch-job polls.")
-    price_per_million_input_tokens: float = Field(
-        0.30, ge=0, description="USD per 1M input tokens of the evaluated model, online (Gemini 2.5 Flash text "
-        "as listed on https://cloud.google.com/vertex-ai/generative-ai/pricing in 2025; set your contract's price).",
-    )
-    price_per_million_output_tokens: float = Field(
-        2.50, ge=0, description="USD per 1M output tokens, online (Gemini 2.5 Flash, same source).",
-    )
-    batch_discount: float = Field(
-        0.5, ge=0, le=1, description="Share of the online price batch prediction saves (Vertex AI: 50%, "
-        "https://cloud.google.com/vertex-ai/generative-ai/docs/multimodal/batch-prediction-gemini).",
-    )
 
     # --- Vertex connection -----------------------------------------------------------------
     vertex_base_url: str | None = Field(

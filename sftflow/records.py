@@ -193,7 +193,7 @@ class Evaluation(Record):
     errors: tuple[str, ...] = ()  # one line per error kind; non-empty: usable now, never cached
     mode: str = "online"  # "online" or "batch" (Vertex AI batch prediction, billed at the batch rate)
     batch: dict[str, Any] | None = None  # batch mode: jobs, fallback (sftflow.batch.run.BatchNotes)
-    cost: dict[str, Any] | None = None  # vertex: tokens and USD at online and batch rates (sftflow.batch.cost)
+    cost: dict[str, Any] | None = None  # vertex: tokens, USD paid and at either rate (reporting.cost.with_rates)
 
 
 class ComparisonOutcome(Record):

@@ -47,3 +47,9 @@ def test_pipeline_in_batch_mode_end_to_end(make_vertex_server, gcs_bucket, tmp_p
         f"{gcs_bucket}/runs/default/eval/{label}/summary.json"))["batch"]["jobs"])
     assert online == failed
     assert report["comparison"]["n_paired"] == 12
+    # the run cost prices both evaluations at the batch rate, as their summaries do
+    evals = {e["label"]: e for e in report["cost"]["evaluations"]}
+    for label in ("base", "tuned"):
+        summary = json.loads(storage.read_text(f"{gcs_bucket}/runs/default/eval/{label}/summary.json"))
+        assert evals[label]["batch"] and summary["cost"]["batch_usd"] > 0
+        assert evals[label]["usd"] == pytest.approx(summary["cost"]["batch_usd"])

@@ -8,13 +8,14 @@ import json
 import pytest
 
 from sftflow.backends.base import GenerationParams
-from sftflow.batch.cost import batch_discount, generation_cost
 from sftflow.batch.mode import choose_mode
 from sftflow.batch.requests import ID_LABEL, id_label, parse_predictions, prompt_hash, requests_jsonl
 from sftflow.cli import build_parser
 from sftflow.config import ConfigError, Settings
 from sftflow.data.testset import TestExample
 from sftflow.progress import TerminalProgress, fan_out, progress_line
+from sftflow.prices import price_for
+from sftflow.reporting.cost import evaluation_cost, with_rates
 from sftflow.reporting.evaluation import cost_line
 from sftflow.results import ExampleResult
 
@@ -74,15 +75,20 @@ def test_request_lines_carry_the_id_and_predictions_match_in_any_order():
     assert preds[0].generation.prompt_tokens == 4
 
 
-def test_batch_costs_half_of_online():
+def test_batch_costs_half_of_online_at_the_run_costs_prices():
     rs = [ExampleResult("1", "m", 10, "r", output="x", prompt_tokens=1_000_000, output_tokens=100_000),
-          ExampleResult("2", "m", 10, "r", error="boom", prompt_tokens=5, output_tokens=5)]
-    cost = generation_cost(rs, mode="batch", price_in=0.30, price_out=2.50, discount=0.5)
+          ExampleResult("2", "m", 10, "r", error="boom")]
+    price = price_for("gemini-2.5-flash", "vertex")  # $0.30 in / $2.50 out per 1M (list price)
+    rows = [r.to_dict() for r in rs]
+    cost = with_rates(evaluation_cost("base", "m", "gemini-2.5-flash", rows, price, batch=True), price)
     assert cost["online_usd"] == pytest.approx(0.55) and cost["usd"] == cost["batch_usd"] == pytest.approx(0.275)
-    assert "online would have been $0.55" in cost_line(cost) and cost["source"].startswith("https://")
-    assert batch_discount(1.0, 0.5) == 0.5
-    with pytest.raises(ValueError):
-        batch_discount(1.0, 1.5)
+    line = cost_line(cost)
+    assert "$0.28 at batch rates (online would have been $0.55)" in line and "gemini-2.5-flash" in line
+    assert cost["source"].startswith("https://")
+    online = with_rates(evaluation_cost("base", "m", "gemini-2.5-flash", rows, price), price)
+    assert online["usd"] == pytest.approx(0.55) and "batch would have been $0.28" in cost_line(online)
+    unknown = with_rates(evaluation_cost("base", "m", "no-such-model", rows, None, batch=True), None)
+    assert unknown["usd"] is None and cost_line(unknown).startswith("Generation cost: unknown (no price for")
 
 
 def test_terminal_progress_logs_every_10_percent_or_10_seconds_and_draws_a_bar():

@@ -121,6 +121,15 @@ def evaluation_cost(label: str, model: str, priced_as: str, rows: Iterable[dict]
                     batch=batch)
 
 
+def with_rates(e: EvalCost, price: prices.TokenPrice | None) -> dict[str, Any]:
+    """`e` with what its tokens cost at either rate (`online_usd`, `batch_usd`; None without a price), so an
+    evaluation's report can show the rate it paid next to the other one."""
+    other = {"online_usd": None, "batch_usd": None} if price is None else {
+        "online_usd": price.usd(e.input_tokens, e.output_tokens),
+        "batch_usd": price.usd(e.input_tokens, e.output_tokens, batch=True)}
+    return asdict(e) | other
+
+
 def tuning_cost(tuned: dict, price_per_million: float) -> TuningCost | None:
     """From the tune step's output: its `cost_estimate` and the job's reported `billable_tokens`."""
     est = tuned.get("cost_estimate")

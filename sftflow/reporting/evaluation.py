@@ -48,14 +48,15 @@ def batch_lines(batch: Mapping[str, Any] | None) -> list[str]:
 
 
 def cost_line(cost: Mapping[str, Any]) -> str:
-    """`Generation cost: $0.12 at batch rates (online would have been $0.24); 1,234 + 567 tokens`
-    (`cost` from sftflow.batch.cost.generation_cost)."""
-    other = ("online would have been " + usd(cost["online_usd"]) if cost["mode"] == "batch"
-             else "batch would have been " + usd(cost["batch_usd"]))
-    return (f"Generation cost: {usd(cost['usd'])} at {cost['mode']} rates ({other}); "
-            f"{cost['prompt_tokens']:,} input + {cost['output_tokens']:,} output tokens at "
-            f"${cost['price_per_million_input_tokens']:g} / ${cost['price_per_million_output_tokens']:g} per 1M "
-            f"(source {cost['source']})")
+    """`Generation cost: $0.12 at batch rates (online would have been $0.24); 1,234 input + 567 output tokens,
+    priced as ...` (`cost` from sftflow.reporting.cost.with_rates; the run cost prices it the same way)."""
+    tokens = f"{cost['input_tokens']:,} input + {cost['output_tokens']:,} output tokens"
+    source = f"priced as `{cost['priced_as']}` (source {cost['source']})"
+    if cost["usd"] is None:
+        return f"Generation cost: unknown ({cost['source']}); {tokens}"
+    mode, other = ("batch", "online would have been " + usd(cost["online_usd"])) if cost["batch"] else (
+        "online", "batch would have been " + usd(cost["batch_usd"]))
+    return f"Generation cost: {usd(cost['usd'])} at {mode} rates ({other}); {tokens}, {source}"
 
 
 def mode_lines(mode: str, batch: Mapping[str, Any] | None, cost: Mapping[str, Any] | None) -> list[str]:

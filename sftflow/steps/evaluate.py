@@ -14,10 +14,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from sftflow import layout, plots, stats, storage
+from sftflow import layout, plots, prices, stats, storage
 from sftflow.backends import make_generator
 from sftflow.backends.base import GenerationParams, Generator
-from sftflow.batch.cost import generation_cost
 from sftflow.batch.jobs import VertexBatchJobs
 from sftflow.batch.mode import choose_mode
 from sftflow.batch.run import BatchOptions, evaluate_batch
@@ -26,6 +25,7 @@ from sftflow.data.testset import TestExample, read_test_csv
 from sftflow.evaluation import check_error_rate, evaluate
 from sftflow.progress import ProgressFn
 from sftflow.records import Evaluation
+from sftflow.reporting.cost import evaluation_cost, with_rates
 from sftflow.reporting.evaluation import batch_lines, evaluation_markdown, mode_lines
 from sftflow.results import ExampleResult, results_to_jsonl
 
@@ -72,10 +72,9 @@ class EvalSpec:
     batch_poll_interval: float = field(metadata=NOT_IN_KEY)
     claim_stale_after: float = field(metadata=NOT_IN_KEY)
     cancel_job_on_interrupt: bool = field(metadata=NOT_IN_KEY)
-    # Prices only change the report's cost line.
-    price_per_million_input_tokens: float = field(metadata=NOT_IN_KEY)
-    price_per_million_output_tokens: float = field(metadata=NOT_IN_KEY)
-    batch_discount: float = field(metadata=NOT_IN_KEY)
+    # Prices only change the report's cost line (sftflow.prices; a tuned model is priced as its base model).
+    base_model: str = field(metadata=NOT_IN_KEY)
+    generation_prices_usd: dict[str, tuple[float, float]] = field(metadata=NOT_IN_KEY)
     work_dir: Path = field(metadata=NOT_IN_KEY)  # checkpoints, model cache
     concurrency: int = field(default=8, metadata=NOT_IN_KEY)
     rpm: float = field(default=300.0, metadata=NOT_IN_KEY)
@@ -121,9 +120,9 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
     checkpoint = layout.checkpoint_path(spec.work_dir, label, ident)
     results, mode, batch = answer(spec, model, examples, checkpoint=checkpoint,
                                   batch_root=storage.join(out_dir, "batch", ident[:16]), on_progress=on_progress)
-    cost = None if spec.backend != "vertex" else generation_cost(  # billed on vertex only
-        results, mode=mode, price_in=spec.price_per_million_input_tokens,
-        price_out=spec.price_per_million_output_tokens, discount=spec.batch_discount)
+    price = prices.price_for(spec.base_model, spec.backend, spec.generation_prices_usd)
+    cost = None if spec.backend != "vertex" else with_rates(evaluation_cost(  # billed on vertex only
+        label, model, spec.base_model, [r.to_dict() for r in results], price, batch=mode == "batch"), price)
     error_lines = check_error_rate(results, spec.max_error_rate, model)  # raises above the threshold
     summary = stats.summarize(results)
     counts = stats.counts(results)
