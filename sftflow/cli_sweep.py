@@ -17,7 +17,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep", help="tune a hyperparameter grid in parallel, rank it against the base, challenge the champion",
         description="Tune every combination of the comma lists (at most --max-parallel jobs at once), evaluate "
-        "each tuned model on the base model's examples, write a leaderboard with paired 95%% CIs "
+        "each tuned model on the base model's examples, write a leaderboard with paired 95% CIs "
         "(<storage>/runs/<run>/sweep/leaderboard.json) and promote the best to champion only on a significant "
         "ROUGE-L win. A rerun attaches to the grid's jobs instead of paying again. Prints one line per "
         "configuration and 'leaderboard: URI' last.")
