@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sftflow import storage
-from sftflow.stats import Comparison
+from sftflow.stats import Comparison, nan_to_none
 
 RANK_METRIC = "rougeL"
 TIE_EPS = 1e-9  # ROUGE-L means closer than this are a tie (then the cheaper entry wins)
@@ -50,7 +50,7 @@ class Entry:
         return -math.inf if v is None or math.isnan(v) else v
 
     def to_dict(self) -> dict[str, Any]:
-        return _nan_to_none(asdict(self))
+        return nan_to_none(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Entry:
@@ -104,7 +104,7 @@ def build(entries: list[Entry], *, base: dict[str, Any], run_name: str, examples
           grid: dict[str, Any] | None = None) -> dict[str, Any]:
     """The leaderboard document: ranked entries, the base model's means, and `best` (or null + reason)."""
     best, reason = choose_best(entries)
-    return _nan_to_none({
+    return nan_to_none({
         "run_name": run_name,
         "rank_metric": RANK_METRIC,
         "rule": "best = highest ROUGE-L whose paired 95% CI vs base lies above 0; ties -> lower cost",
@@ -139,13 +139,3 @@ def points(x: float | None) -> str:
 def signed_points(x: float | None) -> str:
     """A difference in ROUGE points, signed; "n/a" when missing."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.1f}"
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_nan_to_none(v) for v in obj]
-    return obj

@@ -179,7 +179,7 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         """The content of comparison.json (NaN written as null)."""
-        return _nan_to_none({
+        return nan_to_none({
             "baseline_model": self.baseline_model,
             "tuned_model": self.tuned_model,
             "n_paired": self.n_paired,
@@ -208,13 +208,14 @@ class Comparison:
                    dict(data.get("excluded", {})), metrics, boot.get("n_boot", 10000), boot.get("seed", 0))
 
 
-def _nan_to_none(obj: Any) -> Any:
+def nan_to_none(obj: Any) -> Any:
+    """`obj` with every NaN replaced by None, recursively: JSON has no NaN."""
     if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {k: nan_to_none(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_nan_to_none(v) for v in obj]
+        return [nan_to_none(v) for v in obj]
     return obj
 
 
