@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -16,6 +15,7 @@ from flows.sweep import sweep
 from sftflow import champion, storage
 from sftflow.data.samples import sample_paths
 from sftflow.sweep import GridCostCapExceeded
+from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("token_in_env")]
@@ -115,7 +115,6 @@ def test_grid_over_the_cost_cap_submits_nothing(make_vertex_server, gcs_bucket, 
     assert server.count("POST", ":generateContent") == 0
 
 
-
 def test_grid_above_approve_above_usd_needs_one_approval_for_its_new_jobs(make_vertex_server, gcs_bucket, tmp_path):
     """approval_mode=refuse (the CLI without a terminal) submits nothing; approved proceeds; a rerun whose jobs
     are all committed is not asked again. Small datasets (330 training tokens an epoch), so it stays quick."""
@@ -153,11 +152,8 @@ def _cli_sweep(server, gcs_emulator, bucket, tmp_path, *extra):
            "--bucket", bucket, "--train", paths["train"], "--val", paths["val"], "--test", paths["test"],
            "--samples", "6", "--rpm", "6000", "--poll-interval", "1", "--local-root", str(tmp_path / "root"),
            "--adapter-size", "4,8", "--max-parallel", "2", *extra]
-    log = open(tmp_path / f"cli-{time.monotonic_ns()}.log", "w+")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=_default_sigint)
-    proc.log = log
-    return proc
+
+    return cliproc.start(cmd, env, tmp_path)
 
 
 def _wait_for(condition, timeout=600.0):  # a CLI start took >120 s on 2 cores shared by 8 sessions
@@ -174,13 +170,13 @@ def test_killed_sweep_rerun_attaches_to_the_running_jobs(make_vertex_server, gcs
     proc = _cli_sweep(server, gcs_emulator, gcs_bucket, tmp_path)
     _wait_for(lambda: len(server.job_names) == 2 and server.count("GET", "/tuningJobs/") >= 4)
     os.kill(proc.pid, signal.SIGKILL)
-    _finish(proc)
+    cliproc.finish(proc)
     polls = server.count("GET", "/tuningJobs/")
     proc = _cli_sweep(server, gcs_emulator, gcs_bucket, tmp_path)
     _wait_for(lambda: server.count("GET", "/tuningJobs/") >= polls + 4)  # both jobs awaited again
     for job in server.job_names:
         server.set_job_state(job, "SUCCEEDED")
-    out = _finish(proc)
+    out = cliproc.finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert server.count("POST", "/tuningJobs") == 2  # the rerun created no job
     assert out.count("attached to existing tuning job") == 2, out[-3000:]
@@ -197,26 +193,10 @@ def test_terminated_sweep_cancels_its_running_jobs(make_vertex_server, gcs_emula
     proc = _cli_sweep(server, gcs_emulator, gcs_bucket, tmp_path)
     _wait_for(lambda: len(server.job_names) == 2 and server.count("GET", "/tuningJobs/") >= 4)
     os.kill(proc.pid, signal.SIGTERM)
-    out = _finish(proc)
+    out = cliproc.finish(proc)
     assert proc.returncode != 0
     assert server.count("POST", ":cancel") == 2, out[-3000:]
     assert out.count("interrupted: cancelling tuning job") == 2
-
-
-def _finish(proc, timeout=600) -> str:
-    try:
-        proc.wait(timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.log.seek(0)
-    return proc.log.read()
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_local_grid_runs_offline_one_job_at_a_time_with_epoch_checkpoints(tmp_path):

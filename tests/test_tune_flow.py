@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -16,10 +15,10 @@ from flows.tune import tune
 from sftflow import storage
 from sftflow.tuning import JobFailed
 from tests.flowutil import flow_artifacts
+from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config, upload_datasets
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("token_in_env")]
-
 
 
 @pytest.fixture
@@ -90,14 +89,14 @@ def test_failed_job_fails_the_flow_and_only_resubmit_failed_pays_again(make_vert
         tune(config={**flow_config(server, bucket, tmp_path), "train_uri": train, "val_uri": val})
     assert str(err.value) == _failed_message(server, job, hint)
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
-    out = _finish(proc)
+    out = cliproc.finish(proc)
     assert proc.returncode == 1, out[-3000:]
     assert f"sftflow: error: {_failed_message(server, job, hint)}\n" in out
     assert server.count("POST", "/tuningJobs") == 1
     # --resubmit-failed submits exactly one new job for the same intent (this one succeeds).
     server.job_outcome = "SUCCEEDED"
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--resubmit-failed")
-    out = _finish(proc)
+    out = cliproc.finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert server.count("POST", "/tuningJobs") == 2
     new = [name for name in server.job_names if name != job]
@@ -112,31 +111,7 @@ def _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, *extra):
     cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--project", server.project,
            "--bucket", bucket, "--train", train, "--val", val, "--poll-interval", "1",
            "--local-root", str(tmp_path / "root"), *extra]
-    # Own session: a flow process killed by a signal can orphan Prefect's temporary API server,
-    # which the test then stops with the whole group.
-    log = open(tmp_path / f"cli-{time.monotonic_ns()}.log", "w+")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=_default_sigint)
-    proc.log = log
-    return proc
-
-
-def _default_sigint() -> None:
-    """A shell that starts CI in the background leaves SIGINT ignored, and Python then never raises
-    KeyboardInterrupt; restore the default so the child behaves as in a terminal."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _finish(proc, timeout=600) -> str:
-    try:
-        proc.wait(timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.log.seek(0)
-    return proc.log.read()
+    return cliproc.start(cmd, env, tmp_path)
 
 
 def _wait_for_polls(server, n, timeout=600):  # a CLI start took >120 s on 2 cores shared by 8 sessions
@@ -154,13 +129,13 @@ def test_killed_flow_reattaches_to_the_same_job(make_vertex_server, gcs_emulator
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
     _wait_for_polls(server, 3)
     os.kill(proc.pid, signal.SIGKILL)
-    _finish(proc)
+    cliproc.finish(proc)
     polls = server.count("GET", "/tuningJobs/")
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
     _wait_for_polls(server, polls + 2)  # the second process is awaiting the same, still running job
     (job,) = server.job_names
     server.set_job_state(job, "SUCCEEDED")
-    out = _finish(proc)
+    out = cliproc.finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert "attached to existing tuning job" in out
     assert server.count("POST", "/tuningJobs") == 1  # exactly one job was ever created
@@ -176,7 +151,7 @@ def test_interrupt_cancels_the_cloud_job(make_vertex_server, gcs_emulator, datas
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
     _wait_for_polls(server, 2)
     os.kill(proc.pid, sig)
-    out = _finish(proc)
+    out = cliproc.finish(proc)
     assert proc.returncode != 0
     assert server.count("POST", ":cancel") == 1, out[-3000:]
     assert "cancelling tuning job" in out
@@ -189,7 +164,7 @@ def test_interrupt_with_cancel_job_on_interrupt_false_leaves_the_job_running(mak
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--set", "cancel_job_on_interrupt=false")
     _wait_for_polls(server, 2)
     os.kill(proc.pid, signal.SIGINT)
-    out = _finish(proc)
+    out = cliproc.finish(proc)
     assert proc.returncode == 130, out[-3000:]
     (job,) = server.job_names
     assert f"interrupted: tuning job {job} keeps running (cancel_job_on_interrupt=false)" in out
@@ -204,7 +179,7 @@ def test_timeout_with_cancel_job_on_timeout_false_fails_the_command_and_leaves_t
     bucket, train, val = datasets
     proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--timeout", "3",
                      "--set", "cancel_job_on_timeout=false")
-    out = _finish(proc)
+    out = cliproc.finish(proc)
     assert proc.returncode == 1, out[-3000:]
     (job,) = server.job_names
     assert re.search(rf"^sftflow: error: tuning job {re.escape(job)} still RUNNING after [3-9]s \(timeout 3s\); "
