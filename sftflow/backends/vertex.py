@@ -42,7 +42,8 @@ HARM_CATEGORIES = (
     types.HarmCategory.HARM_CATEGORY_SEXUALLY_EXPLICIT,
     types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
 )
-_STATES = {
+#: Vertex's job states (tuning and batch jobs share them) as ours.
+STATES = {
     "JOB_STATE_UNSPECIFIED": JobState.PENDING,
     "JOB_STATE_QUEUED": JobState.PENDING,
     "JOB_STATE_PENDING": JobState.PENDING,
@@ -89,7 +90,8 @@ class VertexGenerator:
         return to_generation(response, time.perf_counter() - start)
 
 
-def _enum_name(value: Any) -> str | None:
+def enum_name(value: Any) -> str | None:
+    """An SDK enum's name, or the raw value when the SDK does not know it yet."""
     if value is None:
         return None
     return getattr(value, "name", None) or str(value)
@@ -111,7 +113,7 @@ def to_generation(response: types.GenerateContentResponse, latency_s: float | No
     if not response.candidates:
         return make("", "EMPTY")
     candidate = response.candidates[0]
-    finish = _enum_name(candidate.finish_reason) or "STOP"
+    finish = enum_name(candidate.finish_reason) or "STOP"
     if finish in _BLOCK_REASONS:
         return make("", finish, blocked=True)
     parts = candidate.content.parts if candidate.content and candidate.content.parts else []
@@ -127,15 +129,16 @@ def to_generation(response: types.GenerateContentResponse, latency_s: float | No
 _unknown_states_logged: set[str] = set()
 
 
-def _job_state(job: types.TuningJob) -> JobState:
-    """The job's state; one the API added after this code was written counts as still running,
-    logged once per state name (polling goes on until a known end state or the time budget)."""
-    name = _enum_name(job.state) or "JOB_STATE_UNSPECIFIED"
-    state = _STATES.get(name)
+def job_state(name: str | None, job_name: str | None, kind: str = "tuning job") -> JobState:
+    """A job's state from its Vertex state name; one the API added after this code was written counts
+    as still running, logged once per state name (polling goes on until a known end state or the
+    time budget)."""
+    name = name or "JOB_STATE_UNSPECIFIED"
+    state = STATES.get(name)
     if state is None:
         if name not in _unknown_states_logged:
             _unknown_states_logged.add(name)
-            log.warning("tuning job %s: unknown state %s from the API; treating it as still running", job.name, name)
+            log.warning("%s %s: unknown state %s from the API; treating it as still running", kind, job_name, name)
         return JobState.RUNNING
     return state
 
@@ -208,7 +211,7 @@ class VertexTuner:
         return sorted(found, key=lambda s: s.create_time or "", reverse=True)
 
     def _status(self, job: types.TuningJob) -> JobStatus:
-        state = _job_state(job)
+        state = job_state(enum_name(job.state), job.name)
         stats: dict[str, Any] = {}
         total_steps = None
         sup = job.tuning_data_stats.supervised_tuning_data_stats if job.tuning_data_stats else None

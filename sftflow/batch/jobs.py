@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from google.genai import types
 
-from sftflow.backends.base import JobState, JobStatus
-from sftflow.backends.vertex import _STATES, _enum_name
+from sftflow.backends.base import JobStatus
+from sftflow.backends.vertex import enum_name, job_state
 from sftflow.backends.vertex_client import call, make_genai_client, vertex_credentials
 from sftflow.errors import BackendError
 
@@ -111,8 +111,8 @@ class VertexBatchJobs:
         return True
 
     def _status(self, job: types.BatchJob) -> JobStatus:
-        name = _enum_name(job.state) or "JOB_STATE_UNSPECIFIED"
-        state = _STATES.get(name, JobState.RUNNING)
+        name = enum_name(job.state) or "JOB_STATE_UNSPECIFIED"
+        state = job_state(name, job.name, "batch job")
         cs = job.completion_stats
         stats: dict[str, Any] = {"vertex_state": name.removeprefix("JOB_STATE_")}
         if cs is not None:
