@@ -166,3 +166,20 @@ def cancel_and_confirm(
         if clock() - start >= timeout:
             return status, False
         sleep(poll_interval)
+
+
+def cancel_on_interrupt(jobs, name: str, *, enabled: bool, kind: str = "tuning job",
+                        logger: logging.Logger | logging.LoggerAdapter = log) -> None:
+    """What an interrupt (Ctrl-C, SIGTERM: Prefect's TerminationSignal when a run is cancelled) does to a
+    job still running: cancel it so the meter stops, or leave it for a rerun to attach to. Never
+    raises, so the interrupt itself still propagates. `logger`: a Prefect run logger shows it in the UI."""
+    if not enabled:
+        logger.warning("interrupted: %s %s keeps running (cancel_job_on_interrupt=false); a rerun attaches to it",
+                       kind, name)
+        return
+    logger.warning("interrupted: cancelling %s %s (cancel_job_on_interrupt=true)", kind, name)
+    try:
+        jobs.cancel(name)
+    except Exception as exc:  # noqa: BLE001 - the interrupt must still propagate
+        logger.error("cancelling %s %s failed (%s): it may still be running and billing; cancel it yourself "
+                     "(Google Cloud console) or rerun to attach to it", kind, name, exc)

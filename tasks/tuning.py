@@ -20,7 +20,7 @@ from sftflow.backends.base import JobStatus, TuningSpec
 from sftflow.config import Settings
 from sftflow.data.rules import Problem, validate_contents_file
 from sftflow.errors import DataError
-from sftflow.polling import await_job
+from sftflow.polling import await_job, cancel_on_interrupt
 from sftflow.records import TuningRecord
 from sftflow.reporting.tuning import job_markdown
 from sftflow.steps import tune as steps
@@ -142,15 +142,7 @@ def await_tuning_job(settings: Settings, name: str) -> JobStatus:
     except Exception:  # a failure, not an interrupt: await_job already applied the timeout policy
         raise
     except BaseException:  # Ctrl-C, SIGTERM (Prefect's TerminationSignal, sent on cancellation), exit
-        if settings.cancel_job_on_interrupt:
-            log.warning("interrupted: cancelling tuning job %s (cancel_job_on_interrupt=true)", name)
-            try:
-                tuner.cancel(name)
-            except Exception as exc:  # noqa: BLE001 - the interrupt must still propagate
-                log.error("cancelling tuning job %s failed (%s): it may still be running and billing; cancel it "
-                          "yourself (Google Cloud console) or rerun to attach to it", name, exc)
-        else:
-            log.warning("interrupted: tuning job %s keeps running (cancel_job_on_interrupt=false)", name)
+        cancel_on_interrupt(tuner, name, enabled=settings.cancel_job_on_interrupt, logger=log)
         raise
     update_progress_artifact(artifact_id=progress_id, progress=100.0)
     return final

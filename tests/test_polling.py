@@ -126,3 +126,34 @@ def test_timeout_with_fake_clock_counts_from_start():
     with pytest.raises(JobTimeout, match="still RUNNING after 100s"):
         await_job(tuner, "job/1", poll_interval=30, timeout=100, sleep=clock.sleep, clock=clock)
     assert clock.sleeps == [30, 30, 30, 10]
+
+
+class CancelRecorder:
+    """A job service whose cancel() is recorded, or fails the way an unreachable API does."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.cancelled, self.fail = [], fail
+
+    def cancel(self, name):
+        if self.fail is not None:
+            raise self.fail
+        self.cancelled.append(name)
+
+
+@pytest.mark.parametrize("kind", ["tuning job", "batch job"])
+def test_an_interrupt_cancels_the_job_or_leaves_it_as_configured_and_never_raises(kind, caplog):
+    from sftflow.polling import cancel_on_interrupt
+
+    jobs = CancelRecorder()
+    cancel_on_interrupt(jobs, "jobs/1", enabled=True, kind=kind)
+    assert jobs.cancelled == ["jobs/1"]
+    assert f"interrupted: cancelling {kind} jobs/1 (cancel_job_on_interrupt=true)" in caplog.text
+
+    jobs = CancelRecorder()
+    cancel_on_interrupt(jobs, "jobs/2", enabled=False, kind=kind)
+    assert jobs.cancelled == []
+    assert f"interrupted: {kind} jobs/2 keeps running (cancel_job_on_interrupt=false)" in caplog.text
+
+    cancel_on_interrupt(CancelRecorder(fail=TransientError("503 UNAVAILABLE")), "jobs/3", enabled=True, kind=kind)
+    failed = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failed) == 1 and "jobs/3 failed (503 UNAVAILABLE): it may still be running and billing" in failed[0].message

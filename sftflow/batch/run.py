@@ -32,7 +32,7 @@ from sftflow.checkpoint import Checkpoint, CheckpointLock
 from sftflow.data.testset import TestExample
 from sftflow.errors import CheckpointError, SftflowError, TransientError
 from sftflow.evaluation import fill_result
-from sftflow.polling import cancel_and_confirm
+from sftflow.polling import cancel_and_confirm, cancel_on_interrupt
 from sftflow.progress import ProgressFn
 from sftflow.results import ExampleResult
 from sftflow.tuning import OWNER, Claims, JobFailed, ensure_job
@@ -142,19 +142,6 @@ def _ensure(jobs, spec: BatchSpec, claims: Claims, sleep: Callable[[float], None
     raise AssertionError("unreachable")
 
 
-def _cancel_on_interrupt(jobs, name: str, enabled: bool) -> None:
-    if not enabled:
-        log.warning("interrupted: batch job %s keeps running (cancel_job_on_interrupt=false); a rerun attaches to it",
-                    name)
-        return
-    log.warning("interrupted: cancelling batch job %s (cancel_job_on_interrupt=true)", name)
-    try:
-        jobs.cancel(name)
-    except Exception as exc:  # noqa: BLE001 - the interrupt must still propagate
-        log.error("cancelling batch job %s failed (%s): it may still be running and billing; cancel it in the "
-                  "console", name, exc)
-
-
 def _read_outputs(status: JobStatus) -> str:
     out_dir = status.stats.get("output_dir")
     if not out_dir:
@@ -248,7 +235,7 @@ def evaluate_batch(
                                                      sleep=sleep, clock=clock)
                 except BaseException as exc:
                     if not isinstance(exc, Exception):  # an interrupt, not a polling failure
-                        _cancel_on_interrupt(jobs, name, options.cancel_on_interrupt)
+                        cancel_on_interrupt(jobs, name, enabled=options.cancel_on_interrupt, kind="batch job")
                     raise
                 preds, unmatched = parse_predictions(_read_outputs(status), by_label, by_hash, source=name)
                 notes.unmatched_rows += unmatched
