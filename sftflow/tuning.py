@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -130,13 +131,24 @@ def ensure_job(
             before_submit = None
         if claims is None:
             return _submit(tuner, spec), False
-        outcome = _claim_or_wait(tuner, spec, jobs, claims, seen)
+        with _intent_lock(claims.owner, spec.key):  # threads of one owner take turns; processes race on the claim
+            outcome = _claim_or_wait(tuner, spec, jobs, claims, seen)
         if outcome is not None:
             return outcome
         sleep(claims.wait_step)
 
 
 _cleaned_up_logged: set[str] = set()
+_intent_locks: dict[tuple[str, str], threading.Lock] = {}
+_intent_locks_guard = threading.Lock()
+
+
+def _intent_lock(owner: str, key: str) -> threading.Lock:
+    """One lock per (owner, intent) in this process: a claim tells owners apart, not threads, and a claim of
+    our own with no job yet reads as our retried attempt, so two threads with one intent (a grid listing a
+    configuration twice, a task run twice at once) must not both reach it."""
+    with _intent_locks_guard:
+        return _intent_locks.setdefault((owner, key), threading.Lock())
 
 
 def live_job(tuner: Tuner, key: str) -> str | None:

@@ -250,7 +250,9 @@ def test_a_stale_claim_is_taken_over_after_claim_stale_after(make_vertex_server,
 
 
 @pytest.mark.slow
-def test_claim_threads_race_one_submit_and_the_loser_attaches(make_vertex_server, vertex_settings_for, datasets):
+@pytest.mark.parametrize("one_owner", [False, True], ids=["owner-per-thread", "one-process-owner"])
+def test_claim_threads_race_one_submit_and_the_loser_attaches(make_vertex_server, vertex_settings_for, datasets,
+                                                              one_owner):
     server = make_vertex_server(job_phases=(5.0, 5.0))
     server.hold_lists(3)
     bucket, train, _ = datasets
@@ -259,7 +261,8 @@ def test_claim_threads_race_one_submit_and_the_loser_attaches(make_vertex_server
 
     def run(i: int) -> None:
         tuner = VertexTuner(vertex_settings_for(server))
-        results[i] = ensure_job(tuner, _spec("krace", train), claims=Claims(root, wait_step=0.2, owner=f"t{i}"))
+        owner = "process" if one_owner else f"t{i}"  # threads of one process share its owner id
+        results[i] = ensure_job(tuner, _spec("krace", train), claims=Claims(root, wait_step=0.2, owner=owner))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     for t in threads:
