@@ -34,6 +34,7 @@ from sftflow.config import load_settings
 from sftflow.errors import ConfigError
 from sftflow.polling import await_job
 from sftflow.tuning import Claims, claim_uri, ensure_job
+from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, upload_datasets
 
 GOOD = b'{"contents":[{"role":"user","parts":[{"text":"a"}]},{"role":"model","parts":[{"text":"b"}]}]}\n'
@@ -57,23 +58,11 @@ def _start_tune(server, env, bucket, train, val, root: Path, *extra: str) -> sub
            "--bucket", bucket, "--train", train, "--poll-interval", "1", "--local-root", str(root), *extra]
     if val:
         cmd += ["--val", val]
-    log = open(root.parent / f"cli-{time.monotonic_ns()}.log", "w+")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    proc.log = log  # type: ignore[attr-defined]
-    return proc
+    return cliproc.start(cmd, env, root.parent)
 
 
 def _finish(proc, timeout: float = 300) -> str:
-    try:
-        proc.wait(timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # Prefect's temporary API server, if orphaned
-        except ProcessLookupError:
-            pass
-    proc.log.seek(0)
-    return proc.log.read()
+    return cliproc.finish(proc, timeout)
 
 
 def _creates(server) -> list[dict]:
