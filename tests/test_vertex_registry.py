@@ -97,3 +97,27 @@ def test_cleanup_deletes_checkpoint_endpoints_before_the_model(make_vertex_serve
     assert tuner.delete_outputs(status, dry_run=False) == listed
     assert server.count("DELETE", f"/v1/{first}") == 1
     assert tuner.delete_outputs(status, dry_run=True) == []  # all gone; a second run is harmless
+
+
+def test_a_checkpoint_champion_becomes_the_default_checkpoint(make_vertex_server, vertex_settings_for,
+                                                              tuning_datasets):
+    """google-genai `models.update(default_checkpoint_id=...)` (PATCH models/ID@1): the job's endpoint then names the
+    checkpoint's; the server refuses a checkpoint the model does not have, as Vertex does."""
+    server = make_vertex_server(job_phases=(0.2, 0.3), require_token=TEST_TOKEN)
+    tuner = make_tuner(vertex_settings_for(server))
+    status = _succeeded(tuner, tuner.submit(_spec(tuning_datasets, 2)))
+    first = status.checkpoints[0]
+    assert tuner.mark_champion(status, checkpoint_id=first["checkpoint_id"]).endswith("@champion")
+    patch = [r for r in server.requests if r["method"] == "PATCH"]
+    assert [r["body"] for r in patch] == [{"defaultCheckpointId": "1"}] and patch[0]["status"] == 200
+    model = tuner._gapic("ModelServiceClient").get_model(name=status.tuned_model)
+    assert model.default_checkpoint_id == "1" and list(model.version_aliases) == ["default", "champion"]
+    assert tuner.get(status.name).endpoint == first["endpoint"] != status.endpoint  # the default's endpoint
+
+    with pytest.raises(BackendError, match=r"making checkpoint 9 the default") as err:
+        tuner.mark_champion(status, checkpoint_id="9")
+    assert getattr(err.value.__cause__, "code", None) == 400
+    one = _succeeded(tuner, tuner.submit(_spec(tuning_datasets, 1)))
+    with pytest.raises(BackendError) as err:
+        tuner.mark_champion(one, checkpoint_id="1")  # no intermediate checkpoints: nothing to choose
+    assert getattr(err.value.__cause__, "code", None) == 400

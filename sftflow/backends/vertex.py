@@ -249,10 +249,14 @@ class VertexTuner:
             ),
         )
 
-    def mark_champion(self, status: JobStatus) -> str | None:
-        """The Model Registry version alias `champion` on the job's tuned model (see vertex_registry)."""
+    def mark_champion(self, status: JobStatus, checkpoint_id: str | None = None) -> str | None:
+        """The Model Registry version alias `champion` on the job's tuned model, after making `checkpoint_id` (a
+        checkpoint champion) its default checkpoint (see vertex_registry)."""
         if not status.tuned_model:
             return None
+        if checkpoint_id is not None:
+            call(f"making checkpoint {checkpoint_id} the default of {status.tuned_model}",
+                 lambda: registry.set_default_checkpoint(self._client, status.tuned_model, checkpoint_id))
         models = self._gapic("ModelServiceClient")
         return call(f"setting alias {registry.CHAMPION_ALIAS} on {status.tuned_model}",
                      lambda: registry.set_alias(models, status.tuned_model, registry.CHAMPION_ALIAS))

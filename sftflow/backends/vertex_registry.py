@@ -3,6 +3,11 @@ version alias that marks the champion.
 
 Checkpoints: with `epoch_count` > 1 Vertex keeps about one checkpoint per epoch, each deployed to an endpoint
 (`tuned_model.checkpoints[]`: checkpoint_id, epoch, step, endpoint); the job's own endpoint serves the default one.
+The default checkpoint can be switched (the checkpoints page's "select the best performing checkpoint ... to be the
+default checkpoint", https://cloud.google.com/vertex-ai/generative-ai/docs/models/tuning-checkpoints): google-genai's
+`models.update(model=..., config=UpdateModelConfig(default_checkpoint_id=...))`, REST `PATCH .../models/ID@version`
+`{"defaultCheckpointId": ...}`; the job's endpoint then names the new default's endpoint. Every checkpoint stays
+deployed to its own endpoint, so the champion record keeps naming the endpoint that was evaluated.
 Aliases: `models.mergeVersionAliases` on `models/ID@version` adds (or, with a leading '-', removes) aliases; an
 alias names one version of a model at a time
 (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/mergeVersionAliases).
@@ -26,10 +31,25 @@ def checkpoints(job) -> list[dict[str, Any]]:
     return sorted(out, key=lambda c: (c["step"] or 0, c["epoch"] or 0))
 
 
+def _versioned(tuned_model: str) -> str:
+    return tuned_model if "@" in tuned_model else f"{tuned_model}@1"
+
+
+def set_default_checkpoint(client, tuned_model: str, checkpoint_id: str) -> str:
+    """Make `checkpoint_id` the default checkpoint of `tuned_model` through a google-genai client; returns the
+    default the service reports back."""
+    from google.genai import types
+
+    model = client.models.update(model=_versioned(tuned_model),
+                                 config=types.UpdateModelConfig(default_checkpoint_id=str(checkpoint_id)))
+    log.info("model %s now serves checkpoint %s by default", tuned_model, model.default_checkpoint_id)
+    return model.default_checkpoint_id
+
+
 def set_alias(models, tuned_model: str, alias: str) -> str:
     """Give `tuned_model`'s version (`@1` when it names none) the alias through an aiplatform
     ModelServiceClient; returns `model@alias`, the name that now resolves to it."""
-    name = tuned_model if "@" in tuned_model else f"{tuned_model}@1"
+    name = _versioned(tuned_model)
     models.merge_version_aliases(name=name, version_aliases=[alias])
     log.info("model %s now carries the alias %s", name, alias)
     return f"{name.split('@', 1)[0]}@{alias}"

@@ -100,6 +100,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "UndeployModelRequest": {"deployed_model_id": str, "traffic_split": MapOf(int)},
     "MergeVersionAliasesRequest": {"name": str, "version_aliases": Repeated(str)},
+    # models.patch's body (the fields google-genai's `models.update` sends, and their neighbours)
+    "Model": {"name": str, "display_name": str, "description": str, "version_description": str,
+              "default_checkpoint_id": str, "labels": MapOf(str)},
 }
 
 _SCALAR_TYPES = {str: "TYPE_STRING", int: "TYPE_INT64", float: "TYPE_FLOAT", bool: "TYPE_BOOL"}

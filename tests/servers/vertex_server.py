@@ -21,7 +21,10 @@ Multi-epoch jobs keep one checkpoint per epoch (`tunedModel.checkpoints[]`: chec
 step, endpoint; the last one is the job's endpoint) unless `exportLastCheckpointOnly`; each checkpoint
 endpoint answers like the tuned one. `tuned_answer(hyperparameters, epoch, article)` makes answer quality
 depend on the configuration (None: the article's first sentence, as without it). Models accept `:mergeVersionAliases`
-as the Model Registry does. `max_active_jobs()` is the most tuning jobs ever active (not ended) at once.
+as the Model Registry does, and a PATCH of `defaultCheckpointId` (google-genai `models.update`) to one of their
+checkpoints; the job's `tunedModel.endpoint` is then that checkpoint's endpoint ("the tuned model endpoint represents
+the endpoint of the default checkpoint",
+https://cloud.google.com/vertex-ai/generative-ai/docs/models/tuning-checkpoints). `max_active_jobs()` is the most tuning jobs ever active (not ended) at once.
 Answers are deterministic; marker prompts give a prompt-level block (`[[BLOCK]]`), an answer-level
 SAFETY block (`[[SAFETY]]`) and an empty answer (`[[EMPTY]]`); thinking models count thought tokens
 and return thought parts when asked (`thinkingConfig.includeThoughts`, or `thoughts_unasked=True`).
@@ -213,6 +216,7 @@ class _Model:
     registered: float = 0.0
     deleted: bool = False
     aliases: list[str] = field(default_factory=list)  # version 1's aliases besides "default"
+    default_checkpoint: str | None = None  # None: the last one (a multi-epoch job's checkpoints)
 
 
 @dataclass
@@ -501,6 +505,7 @@ class VertexTestServer:
             ("DELETE", r"models/([^/:@]+)(?:@([^/:]+))?", self._delete_model),
             ("DELETE", r"models/([^/:@]+)@([^/:]+):deleteVersion", self._delete_model),
             ("POST", r"models/([^/:@]+)(?:@([^/:]+))?:mergeVersionAliases", self._merge_aliases),
+            ("PATCH", r"models/([^/:@]+)(?:@([^/:]+))?", self._update_model),
             *self.batch.routes(),
         ]
         for meth, pattern, fn in routes:
@@ -792,12 +797,10 @@ class VertexTestServer:
         if state in ENDED:
             out["endTime"] = _now_rfc3339(job.end_time())
         if state == "SUCCEEDED":
-            out["tunedModel"] = {"model": f"{job.model}@1", "endpoint": job.endpoint}
+            out["tunedModel"] = {"model": f"{job.model}@1", "endpoint": self._default_endpoint(job)}
             if job.checkpoints:
-                per_epoch = math.ceil(job.examples / 16)
-                out["tunedModel"]["checkpoints"] = [
-                    {"checkpointId": str(epoch), "epoch": str(epoch), "step": str(per_epoch * epoch), "endpoint": ep}
-                    for epoch, ep in job.checkpoints]
+                out["tunedModel"]["checkpoints"] = [dict(c, endpoint=ep) for c, (_, ep) in
+                                                    zip(self._checkpoints(job), job.checkpoints)]
         elif state == "FAILED":
             out["error"] = {"code": 3, "message": "Dataset row 3: invalid role"}
         elif state == "CANCELLED":
@@ -807,6 +810,16 @@ class VertexTestServer:
         elif state == "PARTIALLY_SUCCEEDED":
             out["error"] = {"code": 13, "message": "Tuning finished without a deployable model."}
         return out
+
+    @staticmethod
+    def _checkpoints(job: _Job) -> list[dict]:
+        per_epoch = math.ceil(job.examples / 16)
+        return [{"checkpointId": str(epoch), "epoch": str(epoch), "step": str(per_epoch * epoch)}
+                for epoch, _ in job.checkpoints]
+
+    def _default_endpoint(self, job: _Job) -> str:
+        chosen = self._models[job.model].default_checkpoint
+        return next((ep for epoch, ep in job.checkpoints if str(epoch) == chosen), job.endpoint)
 
     def _job(self, parent: str, num: str) -> _Job:
         name = f"{parent}/tuningJobs/{num}"
@@ -976,7 +989,7 @@ class VertexTestServer:
                 for did, m in ep.deployed.items()
                 if m == model.name
             ]
-            return {
+            out = {
                 "name": model.name,
                 "versionId": "1",
                 "versionAliases": ["default", *model.aliases],
@@ -984,6 +997,33 @@ class VertexTestServer:
                 "deployedModels": deployed,
                 "createTime": _now_rfc3339(model.job.end_time() if model.job else model.registered),
             }
+            if model.job is not None and model.job.checkpoints:
+                out["checkpoints"] = self._checkpoints(model.job)
+                out["defaultCheckpointId"] = model.default_checkpoint or out["checkpoints"][-1]["checkpointId"]
+            return out
+
+    def _update_model(self, parent, mid, version=None, *, query, body):
+        """models.patch (google-genai `models.update`): display name, description, or the default checkpoint,
+        which must be one of the model's checkpoints (a model tuned without intermediate checkpoints has none)."""
+        problems = schema.problems(body or {}, "Model")
+        if problems:
+            raise _invalid(problems)
+        mask = {schema.snake(f.strip()) for f in (query.get("updateMask") or [""])[0].split(",") if f.strip()}
+        given = {schema.snake(k) for k in (body or {})}
+        if mask - given:
+            raise _invalid([("update_mask", f"Field {sorted(mask - given)[0]!r} is in the update mask but not set.")])
+        with self._lock:
+            model = self._model(parent, mid, version)
+            wanted = get(body, "default_checkpoint_id")
+            if wanted is not None:
+                known = [c["checkpointId"] for c in self._checkpoints(model.job)] if model.job else []
+                if str(wanted) not in known:
+                    raise _invalid([("model.default_checkpoint_id",
+                                     f"Checkpoint {wanted!r} does not exist in model `{model.name}` "
+                                     f"(checkpoints: {', '.join(known) or 'none'}).")])
+                model.default_checkpoint = str(wanted)
+            model.display_name = get(body, "display_name") or model.display_name
+        return self._get_model(parent, mid, version, query=query, body=None)
 
     def _delete_model(self, parent, mid, version=None, *, query, body):
         with self._lock:

@@ -135,8 +135,9 @@ class LocalTuner:
         """The tuned model folder is complete (config.json is written last)."""
         return storage.exists(storage.join(self.settings.storage_root, "models", status.name, "config.json"))
 
-    def mark_champion(self, status: JobStatus) -> str | None:
-        """Nothing to mark locally: the champion record in storage is the only mark."""
+    def mark_champion(self, status: JobStatus, checkpoint_id: str | None = None) -> str | None:
+        """Nothing to mark locally: the champion record in storage is the only mark (a checkpoint champion is
+        served from its own folder)."""
         return None
 
     def delete_outputs(self, status: JobStatus, dry_run: bool = True) -> list[str]:
