@@ -11,26 +11,23 @@ from flows.approval import approval_gate
 from flows.common import settings_for
 from flows.prepare_data import prepare_data
 from flows.tune import build_spec, check_datasets
-from sftflow import champion, cost
+from sftflow import cost
 from sftflow.approval import grid_approval_markdown
 from sftflow.params import RunParams
-from sftflow.records import ChampionDecision, PreparedData, SweepResult
+from sftflow.records import PreparedData, SweepResult
 from sftflow.steps.evaluate import EvalSpec
 from sftflow.sweep import GridError, check_grid_cap, expand_grid, models_to_evaluate
 from tasks.data import download
+from tasks.champion import challenge_champion
 from tasks.evaluation import evaluate_task
 from tasks.sweep import (
     build_leaderboard,
     cancel_grid_jobs,
-    challenge_champion,
     committed_configurations,
-    read_champion,
     tune_configuration,
     write_sweep_report,
 )
 from tasks.tuning import estimate_tuning_cost
-
-CHAMPION_RETRIES = 3
 
 
 @flow(name="sweep", log_prints=True, persist_result=False, result_serializer="json")
@@ -41,7 +38,6 @@ def sweep(
     max_parallel: int = 2,
     evaluate_checkpoints: bool = False,
     promote: bool = True,
-    promotion_margin: float = 0.0,
     config: RunParams = RunParams(),
 ) -> dict:
     """Tune every configuration of the grid, rank them against the base model, challenge the champion.
@@ -56,8 +52,8 @@ def sweep(
         learning_rate_multiplier: Comma list of learning-rate multipliers, e.g. "0.5,1".
         max_parallel: Tuning jobs running at once (a Prefect global concurrency limit with a server).
         evaluate_checkpoints: Also evaluate and rank each job's per-epoch checkpoints.
-        promote: Compare the best configuration with the champion and promote it on a significant win.
-        promotion_margin: Promote only if the lower 95% CI bound of (new − champion) ROUGE-L is above this.
+        promote: Compare the best configuration with the champion and promote it on a significant win (the lower
+            95% CI bound of (new − champion) ROUGE-L above config.promotion_margin).
         config: The run's parameters (data, model, evaluation, where it runs); each one left unset comes from
             the recipe, the environment or its default. Its epochs / adapter_size / learning_rate_multiplier
             are not used: the grid's lists above are.
@@ -108,7 +104,8 @@ def sweep(
     grid_info = {"epochs": epochs, "adapter_size": adapter_size, "learning_rate_multiplier": learning_rate_multiplier,
                  "max_parallel": max_parallel, "failed": failed}
     lb = build_leaderboard(s, base, models, grid_info)
-    decision = _challenge(s, spec, lb.board, test_path, promotion_margin) if promote else None
+    decision = challenge_champion(s, spec, test_path, lb.board["best_entry"], lb.board["best_reason"],
+                                  s.promotion_margin) if promote else None
     report_uri = write_sweep_report(s, lb.board, lb.plot_uri, decision)
     return SweepResult(leaderboard_uri=lb.leaderboard_uri, plot_uri=lb.plot_uri, report_uri=report_uri,
                        best=lb.board["best"], best_reason=lb.board["best_reason"], entries=lb.board["entries"],
@@ -126,23 +123,3 @@ def _outcomes(futures: dict) -> tuple[dict, dict]:
         else:
             tuned[label] = outcome
     return tuned, failed
-
-
-def _challenge(s, spec: EvalSpec, board: dict, test_path: str, margin: float) -> ChampionDecision:
-    """The best configuration against the champion, evaluated now on the same examples."""
-    if board["best_entry"] is None:
-        return ChampionDecision(promoted=False, reason=f"no candidate: {board['best_reason']}")
-    for _ in range(CHAMPION_RETRIES):
-        current = read_champion(s)
-        if current is not None and current["model"].get("endpoint") == board["best_entry"]["endpoint"]:
-            return ChampionDecision(promoted=False, reason=f"{board['best']} is already the champion "
-                                                           f"(#{current['seq']})", seq=current["seq"])
-        champion_eval = None
-        if current is not None:
-            champion_eval = evaluate_task(spec, "champion")(spec, current["model"]["endpoint"], test_path, "champion")
-        try:
-            return challenge_champion(s, board, champion_eval, current, margin)
-        except champion.ChampionChanged as exc:
-            get_run_logger().warning("%s", exc)
-    raise champion.ChampionChanged(f"the champion kept changing during {CHAMPION_RETRIES} comparisons; rerun")
-

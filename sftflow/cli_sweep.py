@@ -32,9 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--evaluate-checkpoints", action="store_true",
                    help="also evaluate and rank every per-epoch checkpoint of multi-epoch jobs")
     p.add_argument("--no-promote", dest="promote", action="store_false", help="leave the champion alone")
-    p.add_argument("--promotion-margin", type=float, default=0.0, metavar="X",
-                   help="promote only if the lower 95%% CI bound of (new - champion) ROUGE-L is above X "
-                   "(F-measure units: 0.01 = 1 point; default 0)")
+    add_flag(p, "--promotion-margin", "promotion_margin", metavar="X")
     add_flag(p, "--source-model", "source_model")
     add_flag(p, "--display-name", "tuned_model_display_name")
     add_flag(p, "--poll-interval", "poll_interval")
@@ -46,7 +44,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("champion", help="show the current champion model and every promotion decision",
                        description="The champion record of this storage root: the current champion and the "
-                       "history of decisions (promoted or kept, with the reason). Starts no Prefect run.")
+                       "history of decisions (promoted, kept or retired, with the reason). Starts no Prefect run.")
+    p.add_argument("--retire", action="store_true",
+                   help="record that the current champion no longer serves (e.g. its endpoint was deleted by "
+                   "hand): there is none until the next promotion")
     common_flags(p)
 
 
@@ -60,31 +61,35 @@ def check_args(args: argparse.Namespace) -> None:
 def run_sweep(args: argparse.Namespace, config: dict[str, Any], watched) -> int:
     from flows.sweep import sweep
     from sftflow import leaderboard
+    from sftflow.reporting.champion import decision_lines
     from sftflow.reporting.sweep import lines
 
     out = watched(sweep)(epochs=args.grid_epochs, adapter_size=args.grid_adapter_size,
                          learning_rate_multiplier=args.grid_lr, max_parallel=args.max_parallel,
-                         evaluate_checkpoints=args.evaluate_checkpoints, promote=args.promote,
-                         promotion_margin=args.promotion_margin, config=config)
+                         evaluate_checkpoints=args.evaluate_checkpoints, promote=args.promote, config=config)
     board = leaderboard.read(out["leaderboard_uri"])
     for line in lines(board):
         print(line)
     for label, why in (out.get("failed") or {}).items():
         print(f"{label}: FAILED ({why})")
-    decision = out.get("champion")
-    if decision is not None:
-        print(f"champion: {'promoted' if decision['promoted'] else 'not promoted'}: {decision['reason']}")
-        if decision.get("alias"):
-            print(f"registry alias: {decision['alias']}")
+    for line in decision_lines(out["champion"]) if out.get("champion") else []:
+        print(line)
     print(f"plot: {out['plot_uri']}")
     print(f"report: {out['report_uri']}")
     print(f"leaderboard: {out['leaderboard_uri']}")
     return 1 if out.get("failed") and not board["entries"] else 0
 
 
-def run_champion(settings) -> int:
+def run_champion(settings, retire: bool = False) -> int:
     from sftflow import champion
 
+    current = champion.current(settings.storage_root)
+    if retire and current is not None:
+        entry = champion.retire(settings.storage_root, current, "retired by hand (sftflow champion --retire)")
+        print(f"retired: #{current['seq']} {champion.name_of(current)}" if entry else "the champion changed meanwhile; "
+              "nothing retired")
+    elif retire:
+        print("no champion to retire")
     for line in champion.lines(champion.record(settings.storage_root)):
         print(line)
     return 0

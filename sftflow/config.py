@@ -176,6 +176,11 @@ class Settings(BaseSettings):
         "(401, 404, retries exhausted, ...). Any errored evaluation is never cached; a rerun asks "
         "exactly the errored examples again.",
     )
+    promotion_margin: float = Field(
+        0.0, ge=0, le=1, description="A tuned model (pipeline) or a sweep's best replaces the champion only if the "
+        "lower bound of the paired 95% CI of (new − champion) ROUGE-L is above this "
+        "(F-measure units: 0.01 = 1 point).",
+    )
 
     eval_mode: Literal["auto", "batch", "online"] = Field(
         "auto",

@@ -214,6 +214,7 @@ class RunReport(Record):
     verdict: tuple[str, ...]
     comparison: dict[str, Any]
     errors: dict[str, tuple[str, ...]] = {}
+    champion: ChampionDecision | None = None  # the tuned model's challenge of the champion
 
 
 # --------------------------------------------------------------------------- sweep
@@ -240,12 +241,14 @@ class SweepLeaderboard(Record):
 
 
 class ChampionDecision(Record):
-    """What a sweep did to the champion: promoted or not, why, the history entry, the registry alias set."""
+    """What a sweep or a pipeline did to the champion: promoted or not, why, the history entry, the registry alias
+    set, and the checkpoint made the tuned model's default (a checkpoint that won, on Vertex)."""
 
     promoted: bool
     reason: str
     seq: int | None = None
     alias: str | None = None
+    checkpoint: str | None = None
 
 
 class SweepResult(Record):

@@ -1,4 +1,4 @@
-"""Sweep tasks: one grid point's tuning job under a concurrency limit, the leaderboard, the champion.
+"""Sweep tasks: one grid point's tuning job under a concurrency limit, the leaderboard, the report.
 
 The limit: with a Prefect server (PREFECT_API_URL) a global concurrency limit named after the
 backend and project, so every sweep using that server shares the tuning quota; without one (the
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from sftflow import champion, layout, storage
+from sftflow import layout, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobState, TuningSpec
 from sftflow.config import Settings
@@ -127,22 +127,6 @@ def build_leaderboard(settings: Settings, base: Evaluation, models: list[dict], 
     for line in lines(lb.board):
         get_run_logger().info(line)
     return lb
-
-
-@task(name="read-champion")
-def read_champion(settings: Settings) -> dict | None:
-    return champion.current(settings.storage_root)
-
-
-@task(name="challenge-champion")
-def challenge_champion(settings: Settings, board: dict, champion_eval: Evaluation | None, current: dict | None,
-                       margin: float) -> ChampionDecision:
-    """sftflow.steps.sweep.challenge with this backend's tuner (Vertex: the registry alias moves)."""
-    decision = steps.challenge(settings.storage_root, settings.run_name, board, current=current,
-                               champion_eval=champion_eval, tuner=make_tuner(settings), margin=margin,
-                               seed=settings.seed)
-    get_run_logger().info("champion: %s", decision.reason)
-    return decision
 
 
 @task(name="write-sweep-report")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sftflow.leaderboard import RANK_METRIC, points, signed_points
+from sftflow.reporting.champion import decision_markdown
 from sftflow.rouge import METRICS
 from sftflow.stats import METRIC_LABELS
 
@@ -55,9 +56,4 @@ def leaderboard_markdown(board: dict[str, Any], plot_uri: str | None = None) -> 
 def sweep_markdown(board: dict[str, Any], plot_uri: str, decision: dict[str, Any] | None) -> str:
     """The sweep's report: the leaderboard section, then the champion decision and its reason."""
     md = leaderboard_markdown(board, plot_uri)
-    if decision is not None:
-        verdict = "promoted" if decision.get("promoted") else "not promoted"
-        md += f"\n### Champion\n\n{verdict}: {decision['reason']}\n"
-        if decision.get("alias"):
-            md += f"\nModel Registry alias: `{decision['alias']}`\n"
-    return md
+    return md + decision_markdown(decision) if decision is not None else md

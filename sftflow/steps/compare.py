@@ -14,6 +14,11 @@ from sftflow.reporting.comparison import comparison_markdown, verdict_lines
 COMPARE_OUTPUTS = ("comparison.json", "distributions.png", "means.png", "paired.png", "report.md")
 
 
+def read_results(uri: str) -> list:
+    """The ExampleResults stored at `uri` (a results.jsonl an evaluation wrote)."""
+    return results_from_jsonl(storage.read_text(uri), uri)
+
+
 def compare_identity(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int = 0) -> list:
     """Both result files' content, where the outputs go, and the bootstrap seed (the CIs depend on it)."""
     return [storage.fingerprint(baseline_uri), storage.fingerprint(tuned_uri), out_dir, seed]
@@ -21,8 +26,7 @@ def compare_identity(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int 
 
 def compare_and_save(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int = 0) -> ComparisonOutcome:
     """Paired comparison over the examples both sides scored: CIs, Wilcoxon, plots, report."""
-    baseline = results_from_jsonl(storage.read_text(baseline_uri), baseline_uri)
-    tuned = results_from_jsonl(storage.read_text(tuned_uri), tuned_uri)
+    baseline, tuned = read_results(baseline_uri), read_results(tuned_uri)
     comparison = stats.compare(baseline, tuned, seed=seed)
     comparison_uri = storage.write_text(storage.join(out_dir, "comparison.json"),
                                         json.dumps(comparison.to_json(), indent=2), "application/json")

@@ -1,0 +1,43 @@
+"""Champion task: a sweep's best or the pipeline's tuned model challenges the champion (sftflow.steps.champion);
+the champion's answers come from the cached evaluate task (its key: EvalSpec, endpoint, test set, label)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from sftflow.backends import make_tuner
+from sftflow.config import Settings
+from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, TunedModel
+from sftflow.reporting.champion import decision_lines
+from sftflow.steps import champion as steps
+from sftflow.steps.evaluate import EvalSpec
+from tasks.evaluation import evaluate_task
+
+HYPERPARAMETERS = ("epochs", "adapter_size", "learning_rate_multiplier")
+
+
+@task(name="challenge-champion", cache_policy=NO_CACHE)
+def challenge_champion(settings: Settings, spec: EvalSpec, test_path: str, candidate: dict[str, Any] | None,
+                       why_none: str, margin: float) -> ChampionDecision:
+    """sftflow.steps.champion.challenge with this backend's tuner (Vertex: the registry alias moves). Never cached:
+    the history decides whether anything is left to do."""
+
+    def evaluate(model: str, label: str) -> Evaluation:
+        return evaluate_task(spec, label)(spec, model, test_path, label)
+
+    decision = steps.challenge(settings.storage_root, settings.run_name, candidate, why_none, evaluate=evaluate,
+                               tuner=make_tuner(settings), margin=margin, seed=settings.seed)
+    for line in decision_lines(decision.to_json()):
+        get_run_logger().info(line)
+    return decision
+
+
+def challenge_with_tuned(settings: Settings, spec: EvalSpec, test_path: str, tuned_model: TunedModel,
+                         tuned: Evaluation, compared: ComparisonOutcome) -> ChampionDecision:
+    """The pipeline's tuned model as the challenger, if it beats the base model significantly."""
+    candidate, why = steps.pipeline_candidate(settings.run_name, {k: getattr(settings, k) for k in HYPERPARAMETERS},
+                                              tuned_model, tuned, compared.comparison)
+    return challenge_champion(settings, spec, test_path, candidate, why, settings.promotion_margin)
