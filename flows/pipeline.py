@@ -1,5 +1,6 @@
 """Flow sft_pipeline: prepare → (baseline evaluation while the tuning job trains) → evaluate tuned →
-compare → report. Every step is a subflow or task; every parameter comes from the typed RunParams."""
+compare → challenge the champion → report. Every step is a subflow or task; every parameter comes from the
+typed RunParams."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
 from sftflow.reporting.cost import run_cost
 from sftflow.steps.evaluate import EvalSpec
+from tasks.champion import challenge_with_tuned
 from tasks.data import download
 from tasks.evaluation import compare_task, evaluate_task
 from tasks.report import report_run
@@ -42,10 +44,12 @@ def sft_pipeline(config: RunParams = RunParams()) -> dict:
     tuned = evaluate_task(spec, "tuned")(spec, tuned_model.endpoint, test_path, "tuned")
     compared = compare_task(layout.compare_dir(s.run_root))(baseline.results_uri, tuned.results_uri,
                                                            layout.compare_dir(s.run_root), seed=s.seed)
+    champion = challenge_with_tuned(s, spec, test_path, tuned_model, tuned, compared)  # promoted on a significant win
     evaluated = {"base": baseline, "tuned": tuned}
     spent = run_cost(s, tuned_model.to_json(), {label: ev.to_json() for label, ev in evaluated.items()},
                      batch=[label for label, ev in evaluated.items() if ev.mode == "batch"])  # billed at batch rate
-    report = report_run(s.run_root, s.public_dict(), prepared, tuned_model, baseline, tuned, compared, spent)
+    report = report_run(s.run_root, s.public_dict(), prepared, tuned_model, baseline, tuned, compared, spent,
+                        champion)
 
     for line in report.verdict:
         log.info(line)

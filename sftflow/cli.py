@@ -29,9 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("pipeline", help="the whole run: prepare, baseline, tune, evaluate tuned, compare, report",
-                       description="Run the full pipeline and print the report's location on the last line.")
-    data_flags(p), tuning_flags(p), eval_flags(p), common_flags(p)
+    p = sub.add_parser("pipeline", help="the whole run: prepare, baseline, tune, evaluate tuned, compare, challenge "
+                       "the champion, report",
+                       description="Run the full pipeline: the tuned model replaces the champion of the storage root "
+                       "only on a significant win. Prints the champion decision, then the report's location last.")
+    data_flags(p), tuning_flags(p), eval_flags(p)
+    add_flag(p, "--promotion-margin", "promotion_margin", metavar="X")
+    common_flags(p)
 
     p = sub.add_parser("prepare", help="download, convert, validate and upload the datasets",
                        description="Download train/val/test, convert chat JSONL to Gemini's format, validate "
@@ -81,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-datasets", action="store_true",
                    help="also delete sftflow's uploaded datasets (<kind>/<kind>-<sha12>.<ext>; shared by runs "
                    "with the same data)")
+    p.add_argument("--include-champion", action="store_true",
+                   help="also delete the tuned model / endpoint of this run that is the current champion (kept "
+                   "otherwise), and record the champion as retired")
     common_flags(p)
     server_cli.add_parser(sub)
     cli_sweep.add_parsers(sub)
@@ -127,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config, settings = run_config(args)
     if cmd == "champion":
-        return cli_sweep.run_champion(settings)
+        return cli_sweep.run_champion(settings, retire=args.retire)
     if cmd == "sweep":
         cli_sweep.check_args(args)
     if cmd in ("prepare", "tune", "pipeline", "sweep"):
@@ -202,12 +209,15 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
     if cmd == "cleanup":
         from flows.cleanup import cleanup
 
-        out = _watched(cleanup, watch)(yes=args.yes, include_datasets=args.include_datasets, config=config)
+        out = _watched(cleanup, watch)(yes=args.yes, include_datasets=args.include_datasets,
+                                       include_champion=args.include_champion, config=config)
         verb = "deleted" if args.yes else "would delete"
         for item in out["items"]:
             print(f"{verb}: {item}")
         for item in out["skipped"]:
             print(f"left: {item['uri']} ({item['reason']})")
+        if out.get("retire"):
+            print(f"{'retired' if args.yes else 'would retire'}: {out['retire']}")
         if not args.yes:
             print(f"{len(out['items'])} item(s); rerun with --yes to delete them")
         return 0
@@ -218,6 +228,10 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         for label, lines in out.get("errors", {}).items():
             _warn_errors({"label": label, "errors": lines})
         for line in out["verdict"]:
+            print(line)
+        from sftflow.reporting.champion import decision_lines
+
+        for line in decision_lines(out["champion"]) if out.get("champion") else []:
             print(line)
         print(f"report: {out['report_uri']}")
         return 0

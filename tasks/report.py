@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from sftflow import storage
-from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
+from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
 from sftflow.reporting.cost import RunCost
 from sftflow.steps.report import write_run_report
 
@@ -17,9 +17,9 @@ from sftflow.steps.report import write_run_report
 @task(name="report-run", cache_policy=NO_CACHE)
 def report_run(run_root: str, settings: dict[str, Any], prepared: PreparedData, tuned_model: TunedModel,
                baseline: Evaluation, tuned: Evaluation, comparison: ComparisonOutcome,
-               cost: RunCost | None = None) -> RunReport:
+               cost: RunCost | None = None, champion: ChampionDecision | None = None) -> RunReport:
     """Write report.md and report.json (never cached: it is cheap and must name this run's files)."""
-    report = write_run_report(run_root, settings, prepared, tuned_model, baseline, tuned, comparison, cost)
+    report = write_run_report(run_root, settings, prepared, tuned_model, baseline, tuned, comparison, cost, champion)
     if cost is not None:
         create_table_artifact(cost.rows(), key="run-cost", description="What this run cost (the report's Cost)")
     create_markdown_artifact(storage.read_text(report.report_uri), key="sft-pipeline-report",

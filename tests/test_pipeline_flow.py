@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flows.pipeline import sft_pipeline
-from sftflow import storage
+from sftflow import champion, storage
 from sftflow.data.samples import sample_paths
 from tests.flowutil import flow_artifacts, task_states
 from tests.servers.vertex_fixtures import TEST_TOKEN
@@ -46,8 +46,13 @@ def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
 
 
 def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_path, monkeypatch):
+    """Caching end to end, and the tuned model's challenge of the champion: promoted first, not by an equal model,
+    and each run's decision made once."""
+    from tests.test_sweep_flow import step_sentences
+
     monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", TEST_TOKEN)  # never a flow parameter
-    server = make_vertex_server(job_phases=(1.0, 2.0))
+    server = make_vertex_server(job_phases=(1.0, 2.0),  # every tuned model answers with the article's steps
+                                tuned_answer=lambda hyper, epoch, article: " ".join(step_sentences(article)))
     paths = sample_paths()
     config = {"backend": "vertex", "project": server.project, "region": server.location, "bucket": gcs_bucket,
               "vertex_base_url": server.base_url, "poll_interval": 1,
@@ -67,6 +72,9 @@ def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_p
     assert {"sft-pipeline-report", "comparison-metrics", "eval-base-metrics", "eval-tuned-metrics"} <= keys
     _check_report_matches_files(out)
     _check_cost_section(out, keys)
+    assert out["champion"]["promoted"] and out["champion"]["reason"] == (
+        "no champion yet: default/e1-a4-lr1 becomes the first one")  # a significant win over the base first
+    assert out["champion"]["alias"].endswith("@champion") and server.count("POST", ":mergeVersionAliases") == 1
     base_calls = server.count("POST", "gemini-2.5-flash:generateContent")
     tuned_calls = server.count("POST", "/endpoints/")
     assert base_calls == 12 and tuned_calls == 12
@@ -76,12 +84,25 @@ def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_p
     again = sft_pipeline(config=config)
     assert len(server.requests) == before  # no model or tuning request at all
     assert again["comparison"] == out["comparison"]
+    assert again["champion"]["reason"] == "default/e1-a4-lr1 is already the champion (#1)"
 
-    # One hyperparameter changed: data and baseline reused, tuning and tuned evaluation redone.
-    sft_pipeline(config={**config, "epochs": 2})
+    # One hyperparameter changed: data and baseline reused, tuning and tuned evaluation redone; the first tuned
+    # model, the champion, answers the same examples once more for the challenge, which the new one (answering
+    # alike) does not win: not promoted, and the report says why.
+    other = sft_pipeline(config={**config, "epochs": 2})
     assert server.count("POST", "/tuningJobs") == 2
     assert server.count("POST", "gemini-2.5-flash:generateContent") == base_calls
-    assert server.count("POST", "/endpoints/") == 2 * tuned_calls
+    assert server.count("POST", "/endpoints/") == 3 * tuned_calls
+    decision = other["champion"]
+    assert not decision["promoted"] and decision["seq"] == 2 and decision["reason"].startswith(
+        "default/e2-a4-lr1 vs champion default/e1-a4-lr1 on ROUGE-L: +0.0 points")
+    assert decision["reason"].endswith("so default/e1-a4-lr1 stays champion")
+    assert f"## Champion\n\nnot promoted: {decision['reason']}" in storage.read_text(other["report_uri"])
+    assert json.loads(storage.read_text(other["report_json_uri"]))["champion"] == decision
+    before = len(server.requests)
+    assert sft_pipeline(config={**config, "epochs": 2})["champion"] == decision  # decided once:
+    assert len(server.requests) == before  # no request, no second history entry
+    assert [e["event"] for e in champion.history(gcs_bucket)] == ["promoted", "kept"]
 
 
 def _check_baseline_ran_while_the_job_trained(server):

@@ -33,7 +33,8 @@ def test_pipeline_prints_report_last_and_cache_survives_the_process(tmp_path):
     report = root / "runs" / "default" / "report.md"
     assert first.stdout.splitlines()[-1] == f"report: {report}"
     assert report.read_text().startswith("#")
-    assert first.stdout.splitlines()[-2].endswith("n=5")  # --samples 5 wins over the recipe's 10
+    assert first.stdout.splitlines()[-2].startswith("champion: ")  # the champion decision, just before
+    assert first.stdout.splitlines()[-3].endswith("n=5")  # --samples 5 wins over the recipe's 10
     [job] = (root / "work" / "jobs").glob("*/spec.json")
     assert json.loads(job.read_text())["spec"]["budget_s"] == 10  # the recipe's, over the default
     prepared = {p: p.stat().st_mtime_ns for p in (root / "work").rglob("*.jsonl") if "-" in p.stem}
