@@ -8,25 +8,30 @@ from prefect import flow, get_run_logger
 
 from flows.common import settings_for
 from sftflow.backends import make_tuner
+from sftflow.champion import name_of
 from sftflow.cleanup import execute, plan_cleanup
 from sftflow.params import RunParams
 
 
 @flow(name="cleanup", log_prints=True, persist_result=False, result_serializer="json")
-def cleanup(yes: bool = False, include_datasets: bool = False, config: RunParams = RunParams()) -> dict:
+def cleanup(yes: bool = False, include_datasets: bool = False, include_champion: bool = False,
+            config: RunParams = RunParams()) -> dict:
     """List (default) or, with yes=True, delete: objects under runs/<run>/, the run's tuning records
     and the tuned models/endpoints they name; sftflow's own datasets too with include_datasets.
-    Anything else is left and listed under "skipped" with the reason.
+    Anything else is left and listed under "skipped" with the reason; so is the current champion's
+    tuned model/endpoint ("kept: champion") unless include_champion.
 
     Args:
         yes: Really delete; otherwise only list.
         include_datasets: Also the uploaded datasets (shared by runs with the same data).
+        include_champion: Also the tuned model/endpoint that is the current champion; the champion is
+            then recorded as retired (none until the next promotion).
         config: The run's parameters (run_name picks the run).
     """
     s = settings_for(config)
     log = get_run_logger()
     get_tuner = functools.cache(lambda: make_tuner(s))  # made only if the run has a tuning record
-    plan = plan_cleanup(s, get_tuner, include_datasets=include_datasets)
+    plan = plan_cleanup(s, get_tuner, include_datasets=include_datasets, include_champion=include_champion)
     for item in plan.skipped:
         log.warning("left %s (%s)", item.uri, item.reason)
     if yes:
@@ -37,4 +42,5 @@ def cleanup(yes: bool = False, include_datasets: bool = False, config: RunParams
     return {"items": [i.uri for i in plan.delete],
             "plan": [{"uri": i.uri, "kind": i.kind, "reason": i.reason} for i in plan.delete],
             "skipped": [{"uri": i.uri, "kind": i.kind, "reason": i.reason} for i in plan.skipped],
+            "retire": None if plan.retire is None else f"champion #{plan.retire['seq']} {name_of(plan.retire)}",
             "deleted": yes}

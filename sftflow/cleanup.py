@@ -8,6 +8,9 @@ is left and listed with the reason. Scope, for run R under storage root S:
   local model folder) each names;
 - with `include_datasets`: `S/datasets/<kind>/<kind>-<sha12>.<ext>` only (see sftflow.layout),
   never `S/datasets-archive/…` nor other files under `S/datasets/`.
+The tuned model / endpoint that is the storage root's current champion (sftflow.champion), and its tuning record,
+are kept ("kept: champion") unless `include_champion`: then the champion is recorded as retired first, so that
+`sftflow champion` never names a deleted endpoint, even if the deletion is interrupted.
 Executing deletes tuned outputs first and records last, so an interrupted cleanup can be rerun.
 """
 
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftflow import layout, storage
+from sftflow import champion, layout, storage
 from sftflow.backends.base import JobStatus, Tuner
 from sftflow.config import Settings
 from sftflow.records import TuningRecord
@@ -49,6 +52,8 @@ class Plan:
     skipped: list[Item] = field(default_factory=list)
     jobs: list[JobStatus] = field(default_factory=list)  # whose tuned outputs are deleted
     records: list[str] = field(default_factory=list)
+    retire: dict | None = None  # the champion entry whose outputs are deleted (include_champion)
+    storage_root: str = ""  # where the champion history lives
 
 
 def _relative(uri: str, folder: str) -> str | None:
@@ -65,15 +70,26 @@ def _expected_output(name: str, root: str, job: str) -> bool:
     return _expected_job(job) and rel is not None and ".." not in rel.split("/")
 
 
-def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_datasets: bool = False) -> Plan:
+def _is_champion(entry: dict | None, status: JobStatus, outputs: list[str]) -> bool:
+    """The champion was made by this job: same job, or its endpoint / model is among the job's outputs."""
+    if entry is None:
+        return False
+    m = entry["model"]
+    named = {m.get("endpoint"), (m.get("tuned_model") or "").split("@", 1)[0]} - {None, ""}
+    return m.get("job") == status.name or bool(named & set(outputs))
+
+
+def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_datasets: bool = False,
+                 include_champion: bool = False) -> Plan:
     """Everything `execute` would delete for `settings.run_name`, and everything it leaves, with reasons.
 
     `get_tuner` is called only when the run has a tuning record (so listing a run that never
     tuned needs no cloud credentials). Deletes nothing.
     """
-    s, plan = settings, Plan()
+    s, plan = settings, Plan(storage_root=settings.storage_root)
     root, run = s.storage_root, s.run_name
     tuner: Tuner | None = None
+    current = champion.current(root)
     records = storage.join(root, "tuning")
     for uri in storage.list_uris(records):
         rel = _relative(uri, records) or uri
@@ -100,6 +116,13 @@ def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_dat
         if odd:
             plan.skipped.append(Item(uri, TUNING_RECORD, f"skipped: names an unexpected output {odd[0]!r}"))
             continue
+        if _is_champion(current, status, outputs):
+            if not include_champion:
+                why = (f"kept: champion #{current['seq']} {champion.name_of(current)}; --include-champion deletes it "
+                       "and retires the champion")
+                plan.skipped += [Item(o, TUNED_OUTPUT, why) for o in outputs] + [Item(uri, TUNING_RECORD, why)]
+                continue
+            plan.retire = current
         plan.jobs.append(status)
         plan.delete += [Item(o, TUNED_OUTPUT, f"made by tuning job {status.name}") for o in outputs]
         plan.records.append(uri)
@@ -122,7 +145,11 @@ def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_dat
 
 
 def execute(plan: Plan, get_tuner: Callable[[], Tuner], run_root: str | None = None) -> list[Item]:
-    """Delete what `plan` lists: tuned outputs, then objects, then the records naming them."""
+    """Retire the champion whose outputs go, then delete what `plan` lists: tuned outputs, then objects, then
+    the records naming them."""
+    if plan.retire is not None:
+        champion.retire(plan.storage_root, plan.retire, "its tuned model / endpoint was deleted by sftflow cleanup "
+                                                   "--include-champion")
     if plan.jobs:
         tuner = get_tuner()
         for status in plan.jobs:
