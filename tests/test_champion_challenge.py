@@ -28,7 +28,7 @@ BASE = np.random.default_rng(0).uniform(0.2, 0.4, 40)
 
 
 class World:
-    """A local storage root with tuned models `a`, `b` (answers like `a`) and `c` (better), each a job whose model
+    """A local storage root with tuned models `a`, `b` (answers like `a`), `c` (better) and `d` (best), each a job whose model
     folder exists, its results on disk, and an `evaluate` that serves the champion's results and counts calls."""
 
     def __init__(self, tmp_path):
@@ -37,7 +37,7 @@ class World:
         self.tuner = LocalTuner(self.settings)
         self.calls: list[tuple[str, str]] = []
         self.uris = {}
-        for name, lift in (("a", 0.05), ("b", 0.05), ("c", 0.15)):
+        for name, lift in (("a", 0.05), ("b", 0.05), ("c", 0.15), ("d", 0.3)):
             self.uris[self.endpoint(name)] = storage.write_text(
                 storage.join(self.root, "runs", name, "eval", "tuned", "results.jsonl"),
                 results_to_jsonl(results(np.clip(BASE + lift, 0, 1), name)))
@@ -100,6 +100,39 @@ def test_promoted_on_a_significant_win_kept_otherwise_and_each_decision_made_onc
     rec = champion.record(w.root)
     assert [e["event"] for e in rec["history"]] == ["promoted", "kept", "kept", "promoted"]
     assert rec["current"]["model"]["endpoint"] == w.endpoint("c") and rec["current"]["against"] == 1
+
+
+class MarkingTuner(LocalTuner):
+    """The local tuner, recording each champion mark as (marked, taken off) endpoints, as Vertex's alias would."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.marks: list[tuple[str, str | None]] = []
+
+    def mark_champion(self, status, checkpoint_id=None, previous=None):
+        self.marks.append((status.endpoint, previous.endpoint if previous else None))
+        return None
+
+
+def test_a_promotion_that_loses_a_race_hands_the_mark_to_the_winner(tmp_path):
+    w = World(tmp_path)
+    w.tuner = MarkingTuner(w.settings)
+    w.challenge("a")
+    plain = w.evaluate
+
+    def evaluate_while_another_process_promotes_d(model, label):
+        if not any(e["model"].get("endpoint") == w.endpoint("d") for e in champion.history(w.root)):
+            d = {k: w.candidate("d")[k] for k in ("label", "job", "endpoint", "tuned_model")}
+            champion.append(w.root, event="promoted", model=d, reason="d wins elsewhere", against=1)
+        return plain(model, label)
+
+    w.evaluate = evaluate_while_another_process_promotes_d
+    lost = w.challenge("c")  # c beats a and is marked, then finds d promoted meanwhile, hands it the mark, loses to d
+    assert not lost.promoted and "stays champion" in lost.reason
+    a, c, d = (w.endpoint(n) for n in "acd")
+    assert w.tuner.marks == [(a, None), (c, a), (d, c)]
+    assert champion.current(w.root)["model"]["endpoint"] == d
+    assert [e["event"] for e in champion.history(w.root)] == ["promoted", "promoted", "kept"]
 
 
 def test_a_deleted_champion_is_a_one_line_error_until_it_is_retired(tmp_path, capsys):

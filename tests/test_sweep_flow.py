@@ -92,6 +92,7 @@ def test_champion_is_replaced_only_by_a_significant_win(make_vertex_server, gcs_
     assert "beats champion e1-a4-lr1 on ROUGE-L" in better["champion"]["reason"]
     promoted = better["entries"][0]
     assert "champion" in _model(server, promoted["tuned_model"])["versionAliases"]
+    assert "champion" not in _model(server, first["entries"][0]["tuned_model"])["versionAliases"]  # taken off
 
     same = sweep(adapter_size="16", config=sweep_config(server, gcs_bucket, tmp_path, run_name="same"))
     assert not same["champion"]["promoted"]
@@ -100,7 +101,7 @@ def test_champion_is_replaced_only_by_a_significant_win(make_vertex_server, gcs_
     rec = champion.record(gcs_bucket)
     assert [e["event"] for e in rec["history"]] == ["promoted", "promoted", "kept"]
     assert rec["current"]["model"]["run_name"] == "better"
-    assert server.count("POST", ":mergeVersionAliases") == 2
+    assert server.count("POST", ":mergeVersionAliases") == 3  # set, set and take off the replaced one
     assert "champion" not in _model(server, same["entries"][0]["tuned_model"])["versionAliases"]
     report = storage.read_text(same["report_uri"])
     assert "not promoted:" in report and "stays champion" in report

@@ -3,6 +3,7 @@ the real google-genai / aiplatform clients against the Vertex-shaped server, whi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import google.api_core.exceptions as gexc
@@ -84,6 +85,28 @@ def test_mark_champion_of_a_deleted_model_is_a_backend_error(make_vertex_server,
     tuner.delete_outputs(status, dry_run=False)
     with pytest.raises(BackendError, match="setting alias champion"):
         tuner.mark_champion(status)
+
+
+def test_a_new_champion_takes_the_alias_off_the_one_it_replaces(make_vertex_server, vertex_settings_for,
+                                                               tuning_datasets, caplog):
+    server = make_vertex_server(job_phases=(0.2, 0.3), require_token=TEST_TOKEN)
+    tuner = make_tuner(vertex_settings_for(server))
+    first = _succeeded(tuner, tuner.submit(_spec(tuning_datasets, 1)))
+    second = _succeeded(tuner, tuner.submit(dataclasses.replace(_spec(tuning_datasets, 1), key="knext")))
+    models = tuner._gapic("ModelServiceClient")
+
+    def aliases(status):
+        return list(models.get_model(name=status.tuned_model).version_aliases)
+
+    tuner.mark_champion(first)
+    tuner.mark_champion(second, previous=first)
+    assert aliases(first) == ["default"] and aliases(second) == ["default", "champion"]
+    tuner.mark_champion(second, previous=first)  # a rerun after a crash: the same state, no error
+    assert aliases(first) == ["default"] and aliases(second) == ["default", "champion"]
+
+    tuner.delete_outputs(first, dry_run=False)  # the replaced champion's model was deleted: nothing to take off
+    tuner.mark_champion(second, previous=first)
+    assert "no longer exists: no alias to remove" in caplog.text and aliases(second) == ["default", "champion"]
 
 
 def test_cleanup_deletes_checkpoint_endpoints_before_the_model(make_vertex_server, vertex_settings_for,

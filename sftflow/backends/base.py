@@ -152,8 +152,10 @@ class Tuner(Protocol):
         """Whether a SUCCEEDED job's tuned model and endpoint still exist (not cleaned up)."""
         ...
 
-    def mark_champion(self, status: JobStatus, checkpoint_id: str | None = None) -> str | None:
+    def mark_champion(self, status: JobStatus, checkpoint_id: str | None = None,
+                      previous: JobStatus | None = None) -> str | None:
         """Mark the job's tuned model as the champion where the backend keeps such a mark (Vertex: the
         Model Registry version alias `champion`, and `checkpoint_id`, when a checkpoint won, as the model's
-        default checkpoint); returns what was marked, None when nothing was."""
+        default checkpoint) and take the mark off `previous`, the champion it replaces; idempotent, so a
+        rerun after a crash finishes the job; returns what was marked, None when nothing was."""
         ...

@@ -249,17 +249,29 @@ class VertexTuner:
             ),
         )
 
-    def mark_champion(self, status: JobStatus, checkpoint_id: str | None = None) -> str | None:
+    def mark_champion(self, status: JobStatus, checkpoint_id: str | None = None,
+                      previous: JobStatus | None = None) -> str | None:
         """The Model Registry version alias `champion` on the job's tuned model, after making `checkpoint_id` (a
-        checkpoint champion) its default checkpoint (see vertex_registry)."""
+        checkpoint champion) its default checkpoint (see vertex_registry); then the alias comes off `previous`,
+        the replaced champion's model (each tuned model is its own registry model, so nothing moves it)."""
         if not status.tuned_model:
             return None
         if checkpoint_id is not None:
             call(f"making checkpoint {checkpoint_id} the default of {status.tuned_model}",
                  lambda: registry.set_default_checkpoint(self._client, status.tuned_model, checkpoint_id))
         models = self._gapic("ModelServiceClient")
-        return call(f"setting alias {registry.CHAMPION_ALIAS} on {status.tuned_model}",
-                     lambda: registry.set_alias(models, status.tuned_model, registry.CHAMPION_ALIAS))
+        marked = call(f"setting alias {registry.CHAMPION_ALIAS} on {status.tuned_model}",
+                      lambda: registry.set_alias(models, status.tuned_model, registry.CHAMPION_ALIAS))
+        old = previous.tuned_model if previous is not None else None
+        if old and registry.model_id(old) != registry.model_id(status.tuned_model):
+            try:
+                call(f"removing alias {registry.CHAMPION_ALIAS} from {old}",
+                     lambda: registry.remove_alias(models, old, registry.CHAMPION_ALIAS))
+            except BackendError as exc:
+                if getattr(exc.__cause__, "code", None) != 404:
+                    raise
+                log.warning("the replaced champion's model %s no longer exists: no alias to remove", old)
+        return marked
 
     # -- cleanup ----------------------------------------------------------------------
     @staticmethod

@@ -53,3 +53,15 @@ def set_alias(models, tuned_model: str, alias: str) -> str:
     models.merge_version_aliases(name=name, version_aliases=[alias])
     log.info("model %s now carries the alias %s", name, alias)
     return f"{name.split('@', 1)[0]}@{alias}"
+
+
+def remove_alias(models, tuned_model: str, alias: str) -> None:
+    """Take `alias` off `tuned_model`'s version: mergeVersionAliases with "-alias" (a no-op when absent)."""
+    name = _versioned(tuned_model)
+    models.merge_version_aliases(name=name, version_aliases=[f"-{alias}"])
+    log.info("model %s no longer carries the alias %s", name, alias)
+
+
+def model_id(tuned_model: str) -> str:
+    """The registry model a tuned model name belongs to, without its version."""
+    return tuned_model.split("@", 1)[0]

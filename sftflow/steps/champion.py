@@ -101,11 +101,18 @@ def _decide(storage_root: str, run_name: str, candidate: dict[str, Any], current
     decision = champion.decide(candidate["label"], current, vs, margin=margin)
     comparison = None if vs is None else {"difference": vs.difference, "ci_low": vs.ci_low, "ci_high": vs.ci_high,
                                           "n_paired": vs.n_paired, "p_value": vs.p_value}
-    entry = champion.append(storage_root, event="promoted" if decision.promote else "kept", model=model,
-                            reason=decision.reason, against=current["seq"] if current else None,
-                            comparison=comparison, margin=margin)
     alias, checkpoint = None, (candidate.get("checkpoint") or {}).get("checkpoint_id")
-    if decision.promote:  # a checkpoint champion: its own endpoint serves it; on Vertex it becomes the default too
-        alias = tuner.mark_champion(_status(model), checkpoint_id=checkpoint)
+    if decision.promote:  # the registry first (idempotent): a crash before the record below means a rerun redoes both
+        alias = tuner.mark_champion(_status(model), checkpoint_id=checkpoint,
+                                    previous=_status(current["model"]) if current else None)
+    try:
+        entry = champion.append(storage_root, event="promoted" if decision.promote else "kept", model=model,
+                                reason=decision.reason, against=current["seq"] if current else None,
+                                comparison=comparison, margin=margin)
+    except champion.ChampionChanged:
+        now = champion.current(storage_root)
+        if decision.promote and now is not None:  # another process's champion won the race: the mark is theirs
+            tuner.mark_champion(_status(now["model"]), previous=_status(model))
+        raise
     return ChampionDecision(promoted=decision.promote, reason=decision.reason, seq=entry["seq"], alias=alias,
                             checkpoint=checkpoint if decision.promote else None)

@@ -135,7 +135,8 @@ class LocalTuner:
         """The tuned model folder is complete (config.json is written last)."""
         return storage.exists(storage.join(self.settings.storage_root, "models", status.name, "config.json"))
 
-    def mark_champion(self, status: JobStatus, checkpoint_id: str | None = None) -> str | None:
+    def mark_champion(self, status: JobStatus, checkpoint_id: str | None = None,
+                      previous: JobStatus | None = None) -> str | None:
         """Nothing to mark locally: the champion record in storage is the only mark (a checkpoint champion is
         served from its own folder)."""
         return None
