@@ -7,6 +7,7 @@ in detached processes with the same lifecycle as cloud tuning jobs (see jobs.py)
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,11 @@ from sftflow.errors import BackendError
 
 if TYPE_CHECKING:
     from sftflow.config import Settings
+
+# Before torch is imported (by this backend's modules, here and in the job runner it starts):
+# OpenMP threads that spin at every barrier make 2 threads 3-10x slower than 1 when another process
+# holds a core (the runner and the flow's evaluation run at once; a shared machine); passive ones sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 MODEL_FILES = ("adapter.safetensors", "head.safetensors", "config.json")
 
