@@ -38,7 +38,7 @@ class ScorerConfig:
 
     base_model: str = MODEL_NAME
     lora_rank: int = 4
-    lora_layers: int = 2
+    lora_layers: int = 1  # top layers tuned; the base model splits its layers at the same place
     target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
     k: int = 2  # sentences to extract when the prompt does not say
     max_tokens: int = MAX_TOKENS
@@ -82,9 +82,19 @@ def load_encoder():
 # --------------------------------------------------------------------------- encoding
 
 
+_TOK_LOCK = threading.Lock()  # one tokenizer object serves every model of the process, and a fast
+# tokenizer's padding/truncation settings are per object: concurrent calls would mix them up
+
+
 def tokenize(tok, sentences: list[str], max_tokens: int = MAX_TOKENS):
-    enc = tok(sentences, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+    with _TOK_LOCK:
+        enc = tok(sentences, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"]
+
+
+def count_tokens(tok, text: str) -> int:
+    with _TOK_LOCK:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 def _bert(model):
@@ -189,6 +199,57 @@ def pick(scores: torch.Tensor, k: int) -> list[int]:
     return sorted(order[:k])
 
 
+INFER_BATCH = 16  # sentences per forward pass at inference, grouped by length so that padding stays small
+
+
+class LowerCache:
+    """Per process, by sentence: the frozen lower layers' activations (float16, tokens × H) and
+    the base embedding. The tuned model's evaluation then runs only its top layers on the
+    sentences the base model's evaluation already encoded (both share the frozen layers).
+    Least recently used entries go past `max_bytes`, so memory stays bounded."""
+
+    def __init__(self, max_bytes: int = 256 << 20):
+        from collections import OrderedDict
+
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._d: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            hit = self._d.get(key)
+            if hit is not None:
+                self._d.move_to_end(key)
+            return hit
+
+    def put(self, key, hidden: torch.Tensor, base: torch.Tensor) -> None:
+        size = hidden.numel() * 2 + base.numel() * 4
+        with self._lock:
+            if key in self._d or size > self.max_bytes:
+                return
+            self._d[key] = (hidden, base)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                h, b = self._d.popitem(last=False)[1]
+                self.bytes -= h.numel() * 2 + b.numel() * 4
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+LOWER_CACHE = LowerCache()
+
+
+def pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B × T × H float32 padded, mask B × T) from per-sentence T_i × H activations."""
+    T = max(r.shape[0] for r in rows)
+    out = torch.zeros(len(rows), T, rows[0].shape[1])
+    for j, r in enumerate(rows):
+        out[j, :r.shape[0]] = r
+    lens = torch.tensor([r.shape[0] for r in rows])
+    return out, (torch.arange(T).unsqueeze(0) < lens.unsqueeze(1)).long()
+
+
 class ExtractiveModel:
     """Summarizes a prompt by extracting sentences. Thread-safe (one lock around torch)."""
 
@@ -219,20 +280,60 @@ class ExtractiveModel:
         head.load_state_dict(load_file(str(d / "head.safetensors")))
         return cls(tok, model, head, cfg)
 
-    def scores(self, sentences: list[str]) -> torch.Tensor:
-        ids, mask = tokenize(self.tok, sentences, self.cfg.max_tokens)
-        with self._lock, torch.inference_mode():
-            n_top = self.cfg.lora_layers
-            h = lower_layers(self.model, ids, mask, n_top)
-            emb = upper_layers(self.model, h, mask, n_top)
-            if self.head is None:
-                return extras(emb)[:, 0]
-            if self.cfg.features == 1:
-                return self.head(torch.cat([emb, extras(emb)], -1)).squeeze(-1)
+    def _encode(self, chunk: list[str]) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
+        """Lower activations (float16, per sentence) and base embeddings of `chunk`, cached; for the
+        base model also its own embeddings, from the unrounded activations (None otherwise)."""
+        n_top = self.cfg.lora_layers
+        ids, mask = tokenize(self.tok, chunk, self.cfg.max_tokens)
+        h = lower_layers(self.model, ids, mask, n_top)
+        if self.head is None:
+            own = base = upper_layers(self.model, h, mask, n_top)
+        else:
+            own = None
             with self.model.disable_adapter():
                 base = upper_layers(self.model, h, mask, n_top)
+        lens = mask.sum(1).tolist()
+        rows = [h[i, :lens[i]].to(torch.float16) for i in range(len(chunk))]
+        for s, r, b in zip(chunk, rows, base):
+            LOWER_CACHE.put((n_top, self.cfg.max_tokens, s), r, b.clone())
+        return rows, list(base), own
+
+    def _embeddings(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(this model's embeddings, base embeddings, token counts) of `sentences`, encoded in
+        length-sorted batches; the lower layers' output comes from LOWER_CACHE when there."""
+        n_top, n = self.cfg.lora_layers, len(sentences)
+        H = self.model.config.hidden_size
+        emb, base, lens = torch.zeros(n, H), torch.zeros(n, H), torch.zeros(n, dtype=torch.long)
+        order = sorted(range(n), key=lambda i: (len(sentences[i]), i))
+        for b in range(0, n, INFER_BATCH):
+            idx = order[b:b + INFER_BATCH]
+            chunk = [sentences[i] for i in idx]
+            hits = [LOWER_CACHE.get((n_top, self.cfg.max_tokens, s)) for s in chunk]
+            own = None
+            if self.head is None or any(x is None for x in hits):
+                rows, bases, own = self._encode(chunk)  # the base model always runs its own layers
+            else:
+                rows, bases = [x[0] for x in hits], [x[1] for x in hits]
+            base[idx] = torch.stack(bases)
+            lens[idx] = torch.tensor([r.shape[0] for r in rows])
+            if own is None:  # tuned: its top layers on the (float16) lower output, as in training
+                hidden, mask = pad([r.float() for r in rows])
+                own = upper_layers(self.model, hidden, mask, n_top)
+            emb[idx] = own
+        return emb, base, lens
+
+    def scores(self, sentences: list[str]) -> torch.Tensor:
+        with self._lock, torch.inference_mode():
+            if self.head is not None and self.cfg.features == 1:  # models saved before features v2
+                ids, mask = tokenize(self.tok, sentences, self.cfg.max_tokens)
+                n_top = self.cfg.lora_layers
+                emb = upper_layers(self.model, lower_layers(self.model, ids, mask, n_top), mask, n_top)
+                return self.head(torch.cat([emb, extras(emb)], -1)).squeeze(-1)
+            emb, base, lens = self._embeddings(sentences)
+            if self.head is None:
+                return extras(emb)[:, 0]
             n = len(sentences)
-            f = features(emb, centroid_of(base), torch.arange(n), n, mask.sum(1))
+            f = features(emb, centroid_of(base), torch.arange(n), n, lens)
             return self.head(torch.cat([emb, f], -1)).squeeze(-1)
 
     def summarize(self, prompt: str) -> tuple[str, int, int]:
@@ -244,9 +345,7 @@ class ExtractiveModel:
         k = requested_sentences(instruction) or self.cfg.k
         idx = pick(self.scores(sents), k)
         out = " ".join(sents[i] for i in idx)
-        n_in = len(self.tok(prompt, add_special_tokens=False)["input_ids"])
-        n_out = len(self.tok(out, add_special_tokens=False)["input_ids"])
-        return out, n_in, n_out
+        return out, count_tokens(self.tok, prompt), count_tokens(self.tok, out)
 
     def answer(self, prompt: str, params) -> tuple[str, int, int, str]:
         """Generator hook: extraction ignores temperature and is deterministic."""
