@@ -290,6 +290,48 @@ def test_sentence_cache_reads_back_by_id_and_is_reused_by_content(tmp_path):
     again.close()
 
 
+KILLED_BUILD = """
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from test_local_backend import fake_encoder
+from sftflow.backends.local import sentence_cache as C
+encode = fake_encoder([])
+def slow(chunk):
+    Path(sys.argv[2]).touch()  # a batch is being written: time to kill
+    time.sleep(30)
+    return encode(chunk)
+C.build(Path(sys.argv[1]), "k", ["abc", "abcdef", "ab", "a"], slow, hidden_size=4, batch=1)
+"""
+
+
+def test_sentence_cache_killed_while_encoding_leaves_no_entry(tmp_path):
+    import subprocess
+    import sys
+
+    from sftflow.backends.local import sentence_cache as C
+
+    root, started = tmp_path / "cache", tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(root), str(started), str(Path(__file__).parent)])
+    try:
+        wait_for(started.exists, timeout=60, poll=0.05)
+    finally:
+        proc.kill()  # SIGKILL: no clean-up runs
+        proc.wait()
+    assert not (root / "k").exists()  # only a temporary folder is left, never taken for an entry
+    calls: list = []
+    cache, reused = C.build(root, "k", ["abc", "abcdef", "ab", "a"], fake_encoder(calls), hidden_size=4)
+    assert not reused and cache.lengths([0, 1, 2, 3]).tolist() == [3, 6, 2, 1]
+    cache.close()
+
+    def interrupted(chunk):
+        raise KeyboardInterrupt  # Ctrl-C while encoding, in-process: the temporary folder goes too
+
+    with pytest.raises(KeyboardInterrupt):
+        C.build(root, "k2", ["abc", "ab"], interrupted, hidden_size=4)
+    assert not [p for p in root.iterdir() if "k2" in p.name]
+
+
 def test_labels_oracle_and_k():
     from sftflow.backends.local import extractive_training as X
     from sftflow.backends.local.text import Example
@@ -420,4 +462,18 @@ def test_encoding_is_outside_the_budget_and_reused_by_the_next_run(small_data, t
     again.prepare()
     assert again.extra_stats["encode_cached"]
     assert again.extra_stats["sentence_count"] == t.extra_stats["sentence_count"]
+    # The top layers run in length-sorted chunks: the same embeddings as one padded batch.
+    import torch
+
+    from sftflow.backends.local.extractive import upper_layers
+
+    ids = [i for a in again.train[:6] for i in a.ids]
+    with torch.no_grad():
+        hid, msk = again.cache.hidden(ids)
+        assert torch.allclose(again._embed(ids), upper_layers(again.model, hid, msk, 1), atol=1e-5)
     again.close()
+
+    other = X.Trainer(X.TrainParams(lora_layers=2, budget_s=1.0), train[:4], [], cache_dir=tmp_path / "cache")
+    other.prepare()  # other frozen layers: encoded anew, not read from the first run's cache
+    assert not other.extra_stats["encode_cached"]
+    other.close()
