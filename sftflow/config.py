@@ -34,6 +34,8 @@ SafetyThreshold = Literal[
 
 #: Fewest seconds between two polls of a tuning job (network etiquette: a job runs minutes to hours).
 MIN_POLL_INTERVAL = 1.0
+#: Most seconds between two polls of a local job: a file read, while a whole local job takes minutes.
+LOCAL_POLL_INTERVAL = 5.0
 
 
 class Settings(BaseSettings):
@@ -131,7 +133,7 @@ class Settings(BaseSettings):
     )
     poll_interval: float = Field(
         60.0, description=f"Seconds between tuning-job polls (at least {MIN_POLL_INTERVAL:g}: each poll is an API "
-        "request, and a job takes minutes to hours)."
+        f"request, and a job takes minutes to hours; local jobs: at most {LOCAL_POLL_INTERVAL:g})."
     )
     tuning_timeout: float = Field(4 * 3600.0, gt=0, description="Give up waiting for a job after this many seconds.")
     cancel_job_on_timeout: bool = Field(
@@ -254,6 +256,11 @@ class Settings(BaseSettings):
             )
 
     # --- derived values ------------------------------------------------------------------
+    @property
+    def tuning_poll_interval(self) -> float:
+        """poll_interval, capped for the local backend (its job status is a file on this machine)."""
+        return min(self.poll_interval, LOCAL_POLL_INTERVAL) if self.backend == "local" else self.poll_interval
+
     @property
     def base_model(self) -> str:
         return self.source_model or DEFAULT_SOURCE_MODEL[self.backend]

@@ -137,7 +137,7 @@ def await_tuning_job(settings: Settings, name: str) -> JobStatus:
             last.update(state=st.state, step=st.step, at=time.monotonic())
 
     try:
-        final = await_job(tuner, name, poll_interval=settings.poll_interval, timeout=settings.tuning_timeout,
+        final = await_job(tuner, name, poll_interval=settings.tuning_poll_interval, timeout=settings.tuning_timeout,
                           on_update=on_update, cancel_on_timeout=settings.cancel_job_on_timeout)
     except Exception:  # a failure, not an interrupt: await_job already applied the timeout policy
         raise

@@ -63,6 +63,12 @@ def test_local_default_sources_are_the_embedded_samples():
     assert all(__import__("os").path.isfile(p) for p in s.sources().values())
 
 
+def test_local_jobs_are_polled_often_cloud_jobs_at_poll_interval():
+    assert load_settings().tuning_poll_interval == 5.0  # a file on this machine: a finished job is seen at once
+    assert load_settings(poll_interval=2).tuning_poll_interval == 2.0
+    assert load_settings(backend="vertex", project="p").tuning_poll_interval == 60.0
+
+
 def test_token_is_never_shown(monkeypatch):
     monkeypatch.setenv("SFTFLOW_VERTEX_ACCESS_TOKEN", "test-token-very-secret")
     s = load_settings()
