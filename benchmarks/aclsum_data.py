@@ -9,9 +9,11 @@ human-written one-sentence summaries (challenge, approach, outcome). Nothing is 
 conclusion, reference = the three aspect summaries joined. `--task abstract`: article =
 introduction + conclusion, reference = the authors' abstract. `--scale` writes both tasks over
 all 250 papers as one 500-example training file — for measuring time and memory at 500 real
-articles only (its papers overlap the test set, so no quality figure may come from it).
+articles only (its papers overlap the test set, so no quality figure may come from it). `--both`
+writes both tasks over the train and val papers (300 examples), the test papers held out: the
+largest training set whose test figures mean something (its validation papers are in it, though).
 
-    python benchmarks/aclsum_data.py OUT_DIR [--task aspects|abstract] [--scale]
+    python benchmarks/aclsum_data.py OUT_DIR [--task aspects|abstract] [--scale | --both]
 writes OUT_DIR/{train.jsonl,val.jsonl,test.csv} (chat JSONL with a system message; test CSV with
 input_text, output_text), ready for `sftflow pipeline --train/--val/--test`.
 """
@@ -69,7 +71,7 @@ def write_test(path: Path, pairs: list[tuple[str, str]]) -> None:
             w.writerow([prompt(article), ref])
 
 
-def build(out: Path, task: str = "aspects", scale: bool = False) -> dict[str, Path]:
+def build(out: Path, task: str = "aspects", scale: bool = False, both: bool = False) -> dict[str, Path]:
     from aclsum import ACLSum
 
     out.mkdir(parents=True, exist_ok=True)
@@ -78,6 +80,9 @@ def build(out: Path, task: str = "aspects", scale: bool = False) -> dict[str, Pa
     if scale:
         every = [d for s in ("train", "val", "test") for d in splits[s]]
         write_chat(paths["train"], [pair(d, t) for t in ("aspects", "abstract") for d in every])
+    elif both:
+        seen = splits["train"] + splits["val"]
+        write_chat(paths["train"], [pair(d, t) for t in ("aspects", "abstract") for d in seen])
     else:
         write_chat(paths["train"], [pair(d, task) for d in splits["train"]])
     write_chat(paths["val"], [pair(d, task) for d in splits["val"]])
@@ -89,10 +94,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--task", choices=("aspects", "abstract"), default="aspects")
-    ap.add_argument("--scale", action="store_true", help="500-example training file (time/memory only)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--scale", action="store_true", help="500-example training file (time/memory only)")
+    size.add_argument("--both", action="store_true", help="both tasks over the train and val papers (300 examples)")
     args = ap.parse_args()
     try:
-        paths = build(args.out, args.task, args.scale)
+        paths = build(args.out, args.task, args.scale, args.both)
     except ImportError:
         print("aclsum is not installed: pip install -e '.[bench]' (or: pip install aclsum==0.1.2)", file=sys.stderr)
         return 1
