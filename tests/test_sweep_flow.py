@@ -17,6 +17,7 @@ from sftflow.data.samples import sample_paths
 from sftflow.sweep import GridCostCapExceeded
 from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config
+from tests.smalldata import small_samples
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("token_in_env")]
 
@@ -34,7 +35,7 @@ def tuned_answer(hyper: dict, epoch: int, article: str) -> str:
 
 
 def sweep_config(server, bucket, tmp_path, **extra) -> dict:
-    paths = sample_paths()
+    paths = small_samples(tmp_path)  # the full samples' token count alone took ~45 s per grid
     return flow_config(server, bucket, tmp_path, train_uri=paths["train"], val_uri=paths["val"],
                        test_uri=paths["test"], samples=10, concurrency=4, rpm=6000, **extra)
 
@@ -145,7 +146,7 @@ def test_grid_above_approve_above_usd_needs_one_approval_for_its_new_jobs(make_v
     assert server.count("POST", "/tuningJobs") == 2 and again["best"] == out["best"]
 
 def _cli_sweep(server, gcs_emulator, bucket, tmp_path, *extra):
-    paths = sample_paths()
+    paths = small_samples(tmp_path)
     env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
                SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
                PREFECT_LOGGING_LEVEL="INFO")
