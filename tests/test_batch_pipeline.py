@@ -7,9 +7,9 @@ import pytest
 
 from flows.pipeline import sft_pipeline
 from sftflow import storage
-from sftflow.data.samples import sample_paths
 from tests.flowutil import flow_artifacts
 from tests.servers.vertex_fixtures import TEST_TOKEN
+from tests.smalldata import small_samples
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def test_pipeline_in_batch_mode_end_to_end(make_vertex_server, gcs_bucket, tmp_p
     server = make_vertex_server(job_phases=(0.5, 1.0))
     server.batch.timeline = (("PENDING", 0.3), ("RUNNING", 0.5))
     server.batch.fail_rate = 0.2  # failed rows: asked again (online, as they are few)
-    paths = sample_paths()
+    paths = small_samples(tmp_path)  # tuning data only feeds the job: a few examples to count, not 450
     config = {"backend": "vertex", "project": server.project, "region": server.location, "bucket": gcs_bucket,
               "vertex_base_url": server.base_url, "poll_interval": 1, "batch_poll_interval": 1,
               "local_root": str(tmp_path / "root"), "train_uri": paths["train"], "val_uri": paths["val"],

@@ -227,11 +227,11 @@ def test_partial_404_below_and_above_max_error_rate(make_vertex_server, gcs_buck
 
 @pytest.mark.slow
 def test_pipeline_exits_1_when_an_evaluation_fails(make_vertex_server, gcs_bucket, tmp_path):
-    from sftflow.data.samples import sample_paths
+    from tests.smalldata import small_samples
 
     server = make_vertex_server(job_phases=(0.3, 0.6))
     server.add_prompt_fault("", 403)  # every generateContent: permission denied
-    paths = sample_paths()
+    paths = small_samples(tmp_path)  # the full samples' token count before tuning alone took ~45 s
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     proc = run_cli(["pipeline", "--train", paths["train"], "--val", paths["val"], "--test", paths["test"],
