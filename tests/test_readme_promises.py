@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # a whole local pipeline (~1.5 min on 2 cores) and a second process
+pytestmark = pytest.mark.slow  # a whole local pipeline (~40 s on 2 cores) and a second process
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "local-quick.yaml"  # samples 10, budget 10 s
 
@@ -27,8 +27,10 @@ def _sftflow(args: list[str], tmp_path, home: str) -> subprocess.CompletedProces
 
 def test_pipeline_prints_report_last_and_cache_survives_the_process(tmp_path):
     root = tmp_path / "root"
-    first = _sftflow(["pipeline", "--recipe", str(RECIPE), "--samples", "5", "--local-root", str(root)],
-                     tmp_path, "prefect-home-1")
+    # 40 examples per file, not 400 (encoding every training sentence once took ~30 s), and a 1 s poll
+    # (not 60 s) for the job that ends after its 10 s budget.
+    first = _sftflow(["pipeline", "--recipe", str(RECIPE), "--samples", "5", "--local-root", str(root),
+                      "--set", "limit=40", "--poll-interval", "1"], tmp_path, "prefect-home-1")
     assert first.returncode == 0, first.stderr[-3000:]
     report = root / "runs" / "default" / "report.md"
     assert first.stdout.splitlines()[-1] == f"report: {report}"
@@ -40,7 +42,7 @@ def test_pipeline_prints_report_last_and_cache_survives_the_process(tmp_path):
     prepared = {p: p.stat().st_mtime_ns for p in (root / "work").rglob("*.jsonl") if "-" in p.stem}
     assert len(prepared) >= 2  # the converted train and val files
 
-    again = _sftflow(["prepare", "--local-root", str(root)], tmp_path, "prefect-home-2")
+    again = _sftflow(["prepare", "--local-root", str(root), "--limit", "40"], tmp_path, "prefect-home-2")
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stderr
     for task in ("download", "convert", "validate"):
