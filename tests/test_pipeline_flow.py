@@ -29,7 +29,7 @@ def _check_report_matches_files(out):
 
 
 def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
-    config = {"local_root": str(tmp_path / "root"), "samples": 20, "local_train_budget_s": 40}
+    config = {"local_root": str(tmp_path / "root"), "samples": 20, "local_train_budget_s": 40, "poll_interval": 1}
     state = sft_pipeline(config=config, return_state=True)
     out = state.result()
     report = _check_report_matches_files(out)
