@@ -214,7 +214,8 @@ def runs(stack):
                       bucket=stack["bucket"], poll_interval=1, limit=100, train_uri=sp["train"], val_uri=sp["val"],
                       test_uri=sp["test"], count_tokens_rpm=60_000)
     vertex_params = _pipeline_params(vertex_root, **vertex_cfg)
-    local_params = _pipeline_params(local_root, local_train_budget_s=20, limit=100)
+    # 40 examples a file (the sentence encoding before training grows with them); a 1 s poll, not 60 s
+    local_params = _pipeline_params(local_root, local_train_budget_s=20, limit=40, poll_interval=1)
     return {
         "local": (_submit(stack, "sft_pipeline/local", local_params, "local"), local_root),
         "vertex": (_submit(stack, "sft_pipeline/local", vertex_params, "vertex"), vertex_params),
