@@ -27,7 +27,7 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"  # tasks called outside a flow in tests
 os.environ.setdefault("SFTFLOW_TEST_SESSION", uuid.uuid4().hex)  # marks the servers tests start
 
-pytest_plugins = ["tests.servers.gcs_fixtures", "tests.servers.vertex_fixtures"]
+pytest_plugins = ["tests.servers.gcs_fixtures", "tests.servers.vertex_fixtures", "tests.servers.prefect_fixtures"]
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -75,7 +75,7 @@ def _failed_message(server, job: str, hint: str = "") -> str:
     return f"tuning job {job} ended FAILED: Dataset row 3: invalid role (console: {console}){hint}"
 
 
-def test_failed_job_fails_the_flow_and_only_resubmit_failed_pays_again(make_vertex_server, gcs_emulator, datasets,
+def test_failed_job_fails_the_flow_and_only_resubmit_failed_pays_again(make_vertex_server, cli_env, datasets,
                                                                        tmp_path):
     server = make_vertex_server(job_phases=(0.2, 0.5), job_outcome="FAILED")
     bucket, train, val = datasets
@@ -88,14 +88,14 @@ def test_failed_job_fails_the_flow_and_only_resubmit_failed_pays_again(make_vert
     with pytest.raises(JobFailed) as err:
         tune(config={**flow_config(server, bucket, tmp_path), "train_uri": train, "val_uri": val})
     assert str(err.value) == _failed_message(server, job, hint)
-    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
+    proc = _cli_tune(server, cli_env, bucket, train, val, tmp_path)
     out = cliproc.finish(proc)
     assert proc.returncode == 1, out[-3000:]
     assert f"sftflow: error: {_failed_message(server, job, hint)}\n" in out
     assert server.count("POST", "/tuningJobs") == 1
     # --resubmit-failed submits exactly one new job for the same intent (this one succeeds).
     server.job_outcome = "SUCCEEDED"
-    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--resubmit-failed")
+    proc = _cli_tune(server, cli_env, bucket, train, val, tmp_path, "--resubmit-failed")
     out = cliproc.finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert server.count("POST", "/tuningJobs") == 2
@@ -104,8 +104,14 @@ def test_failed_job_fails_the_flow_and_only_resubmit_failed_pays_again(make_vert
     assert f"endpoint: projects/{server.project}/locations/{server.location}/endpoints/" in out
 
 
-def _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, *extra):
-    env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
+@pytest.fixture
+def cli_env(gcs_emulator, prefect_api_env) -> dict[str, str]:
+    """The emulator, and the session's Prefect server (no temporary server start in each CLI process)."""
+    return {"STORAGE_EMULATOR_HOST": gcs_emulator, **prefect_api_env}
+
+
+def _cli_tune(server, cli_env, bucket, train, val, tmp_path, *extra):
+    env = dict(os.environ, **cli_env, SFTFLOW_VERTEX_BASE_URL=server.base_url,
                SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
                PREFECT_LOGGING_LEVEL="INFO")
     cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--project", server.project,
@@ -123,15 +129,15 @@ def _wait_for_polls(server, n, timeout=600):  # a CLI start took >120 s on 2 cor
     raise AssertionError("the flow never polled the job")
 
 
-def test_killed_flow_reattaches_to_the_same_job(make_vertex_server, gcs_emulator, datasets, tmp_path):
+def test_killed_flow_reattaches_to_the_same_job(make_vertex_server, cli_env, datasets, tmp_path):
     server = make_vertex_server(job_phases=(1.0, 600.0))  # runs until the test finishes it
     bucket, train, val = datasets
-    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
+    proc = _cli_tune(server, cli_env, bucket, train, val, tmp_path)
     _wait_for_polls(server, 3)
     os.kill(proc.pid, signal.SIGKILL)
     cliproc.finish(proc)
     polls = server.count("GET", "/tuningJobs/")
-    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
+    proc = _cli_tune(server, cli_env, bucket, train, val, tmp_path)
     _wait_for_polls(server, polls + 2)  # the second process is awaiting the same, still running job
     (job,) = server.job_names
     server.set_job_state(job, "SUCCEEDED")
@@ -144,11 +150,11 @@ def test_killed_flow_reattaches_to_the_same_job(make_vertex_server, gcs_emulator
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_cancels_the_cloud_job(make_vertex_server, gcs_emulator, datasets, tmp_path, sig):
+def test_interrupt_cancels_the_cloud_job(make_vertex_server, cli_env, datasets, tmp_path, sig):
     """Ctrl-C, and SIGTERM (what a Prefect worker sends when a run is cancelled), cancel the job."""
     server = make_vertex_server(job_phases=(1.0, 60.0))
     bucket, train, val = datasets
-    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path)
+    proc = _cli_tune(server, cli_env, bucket, train, val, tmp_path)
     _wait_for_polls(server, 2)
     os.kill(proc.pid, sig)
     out = cliproc.finish(proc)
@@ -157,11 +163,11 @@ def test_interrupt_cancels_the_cloud_job(make_vertex_server, gcs_emulator, datas
     assert "cancelling tuning job" in out
 
 
-def test_interrupt_with_cancel_job_on_interrupt_false_leaves_the_job_running(make_vertex_server, gcs_emulator,
+def test_interrupt_with_cancel_job_on_interrupt_false_leaves_the_job_running(make_vertex_server, cli_env,
                                                                             datasets, tmp_path):
     server = make_vertex_server(job_phases=(1.0, 600.0))
     bucket, train, val = datasets
-    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--set", "cancel_job_on_interrupt=false")
+    proc = _cli_tune(server, cli_env, bucket, train, val, tmp_path, "--set", "cancel_job_on_interrupt=false")
     _wait_for_polls(server, 2)
     os.kill(proc.pid, signal.SIGINT)
     out = cliproc.finish(proc)
@@ -172,12 +178,12 @@ def test_interrupt_with_cancel_job_on_interrupt_false_leaves_the_job_running(mak
     assert _job_state(server, job) == "JOB_STATE_RUNNING"
 
 
-def test_timeout_with_cancel_job_on_timeout_false_fails_the_command_and_leaves_the_job(make_vertex_server, gcs_emulator,
+def test_timeout_with_cancel_job_on_timeout_false_fails_the_command_and_leaves_the_job(make_vertex_server, cli_env,
                                                                                        datasets, tmp_path):
     """Through the CLI (--timeout); the default, cancel on timeout, is tests/test_cost.py's."""
     server = make_vertex_server(job_phases=(1.0, 600.0))
     bucket, train, val = datasets
-    proc = _cli_tune(server, gcs_emulator, bucket, train, val, tmp_path, "--timeout", "3",
+    proc = _cli_tune(server, cli_env, bucket, train, val, tmp_path, "--timeout", "3",
                      "--set", "cancel_job_on_timeout=false")
     out = cliproc.finish(proc)
     assert proc.returncode == 1, out[-3000:]
