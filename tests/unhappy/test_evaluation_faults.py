@@ -78,8 +78,11 @@ def cli_env(server) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], server, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sftflow.cli", *args], cwd=cwd, env=cli_env(server),
+def run_cli(args: list[str], server, cwd: Path, timeout: float = 240,
+            api: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`api`: prefect_api_env, to run on the session's Prefect server rather than a temporary one."""
+    return subprocess.run([sys.executable, "-m", "sftflow.cli", *args], cwd=cwd,
+                          env={**cli_env(server), **(api or {})},
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -114,7 +117,7 @@ def files_under(path: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_all_401_fails_through_cli_is_not_cached_and_rerun_asks_exactly_the_failed(
-        make_vertex_server, gcs_bucket, tmp_path):
+        make_vertex_server, gcs_bucket, tmp_path, prefect_api_env):
     server = make_vertex_server(require_token="a-token-nobody-has")  # every request: 401
     csv_path = write_test_csv(tmp_path / "test.csv", 10)
     cwd = tmp_path / "cwd"
@@ -122,7 +125,7 @@ def test_all_401_fails_through_cli_is_not_cached_and_rerun_asks_exactly_the_fail
     args = ["evaluate", "--test", str(csv_path), "--samples", "10", "--concurrency", "4", "--rpm", "60000",
             *vertex_flags(server, gcs_bucket, tmp_path / "root")]
 
-    failed = run_cli(args, server, cwd)
+    failed = run_cli(args, server, cwd, api=prefect_api_env)
     assert failed.returncode == 1, failed.stderr[-3000:]
     assert "sftflow: error: evaluation of gemini-2.5-flash failed: 10/10 examples ended in errors" in failed.stderr
     assert "10/10 examples: 401 UNAUTHENTICATED: Request had invalid authentication credentials." in failed.stderr
@@ -133,14 +136,14 @@ def test_all_401_fails_through_cli_is_not_cached_and_rerun_asks_exactly_the_fail
 
     server.require_token = None  # the user fixed the credentials
     fixed_from = time.time()
-    fixed = run_cli(args, server, cwd)
+    fixed = run_cli(args, server, cwd, api=prefect_api_env)
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     assert asked_markers(server, fixed_from) == sorted(marker(i) for i in range(10))  # each failed one, once
     assert all(r["status"] == 200 for r in generate_requests(server, fixed_from))
 
     # now a success: served from the cache by a third process, no request at all
     before = len(server.requests)
-    again = run_cli(args, server, cwd)
+    again = run_cli(args, server, cwd, api=prefect_api_env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(server.requests) == before
     assert again.stdout == fixed.stdout
@@ -226,7 +229,7 @@ def test_partial_404_below_and_above_max_error_rate(make_vertex_server, gcs_buck
 
 
 @pytest.mark.slow
-def test_pipeline_exits_1_when_an_evaluation_fails(make_vertex_server, gcs_bucket, tmp_path):
+def test_pipeline_exits_1_when_an_evaluation_fails(make_vertex_server, gcs_bucket, tmp_path, prefect_api_env):
     from tests.smalldata import small_samples
 
     server = make_vertex_server(job_phases=(0.3, 0.6))
@@ -236,7 +239,8 @@ def test_pipeline_exits_1_when_an_evaluation_fails(make_vertex_server, gcs_bucke
     cwd.mkdir()
     proc = run_cli(["pipeline", "--train", paths["train"], "--val", paths["val"], "--test", paths["test"],
                     "--samples", "6", "--concurrency", "3", "--rpm", "60000", "--poll-interval", "1",
-                    *vertex_flags(server, gcs_bucket, tmp_path / "root")], server, cwd, timeout=400)
+                    *vertex_flags(server, gcs_bucket, tmp_path / "root")], server, cwd, timeout=400,
+                   api=prefect_api_env)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "failed: 6/6 examples ended in errors" in proc.stderr
     assert "6/6 examples: 403 PERMISSION_DENIED: Injected fault 403" in proc.stderr
