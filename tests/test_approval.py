@@ -171,12 +171,12 @@ def test_flow_gate_order_cap_then_approval_and_attaching_is_not_gated(make_verte
 
 
 @pytest.mark.slow
-def test_cli_without_a_terminal_refuses(make_vertex_server, gcs_emulator, gcs_bucket, tmp_path):
+def test_cli_without_a_terminal_refuses(make_vertex_server, gcs_emulator, gcs_bucket, tmp_path, prefect_api_env):
     server = make_vertex_server(job_phases=(0.2, 0.5))
     bucket, train, val = upload_datasets(gcs_bucket, LINE)
     env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
                SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
-               SFTFLOW_APPROVE_ABOVE_USD="0.001", SFTFLOW_POLL_INTERVAL="1")
+               SFTFLOW_APPROVE_ABOVE_USD="0.001", SFTFLOW_POLL_INTERVAL="1", **prefect_api_env)
     env.pop("SFTFLOW_APPROVAL_MODE", None)
     cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--bucket", bucket, "--train", train,
            "--val", val, "--project", server.project, "--local-root", str(tmp_path / "root")]

@@ -266,12 +266,13 @@ def _cli(args, server, gcs_emulator, tmp_path, **env):
 
 @pytest.mark.slow
 def test_cli_cap_refusal_exits_1_with_one_line_and_dry_run_calls_no_tuning_api(make_vertex_server, gcs_emulator,
-                                                                              datasets, tmp_path):
+                                                                              datasets, tmp_path, prefect_api_env):
     server = make_vertex_server()
     bucket, train, val = datasets
     base = ["tune", "--backend", "vertex", "--bucket", bucket, "--train", train, "--val", val]
     # 330 tokens × 2 epochs at $5/1M = $0.0033: over a cap of $0.001 set through the environment.
-    proc = _cli([*base, "--epochs", "2"], server, gcs_emulator, tmp_path, SFTFLOW_MAX_TUNING_COST_USD="0.001")
+    proc = _cli([*base, "--epochs", "2"], server, gcs_emulator, tmp_path, SFTFLOW_MAX_TUNING_COST_USD="0.001",
+                **prefect_api_env)  # the session's Prefect server: no temporary server start per process
     assert proc.returncode == 1, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("sftflow: error:")]
     assert len(errors) == 1
@@ -283,7 +284,7 @@ def test_cli_cap_refusal_exits_1_with_one_line_and_dry_run_calls_no_tuning_api(m
     # --dry-run: the estimate and the exact job, and not one request to the tuning API.
     server.requests.clear()
     proc = _cli([*base, "--dry-run", "--epochs", "3", "--adapter-size", "8", "--display-name", "dry",
-                 "--max-cost", "0.5"], server, gcs_emulator, tmp_path)
+                 "--max-cost", "0.5"], server, gcs_emulator, tmp_path, **prefect_api_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "dry run: nothing submitted" in out

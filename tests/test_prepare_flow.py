@@ -52,13 +52,13 @@ def test_changed_input_is_never_served_from_cache(tmp_path):
     assert Path(out2["train"]).read_text().splitlines()[0] != first
 
 
-def test_cli_bad_file_exits_nonzero_and_uploads_nothing(tmp_path, gcs_emulator, gcs_bucket):
+def test_cli_bad_file_exits_nonzero_and_uploads_nothing(tmp_path, gcs_emulator, gcs_bucket, prefect_api_env):
     good = Path(sample_paths()["train"]).read_text().splitlines()
     bad = tmp_path / "bad_train.jsonl"
     broken = json.loads(good[2])
     broken["messages"][-1]["role"] = "robot"
     bad.write_text("\n".join([good[0], good[1], json.dumps(broken), *good[3:10]]) + "\n")
-    env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator)
+    env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, **prefect_api_env)
     proc = subprocess.run(
         [sys.executable, "-m", "sftflow.cli", "prepare", "--train", str(bad), "--bucket", gcs_bucket,
          "--local-root", str(tmp_path / "root")],
