@@ -181,7 +181,7 @@ def test_cli_moves_the_token_out_of_the_flow_config(monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_concurrent_tunes_create_one_job(make_vertex_server, gcs_emulator, datasets, tmp_path):
+def test_two_concurrent_tunes_create_one_job(make_vertex_server, gcs_emulator, datasets, tmp_path, prefect_api_env):
     server = make_vertex_server(job_phases=(1.0, 3.0))
     server.hold_lists(2)  # both processes see "no job yet" before either can submit
     bucket, train, val = datasets
@@ -189,7 +189,7 @@ def test_two_concurrent_tunes_create_one_job(make_vertex_server, gcs_emulator, d
     for i in range(2):
         (tmp_path / f"p{i}").mkdir()
         env = _env(tmp_path, gcs_emulator, f"race{i}", SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN,
-                   SFTFLOW_VERTEX_BASE_URL=server.base_url)
+                   SFTFLOW_VERTEX_BASE_URL=server.base_url, **prefect_api_env)
         procs.append(_start_tune(server, env, bucket, train, val, tmp_path / f"p{i}" / "root"))
     outs = [_finish(p) for p in procs]
     for p, out in zip(procs, outs):
@@ -267,7 +267,8 @@ def test_claim_threads_race_one_submit_and_the_loser_attaches(make_vertex_server
 
 
 @pytest.mark.slow
-def test_tune_refuses_bad_files_before_any_tuning_request(make_vertex_server, gcs_emulator, gcs_bucket, tmp_path):
+def test_tune_refuses_bad_files_before_any_tuning_request(make_vertex_server, gcs_emulator, gcs_bucket, tmp_path,
+                                                          prefect_api_env):
     server = make_vertex_server()
     bad_train = f"{gcs_bucket}/incoming/train.jsonl"
     storage.write_bytes(bad_train, GOOD + b'{"contents":[{"role":"assistant","parts":[{"text":"x"}]}]}\n')
@@ -275,7 +276,7 @@ def test_tune_refuses_bad_files_before_any_tuning_request(make_vertex_server, gc
     bad_val = tmp_path / "w" / "val.jsonl"
     bad_val.write_bytes(GOOD + b"{not json\n")
     env = _env(tmp_path, gcs_emulator, "bad", SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN,
-               SFTFLOW_VERTEX_BASE_URL=server.base_url)
+               SFTFLOW_VERTEX_BASE_URL=server.base_url, **prefect_api_env)
     proc = _start_tune(server, env, gcs_bucket, bad_train, str(bad_val), tmp_path / "w" / "root")
     out = _finish(proc)
     assert proc.returncode == 1, out[-3000:]
@@ -324,12 +325,12 @@ def test_poll_interval_has_a_minimum():
 
 @pytest.mark.slow
 def test_failed_cancel_on_ctrl_c_is_logged_and_the_interrupt_wins(make_vertex_server, gcs_emulator, datasets,
-                                                                  tmp_path):
+                                                                  tmp_path, prefect_api_env):
     server = make_vertex_server(job_phases=(1.0, 120.0))
     bucket, train, val = datasets
     (tmp_path / "w").mkdir()
     env = _env(tmp_path, gcs_emulator, "cancel", SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN,
-               SFTFLOW_VERTEX_BASE_URL=server.base_url)
+               SFTFLOW_VERTEX_BASE_URL=server.base_url, **prefect_api_env)
     proc = _start_tune(server, env, bucket, train, val, tmp_path / "w" / "root")
     deadline = time.monotonic() + 180
     while server.count("GET", "/tuningJobs/") < 2:
