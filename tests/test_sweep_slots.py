@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sftflow import prefect_server as ps
 from sftflow.config import Settings
 from tasks.sweep import limit_name, tuning_slot
 
@@ -45,18 +44,13 @@ def test_limit_names_are_per_quota_and_safe():
 
 
 @pytest.mark.slow
-def test_with_a_server_the_limit_is_a_prefect_global_concurrency_limit(tmp_path):
+def test_with_a_server_the_limit_is_a_prefect_global_concurrency_limit(prefect_server):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    home = ps.server_home(tmp_path / "root")
-    try:
-        rec, _ = ps.start(home, port=ps.free_port(None), timeout=300)
-        with temporary_settings(updates={PREFECT_API_URL: rec.api_url}):
-            top, kinds = _hold_all("test-slots-gcl", 2, 3, 1.5)
-            with get_client(sync_client=True) as client:
-                limit = client.read_global_concurrency_limit_by_name("test-slots-gcl")
-        assert (top, kinds) == (2, {"prefect-global-concurrency-limit"})
-        assert limit.limit == 2 and limit.active_slots == 0  # every slot released
-    finally:
-        ps.stop(home)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):  # the session's server
+        top, kinds = _hold_all("test-slots-gcl", 2, 3, 1.5)
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name("test-slots-gcl")
+    assert (top, kinds) == (2, {"prefect-global-concurrency-limit"})
+    assert limit.limit == 2 and limit.active_slots == 0  # every slot released
