@@ -19,8 +19,10 @@ pytestmark = pytest.mark.slow
 SERVER_LIFECYCLE = "Stopping temporary server"  # Prefect's own line at process exit (atexit)
 
 
-def run_cli(tmp_path: Path, *args: str, debug: bool = False, code: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO")
+def run_cli(tmp_path: Path, *args: str, debug: bool = False, code: str | None = None,
+            api: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`api`: prefect_api_env (the session's Prefect server); without it, Prefect's temporary server."""
+    env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO", **(api or {}))
     env.pop("SFTFLOW_DEBUG", None)
     if debug:
         env["SFTFLOW_DEBUG"] = "1"
@@ -51,13 +53,13 @@ def test_missing_file_is_one_line_and_the_ui_keeps_the_traceback(tmp_path):
     assert failed and all("Traceback (most recent call last)" in m for m in failed), failed[:1]
 
 
-def test_bad_data_prints_path_line_field_problem_and_no_traceback(tmp_path):
+def test_bad_data_prints_path_line_field_problem_and_no_traceback(tmp_path, prefect_api_env):
     bad = tmp_path / "bad.jsonl"
     ok = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     bad.write_text(json.dumps(ok) + "\n"
                    + '{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}\n'
                    + json.dumps({"messages": [{"role": "robot", "content": "q"}]}) + "\n")
-    proc = run_cli(tmp_path, "prepare", "--train", "bad.jsonl")
+    proc = run_cli(tmp_path, "prepare", "--train", "bad.jsonl", api=prefect_api_env)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = user_lines(proc.stderr)
@@ -69,8 +71,8 @@ def test_bad_data_prints_path_line_field_problem_and_no_traceback(tmp_path):
     assert len(lines) <= 25, proc.stderr  # Prefect's one line per task state, then the problems
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    proc = run_cli(tmp_path, "prepare", "--train", "nope.jsonl", debug=True)
+def test_debug_shows_the_traceback(tmp_path, prefect_api_env):
+    proc = run_cli(tmp_path, "prepare", "--train", "nope.jsonl", debug=True, api=prefect_api_env)
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
     assert "StorageError: nope.jsonl: no such file" in proc.stderr
@@ -89,8 +91,8 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_an_unexpected_error_keeps_its_traceback(tmp_path):
-    proc = run_cli(tmp_path, "prepare", code=BUG)
+def test_an_unexpected_error_keeps_its_traceback(tmp_path, prefect_api_env):
+    proc = run_cli(tmp_path, "prepare", code=BUG, api=prefect_api_env)
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
     assert "convert_with_a_bug" in proc.stderr  # the frame that failed is shown
