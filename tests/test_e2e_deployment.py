@@ -4,7 +4,8 @@ deployments/setup.py, `prefect deploy --all` from prefect.yaml, a process worker
 server + GCS emulator). The report's numbers are read back through the Prefect API and checked
 against the results files; the UI page of the finished run is rendered in headless Chromium.
 
-Every process started here is stopped here (worker before server).
+The server is the session's (tests/servers/prefect_fixtures.py); the worker started here is stopped
+here, before the server.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from deployments.local_server import PREFECT, local_prefect_server, tail
+from deployments.local_server import PREFECT, tail
+from deployments.local_server import start as start_process, stop as stop_process
 from deployments.screenshot import capture, find_chromium, flow_run_url
 from sftflow import gcs, storage
 from sftflow.data.samples import sample_paths
@@ -73,34 +75,39 @@ def api(url: str):
 
 # ----------------------------------------------------------------------------------- the stack
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, gcs_emulator_server):
-    """Server → pools → deploy --all → Vertex-shaped server → worker; yields what the tests need.
+def stack(tmp_path_factory, gcs_emulator_server, prefect_server):
+    """Pools → deploy --all → Vertex-shaped server → worker, on the session's `prefect server`
+    (tests/servers/prefect_fixtures.py); yields what the tests need.
 
     STORAGE_EMULATOR_HOST is set for this module's tests only (they read the runs' files back)."""
     with emulator_env(gcs_emulator_server) as gcs_emulator:
-        yield from _stack(tmp_path_factory, gcs_emulator)
+        yield from _stack(tmp_path_factory, gcs_emulator, prefect_server)
 
 
-def _stack(tmp_path_factory, gcs_emulator):
+def _stack(tmp_path_factory, gcs_emulator, server):
     tmp = tmp_path_factory.mktemp("e2e")
-    extra = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_API_URL": server.url,
+           "PREFECT_UI_API_URL": server.url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
     vertex = VertexTestServer(job_phases=(0.5, 1.0), gcs_url=gcs_emulator).start()
     bucket = f"gs://e2e-{uuid.uuid4().hex[:10]}"
     gcs.client().create_bucket(bucket[5:])
+    worker = None
     try:
-        with local_prefect_server(tmp / "prefect-home", extra_env=extra) as server:
-            env = server.env
-            _cli([sys.executable, "deployments/setup.py", "local"], env)
-            key = _fake_service_account(tmp / "sa-key.json")
-            _cli([sys.executable, "deployments/setup.py", "gcp", "--project", "e2e-project", "--bucket", "gs://e2e-b",
-                  "--image", "example.org/sftflow:e2e", "--service-account-file", str(key)], env)
-            deploy_out = _cli([PREFECT, "--no-prompt", "deploy", "--all"], env)
-            worker_env = {**env, "STORAGE_EMULATOR_HOST": gcs_emulator, "SFTFLOW_VERTEX_BASE_URL": vertex.base_url,
-                          "SFTFLOW_VERTEX_ACCESS_TOKEN": TOKEN}
-            worker = server.start_worker("sftflow-local", env=worker_env)
-            yield {"url": server.url, "ui": server.ui, "tmp": tmp, "vertex": vertex, "bucket": bucket,
-                   "deploy_out": deploy_out, "worker": worker, "worker_log": worker.log, "key": key}
+        _cli([sys.executable, "deployments/setup.py", "local"], env)
+        key = _fake_service_account(tmp / "sa-key.json")
+        _cli([sys.executable, "deployments/setup.py", "gcp", "--project", "e2e-project", "--bucket", "gs://e2e-b",
+              "--image", "example.org/sftflow:e2e", "--service-account-file", str(key)], env)
+        deploy_out = _cli([PREFECT, "--no-prompt", "deploy", "--all"], env)
+        worker_env = {**env, "STORAGE_EMULATOR_HOST": gcs_emulator, "SFTFLOW_VERTEX_BASE_URL": vertex.base_url,
+                      "SFTFLOW_VERTEX_ACCESS_TOKEN": TOKEN}
+        log = tmp / "worker.log"
+        worker = start_process([PREFECT, "worker", "start", "--pool", "sftflow-local"], worker_env, log, cwd=tmp)
+        yield {"url": server.url, "ui": server.ui, "tmp": tmp, "vertex": vertex, "bucket": bucket,
+               "deploy_out": deploy_out, "worker": worker, "worker_log": log, "key": key}
     finally:
+        if worker is not None:
+            stop_process(worker)  # the worker goes with this module; the server stays for the session
         vertex.stop()
 
 
