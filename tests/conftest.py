@@ -25,13 +25,18 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"  # tasks called outside a flow in tests
+_NESTED = "SFTFLOW_TEST_SESSION" in os.environ  # a pytest run inside a test: its parent checks for leftovers
 os.environ.setdefault("SFTFLOW_TEST_SESSION", uuid.uuid4().hex)  # marks the servers tests start
 
 pytest_plugins = ["tests.servers.gcs_fixtures", "tests.servers.vertex_fixtures", "tests.servers.prefect_fixtures"]
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has torn down session fixtures (their servers)
 def pytest_sessionfinish(session, exitstatus):
-    """No Prefect server a test started may outlive the session: kill any left, and fail the run."""
+    """No Prefect server a test started may outlive the session: kill any left, and fail the run. A nested run
+    shares its parent's mark, so it leaves the check to the parent (it would kill the parent's live servers)."""
+    if _NESTED:
+        return
     from tests.servers.leftovers import stop_leftover_servers
 
     if left := stop_leftover_servers(os.environ["SFTFLOW_TEST_SESSION"]):
