@@ -1,7 +1,7 @@
 """What README promises about the command line, checked in fresh processes as a user runs them:
 `sftflow pipeline --recipe …` prints the report's path as stdout's last line (a flag wins over the
 recipe), and Prefect's cache outlives the process (a second `sftflow prepare`, in a new process with
-a new Prefect home, converts nothing)."""
+a new Prefect home and another Prefect database, converts nothing)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.slow  # a whole local pipeline (~40 s on 2 cores) and a
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "local-quick.yaml"  # samples 10, budget 10 s
 
 
-def _sftflow(args: list[str], tmp_path, home: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / home), PREFECT_LOGGING_LEVEL="INFO")
+def _sftflow(args: list[str], tmp_path, home: str, **env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / home), PREFECT_LOGGING_LEVEL="INFO", **env)
     return subprocess.run([sys.executable, "-m", "sftflow.cli", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
-def test_pipeline_prints_report_last_and_cache_survives_the_process(tmp_path):
+def test_pipeline_prints_report_last_and_cache_survives_the_process(tmp_path, prefect_api_env):
     root = tmp_path / "root"
     # 40 examples per file, not 400 (encoding every training sentence once took ~30 s), and a 1 s poll
     # (not 60 s) for the job that ends after its 10 s budget.
@@ -42,7 +42,9 @@ def test_pipeline_prints_report_last_and_cache_survives_the_process(tmp_path):
     prepared = {p: p.stat().st_mtime_ns for p in (root / "work").rglob("*.jsonl") if "-" in p.stem}
     assert len(prepared) >= 2  # the converted train and val files
 
-    again = _sftflow(["prepare", "--local-root", str(root), "--limit", "40"], tmp_path, "prefect-home-2")
+    # on the session's Prefect server: not the first run's (temporary) database, and no second temporary start
+    again = _sftflow(["prepare", "--local-root", str(root), "--limit", "40"], tmp_path, "prefect-home-2",
+                     **prefect_api_env)
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stderr
     for task in ("download", "convert", "validate"):
