@@ -42,6 +42,16 @@ class JobTimeout(SftflowError, TimeoutError):
         super().__init__(msg)
 
 
+def transient_backoff(failures: int, poll_interval: float, max_failures: int, what: str,
+                      exc: TransientError) -> float:
+    """Seconds to wait before polling `what` again after `failures` transient errors in a row (from 1 s,
+    doubling, capped at poll_interval); past `max_failures` it raises: the job itself is left running."""
+    if failures > max_failures:
+        raise TransientError(f"polling {what} failed {failures} times in a row; the job was left running: {exc}") \
+            from exc
+    return min(poll_interval, 2.0 ** (failures - 1))
+
+
 def await_job(
     tuner: Tuner,
     name: str,
@@ -84,12 +94,7 @@ def await_job(
             failures = 0
         except TransientError as exc:
             failures += 1
-            if failures > max_transient_failures:
-                raise TransientError(
-                    f"polling tuning job {name} failed {failures} times in a row; the job was left "
-                    f"running: {exc}"
-                ) from exc
-            delay = min(poll_interval, 2.0 ** (failures - 1))
+            delay = transient_backoff(failures, poll_interval, max_transient_failures, f"tuning job {name}", exc)
             log.warning("polling %s failed (%s); retry %d in %.1fs", name, exc, failures, delay)
             if status is not None and clock() - start + delay > timeout:
                 outcome = timed_out(status, clock() - start)

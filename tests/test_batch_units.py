@@ -120,3 +120,19 @@ def test_progress_line_shows_the_batch_job():
     calls = []
     fan_out(None, lambda d, t, i: calls.append((d, t, i)))(1, 2, None)
     assert calls == [(1, 2, {})]
+
+
+def test_polling_a_batch_job_backs_off_through_faults_then_gives_up_naming_it():
+    from sftflow.batch.run import wait_for_job
+    from sftflow.errors import TransientError
+
+    class Down:
+        def get(self, name):
+            raise TransientError("503 UNAVAILABLE")
+
+    sleeps: list[float] = []
+    with pytest.raises(TransientError, match=r"polling batch job b/1 failed 4 times in a row; the job was left "
+                                             r"running: 503 UNAVAILABLE"):
+        wait_for_job(Down(), "b/1", poll_interval=3, pending_timeout=3600, sleep=sleeps.append,
+                     max_transient_failures=3)
+    assert sleeps == [1.0, 2.0, 3.0]  # from 1 s, doubling, capped at poll_interval

@@ -32,7 +32,7 @@ from sftflow.checkpoint import Checkpoint, CheckpointLock
 from sftflow.data.testset import TestExample
 from sftflow.errors import CheckpointError, SftflowError, TransientError
 from sftflow.evaluation import fill_result
-from sftflow.polling import cancel_and_confirm, cancel_on_interrupt
+from sftflow.polling import cancel_and_confirm, cancel_on_interrupt, transient_backoff
 from sftflow.progress import ProgressFn
 from sftflow.results import ExampleResult
 from sftflow.tuning import OWNER, Claims, JobFailed, ensure_job
@@ -105,10 +105,9 @@ def wait_for_job(jobs, name: str, *, poll_interval: float, pending_timeout: floa
             failures = 0
         except TransientError as exc:
             failures += 1
-            if failures > max_transient_failures:
-                raise
+            delay = transient_backoff(failures, poll_interval, max_transient_failures, f"batch job {name}", exc)
             log.warning("polling batch job %s failed (%s); retry %d", name, exc, failures)
-            sleep(min(poll_interval, 2.0 ** (failures - 1)))
+            sleep(delay)
             continue
         on_status(status)
         if status.state.ended:
