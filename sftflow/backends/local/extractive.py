@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sftflow.backends.local.sentence_cache import pad
 from sftflow.backends.local.text import requested_sentences, split_prompt, split_sentences
 
 MODEL_NAME = "minilm-extractive"
@@ -240,16 +241,6 @@ class LowerCache:
 LOWER_CACHE = LowerCache()
 
 
-def pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B × T × H float32 padded, mask B × T) from per-sentence T_i × H activations."""
-    T = max(r.shape[0] for r in rows)
-    out = torch.zeros(len(rows), T, rows[0].shape[1])
-    for j, r in enumerate(rows):
-        out[j, :r.shape[0]] = r
-    lens = torch.tensor([r.shape[0] for r in rows])
-    return out, (torch.arange(T).unsqueeze(0) < lens.unsqueeze(1)).long()
-
-
 class ExtractiveModel:
     """Summarizes a prompt by extracting sentences. Thread-safe (one lock around torch)."""
 
@@ -317,7 +308,7 @@ class ExtractiveModel:
             base[idx] = torch.stack(bases)
             lens[idx] = torch.tensor([r.shape[0] for r in rows])
             if own is None:  # tuned: its top layers on the (float16) lower output, as in training
-                hidden, mask = pad([r.float() for r in rows])
+                hidden, mask = pad(rows)  # float16 rows, padded as float32
                 own = upper_layers(self.model, hidden, mask, n_top)
             emb[idx] = own
         return emb, base, lens

@@ -32,6 +32,16 @@ def cache_key(sentences: Iterable[str], settings: dict) -> str:
     return h.hexdigest()[:32]
 
 
+def pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B × T × H float32 padded, attention mask B × T) from per-sentence T_i × H activations."""
+    T = max(r.shape[0] for r in rows)
+    out = torch.zeros(len(rows), T, rows[0].shape[1])
+    for j, r in enumerate(rows):
+        out[j, :r.shape[0]] = r
+    lens = torch.tensor([r.shape[0] for r in rows])
+    return out, (torch.arange(T).unsqueeze(0) < lens.unsqueeze(1)).long()
+
+
 class SentenceCache:
     """Lower-layer activations (tokens × H, float16) and base embeddings (H) per sentence id."""
 
@@ -52,16 +62,12 @@ class SentenceCache:
 
     def hidden(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden B × T × H float32, attention mask B × T) for the sentences `ids`, padded."""
-        lens = self.lengths(ids)
-        T = int(lens.max())
-        out = torch.zeros(len(ids), T, self.hidden_size)
-        for j, i in enumerate(ids):
-            start, n = int(self.offsets[i]), int(lens[j])
-            buf = os.pread(self._fd, n * self._row, start * self._row)
-            rows = np.frombuffer(buf, dtype=np.float16).reshape(n, self.hidden_size)
-            out[j, :n] = torch.from_numpy(rows.astype(np.float32))
-        mask = (torch.arange(T).unsqueeze(0) < lens.unsqueeze(1)).long()
-        return out, mask
+        rows = []
+        for i, n in zip(ids, self.lengths(ids).tolist()):
+            buf = os.pread(self._fd, n * self._row, int(self.offsets[i]) * self._row)
+            f16 = np.frombuffer(buf, dtype=np.float16).reshape(n, self.hidden_size)
+            rows.append(torch.from_numpy(f16.astype(np.float32)))
+        return pad(rows)
 
     def close(self) -> None:
         os.close(self._fd)
