@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sftflow import gcs as gcs_client  # noqa: E402
+from sftflow.infra import gcs as gcs_client  # noqa: E402
 from sftflow.batch.jobs import VertexBatchJobs  # noqa: E402
 from sftflow.batch.run import BatchOptions, evaluate_batch  # noqa: E402
 from sftflow.backends.base import GenerationParams  # noqa: E402

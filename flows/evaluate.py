@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import settings_for
-from sftflow import layout
+from sftflow.infra import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
 from sftflow.steps.evaluate import EvalSpec

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from flows.common import settings_for
 from flows.prepare_data import prepare_data
 from flows.tune import gate_tuning, tune
-from sftflow import layout
+from sftflow.infra import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
 from sftflow.reporting.cost import run_cost

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.errors import SftflowError
-from sftflow.layout import child
+from sftflow.infra.layout import child
 from sftflow.stats import MetricComparison
 
 _ENTRY = re.compile(r"^(\d{6,})\.json$")

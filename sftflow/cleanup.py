@@ -6,7 +6,7 @@ is left and listed with the reason. Scope, for run R under storage root S:
 - `S/runs/R/…`: folder-scoped (`runs/R/`, never `runs/R2/` or `runs/R-old/`);
 - `S/tuning/k<20 hex>.json` records whose `run_name` is R, and the tuned model / endpoint (or
   local model folder) each names;
-- with `include_datasets`: `S/datasets/<kind>/<kind>-<sha12>.<ext>` only (see sftflow.layout),
+- with `include_datasets`: `S/datasets/<kind>/<kind>-<sha12>.<ext>` only (see sftflow.infra.layout),
   never `S/datasets-archive/…` nor other files under `S/datasets/`.
 The tuned model / endpoint that is the storage root's current champion (sftflow.champion), and its tuning record,
 are kept ("kept: champion") unless `include_champion`: then the champion is recorded as retired first, so that
@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftflow import champion, layout, storage
+from sftflow import champion
+from sftflow.infra import layout, storage
 from sftflow.backends.base import JobStatus, Tuner
 from sftflow.config import Settings
 from sftflow.records import TuningRecord

@@ -103,7 +103,7 @@ def _prefect_env(local_root: Path) -> None:
 def _use_prefect_api(settings: Any) -> bool:
     """Point this process's Prefect at the API to use, before Prefect is imported; True if a server
     (not Prefect's temporary one) will hold the runs."""
-    from sftflow.prefect_server import choose_api
+    from sftflow.infra.prefect_server import choose_api
 
     choice = choose_api(settings.local_root, settings.prefect_server)
     if choice.note:
@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     if cmd in ("prepare", "tune", "pipeline", "sweep"):
         settings.require_bucket(cmd)
     if cmd == "evaluate" and args.label is not None:
-        from sftflow.layout import check_name
+        from sftflow.infra.layout import check_name
 
         check_name("--output", args.label)
     _prefect_env(settings.local_root)
@@ -159,7 +159,7 @@ def _quiet_user_errors():
     if os.environ.get("SFTFLOW_DEBUG"):
         return lambda: None
     from flows.cli_hooks import setup_logging
-    from sftflow.console import hide_user_error_tracebacks
+    from sftflow.infra.console import hide_user_error_tracebacks
 
     setup_logging()  # Prefect's console handlers must exist to be adjusted
     return hide_user_error_tracebacks(_is_user_error)

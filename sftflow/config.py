@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sftflow import layout
+from sftflow.infra import layout
 from sftflow.errors import ConfigError
 
 #: The public WikiLingua samples that Google's SFT codelab tunes on (the `vertex` default).

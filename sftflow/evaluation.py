@@ -34,7 +34,7 @@ from sftflow.backends.base import Generation, GenerationParams, Generator
 from sftflow.checkpoint import Checkpoint, CheckpointLock
 from sftflow.data.testset import TestExample
 from sftflow.errors import BackendError, CheckpointError, EvaluationFailed, TransientError
-from sftflow.progress import ProgressFn
+from sftflow.infra.progress import ProgressFn
 from sftflow.results import ExampleResult
 from sftflow.rouge import score_pair
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.stats import Comparison, nan_to_none
 
 RANK_METRIC = "rougeL"

@@ -2,7 +2,7 @@
 
 Figures are built with the object API (`matplotlib.figure.Figure` + Agg canvas), not pyplot:
 no global state, no GUI backend, safe from worker threads. The caller stores the bytes
-through sftflow.storage. Each `plot_*` has a `*_figure` twin returning the Figure (tests).
+through sftflow.infra.storage. Each `plot_*` has a `*_figure` twin returning the Figure (tests).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends.base import JobState, JobStatus
 from sftflow.errors import SftflowError
 

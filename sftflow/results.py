@@ -84,7 +84,7 @@ def results_by_id(lines: Sequence[str], source: str) -> dict[str, ExampleResult]
 
 
 def results_from_jsonl(text: str, source: str = "<results>") -> list[ExampleResult]:
-    """Results from a results/checkpoint file's text (read through sftflow.storage), one per id."""
+    """Results from a results/checkpoint file's text (read through sftflow.infra.storage), one per id."""
     return list(results_by_id(text.split("\n"), source).values())
 
 

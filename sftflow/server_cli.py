@@ -1,7 +1,7 @@
 """`sftflow server start|stop|status`: the local Prefect server every command reuses.
 
 Kept apart from `sftflow.cli` (which only dispatches to it): it answers without importing
-Prefect, and its lifecycle lives in `sftflow.prefect_server`.
+Prefect, and its lifecycle lives in `sftflow.infra.prefect_server`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`sftflow server start|stop|status`: answers without importing Prefect."""
-    from sftflow import prefect_server as ps
+    from sftflow.infra import prefect_server as ps
     from sftflow.config import load_settings
 
     home = ps.server_home(load_settings(local_root=args.local_root).local_root)

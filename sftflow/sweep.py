@@ -37,7 +37,7 @@ class GridPoint:
 
     @property
     def label(self) -> str:
-        """A result label safe as a path segment: e2-a8-lr0p5 (see sftflow.layout.NAME_PATTERN)."""
+        """A result label safe as a path segment: e2-a8-lr0p5 (see sftflow.infra.layout.NAME_PATTERN)."""
         lr = f"{self.learning_rate_multiplier:g}".replace(".", "p").replace("-", "m").replace("+", "")
         return f"e{self.epochs}-a{self.adapter_size}-lr{lr}"
 

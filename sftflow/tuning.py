@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends.base import JobState, JobStatus, Tuner, TuningSpec
 from sftflow.errors import BackendError, SftflowError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.data.formats import convert_messages_file
 from sftflow.errors import DataError
 from sftflow.records import FileSummary

@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from sftflow import layout, storage
-from sftflow.progress import TerminalProgress, fan_out
+from sftflow.infra import layout, storage
+from sftflow.infra.progress import TerminalProgress, fan_out
 from sftflow.records import ComparisonOutcome, Evaluation
 from sftflow.reporting.comparison import metrics_table_rows
 from sftflow.stats import Comparison

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from sftflow import layout, storage
+from sftflow.infra import layout, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobState, TuningSpec
 from sftflow.config import Settings

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from google.genai import errors as genai_errors
 
-from sftflow import stats, storage
+from sftflow import stats
+from sftflow.infra import storage
 from sftflow.backends.base import GenerationParams
 from sftflow.backends.vertex import VertexGenerator
 from sftflow.backends.vertex_client import make_genai_client

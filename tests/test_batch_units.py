@@ -13,7 +13,7 @@ from sftflow.batch.requests import ID_LABEL, id_label, parse_predictions, prompt
 from sftflow.cli import build_parser
 from sftflow.config import ConfigError, Settings
 from sftflow.data.testset import TestExample
-from sftflow.progress import TerminalProgress, fan_out, progress_line
+from sftflow.infra.progress import TerminalProgress, fan_out, progress_line
 from sftflow.prices import price_for
 from sftflow.reporting.cost import evaluation_cost, with_rates
 from sftflow.reporting.evaluation import cost_line

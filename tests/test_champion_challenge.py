@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from sftflow import champion, storage
+from sftflow import champion
+from sftflow.infra import storage
 from sftflow.backends.local import LocalTuner
 from sftflow.cleanup import TUNED_OUTPUT, execute, plan_cleanup
 from sftflow.config import Settings

@@ -26,12 +26,12 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.errors", "sftflow.progress", "sftflow.transient", "sftflow.console",
+        "sftflow", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
         "sftflow.rouge", "sftflow.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
     ("files, credentials and settings", [
-        "sftflow.credentials", "sftflow.gcs", "sftflow.storage", "sftflow.layout", "sftflow.config",
-        "sftflow.checkpoint", "sftflow.prefect_server", "sftflow.params",
+        "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout", "sftflow.config",
+        "sftflow.checkpoint", "sftflow.infra.prefect_server", "sftflow.params",
     ]),
     ("dataset formats and rules, cost estimates, prices and the approval gate's rules", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost",
@@ -203,9 +203,9 @@ def test_sftflow_imports_no_prefect_tasks_or_flows(name):
 def test_the_checks_see_an_upward_arrow_and_a_cycle():
     """The checks can fail: an import of a higher layer, and a circle, are both reported."""
     g = {name: dict(deps) for name, deps in graph().items()}
-    g["sftflow.errors"]["sftflow.storage"] = 1  # a basic type importing storage: up, and a circle
-    assert any("sftflow.errors (layer 0" in a and "imports sftflow.storage (layer 1" in a for a in upward_arrows(g))
-    assert any({"sftflow.errors", "sftflow.storage"} <= set(c) for c in cycles(g))
+    g["sftflow.errors"]["sftflow.infra.storage"] = 1  # a basic type importing storage: up, and a circle
+    assert any("sftflow.errors (layer 0" in a and "imports sftflow.infra.storage (layer 1" in a for a in upward_arrows(g))
+    assert any({"sftflow.errors", "sftflow.infra.storage"} <= set(c) for c in cycles(g))
 
 
 def test_no_module_over_400_lines_but_catalogues():

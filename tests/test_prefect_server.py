@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sftflow import prefect_server as ps
+from sftflow.infra import prefect_server as ps
 
 WATCH = re.compile(r"^watch: (http://[^/]+)/runs/flow-run/([0-9a-f-]{36})$", re.M)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flows.prepare_data import prepare_data
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.data.samples import sample_paths
 from tests.flowutil import task_states
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.errors import CheckpointError
 from sftflow.results import ExampleResult, results_from_jsonl, results_to_jsonl
 

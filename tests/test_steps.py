@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.results import ExampleResult, results_to_jsonl
 from sftflow.records import ComparisonOutcome, Evaluation, FileSummary, PreparedData, TunedModel
 from sftflow.rouge import METRICS

@@ -8,9 +8,10 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from sftflow import champion, leaderboard, plots, storage
+from sftflow import champion, leaderboard, plots
+from sftflow.infra import storage
 from sftflow.results import ExampleResult
-from sftflow.layout import check_name
+from sftflow.infra.layout import check_name
 from sftflow.reporting import sweep as sweep_report
 from sftflow.rouge import METRICS
 from sftflow.stats import compare

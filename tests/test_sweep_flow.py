@@ -12,7 +12,8 @@ import time
 import pytest
 
 from flows.sweep import sweep
-from sftflow import champion, storage
+from sftflow import champion
+from sftflow.infra import storage
 from sftflow.data.samples import sample_paths
 from sftflow.sweep import GridCostCapExceeded
 from tests import cliproc

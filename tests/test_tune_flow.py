@@ -12,7 +12,7 @@ import pytest
 
 from flows.cleanup import cleanup
 from flows.tune import tune
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.tuning import JobFailed
 from tests.flowutil import flow_artifacts
 from tests import cliproc

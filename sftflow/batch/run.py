@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends.base import GenerationParams, JobState, JobStatus
 from sftflow.batch.jobs import BatchSpec
 from sftflow.batch.requests import ID_LABEL, id_label, ids_of, parse_predictions, prompt_hash, requests_jsonl
@@ -33,7 +33,7 @@ from sftflow.data.testset import TestExample
 from sftflow.errors import CheckpointError, SftflowError, TransientError
 from sftflow.evaluation import fill_result
 from sftflow.polling import cancel_and_confirm, cancel_on_interrupt, transient_backoff
-from sftflow.progress import ProgressFn
+from sftflow.infra.progress import ProgressFn
 from sftflow.results import ExampleResult
 from sftflow.tuning import OWNER, Claims, JobFailed, ensure_job
 

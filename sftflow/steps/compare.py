@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from sftflow import plots, stats, storage
+from sftflow import plots, stats
+from sftflow.infra import storage
 from sftflow.results import results_from_jsonl
 from sftflow.records import ComparisonOutcome
 from sftflow.reporting.comparison import comparison_markdown, verdict_lines

@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from sftflow import layout, plots, prices, stats, storage
+from sftflow.infra import layout, storage
+from sftflow import plots, prices, stats
 from sftflow.backends import make_generator
 from sftflow.backends.base import GenerationParams, Generator
 from sftflow.batch.jobs import VertexBatchJobs
@@ -23,7 +24,7 @@ from sftflow.batch.run import BatchOptions, evaluate_batch
 from sftflow.config import Settings
 from sftflow.data.testset import TestExample, read_test_csv
 from sftflow.evaluation import check_error_rate, evaluate
-from sftflow.progress import ProgressFn
+from sftflow.infra.progress import ProgressFn
 from sftflow.records import Evaluation
 from sftflow.reporting.cost import evaluation_cost, with_rates
 from sftflow.reporting.evaluation import batch_lines, evaluation_markdown, mode_lines

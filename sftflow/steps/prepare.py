@@ -1,6 +1,6 @@
 """Step: prepare the data — validate each file, stop on any problem, upload content-addressed,
 and save runs/<run>/prepared.json (a PreparedData record). Download and conversion are
-sftflow.storage and sftflow.data.formats; the flow runs them per file so each is cached."""
+sftflow.infra.storage and sftflow.data.formats; the flow runs them per file so each is cached."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from sftflow import layout, storage
+from sftflow.infra import layout, storage
 from sftflow.data.rules import Problem, estimate_cost, validate_contents_file
 from sftflow.data.testset import validate_test_csv
 from sftflow.errors import DataError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
 from sftflow.reporting.champion import decision_markdown
 from sftflow.reporting.cost import RunCost

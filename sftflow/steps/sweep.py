@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sftflow import layout, leaderboard, plots, stats, storage
+from sftflow.infra import layout, storage
+from sftflow import leaderboard, plots, stats
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard
 from sftflow.reporting.sweep import sweep_markdown
 from sftflow.steps.compare import read_results

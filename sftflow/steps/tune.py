@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sftflow import cost, layout, storage
+from sftflow import cost
+from sftflow.infra import layout, storage
 from sftflow.backends.base import JobStatus, TuningSpec
 from sftflow.records import TunedModel, TuningRecord
 from sftflow.reporting.tuning import planned_job

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from sftflow import credentials, gcs, storage
+from sftflow.infra import credentials, gcs, storage
 from tests.unhappy.helpers_http import RecordingProxy, SilentServer
 
 TOKEN = "tok-for-storage-test-only"
@@ -63,7 +63,7 @@ def test_no_credentials_reads_a_public_object_without_hanging(gcs_emulator, no_a
     code = textwrap.dedent(f"""
         import time
         t = time.monotonic()
-        from sftflow import credentials, storage
+        from sftflow.infra import credentials, storage
         text = storage.read_text("gs://{bucket}/samples/test.csv")
         print(credentials.resolve().source, round(time.monotonic() - t, 2), repr(text))
     """)

@@ -21,14 +21,14 @@ from typing import get_args
 import pytest
 from pydantic import SecretStr
 
-from sftflow import layout
+from sftflow.infra import layout
 from sftflow.backends.base import GenerationParams
 from sftflow.checkpoint import Checkpoint, CheckpointLock
 from sftflow.config import Settings
 from sftflow.data.testset import read_test_csv
 from sftflow.errors import CheckpointBusy, EvaluationFailed
 from sftflow.evaluation import check_error_rate, evaluate
-from sftflow.transient import parse_retry_after
+from sftflow.infra.transient import parse_retry_after
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 pytestmark = pytest.mark.usefixtures("token_in_env")
@@ -211,7 +211,7 @@ def test_partial_404_below_and_above_max_error_rate(make_vertex_server, gcs_buck
     assert task_states(bad)["evaluate-model"] == ["Failed"]
     assert len(asked_markers(server, t4)) == 50
     # a failed evaluation writes no results that `compare` could pick up
-    from sftflow import storage
+    from sftflow.infra import storage
 
     assert not storage.exists(storage.join(layout.eval_dir(f"{gcs_bucket}/runs/default", "over"), "results.jsonl"))
     t5 = time.time()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends.base import JobState, TuningSpec
 from sftflow.backends.vertex import VertexTuner
 from sftflow.config import load_settings

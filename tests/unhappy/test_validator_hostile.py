@@ -307,7 +307,7 @@ def test_shown_clips_untrusted_text():
 def test_prepare_uploads_nothing_when_a_chat_or_gemini_file_has_a_lone_surrogate(tmp_path, gcs_bucket):
     """Both files are checked (the first bad one does not stop the second) and nothing reaches the bucket."""
     from flows.prepare_data import prepare_data
-    from sftflow import storage
+    from sftflow.infra import storage
 
     train = tmp_path / "train.jsonl"  # chat format: conversion used to crash on it
     train.write_bytes(GOOD_CHAT * 3 + chat("broken emoji \\ud83d"))

@@ -1,8 +1,8 @@
 """The google-cloud-storage client this process uses, one per (credentials, endpoint).
 
-Credentials come from `sftflow.credentials` (the static token, else application-default, else
+Credentials come from `sftflow.infra.credentials` (the static token, else application-default, else
 anonymous: public reads only). `STORAGE_EMULATOR_HOST` (the SDK's own variable) points the
-client at an emulator. Reads and writes go through `sftflow.storage`, never this client directly.
+client at an emulator. Reads and writes go through `sftflow.infra.storage`, never this client directly.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import threading
 
-from sftflow import credentials
+from sftflow.infra import credentials
 
 _client_lock = threading.Lock()
 _clients: dict[tuple, object] = {}
 
 
 def client():
-    """The google-cloud-storage client for this process's credentials (see sftflow.credentials).
+    """The google-cloud-storage client for this process's credentials (see sftflow.infra.credentials).
 
     One client per (token, endpoint): the static token when one is configured, else
     application-default credentials, else anonymous (public reads only). With

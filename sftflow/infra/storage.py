@@ -4,7 +4,7 @@ Every write is atomic: locally a temp file in the same directory is renamed into
 Cloud Storage an object only appears once its single-shot or resumable upload completes. A
 killed run therefore never leaves a partial file that later looks complete.
 
-GCS goes through the google-cloud-storage client of `sftflow.gcs` (credentials resolved once:
+GCS goes through the google-cloud-storage client of `sftflow.infra.gcs` (credentials resolved once:
 the static token, else application-default, else anonymous: public reads only).
 """
 
@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from sftflow import gcs
+from sftflow.infra import gcs
 from sftflow.errors import StorageError
-from sftflow.progress import ProgressFn
+from sftflow.infra.progress import ProgressFn
 
 CHUNK = 1 << 20
 

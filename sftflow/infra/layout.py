@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from sftflow.errors import LayoutError
-from sftflow.storage import is_gcs, join
+from sftflow.infra.storage import is_gcs, join
 
 #: Run names and result labels: lowercase letters, digits, '-' and '_', at most 63, starting with
 #: a letter or digit — safe as a path segment, a GCS prefix and (with '_' → '-') an artifact key.
