@@ -44,10 +44,10 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.backends.*",
     ]),
     ("records steps hand each other, and every step's markdown and tables", [
-        "sftflow.records", "sftflow.reporting.*",
+        "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.evaluation", "sftflow.batch.*", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup",
+        "sftflow.data.prepare", "sftflow.evaluation", "sftflow.batch.*", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup",
         "sftflow.steps.*", "sftflow.sweep", "sftflow.token_count",
     ]),
     ("Prefect tasks", ["tasks.*"]),
