@@ -15,8 +15,8 @@ from prefect.input import RunInput
 from prefect.settings import PREFECT_API_URL
 from pydantic import Field
 
-from sftflow import cost
-from sftflow.approval import (
+from sftflow.cost import estimate as cost
+from sftflow.cost.approval import (
     ApprovalDenied,
     Priced,
     approval_markdown,

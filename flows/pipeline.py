@@ -12,7 +12,7 @@ from flows.tune import gate_tuning, tune
 from sftflow.infra import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
-from sftflow.reporting.cost import run_cost
+from sftflow.cost.report import run_cost
 from sftflow.steps.evaluate import EvalSpec
 from tasks.champion import challenge_with_tuned
 from tasks.data import download

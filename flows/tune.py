@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger
 
 from flows.approval import cost_gate
 from flows.common import settings_for
-from sftflow import cost
+from sftflow.cost import estimate as cost
 from sftflow.infra import layout, storage
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings

@@ -96,7 +96,7 @@ def run_config(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     before Prefect starts. Secrets and machine settings go to this process's environment instead."""
     from pydantic import ValidationError
 
-    from sftflow.approval import cli_approval_default
+    from sftflow.cost.approval import cli_approval_default
     from sftflow.config import format_validation_error, load_settings
     from sftflow.errors import ConfigError
     from sftflow.params import RunParams, settings_values

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from sftflow.cost import CostCapExceeded, CostEstimate, GridEstimate, usd
+from sftflow.cost.estimate import CostCapExceeded, CostEstimate, GridEstimate, usd
 from sftflow.errors import SftflowError
 
 ADAPTER_SIZES = (1, 2, 4, 8, 16)

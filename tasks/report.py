@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from sftflow.infra import storage
 from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
-from sftflow.reporting.cost import RunCost
+from sftflow.cost.report import RunCost
 from sftflow.steps.report import write_run_report
 
 

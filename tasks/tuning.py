@@ -14,7 +14,7 @@ from prefect.artifacts import create_progress_artifact
 from prefect.artifacts import create_table_artifact
 from prefect.artifacts import update_progress_artifact
 
-from sftflow import cost, token_count
+from sftflow.cost import estimate as cost, token_count
 from sftflow.infra import layout, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobStatus, TuningSpec

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from sftflow.approval import (
+from sftflow.cost.approval import (
     ApprovalDenied,
     approval_markdown,
     ask_terminal,
@@ -20,7 +20,7 @@ from sftflow.approval import (
     needs_approval,
     refused_message,
 )
-from sftflow.cost import CostCapExceeded, FileTokens, estimate_tuning_cost
+from sftflow.cost.estimate import CostCapExceeded, FileTokens, estimate_tuning_cost
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config, upload_datasets
 
 pytestmark = pytest.mark.usefixtures("token_in_env")
@@ -90,7 +90,7 @@ def test_the_command_line_default_is_only_a_default_flag_recipe_and_environment_
 
 
 def test_a_grid_is_approved_once_for_its_new_jobs_only():
-    from sftflow.approval import grid_approval_markdown
+    from sftflow.cost.approval import grid_approval_markdown
     from sftflow.sweep import check_grid_cap
 
     two = estimate_tuning_cost(EST.files, epochs=2, price_per_million=5.0)

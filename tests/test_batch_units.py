@@ -14,8 +14,8 @@ from sftflow.cli import build_parser
 from sftflow.config import ConfigError, Settings
 from sftflow.data.testset import TestExample
 from sftflow.infra.progress import TerminalProgress, fan_out, progress_line
-from sftflow.prices import price_for
-from sftflow.reporting.cost import evaluation_cost, with_rates
+from sftflow.cost.prices import price_for
+from sftflow.cost.report import evaluation_cost, with_rates
 from sftflow.reporting.evaluation import cost_line
 from sftflow.results import ExampleResult
 

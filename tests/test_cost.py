@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
-from sftflow.cost import (
+from sftflow.cost.estimate import (
     ESTIMATE_METHOD,
     LOCAL_METHOD,
     CostCapExceeded,

@@ -26,7 +26,7 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
+        "sftflow", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
         "sftflow.rouge", "sftflow.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
     ("files, credentials and settings", [
@@ -34,8 +34,8 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.checkpoint", "sftflow.infra.prefect_server", "sftflow.params",
     ]),
     ("dataset formats and rules, cost estimates, prices and the approval gate's rules", [
-        "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost",
-        "sftflow.prices", "sftflow.approval",
+        "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost.estimate",
+        "sftflow.cost.prices", "sftflow.cost.approval",
     ]),
     ("statistics and plots (read results, never produce them)", [
         "sftflow.stats", "sftflow.plots", "sftflow.leaderboard", "sftflow.champion",
@@ -44,11 +44,11 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.backends.*",
     ]),
     ("records steps hand each other, and every step's markdown and tables", [
-        "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
+        "sftflow.cost.report", "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
         "sftflow.data.prepare", "sftflow.evaluation", "sftflow.batch.*", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup",
-        "sftflow.steps.*", "sftflow.sweep", "sftflow.token_count",
+        "sftflow.steps.*", "sftflow.sweep", "sftflow.cost.token_count",
     ]),
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),

@@ -121,7 +121,7 @@ def test_grid_over_the_cost_cap_submits_nothing(make_vertex_server, gcs_bucket, 
 def test_grid_above_approve_above_usd_needs_one_approval_for_its_new_jobs(make_vertex_server, gcs_bucket, tmp_path):
     """approval_mode=refuse (the CLI without a terminal) submits nothing; approved proceeds; a rerun whose jobs
     are all committed is not asked again. Small datasets (330 training tokens an epoch), so it stays quick."""
-    from sftflow.approval import ApprovalDenied
+    from sftflow.cost.approval import ApprovalDenied
     from tests.servers.vertex_fixtures import upload_datasets
 
     server = make_vertex_server(job_phases=(0.2, 0.4))

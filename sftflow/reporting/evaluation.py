@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from sftflow.cost import usd
+from sftflow.cost.estimate import usd
 from sftflow.results import ExampleResult
 from sftflow.reporting.cells import cell, num
 from sftflow.rouge import METRICS
@@ -49,7 +49,7 @@ def batch_lines(batch: Mapping[str, Any] | None) -> list[str]:
 
 def cost_line(cost: Mapping[str, Any]) -> str:
     """`Generation cost: $0.12 at batch rates (online would have been $0.24); 1,234 input + 567 output tokens,
-    priced as ...` (`cost` from sftflow.reporting.cost.with_rates; the run cost prices it the same way)."""
+    priced as ...` (`cost` from sftflow.cost.report.with_rates; the run cost prices it the same way)."""
     tokens = f"{cost['input_tokens']:,} input + {cost['output_tokens']:,} output tokens"
     source = f"priced as `{cost['priced_as']}` (source {cost['source']})"
     if cost["usd"] is None:

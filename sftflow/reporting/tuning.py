@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sftflow import cost
+from sftflow.cost import estimate as cost
 from sftflow.backends.base import JobStatus, TuningSpec
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from sftflow.infra import layout, storage
-from sftflow import plots, prices, stats
+from sftflow import plots, stats
+from sftflow.cost import prices
 from sftflow.backends import make_generator
 from sftflow.backends.base import GenerationParams, Generator
 from sftflow.batch.jobs import VertexBatchJobs
@@ -26,7 +27,7 @@ from sftflow.data.testset import TestExample, read_test_csv
 from sftflow.evaluation import check_error_rate, evaluate
 from sftflow.infra.progress import ProgressFn
 from sftflow.records import Evaluation
-from sftflow.reporting.cost import evaluation_cost, with_rates
+from sftflow.cost.report import evaluation_cost, with_rates
 from sftflow.reporting.evaluation import batch_lines, evaluation_markdown, mode_lines
 from sftflow.results import ExampleResult, results_to_jsonl
 
@@ -73,7 +74,7 @@ class EvalSpec:
     batch_poll_interval: float = field(metadata=NOT_IN_KEY)
     claim_stale_after: float = field(metadata=NOT_IN_KEY)
     cancel_job_on_interrupt: bool = field(metadata=NOT_IN_KEY)
-    # Prices only change the report's cost line (sftflow.prices; a tuned model is priced as its base model).
+    # Prices only change the report's cost line (sftflow.cost.prices; a tuned model is priced as its base model).
     base_model: str = field(metadata=NOT_IN_KEY)
     generation_prices_usd: dict[str, tuple[float, float]] = field(metadata=NOT_IN_KEY)
     work_dir: Path = field(metadata=NOT_IN_KEY)  # checkpoints, model cache

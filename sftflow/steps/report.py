@@ -8,7 +8,7 @@ from typing import Any
 from sftflow.infra import storage
 from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
 from sftflow.reporting.champion import decision_markdown
-from sftflow.reporting.cost import RunCost
+from sftflow.cost.report import RunCost
 from sftflow.reporting.run import build_report, render_markdown
 
 

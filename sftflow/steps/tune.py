@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sftflow import cost
+from sftflow.cost import estimate as cost
 from sftflow.infra import layout, storage
 from sftflow.backends.base import JobStatus, TuningSpec
 from sftflow.records import TunedModel, TuningRecord

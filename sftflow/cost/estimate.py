@@ -2,7 +2,7 @@
 
 The estimate is a typed record (`CostEstimate`) built by `estimate_tuning_cost` from per-file
 token counts (`FileTokens`): Vertex `countTokens` counts, or the characters / 4 estimate that
-check-tuning-data computed, said which in `method` (`sftflow.token_count`). Everything downstream
+check-tuning-data computed, said which in `method` (`sftflow.cost.token_count`). Everything downstream
 (cap, approval, dry run, artifacts, report) reads the record.
 
 Billing: Vertex AI bills supervised tuning per training token, every epoch processing the whole

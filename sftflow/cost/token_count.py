@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sftflow import cost
+from sftflow.cost import estimate as cost
 from sftflow.infra import storage
 from sftflow.errors import BackendError, TransientError
 from sftflow.data.rules import MAX_EXAMPLE_TOKENS, iter_contents_records

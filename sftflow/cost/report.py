@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sftflow import cost, prices
+from sftflow.cost import estimate as cost, prices
 from sftflow.infra import storage
 
 if TYPE_CHECKING:

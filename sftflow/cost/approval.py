@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Protocol
 
-from sftflow.cost import CostEstimate, CostGateRefused, GridEstimate, usd
+from sftflow.cost.estimate import CostEstimate, CostGateRefused, GridEstimate, usd
 
 
 class ApprovalDenied(CostGateRefused):
