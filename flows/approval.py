@@ -27,7 +27,7 @@ from sftflow.cost.approval import (
 from sftflow.backends import make_tuner
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
-from sftflow.tuning import live_job
+from sftflow.tuning.intent import live_job
 from tasks.common import RETRY_TRANSIENT, retry_transient
 
 #: Seconds between a paused run's checks for a decision (Prefect's default is 10).

@@ -12,9 +12,9 @@ from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.params import RunParams
 from sftflow.records import PreparedData
-from sftflow.reporting.tuning import planned_job
-from sftflow.steps.tune import dry_run_plan, save_tuned_model
-from sftflow.tuning import tuning_key
+from sftflow.tuning.report import planned_job
+from sftflow.tuning.step import dry_run_plan, save_tuned_model
+from sftflow.tuning.intent import tuning_key
 from tasks.tuning import (
     await_tuning_job,
     check_tuning_data,

@@ -185,7 +185,7 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         return 0
     if cmd == "tune":
         from flows.tune import tune
-        from sftflow.reporting.tuning import dry_run_lines
+        from sftflow.tuning.report import dry_run_lines
 
         if args.dry_run:
             for line in dry_run_lines(_watched(tune, watch)(dry_run=True, config=config)):

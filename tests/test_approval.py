@@ -119,7 +119,7 @@ def test_the_approver_sees_estimate_data_and_hyperparameters():
 
 
 def test_dry_run_says_when_approval_would_be_needed():
-    from sftflow.reporting.tuning import dry_run_lines
+    from sftflow.tuning.report import dry_run_lines
 
     plan = {"estimate": EST.to_dict(), "within_cap": True, "cap_usd": 25.0, "approve_above_usd": 5.0,
             "backend": "vertex", "job": {"epoch_count": 1}, "finished_record": False}

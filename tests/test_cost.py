@@ -25,8 +25,8 @@ from sftflow.cost.estimate import (
     refusal_message,
 )
 from sftflow.errors import BackendError, TransientError
-from sftflow.polling import JobTimeout, await_job
-from sftflow.tuning import ensure_job
+from sftflow.tuning.polling import JobTimeout, await_job
+from sftflow.tuning.intent import ensure_job
 from tests.servers.vertex_fixtures import flow_config, upload_datasets
 
 pytestmark = pytest.mark.usefixtures("token_in_env")

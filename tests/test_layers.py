@@ -26,7 +26,7 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
+        "sftflow", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
         "sftflow.rouge", "sftflow.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
     ("files, credentials and settings", [
@@ -44,10 +44,10 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.backends.*",
     ]),
     ("records steps hand each other, and every step's markdown and tables", [
-        "sftflow.cost.report", "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
+        "sftflow.tuning.report", "sftflow.cost.report", "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.data.prepare", "sftflow.evaluation", "sftflow.batch.*", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup",
+        "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation", "sftflow.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.cleanup",
         "sftflow.steps.*", "sftflow.sweep", "sftflow.cost.token_count",
     ]),
     ("Prefect tasks", ["tasks.*"]),

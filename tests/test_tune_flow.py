@@ -13,7 +13,7 @@ import pytest
 from flows.cleanup import cleanup
 from flows.tune import tune
 from sftflow.infra import storage
-from sftflow.tuning import JobFailed
+from sftflow.tuning.intent import JobFailed
 from tests.flowutil import flow_artifacts
 from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config, upload_datasets

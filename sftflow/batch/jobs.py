@@ -2,7 +2,7 @@
 
 One job per intent: the intent's key is in the job's display name (batch jobs take no labels:
 `CreateBatchJobConfig` has none), so `find(key)` lists jobs by display name. Handing this class to
-`sftflow.tuning.ensure_job` with `Claims` gives batch jobs the tuning jobs' guarantees: a rerun
+`sftflow.tuning.intent.ensure_job` with `Claims` gives batch jobs the tuning jobs' guarantees: a rerun
 attaches, and two processes at once submit one job between them.
 """
 

@@ -2,7 +2,7 @@
 
 Round n writes `round-n/input.jsonl` (the examples still unanswered, each with its id label) once
 — a rerun reads it back instead of recomputing it, so it finds the same job — and ensures one job
-for it (`sftflow.tuning.ensure_job` with claims: a rerun or a crashed caller attaches, two
+for it (`sftflow.tuning.intent.ensure_job` with claims: a rerun or a crashed caller attaches, two
 processes submit one job). Answered rows go into the evaluation's checkpoint (the online mode's
 own file, fsync'd per line) as soon as they are read, so a kill loses nothing and no example is
 paid for twice. Failed rows go into the next round: another batch job while at least
@@ -32,10 +32,10 @@ from sftflow.checkpoint import Checkpoint, CheckpointLock
 from sftflow.data.testset import TestExample
 from sftflow.errors import CheckpointError, SftflowError, TransientError
 from sftflow.evaluation import fill_result
-from sftflow.polling import cancel_and_confirm, cancel_on_interrupt, transient_backoff
+from sftflow.tuning.polling import cancel_and_confirm, cancel_on_interrupt, transient_backoff
 from sftflow.infra.progress import ProgressFn
 from sftflow.results import ExampleResult
-from sftflow.tuning import OWNER, Claims, JobFailed, ensure_job
+from sftflow.tuning.intent import OWNER, Claims, JobFailed, ensure_job
 
 log = logging.getLogger(__name__)
 

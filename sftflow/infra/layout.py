@@ -71,7 +71,7 @@ def run_root(storage_root: str, run_name: str) -> str:
 
 #: The only names sftflow gives its files under datasets/ and tuning/ (cleanup deletes nothing else).
 DATASET_NAME = re.compile(r"^(train|val|test)/\1-[0-9a-f]{12}\.[A-Za-z0-9]{0,16}$")
-TUNING_RECORD_NAME = re.compile(r"^k[0-9a-f]{20}\.json$")  # see sftflow.tuning.tuning_key
+TUNING_RECORD_NAME = re.compile(r"^k[0-9a-f]{20}\.json$")  # see sftflow.tuning.intent.tuning_key
 
 
 def dataset_uri(root: str, kind: str, sha256: str, ext: str) -> str:
@@ -92,7 +92,7 @@ def tuning_record_uri(root: str, key: str) -> str:
 
 
 def tuning_claims_root(root: str) -> str:
-    """Claims on tuning intents (see sftflow.tuning.ensure_job): kept apart from the records under tuning/."""
+    """Claims on tuning intents (see sftflow.tuning.intent.ensure_job): kept apart from the records under tuning/."""
     return join(root, "claims", "tuning")
 
 

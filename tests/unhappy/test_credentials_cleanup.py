@@ -242,8 +242,8 @@ def test_succeeded_job_whose_outputs_were_deleted_is_not_reattached(make_vertex_
     (the job still lists as SUCCEEDED) it submits a new job instead of handing back a dead endpoint."""
     from sftflow.backends.base import TuningSpec
     from sftflow.backends.vertex import VertexTuner
-    from sftflow.polling import await_job
-    from sftflow.tuning import ensure_job
+    from sftflow.tuning.polling import await_job
+    from sftflow.tuning.intent import ensure_job
 
     server = make_vertex_server(job_phases=(0.0, 0.1))
     tuner = VertexTuner(vertex_settings_for(server))

@@ -32,8 +32,8 @@ from sftflow.backends.base import JobState, TuningSpec
 from sftflow.backends.vertex import VertexTuner
 from sftflow.config import load_settings
 from sftflow.errors import ConfigError
-from sftflow.polling import await_job
-from sftflow.tuning import Claims, claim_uri, ensure_job
+from sftflow.tuning.polling import await_job
+from sftflow.tuning.intent import Claims, claim_uri, ensure_job
 from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, upload_datasets
 
@@ -218,12 +218,12 @@ def test_a_stale_claim_is_taken_over_after_claim_stale_after(make_vertex_server,
     claims = Claims(storage.join(bucket, "claims", "tuning"), stale_after=2.0, wait_step=0.2)
     dead = {"owner": "elsewhere/4242/dead", "claimed_at": time.time(), "key": "kstale", "job": None}
     assert storage.create_if_absent(claim_uri(claims, "kstale", [], 0), json.dumps(dead).encode())
-    caplog.set_level(logging.INFO, logger="sftflow.tuning")
+    caplog.set_level(logging.INFO, logger="sftflow.tuning.intent")
     start = time.monotonic()
     name, attached = ensure_job(tuner, _spec("kstale", train), claims=claims)
     waited = time.monotonic() - start
     assert 2.0 <= waited < 30 and not attached
-    said = [r.getMessage() for r in caplog.records if r.name == "sftflow.tuning"]
+    said = [r.getMessage() for r in caplog.records if r.name == "sftflow.tuning.intent"]
     assert "waiting for its job" in said[0] and "taking it over" in said[1], said
     assert f"submitted job {name} for key kstale" in said
     assert len(_creates(server)) == 1

@@ -1,6 +1,6 @@
 """Step: tuning's records — the finished intent (tuning/k….json, shared by runs and reruns),
 the run's tuned model (runs/<run>/tuned.json), the loss plot, and a dry run's plan.
-Submitting and awaiting the job are sftflow.tuning (ensure_job, await_job)."""
+Submitting and awaiting the job are sftflow.tuning.intent (ensure_job, await_job)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sftflow.cost import estimate as cost
 from sftflow.infra import layout, storage
 from sftflow.backends.base import JobStatus, TuningSpec
 from sftflow.records import TunedModel, TuningRecord
-from sftflow.reporting.tuning import planned_job
+from sftflow.tuning.report import planned_job
 
 
 def read_tuning_record(storage_root: str, key: str) -> TuningRecord | None:

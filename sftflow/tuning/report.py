@@ -49,7 +49,7 @@ def planned_job(spec: TuningSpec, backend: str) -> dict:
 
 
 def dry_run_lines(plan: dict) -> list[str]:
-    """A dry run's plan (sftflow.steps.tune.dry_run_plan) as the CLI prints it."""
+    """A dry run's plan (sftflow.tuning.step.dry_run_plan) as the CLI prints it."""
     est = cost.CostEstimate.from_dict(plan["estimate"])
     verdict = "within" if plan["within_cap"] else "OVER"
     lines = ["dry run: nothing submitted", *est.lines(),

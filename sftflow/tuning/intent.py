@@ -3,7 +3,7 @@
 A tuning intent (dataset contents, hyperparameters, base model, run name) hashes to a key
 that labels its job. Re-running a flow finds the labelled job and attaches to it, so a
 retry or a restarted flow never pays for a second job. Works with any `Tuner`.
-`sftflow.polling` then waits for the job to end.
+`sftflow.tuning.polling` then waits for the job to end.
 """
 
 from __future__ import annotations

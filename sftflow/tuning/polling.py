@@ -1,6 +1,6 @@
 """Wait for a tuning job to end: poll through transient faults, stop at a time budget, cancel and confirm.
 
-Backend-neutral (any `Tuner`). `sftflow.tuning` decides which job serves an intent; this module
+Backend-neutral (any `Tuner`). `sftflow.tuning.intent` decides which job serves an intent; this module
 follows that job until it has a tuned model, failed, or ran out of time.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from sftflow.backends.base import JobState, JobStatus, Tuner
 from sftflow.errors import BackendError, SftflowError, TransientError
-from sftflow.tuning import JobFailed
+from sftflow.tuning.intent import JobFailed
 
 log = logging.getLogger(__name__)
 
