@@ -30,14 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sftflow.infra import gcs as gcs_client  # noqa: E402
-from sftflow.batch.jobs import VertexBatchJobs  # noqa: E402
-from sftflow.batch.run import BatchOptions, evaluate_batch  # noqa: E402
+from sftflow.evaluation.batch.jobs import VertexBatchJobs  # noqa: E402
+from sftflow.evaluation.batch.run import BatchOptions, evaluate_batch  # noqa: E402
 from sftflow.backends.base import GenerationParams  # noqa: E402
 from sftflow.backends.vertex import VertexGenerator  # noqa: E402
 from sftflow.config import Settings  # noqa: E402
 from sftflow.data.samples import sample_paths  # noqa: E402
 from sftflow.data.testset import read_test_csv  # noqa: E402
-from sftflow.evaluation import evaluate  # noqa: E402
+from sftflow.evaluation.engine import evaluate  # noqa: E402
 from sftflow.cost.prices import price_for  # noqa: E402
 from sftflow.cost.report import evaluation_cost  # noqa: E402
 from tests.servers.vertex_server import VertexTestServer  # noqa: E402

@@ -8,7 +8,7 @@ from flows.common import settings_for
 from sftflow.infra import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
-from sftflow.steps.evaluate import EvalSpec
+from sftflow.evaluation.step import EvalSpec
 from tasks.data import download
 from tasks.evaluation import evaluate_task
 

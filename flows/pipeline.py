@@ -13,7 +13,7 @@ from sftflow.infra import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
 from sftflow.cost.report import run_cost
-from sftflow.steps.evaluate import EvalSpec
+from sftflow.evaluation.step import EvalSpec
 from tasks.champion import challenge_with_tuned
 from tasks.data import download
 from tasks.evaluation import compare_task, evaluate_task

@@ -26,7 +26,7 @@ from typing import Any
 from sftflow.infra import storage
 from sftflow.errors import SftflowError
 from sftflow.infra.layout import child
-from sftflow.stats import MetricComparison
+from sftflow.evaluation.stats import MetricComparison
 
 _ENTRY = re.compile(r"^(\d{6,})\.json$")
 MAX_RACES = 50

@@ -1,7 +1,7 @@
 """The sweep's leaderboard: every tuned configuration (and checkpoint) against the base, paired.
 
 Each entry carries its hyperparameters, job, tuned model, cost estimate, ROUGE means and the
-paired difference from the base model with its bootstrap 95% CI (sftflow.stats.compare). `best`
+paired difference from the base model with its bootstrap 95% CI (sftflow.evaluation.stats.compare). `best`
 is the highest ROUGE-L among entries whose CI vs base lies above 0 (a significant win); equal
 ROUGE-L → the cheaper one. When none qualifies, `best` is null and `best_reason` says why: a
 sweep must not crown a configuration it cannot tell from the base model.
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sftflow.infra import storage
-from sftflow.stats import Comparison, nan_to_none
+from sftflow.evaluation.stats import Comparison, nan_to_none
 
 RANK_METRIC = "rougeL"
 TIE_EPS = 1e-9  # ROUGE-L means closer than this are a tie (then the cheaper entry wins)

@@ -192,12 +192,12 @@ class Evaluation(Record):
     counts: dict[str, int]
     errors: tuple[str, ...] = ()  # one line per error kind; non-empty: usable now, never cached
     mode: str = "online"  # "online" or "batch" (Vertex AI batch prediction, billed at the batch rate)
-    batch: dict[str, Any] | None = None  # batch mode: jobs, fallback (sftflow.batch.run.BatchNotes)
+    batch: dict[str, Any] | None = None  # batch mode: jobs, fallback (sftflow.evaluation.batch.run.BatchNotes)
     cost: dict[str, Any] | None = None  # vertex: tokens, USD paid and at either rate (reporting.cost.with_rates)
 
 
 class ComparisonOutcome(Record):
-    """Base vs tuned: comparison.json's URI and content (sftflow.stats.Comparison.to_json), plots, verdict."""
+    """Base vs tuned: comparison.json's URI and content (sftflow.evaluation.stats.Comparison.to_json), plots, verdict."""
 
     comparison_uri: str
     report_uri: str

@@ -13,7 +13,7 @@ from sftflow.config import Settings
 from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, TunedModel
 from sftflow.reporting.champion import decision_lines
 from sftflow.steps import champion as steps
-from sftflow.steps.evaluate import EvalSpec
+from sftflow.evaluation.step import EvalSpec
 from tasks.evaluation import evaluate_task
 
 HYPERPARAMETERS = ("epochs", "adapter_size", "learning_rate_multiplier")

@@ -14,9 +14,9 @@ from sftflow.backends.local import LocalTuner
 from sftflow.cleanup import TUNED_OUTPUT, execute, plan_cleanup
 from sftflow.config import Settings
 from sftflow.records import Evaluation, TunedModel
-from sftflow.results import ExampleResult, results_to_jsonl
-from sftflow.rouge import METRICS
-from sftflow.stats import compare
+from sftflow.evaluation.results import ExampleResult, results_to_jsonl
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import compare
 from sftflow.steps.champion import ChampionGone, challenge, pipeline_candidate
 
 

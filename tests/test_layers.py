@@ -26,28 +26,28 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
-        "sftflow.rouge", "sftflow.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
+        "sftflow", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
+        "sftflow.evaluation.rouge", "sftflow.evaluation.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
     ("files, credentials and settings", [
         "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout", "sftflow.config",
-        "sftflow.checkpoint", "sftflow.infra.prefect_server", "sftflow.params",
+        "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server", "sftflow.params",
     ]),
     ("dataset formats and rules, cost estimates, prices and the approval gate's rules", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost.estimate",
         "sftflow.cost.prices", "sftflow.cost.approval",
     ]),
     ("statistics and plots (read results, never produce them)", [
-        "sftflow.stats", "sftflow.plots", "sftflow.leaderboard", "sftflow.champion",
+        "sftflow.evaluation.stats", "sftflow.evaluation.plots", "sftflow.leaderboard", "sftflow.champion",
     ]),
     ("backends: the Generator/Tuner interfaces and their Vertex and local implementations", [
         "sftflow.backends.*",
     ]),
     ("records steps hand each other, and every step's markdown and tables", [
-        "sftflow.tuning.report", "sftflow.cost.report", "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
+        "sftflow.evaluation.compare_report", "sftflow.evaluation.report", "sftflow.tuning.report", "sftflow.cost.report", "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation", "sftflow.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.cleanup",
+        "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.cleanup",
         "sftflow.steps.*", "sftflow.sweep", "sftflow.cost.token_count",
     ]),
     ("Prefect tasks", ["tasks.*"]),

@@ -8,13 +8,14 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from sftflow import champion, leaderboard, plots
+from sftflow import champion, leaderboard
+from sftflow.evaluation import plots
 from sftflow.infra import storage
-from sftflow.results import ExampleResult
+from sftflow.evaluation.results import ExampleResult
 from sftflow.infra.layout import check_name
 from sftflow.reporting import sweep as sweep_report
-from sftflow.rouge import METRICS
-from sftflow.stats import compare
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import compare
 from sftflow.sweep import GridError, GridPoint, expand_grid
 
 

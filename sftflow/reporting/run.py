@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, TunedModel
-from sftflow.rouge import METRICS
-from sftflow.stats import METRIC_LABELS
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import METRIC_LABELS
 
 
 def _duration_s(start: str | None, end: str | None) -> float | None:

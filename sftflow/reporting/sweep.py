@@ -6,8 +6,8 @@ from typing import Any
 
 from sftflow.leaderboard import RANK_METRIC, points, signed_points
 from sftflow.reporting.champion import decision_markdown
-from sftflow.rouge import METRICS
-from sftflow.stats import METRIC_LABELS
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import METRIC_LABELS
 
 
 def table_rows(board: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,11 +14,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sftflow import champion, leaderboard, stats
+from sftflow import champion, leaderboard
+from sftflow.evaluation import stats
 from sftflow.backends.base import JobState, JobStatus, Tuner
 from sftflow.errors import SftflowError
 from sftflow.records import ChampionDecision, Evaluation, TunedModel
-from sftflow.steps.compare import read_results
+from sftflow.evaluation.compare import read_results
 from sftflow.sweep import GridPoint
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from sftflow.infra import layout, storage
-from sftflow import leaderboard, plots, stats
+from sftflow import leaderboard
+from sftflow.evaluation import plots, stats
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard
 from sftflow.reporting.sweep import sweep_markdown
-from sftflow.steps.compare import read_results
+from sftflow.evaluation.compare import read_results
 
 
 def build_and_save_leaderboard(run_root: str, run_name: str, base: Evaluation, models: list[dict[str, Any]], *,

@@ -39,7 +39,7 @@ def save_loss_plot(run_root: str, record: TuningRecord) -> str | None:
     curves = {k: [tuple(p) for p in v] for k, v in (record.metrics or {}).items() if v}
     if not curves:
         return None
-    from sftflow.plots import plot_loss_curves
+    from sftflow.evaluation.plots import plot_loss_curves
 
     return storage.write_bytes(storage.join(run_root, "tuning", "loss.png"), plot_loss_curves(curves), "image/png")
 

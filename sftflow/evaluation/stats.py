@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from sftflow.results import ExampleResult
-from sftflow.rouge import METRICS
+from sftflow.evaluation.results import ExampleResult
+from sftflow.evaluation.rouge import METRICS
 
 TIE_EPS = 1e-12
 METRIC_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from sftflow.cost.estimate import usd
-from sftflow.results import ExampleResult
+from sftflow.evaluation.results import ExampleResult
 from sftflow.reporting.cells import cell, num
-from sftflow.rouge import METRICS
-from sftflow.stats import METRIC_LABELS, counts
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import METRIC_LABELS, counts
 
 
 def counts_line(results: Sequence[ExampleResult]) -> str:
@@ -33,7 +33,7 @@ def latency_line(results: Sequence[ExampleResult]) -> str | None:
 
 
 def batch_lines(batch: Mapping[str, Any] | None) -> list[str]:
-    """What a batch evaluation did (`sftflow.batch.run.BatchNotes.to_dict()`), one line each; none online."""
+    """What a batch evaluation did (`sftflow.evaluation.batch.run.BatchNotes.to_dict()`), one line each; none online."""
     if not batch:
         return []
     out = [f"batch job {j['name']} (round {j['round']}): {j['state']}, {j.get('succeeded', 0)} answered, "

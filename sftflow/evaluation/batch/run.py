@@ -26,15 +26,22 @@ from typing import Any
 
 from sftflow.infra import storage
 from sftflow.backends.base import GenerationParams, JobState, JobStatus
-from sftflow.batch.jobs import BatchSpec
-from sftflow.batch.requests import ID_LABEL, id_label, ids_of, parse_predictions, prompt_hash, requests_jsonl
-from sftflow.checkpoint import Checkpoint, CheckpointLock
+from sftflow.evaluation.batch.jobs import BatchSpec
+from sftflow.evaluation.batch.requests import (
+    ID_LABEL,
+    id_label,
+    ids_of,
+    parse_predictions,
+    prompt_hash,
+    requests_jsonl,
+)
+from sftflow.evaluation.checkpoint import Checkpoint, CheckpointLock
 from sftflow.data.testset import TestExample
 from sftflow.errors import CheckpointError, SftflowError, TransientError
-from sftflow.evaluation import fill_result
+from sftflow.evaluation.engine import fill_result
 from sftflow.tuning.polling import cancel_and_confirm, cancel_on_interrupt, transient_backoff
 from sftflow.infra.progress import ProgressFn
-from sftflow.results import ExampleResult
+from sftflow.evaluation.results import ExampleResult
 from sftflow.tuning.intent import OWNER, Claims, JobFailed, ensure_job
 
 log = logging.getLogger(__name__)
@@ -64,7 +71,7 @@ class BatchOptions:
 
 @dataclass
 class BatchNotes:
-    """What happened, for the log, the summary and the report (words: sftflow.reporting.evaluation.batch_lines)."""
+    """What happened, for the log, the summary and the report (words: sftflow.evaluation.report.batch_lines)."""
 
     jobs: list[dict[str, Any]] = field(default_factory=list)
     batch_answered: int = 0

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from sftflow.backends.base import Generation, GenerationParams, Generator
-from sftflow.checkpoint import Checkpoint, CheckpointLock
+from sftflow.evaluation.checkpoint import Checkpoint, CheckpointLock
 from sftflow.data.testset import TestExample
 from sftflow.errors import BackendError, CheckpointError, EvaluationFailed, TransientError
 from sftflow.infra.progress import ProgressFn
-from sftflow.results import ExampleResult
-from sftflow.rouge import score_pair
+from sftflow.evaluation.results import ExampleResult
+from sftflow.evaluation.rouge import score_pair
 
 log = logging.getLogger(__name__)
 

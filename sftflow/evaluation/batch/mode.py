@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class ModeSettings(Protocol):
-    """The fields `choose_mode` reads (Settings and sftflow.steps.evaluate.EvalSpec have them)."""
+    """The fields `choose_mode` reads (Settings and sftflow.evaluation.step.EvalSpec have them)."""
 
     @property
     def backend(self) -> str: ...

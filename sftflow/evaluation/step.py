@@ -15,21 +15,21 @@ from typing import Any
 from pydantic import SecretStr
 
 from sftflow.infra import layout, storage
-from sftflow import plots, stats
+from sftflow.evaluation import plots, stats
 from sftflow.cost import prices
 from sftflow.backends import make_generator
 from sftflow.backends.base import GenerationParams, Generator
-from sftflow.batch.jobs import VertexBatchJobs
-from sftflow.batch.mode import choose_mode
-from sftflow.batch.run import BatchOptions, evaluate_batch
+from sftflow.evaluation.batch.jobs import VertexBatchJobs
+from sftflow.evaluation.batch.mode import choose_mode
+from sftflow.evaluation.batch.run import BatchOptions, evaluate_batch
 from sftflow.config import Settings
 from sftflow.data.testset import TestExample, read_test_csv
-from sftflow.evaluation import check_error_rate, evaluate
+from sftflow.evaluation.engine import check_error_rate, evaluate
 from sftflow.infra.progress import ProgressFn
 from sftflow.records import Evaluation
 from sftflow.cost.report import evaluation_cost, with_rates
-from sftflow.reporting.evaluation import batch_lines, evaluation_markdown, mode_lines
-from sftflow.results import ExampleResult, results_to_jsonl
+from sftflow.evaluation.report import batch_lines, evaluation_markdown, mode_lines
+from sftflow.evaluation.results import ExampleResult, results_to_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from sftflow import plots, stats
+from sftflow.evaluation import plots, stats
 from sftflow.infra import storage
-from sftflow.results import results_from_jsonl
+from sftflow.evaluation.results import results_from_jsonl
 from sftflow.records import ComparisonOutcome
-from sftflow.reporting.comparison import comparison_markdown, verdict_lines
+from sftflow.evaluation.compare_report import comparison_markdown, verdict_lines
 
 #: The objects compare_and_save writes under its out_dir.
 COMPARE_OUTPUTS = ("comparison.json", "distributions.png", "means.png", "paired.png", "report.md")

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from sftflow.errors import CheckpointBusy
-from sftflow.results import ExampleResult, result_line, results_by_id
+from sftflow.evaluation.results import ExampleResult, result_line, results_by_id
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sftflow.results import ExampleResult
-from sftflow.rouge import METRICS
-from sftflow.stats import METRIC_LABELS, Comparison, pair
+from sftflow.evaluation.results import ExampleResult
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import METRIC_LABELS, Comparison, pair
 
 BASE_COLOR = "#7f7f7f"
 TUNED_COLOR = "#1f77b4"

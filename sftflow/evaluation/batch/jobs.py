@@ -35,7 +35,7 @@ def display_name(key: str) -> str:
 
 @dataclass(frozen=True)
 class BatchSpec:
-    """One batch job to submit: `key` names the intent (see `sftflow.batch.run.batch_key`)."""
+    """One batch job to submit: `key` names the intent (see `sftflow.evaluation.batch.run.batch_key`)."""
 
     key: str
     model: str  # publisher model name or tuned model resource name

@@ -6,10 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sftflow.results import ExampleResult
+from sftflow.evaluation.results import ExampleResult
 from sftflow.reporting.cells import cell, num, p_value, pts
-from sftflow.reporting.evaluation import counts_line
-from sftflow.stats import METRIC_LABELS, Comparison, verdict
+from sftflow.evaluation.report import counts_line
+from sftflow.evaluation.stats import METRIC_LABELS, Comparison, verdict
 
 
 def metrics_table_rows(comparison: Comparison) -> list[dict[str, Any]]:
