@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from flows.common import settings_for
 from sftflow.backends import make_tuner
-from sftflow.champion import name_of
+from sftflow.selection.champion import name_of
 from sftflow.cleanup import execute, plan_cleanup
 from sftflow.params import RunParams
 

@@ -16,7 +16,7 @@ from sftflow.cost.approval import grid_approval_markdown
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, SweepResult
 from sftflow.evaluation.step import EvalSpec
-from sftflow.sweep import GridError, check_grid_cap, expand_grid, models_to_evaluate
+from sftflow.selection.grid import GridError, check_grid_cap, expand_grid, models_to_evaluate
 from tasks.data import download
 from tasks.champion import challenge_champion
 from tasks.evaluation import evaluate_task

@@ -8,7 +8,7 @@ is left and listed with the reason. Scope, for run R under storage root S:
   local model folder) each names;
 - with `include_datasets`: `S/datasets/<kind>/<kind>-<sha12>.<ext>` only (see sftflow.infra.layout),
   never `S/datasets-archive/…` nor other files under `S/datasets/`.
-The tuned model / endpoint that is the storage root's current champion (sftflow.champion), and its tuning record,
+The tuned model / endpoint that is the storage root's current champion (sftflow.selection.champion), and its tuning record,
 are kept ("kept: champion") unless `include_champion`: then the champion is recorded as retired first, so that
 `sftflow champion` never names a deleted endpoint, even if the deletion is interrupted.
 Executing deletes tuned outputs first and records last, so an interrupted cleanup can be rerun.
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftflow import champion
+from sftflow.selection import champion
 from sftflow.infra import layout, storage
 from sftflow.backends.base import JobStatus, Tuner
 from sftflow.config import Settings

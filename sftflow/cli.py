@@ -229,7 +229,7 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
             _warn_errors({"label": label, "errors": lines})
         for line in out["verdict"]:
             print(line)
-        from sftflow.reporting.champion import decision_lines
+        from sftflow.selection.champion_report import decision_lines
 
         for line in decision_lines(out["champion"]) if out.get("champion") else []:
             print(line)

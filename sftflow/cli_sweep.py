@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sftflow.sweep import GridError, expand_grid
+from sftflow.selection.grid import GridError, expand_grid
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -60,9 +60,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run_sweep(args: argparse.Namespace, config: dict[str, Any], watched) -> int:
     from flows.sweep import sweep
-    from sftflow import leaderboard
-    from sftflow.reporting.champion import decision_lines
-    from sftflow.reporting.sweep import lines
+    from sftflow.selection import leaderboard
+    from sftflow.selection.champion_report import decision_lines
+    from sftflow.selection.sweep_report import lines
 
     out = watched(sweep)(epochs=args.grid_epochs, adapter_size=args.grid_adapter_size,
                          learning_rate_multiplier=args.grid_lr, max_parallel=args.max_parallel,
@@ -81,7 +81,7 @@ def run_sweep(args: argparse.Namespace, config: dict[str, Any], watched) -> int:
 
 
 def run_champion(settings, retire: bool = False) -> int:
-    from sftflow import champion
+    from sftflow.selection import champion
 
     current = champion.current(settings.storage_root)
     if retire and current is not None:

@@ -233,7 +233,7 @@ class TunedConfiguration(Record):
 
 
 class SweepLeaderboard(Record):
-    """runs/<run>/sweep/leaderboard.json's URI, its plot, and the document itself (sftflow.leaderboard.build)."""
+    """runs/<run>/sweep/leaderboard.json's URI, its plot, and the document itself (sftflow.selection.leaderboard.build)."""
 
     leaderboard_uri: str
     plot_uri: str

@@ -91,7 +91,7 @@ def test_the_command_line_default_is_only_a_default_flag_recipe_and_environment_
 
 def test_a_grid_is_approved_once_for_its_new_jobs_only():
     from sftflow.cost.approval import grid_approval_markdown
-    from sftflow.sweep import check_grid_cap
+    from sftflow.selection.grid import check_grid_cap
 
     two = estimate_tuning_cost(EST.files, epochs=2, price_per_million=5.0)
     estimates = {"e1-a4-lr1": EST, "e2-a4-lr1": two, "e2-a8-lr1": two}

@@ -1,4 +1,4 @@
-"""The champion challenge (sftflow.steps.champion) and the cleanup guard, called as domain functions on a local
+"""The champion challenge (sftflow.selection.challenge) and the cleanup guard, called as domain functions on a local
 storage root: no Prefect, no server. The pipeline's flow-level check is in tests/test_pipeline_champion.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from sftflow import champion
+from sftflow.selection import champion
 from sftflow.infra import storage
 from sftflow.backends.local import LocalTuner
 from sftflow.cleanup import TUNED_OUTPUT, execute, plan_cleanup
@@ -17,7 +17,7 @@ from sftflow.records import Evaluation, TunedModel
 from sftflow.evaluation.results import ExampleResult, results_to_jsonl
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import compare
-from sftflow.steps.champion import ChampionGone, challenge, pipeline_candidate
+from sftflow.selection.challenge import ChampionGone, challenge, pipeline_candidate
 
 
 def results(scores, model: str) -> list[ExampleResult]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sftflow import champion
+from sftflow.selection import champion
 from sftflow.cli import main
 
 

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from flows.sweep import sweep
-from sftflow import champion
+from sftflow.selection import champion
 from sftflow.infra import storage
 from sftflow.data.samples import sample_paths
-from sftflow.sweep import GridCostCapExceeded
+from sftflow.selection.grid import GridCostCapExceeded
 from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config
 from tests.smalldata import small_samples

@@ -7,7 +7,7 @@
 <root>/runs/<run>/eval/<label>/results.jsonl, summary.json, *.png, report.md
 <root>/runs/<run>/compare/comparison.json, *.png, report.md
 <root>/runs/<run>/sweep/leaderboard.json, leaderboard.png, report.md
-<root>/champion/history/<seq>.json                        every champion decision (sftflow.champion)
+<root>/champion/history/<seq>.json                        every champion decision (sftflow.selection.champion)
 <root>/runs/<run>/report.md, report.json
 <work>/checkpoints/<label>-<ident16>.jsonl                evaluation checkpoints (local disk)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sftflow.infra import storage
 from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
-from sftflow.reporting.champion import decision_markdown
+from sftflow.selection.champion_report import decision_markdown
 from sftflow.cost.report import RunCost
 from sftflow.reporting.run import build_report, render_markdown
 

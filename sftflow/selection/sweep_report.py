@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sftflow.leaderboard import RANK_METRIC, points, signed_points
-from sftflow.reporting.champion import decision_markdown
+from sftflow.selection.leaderboard import RANK_METRIC, points, signed_points
+from sftflow.selection.champion_report import decision_markdown
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import METRIC_LABELS
 

@@ -1,6 +1,6 @@
-"""Step: a candidate challenges the champion of its storage root (sftflow.champion keeps the record and the rule).
+"""Step: a candidate challenges the champion of its storage root (sftflow.selection.champion keeps the record and the rule).
 
-The candidate is a leaderboard entry (sftflow.leaderboard): a sweep's best, or the pipeline's tuned model, which
+The candidate is a leaderboard entry (sftflow.selection.leaderboard): a sweep's best, or the pipeline's tuned model, which
 first has to beat the base model significantly — the rule a sweep's best already passed
 (`leaderboard.choose_best`). The champion is evaluated on the candidate's examples through `evaluate` (the
 caller's cached evaluation), the two are compared paired, and the decision is recorded either way. Nothing is
@@ -14,13 +14,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sftflow import champion, leaderboard
+from sftflow.selection import champion, leaderboard
 from sftflow.evaluation import stats
 from sftflow.backends.base import JobState, JobStatus, Tuner
 from sftflow.errors import SftflowError
 from sftflow.records import ChampionDecision, Evaluation, TunedModel
 from sftflow.evaluation.compare import read_results
-from sftflow.sweep import GridPoint
+from sftflow.selection.grid import GridPoint
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,16 @@
 """Step: a sweep's leaderboard (every model paired with the base on the same examples) and the sweep's report —
 each one domain function returning a record (sftflow.records); its best challenges the champion through
-sftflow.steps.champion, as the pipeline's tuned model does."""
+sftflow.selection.challenge, as the pipeline's tuned model does."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sftflow.infra import layout, storage
-from sftflow import leaderboard
+from sftflow.selection import leaderboard
 from sftflow.evaluation import plots, stats
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard
-from sftflow.reporting.sweep import sweep_markdown
+from sftflow.selection.sweep_report import sweep_markdown
 from sftflow.evaluation.compare import read_results
 
 
