@@ -13,7 +13,7 @@ from sftflow.records import ComparisonOutcome, Evaluation, FileSummary, Prepared
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import counts, summarize
 from sftflow.evaluation.compare import COMPARE_OUTPUTS, compare_and_save
-from sftflow.steps.report import write_run_report
+from sftflow.reporting.step import write_run_report
 
 REPORT_KEYS = {"run_name", "backend", "data", "job", "evaluations", "comparison", "comparison_uri", "plots", "verdict"}
 
