@@ -11,7 +11,7 @@ import pytest
 from sftflow.selection import champion
 from sftflow.infra import storage
 from sftflow.backends.local import LocalTuner
-from sftflow.cleanup import TUNED_OUTPUT, execute, plan_cleanup
+from sftflow.cleanup.plan import TUNED_OUTPUT, execute, plan_cleanup
 from sftflow.config import Settings
 from sftflow.records import Evaluation, TunedModel
 from sftflow.evaluation.results import ExampleResult, results_to_jsonl

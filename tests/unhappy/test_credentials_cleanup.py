@@ -188,7 +188,7 @@ def test_cleanup_deletes_only_what_sftflow_made(storage_root, tmp_path):
     cleaning exp (with --include-datasets) deletes exactly exp's objects, records, model files and
     sftflow's content-addressed datasets; a second cleanup deletes nothing."""
     from sftflow.backends.local import LocalTuner
-    from sftflow.cleanup import execute, plan_cleanup
+    from sftflow.cleanup.plan import execute, plan_cleanup
     from sftflow.config import Settings
 
     root = storage_root
