@@ -1,6 +1,6 @@
 """What one step hands the next: typed, frozen records with to/from JSON.
 
-Each codelab step (sftflow.steps) returns one of these and the next step receives it; the ones a
+Each codelab step (a `step` module in its concern folder, e.g. sftflow.evaluation.step) returns one of these and the next step receives it; the ones a
 step saves (prepared.json, tuned.json, tuning/k….json) are read back through `read`, so a file
 written by an older version or edited by hand is a one-line error naming the file and the field,
 never a KeyError three steps later. `to_json()` gives exactly the dict that is written (and that

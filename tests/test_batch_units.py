@@ -16,7 +16,7 @@ from sftflow.evaluation.batch.requests import (
     prompt_hash,
     requests_jsonl,
 )
-from sftflow.cli import build_parser
+from sftflow.cli.main import build_parser
 from sftflow.config import ConfigError, Settings
 from sftflow.data.testset import TestExample
 from sftflow.infra.progress import TerminalProgress, fan_out, progress_line

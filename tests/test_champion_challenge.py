@@ -137,7 +137,7 @@ def test_a_promotion_that_loses_a_race_hands_the_mark_to_the_winner(tmp_path):
 
 
 def test_a_deleted_champion_is_a_one_line_error_until_it_is_retired(tmp_path, capsys):
-    from sftflow.cli import main
+    from sftflow.cli.main import main
 
     w = World(tmp_path)
     w.challenge("a")

@@ -26,7 +26,7 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.cleanup", "sftflow.selection", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
+        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
         "sftflow.evaluation.rouge", "sftflow.evaluation.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
     ("files, credentials and settings", [
@@ -53,12 +53,12 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),
     ("command line: dispatches to the flows (imports them lazily, so --help needs no Prefect)", [
-        "sftflow.cli", "sftflow.cli_config", "sftflow.server_cli", "sftflow.cli_sweep",
+        "sftflow.cli.main", "sftflow.cli.config", "sftflow.cli.server", "sftflow.cli.sweep",
     ]),
 ]
 
 #: Modules of sftflow/ that may import flows/ (inside functions only): the command line, the top.
-ENTRY_POINTS = {"sftflow.cli", "sftflow.cli_sweep"}
+ENTRY_POINTS = {"sftflow.cli.main", "sftflow.cli.sweep"}
 
 #: Small modules with one job. A catalogue (one rule after another, each with its source) may be longer.
 MAX_LINES = 400

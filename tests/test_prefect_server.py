@@ -26,7 +26,7 @@ WATCH = re.compile(r"^watch: (http://[^/]+)/runs/flow-run/([0-9a-f-]{36})$", re.
 
 
 def sftflow(*args: str, cwd: Path, env: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sftflow.cli", *args], cwd=cwd, env=env or os.environ.copy(),
+    return subprocess.run([sys.executable, "-m", "sftflow.cli.main", *args], cwd=cwd, env=env or os.environ.copy(),
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -151,7 +151,7 @@ def _cli_sweep(server, gcs_emulator, bucket, tmp_path, *extra):
     env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
                SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
                PREFECT_LOGGING_LEVEL="INFO")
-    cmd = [sys.executable, "-m", "sftflow.cli", "sweep", "--backend", "vertex", "--project", server.project,
+    cmd = [sys.executable, "-m", "sftflow.cli.main", "sweep", "--backend", "vertex", "--project", server.project,
            "--bucket", bucket, "--train", paths["train"], "--val", paths["val"], "--test", paths["test"],
            "--samples", "6", "--rpm", "6000", "--poll-interval", "1", "--local-root", str(tmp_path / "root"),
            "--adapter-size", "4,8", "--max-parallel", "2", *extra]

@@ -81,7 +81,7 @@ def cli_env(server) -> dict[str, str]:
 def run_cli(args: list[str], server, cwd: Path, timeout: float = 240,
             api: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`api`: prefect_api_env, to run on the session's Prefect server rather than a temporary one."""
-    return subprocess.run([sys.executable, "-m", "sftflow.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "sftflow.cli.main", *args], cwd=cwd,
                           env={**cli_env(server), **(api or {})},
                           capture_output=True, text=True, timeout=timeout)
 

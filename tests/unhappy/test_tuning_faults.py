@@ -54,7 +54,7 @@ def _env(tmp_path: Path, gcs_emulator: str, name: str, **extra: str) -> dict[str
 
 
 def _start_tune(server, env, bucket, train, val, root: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--project", server.project,
+    cmd = [sys.executable, "-m", "sftflow.cli.main", "tune", "--backend", "vertex", "--project", server.project,
            "--bucket", bucket, "--train", train, "--poll-interval", "1", "--local-root", str(root), *extra]
     if val:
         cmd += ["--val", val]
@@ -168,7 +168,7 @@ def test_token_from_a_prefect_secret_block_is_used_not_stored(make_vertex_server
 
 
 def test_cli_moves_the_token_out_of_the_flow_config(monkeypatch):
-    from sftflow.cli_config import to_environment
+    from sftflow.cli.config import to_environment
 
     monkeypatch.delenv("SFTFLOW_VERTEX_ACCESS_TOKEN", raising=False)
     config = to_environment({"backend": "vertex", "vertex_access_token": CANARY})
@@ -317,7 +317,7 @@ def test_poll_interval_has_a_minimum():
     assert str(err.value) == ("invalid configuration: poll_interval (SFTFLOW_POLL_INTERVAL): at least 1 s between "
                               "tuning-job polls (each poll is an API request), got 0.2")
     assert load_settings(poll_interval=1).poll_interval == 1
-    proc = subprocess.run([sys.executable, "-m", "sftflow.cli", "tune", "--poll-interval", "0.5"],
+    proc = subprocess.run([sys.executable, "-m", "sftflow.cli.main", "tune", "--poll-interval", "0.5"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
     assert "poll_interval" in proc.stderr and "at least 1 s" in proc.stderr

@@ -207,7 +207,7 @@ def test_cli_validate_checks_every_hostile_file_in_one_run(tmp_path):
         d.mkdir()
         paths.append(place(d, h))
     paths.append(str(tmp_path / "missing.jsonl"))
-    proc = subprocess.run([sys.executable, "-m", "sftflow.cli", "validate", *paths],
+    proc = subprocess.run([sys.executable, "-m", "sftflow.cli.main", "validate", *paths],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
@@ -328,7 +328,7 @@ def test_cli_prints_a_file_name_that_is_not_utf8(tmp_path):
     name = os.fsdecode(b"caf\xe9.jsonl")
     (tmp_path / name).write_bytes(NEXT)
     env = dict(os.environ, PYTHONIOENCODING="utf-8")  # strict UTF-8 output, where such a name used to crash
-    proc = subprocess.run([sys.executable, "-m", "sftflow.cli", "validate", name], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "sftflow.cli.main", "validate", name], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

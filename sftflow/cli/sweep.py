@@ -12,7 +12,7 @@ from sftflow.selection.grid import GridError, expand_grid
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from sftflow.cli_config import add_flag, approve_flag, common_flags, data_flags, eval_flags
+    from sftflow.cli.config import add_flag, approve_flag, common_flags, data_flags, eval_flags
 
     p = sub.add_parser(
         "sweep", help="tune a hyperparameter grid in parallel, rank it against the base, challenge the champion",

@@ -1,6 +1,6 @@
 """`sftflow server start|stop|status`: the local Prefect server every command reuses.
 
-Kept apart from `sftflow.cli` (which only dispatches to it): it answers without importing
+Kept apart from `sftflow.cli.main` (which only dispatches to it): it answers without importing
 Prefect, and its lifecycle lives in `sftflow.infra.prefect_server`.
 """
 
@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from sftflow.cli_config import add_flag
+from sftflow.cli.config import add_flag
 from sftflow.errors import ServerError
 
 

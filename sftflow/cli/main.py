@@ -13,8 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sftflow import cli_sweep, server_cli
-from sftflow.cli_config import EPILOG, add_flag, common_flags, data_flags, eval_flags, run_config, tuning_flags
+from sftflow.cli import sweep as cli_sweep, server as server_cli
+from sftflow.cli.config import (
+    EPILOG,
+    add_flag,
+    common_flags,
+    data_flags,
+    eval_flags,
+    run_config,
+    tuning_flags,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
