@@ -421,3 +421,15 @@ def test_a_service_account_key_asks_googles_token_uri(tmp_path, monkeypatch, ser
     assert set(proxy.targets) <= {"oauth2.googleapis.com:443", "storage.googleapis.com:443"}, proxy.targets
     assert _lines(report)[0].startswith("network: cannot reach oauth2.googleapis.com (the proxy refused the "
                                         "connection) to get an access token for service account runner@p.iam")
+
+
+def test_prepare_against_the_emulator_needs_no_credentials(vertex_settings_for, gcs_bucket, monkeypatch):
+    """sftflow.infra.gcs talks to STORAGE_EMULATOR_HOST anonymously (as the SDK does): so does the storage preflight."""
+    from tests.servers.vertex_server import VertexTestServer
+
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    settings = vertex_settings_for(VertexTestServer(), bucket=gcs_bucket, vertex_access_token=None)
+    report = doctor.run(settings, "storage")
+    assert report.ready, _lines(report)
+    assert [f.line() for f in report.findings][0] == "ok: credentials: anonymous (STORAGE_EMULATOR_HOST)"

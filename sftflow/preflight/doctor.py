@@ -10,6 +10,7 @@ per process and per settings, so a process that starts several runs asks once.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,11 @@ def run(settings, scope: Scope = "run") -> Report:
                                 "on Google Cloud to check"))
         return Report(findings=tuple(findings), problems=tuple(problems), elapsed_s=time.monotonic() - started)
     credentials.use_token(settings.vertex_access_token)  # the storage client uses it, as in a run
-    identity, found = identity_check.check(settings)
+    if not vertex and settings.vertex_access_token is None and os.environ.get("STORAGE_EMULATOR_HOST"):
+        # sftflow.infra.gcs talks to an emulator anonymously, as the SDK does: no credentials to find
+        identity, found = identity_check.Identity(None, "anonymous", "anonymous (STORAGE_EMULATOR_HOST)", "MEMBER"), []
+    else:
+        identity, found = identity_check.check(settings)
     problems += found
     if identity is not None and not found:
         findings.append(Finding(check="credentials", kind="ok", text=identity.who))
@@ -75,8 +80,6 @@ def run(settings, scope: Scope = "run") -> Report:
 
 
 def _key(settings, scope: Scope) -> tuple:
-    import os
-
     return (scope, settings.backend, settings.project, settings.region, settings.bucket, settings.base_model,
             settings.vertex_base_url, settings.eval_mode, credentials.token_id(settings.vertex_access_token),
             os.environ.get("STORAGE_EMULATOR_HOST"), os.environ.get("API_ENDPOINT_OVERRIDE"))
