@@ -20,6 +20,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,25 @@ def test_the_gcp_run_leaves_its_tuning_job_to_a_rerun_and_suspends_for_approval(
     assert config.backend is None and config.recipe == "recipes/codelab.yaml"
 
 
+def test_approval_mode_suspend_outside_a_deployment_run_refuses_saying_why():
+    """Only a deployment's own run can be suspended (Prefect reschedules it through its deployment): anywhere
+    else `suspend` is a refusal with a reason, before any job (the deployment run itself: test_e2e_deployment)."""
+    from flows.approval import _suspended_approval
+    from sftflow.approval import ApprovalDenied
+    from sftflow.config import Settings
+
+    class Estimate:
+        total_usd = 12.5
+
+        def summary(self):
+            return "$12.50"
+
+    with pytest.raises(ApprovalDenied) as exc:
+        _suspended_approval(Settings(approval_mode="suspend"), Estimate(), key="approve-x")
+    assert "approval_mode=suspend needs a deployment's own run" in str(exc.value)
+    assert "no job was submitted" in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_every_variable_the_gcp_deployment_reads_is_one_setup_saves():
     text = yaml.safe_dump(gcp_deployment())
     used = set(re.findall(r"prefect\.variables\.([\w-]+)", text))
@@ -334,3 +354,56 @@ def test_prefect_automation_create_reads_the_file_into_the_server(prefect_server
     assert automation.name == "sftflow: crash runs whose heartbeats stopped" and automation.enabled
     assert automation.actions[0].state == "CRASHED" and "prefect.flow-run.Suspended" in automation.trigger.expect
     assert automation.trigger.within.total_seconds() == 300
+
+
+@pytest.mark.slow
+def test_the_automation_crashes_a_silent_run_and_spares_a_suspended_one(prefect_server):
+    """The shipped trigger on the session's server, its window shortened to Prefect's minimum (10 s) and its
+    match to this test's two runs: after a heartbeat, run A says nothing more and is marked Crashed; run B is
+    suspended (a Suspended state event) and stays Suspended."""
+    import datetime as dt
+
+    import httpx
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import AutomationCore
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Running, Suspended
+
+    @flow(name="zombie-probe")
+    def probe():  # never run: only its runs' states and events matter
+        pass
+
+    spec = yaml.safe_load(AUTOMATION.read_text())
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):
+        with get_client(sync_client=True) as client:
+            silent, suspended = (client.create_flow_run(probe, state=Running()) for _ in range(2))
+            spec["name"] += f" (test {silent.id})"
+            spec["trigger"].update(within=10, match={"prefect.resource.id": [
+                f"prefect.flow-run.{silent.id}", f"prefect.flow-run.{suspended.id}"]})
+            automation_id = client.create_automation(AutomationCore.model_validate(spec))
+            try:
+                time.sleep(2)  # the triggers service loads the new automation
+                now = dt.datetime.now(dt.timezone.utc).isoformat()
+                beats = [{"id": str(uuid.uuid4()), "occurred": now, "event": "prefect.flow-run.heartbeat",
+                          "resource": {"prefect.resource.id": f"prefect.flow-run.{run.id}"}}
+                         for run in (silent, suspended)]
+                httpx.post(f"{prefect_server.url}/events", json=beats, timeout=30).raise_for_status()
+                client.set_flow_run_state(suspended.id, Suspended(timeout_seconds=3600), force=True)
+                deadline = time.monotonic() + 90
+                while (state := client.read_flow_run(silent.id).state).type.value != "CRASHED":
+                    assert time.monotonic() < deadline, f"the silent run is still {state.name}"
+                    time.sleep(1)
+                time.sleep(6)  # one more evaluation of the suspended run's window (5 s granularity)
+                kept = client.read_flow_run(suspended.id).state
+                fired = httpx.post(f"{prefect_server.url}/events/filter", timeout=30, json={"filter": {
+                    "event": {"name": ["prefect.automation.triggered"]},
+                    "resource": {"id": [f"prefect.automation.{automation_id}"]}}}).json()["events"]
+            finally:
+                client.delete_automation(automation_id)
+    assert "No heartbeat for 5 minutes" in (state.message or ""), state.message
+    # The trigger itself must not fire for the suspended run: on a deployment's run its action would succeed
+    # (here, a run without a deployment, Prefect would refuse the change anyway).
+    fired_for = [e["payload"]["triggering_labels"]["prefect.resource.id"] for e in fired]
+    assert fired_for == [f"prefect.flow-run.{silent.id}"], fired_for
+    assert kept.name == "Suspended", kept
