@@ -244,7 +244,7 @@ def test_approval_mode_suspend_outside_a_deployment_run_refuses_saying_why():
     """Only a deployment's own run can be suspended (Prefect reschedules it through its deployment): anywhere
     else `suspend` is a refusal with a reason, before any job (the deployment run itself: test_e2e_deployment)."""
     from flows.approval import _suspended_approval
-    from sftflow.approval import ApprovalDenied
+    from sftflow.cost.approval import ApprovalDenied
     from sftflow.config import Settings
 
     class Estimate:
