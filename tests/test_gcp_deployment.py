@@ -206,6 +206,21 @@ def test_vertex_custom_job_body_is_valid_and_fits_a_whole_run(deployed, monkeypa
     assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) >= 30
 
 
+@pytest.mark.parametrize("pool_type", setup.WORKER_TYPES)
+def test_the_server_would_accept_the_job_variables_on_either_pool_type(deployed, pool_type):
+    """What Prefect's server checks at `prefect deploy` (prefect.server.api.validation): the job variables
+    against the pool's variables schema. One deployment serves both pool types: a variable only the other
+    type has (Cloud Run's `timeout`, Vertex's `maximum_run_time_hours`) is not an error."""
+    from prefect.utilities.schema_tools import ValidationError, validate as validate_variables
+
+    schema = setup._base_job_template(pool_type)["variables"]
+    check = dict(raise_on_error=True, preprocess=True, ignore_required=True, allow_none_with_default=True)
+    validate_variables(deployed["job_variables"], schema, **check)
+    with pytest.raises(ValidationError, match="maximum_run_time_hours|timeout"):
+        validate_variables({**deployed["job_variables"], "timeout": "12h", "maximum_run_time_hours": "12h"},
+                           schema, **check)
+
+
 def test_without_its_service_account_the_vertex_job_fails_as_reported(user_adc):
     """The issue's failure, reproduced: user credentials name no service account, so the worker refuses."""
     dep = as_deployed(gcp_deployment(), variables(), user_adc)
