@@ -1,5 +1,5 @@
 """The champion challenge (sftflow.selection.challenge) and the cleanup guard, called as domain functions on a local
-storage root: no Prefect, no server. The pipeline's flow-level check is in tests/test_pipeline_champion.py."""
+storage root: no Prefect, no server. The pipeline's flow-level check is in tests/test_pipeline_flow.py."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sftflow.records import Evaluation, TunedModel
 from sftflow.evaluation.results import ExampleResult, results_to_jsonl
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import compare
+from sftflow.evaluation.compare import read_results
 from sftflow.selection.challenge import ChampionGone, challenge, pipeline_candidate
 
 
@@ -101,6 +102,48 @@ def test_promoted_on_a_significant_win_kept_otherwise_and_each_decision_made_onc
     rec = champion.record(w.root)
     assert [e["event"] for e in rec["history"]] == ["promoted", "kept", "kept", "promoted"]
     assert rec["current"]["model"]["endpoint"] == w.endpoint("c") and rec["current"]["against"] == 1
+
+
+NOISE = np.random.default_rng(1).normal(0, 0.12, 40)
+
+
+def add_noisy(w: World, name: str, lift: float) -> None:
+    """A tuned model `name` that answers like `a` plus `lift` on average, with per-example noise, so its paired
+    comparison with `a` has a wide CI."""
+    w.uris[w.endpoint(name)] = storage.write_text(
+        storage.join(w.root, "runs", name, "eval", "tuned", "results.jsonl"),
+        results_to_jsonl(results(np.clip(BASE + 0.05 + lift + NOISE, 0, 1), name)))
+    storage.write_text(storage.join(w.root, "models", f"job-{name}", "config.json"), "{}")
+
+
+@pytest.mark.parametrize("lift, margin, promoted", [
+    (0.02, 0.0, False),   # better on average (+2.0), CI [-1.4, +5.4] spans 0
+    (0.06, 0.03, False),  # better on average by more than the margin (+6.0), CI [+2.6, +9.4] spans the margin 3
+    (0.06, 0.0, True),    # CI lower bound +2.6 above margin 0
+    (0.12, 0.03, True),   # CI lower bound +8.6 above margin 3
+])
+def test_promotion_needs_the_ci_lower_bound_above_the_margin_not_the_mean_nor_the_upper_bound(
+        tmp_path, lift, margin, promoted):
+    w = World(tmp_path)
+    add_noisy(w, "n", lift)
+    w.challenge("a")
+    vs = compare(results(np.clip(BASE + 0.05, 0, 1), "a"), read_results(w.uris[w.endpoint("n")]),
+                 seed=0).metrics["rougeL"]
+    assert vs.difference > margin and vs.ci_high > margin  # the mean and the upper bound both say "promote"
+    assert (vs.ci_low > margin) is promoted
+    decision = w.challenge("n", margin=margin)
+    assert decision.promoted is promoted and decision.seq == 2
+    d, lo, hi = (100 * x for x in (vs.difference, vs.ci_low, vs.ci_high))
+    ci = f"{d:+.1f} points [95% CI {lo:+.1f}, {hi:+.1f}], n=40"
+    if promoted:
+        assert decision.reason == (f"n/tuned beats champion a/tuned on ROUGE-L by {ci}: the lower bound is above "
+                                   f"promotion_margin {100 * margin:g} points")
+    else:
+        assert decision.reason == (f"n/tuned vs champion a/tuned on ROUGE-L: {ci}; the lower bound is not above "
+                                   f"promotion_margin {100 * margin:g} points, so a/tuned stays champion")
+    current = champion.current(w.root)["model"]["endpoint"]
+    assert current == w.endpoint("n" if promoted else "a")
+    assert [e["event"] for e in champion.history(w.root)] == ["promoted", "promoted" if promoted else "kept"]
 
 
 class MarkingTuner(LocalTuner):
