@@ -7,8 +7,10 @@ about the file `convert` would write (without its `limit`: the whole file is che
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Literal
@@ -25,6 +27,7 @@ from sftflow.data.rules import (
 )
 from sftflow.data.testset import validate_test_csv
 from sftflow.errors import DataError
+from sftflow.infra import storage
 
 Format = Literal["chat", "contents", "testcsv"]
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -113,13 +116,28 @@ def _check_file(path: str) -> list[Problem]:
     return validate_records(path, guess_kind(path), _chat_records(path)).problems
 
 
+def _check_remote(uri: str) -> list[Problem]:
+    """A gs:// or https:// file, as `prepare` and `tune` read it: downloaded to a temporary file of the same name
+    (its extension and name decide the format and the limits), checked, and the problems named by the URI."""
+    with tempfile.TemporaryDirectory(prefix="sftflow-validate-") as tmp:
+        local = os.path.join(tmp, storage.name_of(uri.split("?", 1)[0]) or "data")
+        try:
+            storage.download(uri, local)
+        except Exception as e:  # noqa: BLE001 - one line naming the file, then the next file
+            msg = (str(e).removeprefix(f"{uri}: ").strip().splitlines() or [type(e).__name__])[0]
+            return [Problem(uri, 0, "file", f"cannot read: {msg}")]
+        return [dataclasses.replace(p, path=uri) if p.path == local else p for p in _check_file(local)]
+
+
 def lint_path(path: str) -> list[Problem]:
-    """Every problem in one file (capped per file, see rules.MAX_STORED_PROBLEMS).
+    """Every problem in one file (capped per file, see rules.MAX_STORED_PROBLEMS); gs:// and https:// URIs too.
 
     Never raises: a file that cannot be read, or one that trips a bug in a rule, is one
     problem naming the file, so the files after it are still checked.
     """
     try:
+        if storage.is_gcs(path) or storage.is_http(path):
+            return _check_remote(path)
         return _check_file(path)
     except OSError as e:
         return [Problem(path, 0, "file", f"cannot read: {e.strerror or type(e).__name__}")]
