@@ -68,7 +68,8 @@ def test_await_job_succeeds_through_50pct_polling_faults(spec, make_vertex_serve
     updates = []
     status = await_job(tuner, name, poll_interval=0.05, timeout=10,
                        on_update=lambda s, elapsed: updates.append((s.state, elapsed)))
-    assert status.state is JobState.SUCCEEDED and status.endpoint
+    assert status.state is JobState.SUCCEEDED
+    assert status.endpoint.startswith(f"projects/{server.project}/locations/{server.location}/endpoints/")
     polls = [r["status"] for r in server.requests if r["method"] == "GET"]
     assert polls.count(503) >= 3 and polls.count(200) == len(updates)
     assert [s for s, _ in updates][0] in (JobState.PENDING, JobState.RUNNING)

@@ -220,4 +220,10 @@ def test_local_grid_runs_offline_one_job_at_a_time_with_epoch_checkpoints(tmp_pa
     assert first["update_time"] <= second["create_time"]  # --max-parallel 1: the second began after the first
     assert [c["epoch"] for c in first["checkpoints"]] == [1, 2]
     assert (root / "runs" / "default" / "sweep" / "leaderboard.png").is_file()
-    assert (board["best"] is None) == (out["champion"]["promoted"] is False)
+    decision = out["champion"]
+    if board["best"] is None:  # no configuration beat the base: nothing challenged, nothing recorded
+        assert (decision["promoted"], decision["seq"]) == (False, None)
+        assert decision["reason"].startswith("no candidate: no configuration beats the base model significantly")
+    else:  # a fresh storage root: the best becomes the first champion
+        assert (decision["promoted"], decision["seq"]) == (True, 1)
+        assert decision["reason"] == f"no champion yet: {board['best']} becomes the first one"

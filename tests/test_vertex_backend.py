@@ -16,6 +16,7 @@ from sftflow.backends.base import GenerationParams, JobState, TuningSpec
 from sftflow.backends.vertex import VertexGenerator, VertexTuner
 from sftflow.errors import BackendError, TransientError
 from tests.servers.vertex_fixtures import TEST_TOKEN
+from tests.servers.vertex_server import base_answer_text
 
 PROMPT = "Provide a summary with about two sentences for the following article:\n\n" + (
     "Wash the sweater by hand. Use cold water and a mild soap. " + " ".join(f"w{i}" for i in range(30))
@@ -140,7 +141,7 @@ def test_token_is_sent_but_never_logged_or_raised(spec, make_vertex_server, vert
     server = make_vertex_server(require_token=TEST_TOKEN, job_phases=(0.0, 0.0))
     settings = vertex_settings_for(server)
     gen = VertexGenerator(settings, "gemini-2.5-flash")
-    assert gen.generate(PROMPT, PARAMS).text  # the server only answers the right token
+    assert gen.generate(PROMPT, PARAMS).text == base_answer_text(PROMPT)  # the server only answers the right token
     tuner = VertexTuner(settings)
     status = tuner.get(tuner.submit(spec()))
     tuner.delete_outputs(status, dry_run=False)

@@ -13,6 +13,7 @@ from sftflow.backends import make_generator, make_tuner
 from sftflow.backends.base import GenerationParams, TuningSpec
 from sftflow.errors import BackendError
 from tests.servers.vertex_fixtures import TEST_TOKEN
+from tests.servers.vertex_server import tuned_answer_text
 
 PROMPT = "Summarize the following article:\n\nFirst, rinse the pot. Then dry it well. Tip: enjoy."
 
@@ -44,7 +45,7 @@ def test_multi_epoch_jobs_expose_one_servable_checkpoint_per_epoch(make_vertex_s
     assert status.checkpoints[-1]["endpoint"] == status.endpoint  # the last one is the default the job serves
     for c in status.checkpoints[:-1]:
         answer = make_generator(settings, c["endpoint"]).generate(PROMPT, GenerationParams(timeout_s=5))
-        assert answer.text
+        assert answer.text == tuned_answer_text(PROMPT)  # what the test server's tuned models answer
     one = _succeeded(tuner, tuner.submit(_spec(tuning_datasets, 1)))
     assert one.checkpoints == []  # a one-epoch job keeps no intermediate checkpoint
 
