@@ -143,3 +143,12 @@ def test_a_resumed_run_past_its_deadline_applies_tuning_timeout_at_its_first_pol
         await_job(_Tuner(JobState.RUNNING), JOB, poll_interval=30, timeout=600, sleep=clock.sleep, clock=clock,
                   already_waited=540)
     assert clock.t - start == pytest.approx(60)
+
+
+def test_cli_resume_finished_without_a_server_is_one_line(tmp_path, capsys):
+    from sftflow.cli.main import main
+
+    assert main(["resume-finished", "--local-root", str(tmp_path), "--set", "prefect_server=ephemeral"]) == 1
+    err = capsys.readouterr().err
+    assert "sftflow: error: resume-finished: no Prefect server is running here" in err
+    assert "Traceback" not in err
