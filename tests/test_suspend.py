@@ -63,6 +63,7 @@ def stack(tmp_path_factory, gcs_emulator_server, prefect_server):
             _cli([sys.executable, "deployments/setup.py", "local"], env)
             _cli([PREFECT, "--no-prompt", "deploy", "--name", "local"], env)
             shipped = _set_resumer_period(prefect_server.url, PERIOD)
+            _pause_resumer(prefect_server.url)  # its ticks start once a run sleeps: 2 cores are busy enough before
             worker_env = {**env, "STORAGE_EMULATOR_HOST": gcs_emulator, "SFTFLOW_VERTEX_ACCESS_TOKEN": TOKEN}
             log = tmp / "worker.log"
             worker = start_process([PREFECT, "worker", "start", "--pool", "sftflow-local"], worker_env, log, cwd=tmp)
@@ -88,11 +89,11 @@ def _set_resumer_period(url: str, seconds: int) -> float:
     return shipped
 
 
-def _pause_resumer(url: str) -> None:
+def _pause_resumer(url: str, active: bool = False) -> None:
     with api(url) as client:
         dep = client.read_deployment_by_name("resume_finished/local")
         for schedule in dep.schedules:
-            client.update_deployment_schedule(dep.id, schedule.id, active=False)
+            client.update_deployment_schedule(dep.id, schedule.id, active=active)
 
 
 def _vertex_config(stack, root: Path, **extra) -> dict:
@@ -127,7 +128,7 @@ def _state(stack, run_id: str):
         return client.read_flow_run(run_id).state
 
 
-def _wait_suspended(stack, run_id: str, timeout: float = 420):
+def _wait_suspended(stack, run_id: str, timeout: float = 900):
     deadline = time.monotonic() + timeout
     while (state := _state(stack, run_id)) is None or state.name != "Suspended":
         assert state is None or state.type.value not in TERMINAL, f"{state.name}: {state.message}\n{_logs(stack, run_id)[-3000:]}"
@@ -213,7 +214,12 @@ def test_pipeline_sleeps_while_the_job_trains_and_the_resumer_wakes_it(stack, ru
     assert generated >= SAMPLES  # the baseline evaluation finished before the run slept
     assert job in vertex.job_names
     assert "suspending run" in _family_logs(stack, run_id)  # said by its tune subflow
-    time.sleep(PERIOD + 2)  # at least one resumer tick sees the job training
+    asleep = time.time()
+    _pause_resumer(stack["url"], active=True)
+    deadline = time.monotonic() + 3 * PERIOD + 120  # the server's scheduler makes the first runs within a minute
+    while not _resumer_runs_after(stack, asleep):  # a resumer tick saw the job training
+        assert time.monotonic() < deadline, tail(stack["worker_log"])
+        time.sleep(1)
     assert _state(stack, run_id).name == "Suspended"
     assert not any(run_id in cmd for cmd in _flow_processes(stack)), _flow_processes(stack)
     polls = vertex.count("GET", job)
@@ -251,6 +257,7 @@ def test_pipeline_sleeps_while_the_job_trains_and_the_resumer_wakes_it(stack, ru
 
 def test_a_job_that_failed_while_the_run_slept_fails_the_resumed_run(stack, runs):
     run_id = runs["failed"]
+    _pause_resumer(stack["url"], active=True)  # (the pipeline's test turned it on already, if it ran)
     job = _job_of(_wait_suspended(stack, run_id))
     # one tick by hand, from the command line: the job still trains, the run stays suspended
     out = _cli([str(Path(sys.executable).parent / "sftflow"), "resume-finished"],
@@ -268,6 +275,7 @@ def test_a_job_still_training_at_tuning_timeout_is_cancelled_by_the_resumed_run(
     """Suspended, then resumed by the resumer at the deadline (the job still RUNNING), then the run cancels
     the job and fails saying so, as a polling run does when tuning_timeout runs out."""
     vertex, run_id = stack["vertex"], runs["timeout"]
+    _pause_resumer(stack["url"], active=True)
     state = _wait_terminal(stack, run_id, timeout=420 + SUSPENDED_TIMEOUT + PERIOD)
     history = _states(stack, run_id)
     [suspended] = [s for s in history if s.name == "Suspended"]
