@@ -33,7 +33,7 @@ from sftflow.infra import gcs, storage
 from tests.servers.gcs_fixtures import emulator_env
 from tests.servers.vertex_fixtures import TUNING_LINE
 from tests.servers.vertex_server import VertexTestServer
-from tests.test_e2e_deployment import SAMPLES, TOKEN, _cli, _logs, _submit, _wait, api
+from tests.test_e2e_deployment import SAMPLES, TOKEN, _cli, _creates, _logs, _submit, _wait, api
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -210,7 +210,7 @@ def test_pipeline_sleeps_while_the_job_trains_and_the_resumer_wakes_it(stack, ru
     vertex, run_id = stack["vertex"], runs["pipeline"]
     state = _wait_suspended(stack, run_id)
     job = _job_of(state)
-    generated, submitted = vertex.count("POST", ":generateContent"), vertex.count("POST", "/tuningJobs")
+    generated, submitted = vertex.count("POST", ":generateContent"), _creates(vertex)
     assert generated >= SAMPLES  # the baseline evaluation finished before the run slept
     assert job in vertex.job_names
     assert "suspending run" in _family_logs(stack, run_id)  # said by its tune subflow
@@ -240,7 +240,7 @@ def test_pipeline_sleeps_while_the_job_trains_and_the_resumer_wakes_it(stack, ru
     run_root = f"{stack['bucket']}/runs/suspend"
     report = json.loads(storage.read_text(f"{run_root}/report.json"))
     assert report["job"]["name"] == job
-    assert vertex.count("POST", "/tuningJobs") == submitted, "the resumed run submitted a second job"
+    assert _creates(vertex) == submitted, "the resumed run submitted a second job"
     assert vertex.count("POST", ":generateContent") == generated + SAMPLES, "the baseline was asked again"
     assert len(_resumed_at(stack, run_id)) == 1
     tasks = _task_runs(stack, run_id)
