@@ -223,6 +223,10 @@ class VertexTuner:
                     "billable_characters": sup.total_billable_character_count,
                     "example_count": sup.tuning_dataset_example_count,
                     "step_count": sup.tuning_step_count,
+                    # what Vertex did not train on as given: truncated (1-based indices, a partial sample) or dropped
+                    "truncated_examples": sup.total_truncated_example_count,
+                    "truncated_indices": [int(i) for i in sup.truncated_example_indices or []] or None,
+                    "dropped_reasons": list(sup.dropped_example_reasons or []) or None,
                 }.items()
                 if v is not None
             }

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, TunedModel
+from sftflow.reporting.tuning import data_warning
 from sftflow.rouge import METRICS
 from sftflow.stats import METRIC_LABELS
 
@@ -109,6 +110,7 @@ def render_markdown(r: dict) -> str:
         f"| hyperparameters | {', '.join(f'{k}={v}' for k, v in j['hyperparameters'].items())} |",
         f"| billable tokens | {j['billable_tokens'] if j['billable_tokens'] is not None else '-'} |",
         f"| cost | ${j['cost_usd']:.2f} ({j['cost_basis']}) |",
+        *(["", f"**{w}**"] if (w := data_warning(j.get("stats") or {})) else []),
         "",
         "## Plots",
         "",

@@ -126,3 +126,11 @@ def check(data: bytes, uri: str, limit: int, count: Callable[[str], int], *, val
         out.error = (f"Dataset {uri} has {out.examples} examples; a validation dataset holds at most "
                      f"{schema.VALIDATION_EXAMPLES_MAX}.")
     return out
+
+
+def billable_tokens(data: bytes, epochs: int = 1) -> int:
+    """What a job on this training file reports as `totalBillableTokenCount` (for tests to assert the data's bill)."""
+    from tests.servers.vertex_server import count_text_tokens
+
+    rows = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+    return epochs * sum(count_text_tokens(t) for row in rows for t in texts(row))
