@@ -1,15 +1,21 @@
 """A Vertex-AI-shaped HTTP server on 127.0.0.1 for tests and benchmarks, as strict as Vertex.
 
 It speaks the REST paths and JSON that google-genai (generateContent, tuningJobs) and
-google-cloud-aiplatform's REST transport (Endpoint / Model get, undeploy, delete, operations) send,
-so the real SDKs run unpatched against it. It refuses what Vertex refuses:
-
-- an unknown base model, an endpoint or model that does not exist (a tuning job creates its model
-  and endpoint only when it SUCCEEDS) → 404 NOT_FOUND;
-- unknown JSON field names, unknown enum values, out-of-range parameters, bad roles, empty contents,
-  tuning jobs with a bad base model / hyperparameter / dataset (gs://...jsonl objects that must
-  exist in the GCS emulator at `gcs_url`) → 400 INVALID_ARGUMENT in Vertex's words
-  (tests/servers/vertex_schema.py).
+google-cloud-aiplatform's REST transport (Endpoint / Model get, undeploy, delete, patch, operations) send,
+so the real SDKs run unpatched against it. Every route is a method of Google's own API description
+(the discovery documents, tests/servers/discovery.py): the path and verb must be one of the method's,
+query parameters and the JSON body are checked against it (unknown names, wrong types, unknown enum
+values → 400 INVALID_ARGUMENT in Google's words; lowerCamelCase and snake_case names both accepted),
+and every answer is checked against the method's response schema. Beyond the document it refuses what
+Vertex refuses (tests/servers/vertex_schema.py, each rule with its source): per-model limits, labels,
+display names, a model PATCH without `updateMask`; an unknown base model, an endpoint or model that does
+not exist (a tuning job creates its model and endpoint only when it SUCCEEDS) → 404; another project →
+403 PERMISSION_DENIED; a missing or wrong bearer token (`require_token`, default `TEST_TOKEN`) → 401.
+Tuning datasets are read from the GCS emulator at `gcs_url` and checked row by row
+(tests/servers/vertex_datasets.py): a bad row fails the job naming it, and the job's
+`tuningDataStats` are the rows' (tokens by `count_text_tokens`, truncation over the per-example limit).
+A handler that raises, or an answer off the description, is recorded in `failures`: the fixtures fail
+the test at teardown. `extra_routes` adds a route by its discovery method id.
 
 Tuning jobs move through their states on a clock (`job_timeline`, default `job_phases` seconds
 PENDING then RUNNING, then `job_outcome`); cancel passes through JOB_STATE_CANCELLING
