@@ -237,3 +237,18 @@ def test_a_wrong_or_empty_token_is_one_line_from_sftflow_without_retries(make_ve
         with pytest.raises(BackendError, match="401"):
             make_generator(settings, "gemini-2.5-flash").generate("hi", GenerationParams())
         assert len(server.requests) - before == 2  # one request each: no retry storm
+
+
+def test_the_data_warning_line_names_what_vertex_did_not_train_on():
+    from sftflow.backends.base import JobState, JobStatus
+    from sftflow.reporting.tuning import data_warning, job_markdown
+
+    assert data_warning({"example_count": 100, "truncated_examples": 0}) is None
+    line = data_warning({"example_count": 1200, "truncated_examples": 12, "truncated_indices": list(range(1, 13)),
+                         "dropped_reasons": ["example 1 is too long"]})
+    assert line == ("warning: Vertex truncated or dropped 12 of 1,200 training examples (examples 1, 2, 3, 4, 5, 6, "
+                    "7, 8, 9, 10, ...): example 1 is too long; they were not trained on as written")
+    status = JobStatus(name="j", state=JobState.SUCCEEDED, stats={"truncated_examples": 1, "truncated_indices": [3]})
+    assert job_markdown(status, 1.0).splitlines()[:3] == [
+        "# Tuning job `j`", "", "**warning: Vertex truncated or dropped 1 training examples (examples 3); they were "
+                                "not trained on as written**"]

@@ -494,7 +494,11 @@ class VertexTestServer:
             self._settle_operations(time.time())
         found = discovery.match(method, path, [method_id for method_id, _ in self.routes()])
         if found is None:
-            raise _HttpError(404, f"The requested URL {path} was not found on this server (no method of Google's "
+            version = path.lstrip("/").split("/", 1)[0]
+            known = discovery.match(method, path, list(discovery.methods(version))) if discovery.document(version) \
+                else None
+            raise _HttpError(404, f"No route for {method} {path}: the test server does not serve {known[1]}." if known
+                             else f"The requested URL {path} was not found on this server (no method of Google's "
                                   f"API description for {method} there).")
         version, method_id, values = found
         project, location = values.pop("projectsId"), values.pop("locationsId")
