@@ -6,7 +6,7 @@ N examples (the sample test set, cycled) twice through the real google-genai SDK
           with `--latency` seconds per answer and concurrency 8;
   batch:  `evaluate_batch`, one job that the server keeps PENDING `--pending` s and RUNNING `--running` s.
 Both are timed end to end (batch includes writing the input, polling at 1 s and reading the output).
-Dollars come from the answers' token counts priced as the run cost prices them (sftflow.prices: the
+Dollars come from the answers' token counts priced as the run cost prices them (sftflow.cost.prices: the
 model's list price or `generation_prices_usd`; batch at the batch rate). The batch times are the test
 server's simulation, not Vertex's: a real job queues minutes to hours ("typically within 24 h"); what
 carries over is the price ratio, and that batch time does not grow with the rpm quota. Prints one table. Keep the run under a minute:
@@ -29,17 +29,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sftflow import gcs as gcs_client  # noqa: E402
-from sftflow.batch.jobs import VertexBatchJobs  # noqa: E402
-from sftflow.batch.run import BatchOptions, evaluate_batch  # noqa: E402
+from sftflow.infra import gcs as gcs_client  # noqa: E402
+from sftflow.evaluation.batch.jobs import VertexBatchJobs  # noqa: E402
+from sftflow.evaluation.batch.run import BatchOptions, evaluate_batch  # noqa: E402
 from sftflow.backends.base import GenerationParams  # noqa: E402
 from sftflow.backends.vertex import VertexGenerator  # noqa: E402
 from sftflow.config import Settings  # noqa: E402
 from sftflow.data.samples import sample_paths  # noqa: E402
 from sftflow.data.testset import read_test_csv  # noqa: E402
-from sftflow.evaluation import evaluate  # noqa: E402
-from sftflow.prices import price_for  # noqa: E402
-from sftflow.reporting.cost import evaluation_cost  # noqa: E402
+from sftflow.evaluation.engine import evaluate  # noqa: E402
+from sftflow.cost.prices import price_for  # noqa: E402
+from sftflow.cost.report import evaluation_cost  # noqa: E402
 from tests.servers.vertex_server import VertexTestServer  # noqa: E402
 
 

@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sftflow import prefect_server  # noqa: E402
+from sftflow.infra import prefect_server  # noqa: E402
 
 _SCRIPT = Path(sys.executable).parent / "sftflow"
-SFTFLOW = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "sftflow.cli"]
+SFTFLOW = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "sftflow.cli.main"]
 WATCH = re.compile(r"^watch: (\S+)/runs/flow-run/([0-9a-f-]{36})$", re.M)
 
 

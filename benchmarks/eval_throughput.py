@@ -31,8 +31,8 @@ from sftflow.backends.vertex import VertexGenerator  # noqa: E402
 from sftflow.config import Settings  # noqa: E402
 from sftflow.data.samples import sample_paths  # noqa: E402
 from sftflow.data.testset import read_test_csv  # noqa: E402
-from sftflow.evaluation import evaluate  # noqa: E402
-from sftflow.rouge import score_pair  # noqa: E402
+from sftflow.evaluation.engine import evaluate  # noqa: E402
+from sftflow.evaluation.rouge import score_pair  # noqa: E402
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:

@@ -34,7 +34,7 @@ from sftflow.backends.local.text import requested_sentences, split_prompt, split
 from sftflow.config import Settings
 from sftflow.data.formats import convert_messages_file
 from sftflow.data.samples import sample_paths
-from sftflow.rouge import METRICS, score_pair
+from sftflow.evaluation.rouge import METRICS, score_pair
 
 
 def to_contents(src: str, dest: Path, settings: Settings) -> str:

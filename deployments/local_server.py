@@ -1,6 +1,6 @@
 """A throwaway `prefect server` (and workers) for one block of code: used by the e2e test and the cache
 benchmark, so that neither pays the ~11 s ephemeral-server start of every new process. The server is
-started and stopped by sftflow.prefect_server (the same code as `sftflow server start|stop`).
+started and stopped by sftflow.infra.prefect_server (the same code as `sftflow server start|stop`).
 
     with local_prefect_server(home) as server:     # server.url = http://127.0.0.1:PORT/api
         subprocess.run([...], env=server.env)       # any Prefect client in env talks to it
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftflow import prefect_server
+from sftflow.infra import prefect_server
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 

@@ -15,8 +15,8 @@ from prefect.input import RunInput
 from prefect.settings import PREFECT_API_URL
 from pydantic import Field
 
-from sftflow import cost
-from sftflow.approval import (
+from sftflow.cost import estimate as cost
+from sftflow.cost.approval import (
     ApprovalDenied,
     Priced,
     approval_markdown,
@@ -27,7 +27,7 @@ from sftflow.approval import (
 from sftflow.backends import make_tuner
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
-from sftflow.tuning import live_job
+from sftflow.tuning.intent import live_job
 from tasks.common import RETRY_TRANSIENT, retry_transient
 
 #: Seconds between a paused run's checks for a decision (Prefect's default is 10).

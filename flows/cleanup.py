@@ -1,4 +1,4 @@
-"""Flow cleanup: delete what a run created — and nothing else (see sftflow.cleanup for the scope)."""
+"""Flow cleanup: delete what a run created — and nothing else (see sftflow.cleanup.plan for the scope)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from prefect import flow, get_run_logger
 
 from flows.common import settings_for
 from sftflow.backends import make_tuner
-from sftflow.champion import name_of
-from sftflow.cleanup import execute, plan_cleanup
+from sftflow.selection.champion import name_of
+from sftflow.cleanup.plan import execute, plan_cleanup
 from sftflow.params import RunParams
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from sftflow import credentials
+from sftflow.infra import credentials
 from sftflow.config import SECRET_SETTINGS, Settings, load_settings
 from sftflow.errors import ConfigError
 from sftflow.params import RunParams, refuse_secrets, settings_values

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import settings_for
-from sftflow import layout, storage
+from sftflow.infra import layout, storage
 from sftflow.params import RunParams
 from tasks.evaluation import compare_task
 

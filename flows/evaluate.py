@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import settings_for
-from sftflow import layout
+from sftflow.infra import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
-from sftflow.steps.evaluate import EvalSpec
+from sftflow.evaluation.step import EvalSpec
 from tasks.data import download
 from tasks.evaluation import evaluate_task
 

@@ -9,11 +9,11 @@ from prefect import flow, get_run_logger
 from flows.common import settings_for
 from flows.prepare_data import prepare_data
 from flows.tune import gate_tuning, tune
-from sftflow import layout
+from sftflow.infra import layout
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, TunedModel
-from sftflow.reporting.cost import run_cost
-from sftflow.steps.evaluate import EvalSpec
+from sftflow.cost.report import run_cost
+from sftflow.evaluation.step import EvalSpec
 from tasks.champion import challenge_with_tuned
 from tasks.data import download
 from tasks.evaluation import compare_task, evaluate_task

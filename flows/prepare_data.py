@@ -7,8 +7,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.common import settings_for
 from sftflow.params import RunParams
-from sftflow.reporting.data import files_table_rows, prepared_markdown
-from sftflow.steps.prepare import raise_on_problems, save_prepared
+from sftflow.data.report import files_table_rows, prepared_markdown
+from sftflow.data.prepare import raise_on_problems, save_prepared
 from tasks.data import convert, converted_or_problems, download, upload, validate
 from tasks.tuning import check_tuning_data
 

@@ -11,12 +11,12 @@ from flows.approval import approval_gate
 from flows.common import settings_for
 from flows.prepare_data import prepare_data
 from flows.tune import build_spec, check_datasets
-from sftflow import cost
-from sftflow.approval import grid_approval_markdown
+from sftflow.cost import estimate as cost
+from sftflow.cost.approval import grid_approval_markdown
 from sftflow.params import RunParams
 from sftflow.records import PreparedData, SweepResult
-from sftflow.steps.evaluate import EvalSpec
-from sftflow.sweep import GridError, check_grid_cap, expand_grid, models_to_evaluate
+from sftflow.evaluation.step import EvalSpec
+from sftflow.selection.grid import GridError, check_grid_cap, expand_grid, models_to_evaluate
 from tasks.data import download
 from tasks.champion import challenge_champion
 from tasks.evaluation import evaluate_task

@@ -6,14 +6,15 @@ from prefect import flow, get_run_logger
 
 from flows.approval import cost_gate
 from flows.common import settings_for
-from sftflow import cost, layout, storage
+from sftflow.cost import estimate as cost
+from sftflow.infra import layout, storage
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.params import RunParams
 from sftflow.records import PreparedData
-from sftflow.reporting.tuning import data_warning, planned_job
-from sftflow.steps.tune import dry_run_plan, save_tuned_model
-from sftflow.tuning import tuning_key
+from sftflow.tuning.report import data_warning, planned_job
+from sftflow.tuning.step import dry_run_plan, save_tuned_model
+from sftflow.tuning.intent import tuning_key
 from tasks.tuning import (
     await_tuning_job,
     check_tuning_data,

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sftflow import layout
+from sftflow.infra import layout
 from sftflow.errors import ConfigError
 
 #: The public WikiLingua samples that Google's SFT codelab tunes on (the `vertex` default).
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     )
     generation_prices_usd: dict[str, tuple[float, float]] = Field(
         {}, description="USD per 1M (input, output) tokens per base model, for what a run's "
-        "evaluations cost; overrides the Vertex AI list prices in sftflow/prices.py "
+        "evaluations cost; overrides the Vertex AI list prices in sftflow/cost/prices.py "
         "(https://cloud.google.com/vertex-ai/generative-ai/pricing). A tuned endpoint is priced as its base model.",
     )
     count_tokens_rpm: float = Field(

@@ -87,7 +87,7 @@ def load_recipe(uri: str) -> dict[str, Any]:
 
     Raises ConfigError, one line: `FILE[:LINE]: FIELD: problem` for an unknown key or a bad value.
     """
-    from sftflow import storage
+    from sftflow.infra import storage
 
     try:
         text = storage.read_text(uri)

@@ -1,6 +1,6 @@
 """What one step hands the next: typed, frozen records with to/from JSON.
 
-Each codelab step (sftflow.steps) returns one of these and the next step receives it; the ones a
+Each codelab step (a `step` module in its concern folder, e.g. sftflow.evaluation.step) returns one of these and the next step receives it; the ones a
 step saves (prepared.json, tuned.json, tuning/k….json) are read back through `read`, so a file
 written by an older version or edited by hand is a one-line error naming the file and the field,
 never a KeyError three steps later. `to_json()` gives exactly the dict that is written (and that
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends.base import JobState, JobStatus
 from sftflow.errors import SftflowError
 
@@ -192,12 +192,12 @@ class Evaluation(Record):
     counts: dict[str, int]
     errors: tuple[str, ...] = ()  # one line per error kind; non-empty: usable now, never cached
     mode: str = "online"  # "online" or "batch" (Vertex AI batch prediction, billed at the batch rate)
-    batch: dict[str, Any] | None = None  # batch mode: jobs, fallback (sftflow.batch.run.BatchNotes)
+    batch: dict[str, Any] | None = None  # batch mode: jobs, fallback (sftflow.evaluation.batch.run.BatchNotes)
     cost: dict[str, Any] | None = None  # vertex: tokens, USD paid and at either rate (reporting.cost.with_rates)
 
 
 class ComparisonOutcome(Record):
-    """Base vs tuned: comparison.json's URI and content (sftflow.stats.Comparison.to_json), plots, verdict."""
+    """Base vs tuned: comparison.json's URI and content (sftflow.evaluation.stats.Comparison.to_json), plots, verdict."""
 
     comparison_uri: str
     report_uri: str
@@ -233,7 +233,7 @@ class TunedConfiguration(Record):
 
 
 class SweepLeaderboard(Record):
-    """runs/<run>/sweep/leaderboard.json's URI, its plot, and the document itself (sftflow.leaderboard.build)."""
+    """runs/<run>/sweep/leaderboard.json's URI, its plot, and the document itself (sftflow.selection.leaderboard.build)."""
 
     leaderboard_uri: str
     plot_uri: str

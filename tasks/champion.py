@@ -1,4 +1,4 @@
-"""Champion task: a sweep's best or the pipeline's tuned model challenges the champion (sftflow.steps.champion);
+"""Champion task: a sweep's best or the pipeline's tuned model challenges the champion (sftflow.selection.challenge);
 the champion's answers come from the cached evaluate task (its key: EvalSpec, endpoint, test set, label)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from prefect.cache_policies import NO_CACHE
 from sftflow.backends import make_tuner
 from sftflow.config import Settings
 from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, TunedModel
-from sftflow.reporting.champion import decision_lines
-from sftflow.steps import champion as steps
-from sftflow.steps.evaluate import EvalSpec
+from sftflow.selection.champion_report import decision_lines
+from sftflow.selection import challenge as steps
+from sftflow.evaluation.step import EvalSpec
 from tasks.evaluation import evaluate_task
 
 HYPERPARAMETERS = ("epochs", "adapter_size", "learning_rate_multiplier")
@@ -22,7 +22,7 @@ HYPERPARAMETERS = ("epochs", "adapter_size", "learning_rate_multiplier")
 @task(name="challenge-champion", cache_policy=NO_CACHE)
 def challenge_champion(settings: Settings, spec: EvalSpec, test_path: str, candidate: dict[str, Any] | None,
                        why_none: str, margin: float) -> ChampionDecision:
-    """sftflow.steps.champion.challenge with this backend's tuner (Vertex: the registry alias moves). Never cached:
+    """sftflow.selection.challenge.challenge with this backend's tuner (Vertex: the registry alias moves). Never cached:
     the history decides whether anything is left to do."""
 
     def evaluate(model: str, label: str) -> Evaluation:

@@ -14,8 +14,8 @@ from prefect.tasks import exponential_backoff
 from prefect.transactions import get_transaction
 
 import sftflow
-from sftflow.progress import batch_note
-from sftflow.transient import is_transient
+from sftflow.infra.progress import batch_note
+from sftflow.infra.transient import is_transient
 
 #: Keyword arguments for a task that retries only transient failures, with jittered backoff.
 RETRY_TRANSIENT: dict[str, Any] = {

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.data.formats import convert_messages_file
 from sftflow.errors import DataError
 from sftflow.records import FileSummary
-from sftflow.steps.prepare import UploadedFile, upload_dataset, validate_file
+from sftflow.data.prepare import UploadedFile, upload_dataset, validate_file
 from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 
@@ -61,7 +61,7 @@ def convert(src: str, kind: str, out_dir: Path, limit: int | None, shuffle_seed:
 @task(name="validate", cache_key_fn=key_from(lambda p: [storage.fingerprint(p["path"]), p["kind"]]), persist_result=True,
       result_serializer="json")
 def validate(path: str, kind: str, source: str) -> FileSummary:
-    """sftflow.steps.prepare.validate_file, cached on the file's content and kind."""
+    """sftflow.data.prepare.validate_file, cached on the file's content and kind."""
     return validate_file(path, kind, source)
 
 
@@ -82,7 +82,7 @@ def converted_or_problems(states: dict) -> tuple[dict, list[DataError]]:
 
 @task(name="upload", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
 def upload(path: str, root: str, kind: str) -> UploadedFile:
-    """sftflow.steps.prepare.upload_dataset: a validated file to <root>/datasets/<kind>/, unless already there.
+    """sftflow.data.prepare.upload_dataset: a validated file to <root>/datasets/<kind>/, unless already there.
 
     Deliberately not cached by Prefect: the bucket is the truth, so every run checks it (one
     metadata request per file) and restores an object someone deleted; identical ones are skipped.

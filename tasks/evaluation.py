@@ -1,4 +1,4 @@
-"""Evaluation tasks: what Prefect adds to sftflow.steps.evaluate/compare — cache keys, the
+"""Evaluation tasks: what Prefect adds to sftflow.evaluation.step/compare — cache keys, the
 progress artifact, metric tables and report artifacts, and keeping errored results out of the cache."""
 
 from __future__ import annotations
@@ -6,13 +6,13 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from sftflow import layout, storage
-from sftflow.progress import TerminalProgress, fan_out
+from sftflow.infra import layout, storage
+from sftflow.infra.progress import TerminalProgress, fan_out
 from sftflow.records import ComparisonOutcome, Evaluation
-from sftflow.reporting.comparison import metrics_table_rows
-from sftflow.stats import Comparison
-from sftflow.steps.compare import COMPARE_OUTPUTS, compare_and_save, compare_identity
-from sftflow.steps.evaluate import EVAL_OUTPUTS, EvalSpec, eval_identity, evaluate_and_save
+from sftflow.evaluation.compare_report import metrics_table_rows
+from sftflow.evaluation.stats import Comparison
+from sftflow.evaluation.compare import COMPARE_OUTPUTS, compare_and_save, compare_identity
+from sftflow.evaluation.step import EVAL_OUTPUTS, EvalSpec, eval_identity, evaluate_and_save
 from tasks.common import ProgressArtifact, do_not_cache, key_from
 
 
@@ -20,7 +20,7 @@ from tasks.common import ProgressArtifact, do_not_cache, key_from
                                                                             p["label"])),
       persist_result=True, result_serializer="json")
 def evaluate_model(spec: EvalSpec, model: str, test_path: str, label: str) -> Evaluation:
-    """sftflow.steps.evaluate.evaluate_and_save, cached on the evaluation's identity (EvalSpec.identity,
+    """sftflow.evaluation.step.evaluate_and_save, cached on the evaluation's identity (EvalSpec.identity,
     model, test-set content, label); a result with errored examples is never cached."""
     log = get_run_logger()
     log.info("evaluating %s on the first %d examples (mode %s; concurrency %d, %g rpm)", model, spec.samples,
@@ -44,7 +44,7 @@ def evaluate_model(spec: EvalSpec, model: str, test_path: str, label: str) -> Ev
 @task(name="compare-results", cache_key_fn=key_from(lambda p: compare_identity(
     p["baseline_uri"], p["tuned_uri"], p["out_dir"], p.get("seed", 0))), persist_result=True, result_serializer="json")
 def compare_results(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int = 0) -> ComparisonOutcome:
-    """sftflow.steps.compare.compare_and_save, cached on both result files' content, out_dir and seed."""
+    """sftflow.evaluation.compare.compare_and_save, cached on both result files' content, out_dir and seed."""
     out = compare_and_save(baseline_uri, tuned_uri, out_dir, seed=seed)
     create_table_artifact(metrics_table_rows(Comparison.from_json(out.comparison)), key="comparison-metrics",
                           description="Baseline vs tuned, paired")

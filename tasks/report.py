@@ -1,4 +1,4 @@
-"""Report task: sftflow.steps.report.write_run_report plus the report as a Prefect markdown artifact."""
+"""Report task: sftflow.reporting.step.write_run_report plus the report as a Prefect markdown artifact."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
-from sftflow.reporting.cost import RunCost
-from sftflow.steps.report import write_run_report
+from sftflow.cost.report import RunCost
+from sftflow.reporting.step import write_run_report
 
 
 @task(name="report-run", cache_policy=NO_CACHE)

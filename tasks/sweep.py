@@ -17,13 +17,13 @@ from contextlib import contextmanager
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from sftflow import layout, storage
+from sftflow.infra import layout, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobState, TuningSpec
 from sftflow.config import Settings
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard, TunedConfiguration
-from sftflow.reporting.sweep import lines, table_rows
-from sftflow.steps import sweep as steps
+from sftflow.selection.sweep_report import lines, table_rows
+from sftflow.selection import sweep as steps
 from tasks.tuning import await_tuning_job, read_tuning_record, record_tuned_model, submit_tuning_job
 
 _semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
@@ -119,7 +119,7 @@ def tune_configuration(settings: Settings, label: str, spec: TuningSpec, estimat
 
 @task(name="build-leaderboard")
 def build_leaderboard(settings: Settings, base: Evaluation, models: list[dict], grid: dict) -> SweepLeaderboard:
-    """sftflow.steps.sweep.build_and_save_leaderboard plus the leaderboard as a table artifact."""
+    """sftflow.selection.sweep.build_and_save_leaderboard plus the leaderboard as a table artifact."""
     lb = steps.build_and_save_leaderboard(settings.run_root, settings.run_name, base, models, grid=grid,
                                           samples=settings.samples, seed=settings.seed)
     create_table_artifact(table_rows(lb.board), key="sweep-leaderboard",

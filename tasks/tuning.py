@@ -14,17 +14,18 @@ from prefect.artifacts import create_progress_artifact
 from prefect.artifacts import create_table_artifact
 from prefect.artifacts import update_progress_artifact
 
-from sftflow import cost, layout, storage, token_count
+from sftflow.cost import estimate as cost, token_count
+from sftflow.infra import layout, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobStatus, TuningSpec
 from sftflow.config import Settings
 from sftflow.data.rules import Problem, validate_contents_file
 from sftflow.errors import DataError
-from sftflow.polling import await_job, cancel_on_interrupt
+from sftflow.tuning.polling import await_job, cancel_on_interrupt
 from sftflow.records import TuningRecord
-from sftflow.reporting.tuning import job_markdown
-from sftflow.steps import tune as steps
-from sftflow.tuning import Claims, ensure_job
+from sftflow.tuning.report import job_markdown
+from sftflow.tuning import step as steps
+from sftflow.tuning.intent import Claims, ensure_job
 from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 

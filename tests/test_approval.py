@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from sftflow.approval import (
+from sftflow.cost.approval import (
     ApprovalDenied,
     approval_markdown,
     ask_terminal,
@@ -20,7 +20,7 @@ from sftflow.approval import (
     needs_approval,
     refused_message,
 )
-from sftflow.cost import CostCapExceeded, FileTokens, estimate_tuning_cost
+from sftflow.cost.estimate import CostCapExceeded, FileTokens, estimate_tuning_cost
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config, upload_datasets
 
 pytestmark = pytest.mark.usefixtures("token_in_env")
@@ -57,8 +57,8 @@ def test_command_line_prompts_on_a_terminal_refuses_otherwise_and_the_environmen
     assert cli_approval_default("evaluate", _Stdin(True)) == {}
     monkeypatch.setenv("SFTFLOW_APPROVAL_MODE", "approved")
     assert cli_approval_default("tune", _Stdin(False)) == {}
-    from sftflow.cli import build_parser
-    from sftflow.cli_config import overrides
+    from sftflow.cli.main import build_parser
+    from sftflow.cli.config import overrides
 
     assert overrides(build_parser().parse_args(["tune", "--approve"]))["approval_mode"] == "approved"
     assert overrides(build_parser().parse_args(["pipeline", "--approve"]))["approval_mode"] == "approved"
@@ -67,8 +67,8 @@ def test_command_line_prompts_on_a_terminal_refuses_otherwise_and_the_environmen
 
 def test_the_command_line_default_is_only_a_default_flag_recipe_and_environment_win(tmp_path, monkeypatch):
     """PRECEDENCE: explicit > recipe > environment > default; the CLI's terminal-dependent choice is the default."""
-    from sftflow.cli import build_parser
-    from sftflow.cli_config import run_config
+    from sftflow.cli.main import build_parser
+    from sftflow.cli.config import run_config
 
     monkeypatch.delenv("SFTFLOW_APPROVAL_MODE", raising=False)
     monkeypatch.setattr(sys, "stdin", _Stdin(False))  # no terminal, as in CI or a cron job
@@ -90,8 +90,8 @@ def test_the_command_line_default_is_only_a_default_flag_recipe_and_environment_
 
 
 def test_a_grid_is_approved_once_for_its_new_jobs_only():
-    from sftflow.approval import grid_approval_markdown
-    from sftflow.sweep import check_grid_cap
+    from sftflow.cost.approval import grid_approval_markdown
+    from sftflow.selection.grid import check_grid_cap
 
     two = estimate_tuning_cost(EST.files, epochs=2, price_per_million=5.0)
     estimates = {"e1-a4-lr1": EST, "e2-a4-lr1": two, "e2-a8-lr1": two}
@@ -119,7 +119,7 @@ def test_the_approver_sees_estimate_data_and_hyperparameters():
 
 
 def test_dry_run_says_when_approval_would_be_needed():
-    from sftflow.reporting.tuning import dry_run_lines
+    from sftflow.tuning.report import dry_run_lines
 
     plan = {"estimate": EST.to_dict(), "within_cap": True, "cap_usd": 25.0, "approve_above_usd": 5.0,
             "backend": "vertex", "job": {"epoch_count": 1}, "finished_record": False}
@@ -178,7 +178,7 @@ def test_cli_without_a_terminal_refuses(make_vertex_server, gcs_emulator, gcs_bu
                SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
                SFTFLOW_APPROVE_ABOVE_USD="0.001", SFTFLOW_POLL_INTERVAL="1", **prefect_api_env)
     env.pop("SFTFLOW_APPROVAL_MODE", None)
-    cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--bucket", bucket, "--train", train,
+    cmd = [sys.executable, "-m", "sftflow.cli.main", "tune", "--backend", "vertex", "--bucket", bucket, "--train", train,
            "--val", val, "--project", server.project, "--local-root", str(tmp_path / "root")]
     proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]

@@ -16,16 +16,17 @@ from pathlib import Path
 import pytest
 from google.genai import errors as genai_errors
 
-from sftflow import stats, storage
+from sftflow.evaluation import stats
+from sftflow.infra import storage
 from sftflow.backends.base import GenerationParams
 from sftflow.backends.vertex import VertexGenerator
 from sftflow.backends.vertex_client import make_genai_client
-from sftflow.batch.jobs import VertexBatchJobs
-from sftflow.batch.requests import requests_jsonl
-from sftflow.batch.run import BatchOptions, BatchPendingTimeout, evaluate_batch
+from sftflow.evaluation.batch.jobs import VertexBatchJobs
+from sftflow.evaluation.batch.requests import requests_jsonl
+from sftflow.evaluation.batch.run import BatchOptions, BatchPendingTimeout, evaluate_batch
 from sftflow.data.testset import TestExample
-from sftflow.evaluation import evaluate
-from sftflow.reporting.evaluation import batch_lines
+from sftflow.evaluation.engine import evaluate
+from sftflow.evaluation.report import batch_lines
 
 PARAMS = GenerationParams(temperature=0.1, max_output_tokens=256, safety_threshold="BLOCK_ONLY_HIGH", timeout_s=10)
 
@@ -211,8 +212,8 @@ def test_an_interrupt_while_waiting_cancels_the_job(setup):
 _CHILD = """
 import sys
 from sftflow.backends.base import GenerationParams
-from sftflow.batch.jobs import VertexBatchJobs
-from sftflow.batch.run import BatchOptions, evaluate_batch
+from sftflow.evaluation.batch.jobs import VertexBatchJobs
+from sftflow.evaluation.batch.run import BatchOptions, evaluate_batch
 from sftflow.config import Settings
 from tests.test_batch_eval import PARAMS, examples
 url, bucket, ckpt = sys.argv[1:4]
@@ -251,7 +252,7 @@ def test_a_caller_killed_mid_job_and_rerun_creates_no_second_job(setup):
 
 
 def test_the_evaluate_step_in_batch_mode_reports_progress_over_all_examples(setup):
-    from sftflow.steps.evaluate import EvalSpec, answer
+    from sftflow.evaluation.step import EvalSpec, answer
 
     server, settings, bucket, tmp_path = setup
     server.batch.fail_marker = "w3 "  # story 3's row fails in batch: it is asked online

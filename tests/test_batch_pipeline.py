@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flows.pipeline import sft_pipeline
-from sftflow import storage
+from sftflow.infra import storage
 from tests.flowutil import flow_artifacts
 from tests.servers.vertex_fixtures import TEST_TOKEN
 from tests.smalldata import small_samples

@@ -8,16 +8,22 @@ import json
 import pytest
 
 from sftflow.backends.base import GenerationParams
-from sftflow.batch.mode import choose_mode
-from sftflow.batch.requests import ID_LABEL, id_label, parse_predictions, prompt_hash, requests_jsonl
-from sftflow.cli import build_parser
+from sftflow.evaluation.batch.mode import choose_mode
+from sftflow.evaluation.batch.requests import (
+    ID_LABEL,
+    id_label,
+    parse_predictions,
+    prompt_hash,
+    requests_jsonl,
+)
+from sftflow.cli.main import build_parser
 from sftflow.config import ConfigError, Settings
 from sftflow.data.testset import TestExample
-from sftflow.progress import TerminalProgress, fan_out, progress_line
-from sftflow.prices import price_for
-from sftflow.reporting.cost import evaluation_cost, with_rates
-from sftflow.reporting.evaluation import cost_line
-from sftflow.results import ExampleResult
+from sftflow.infra.progress import TerminalProgress, fan_out, progress_line
+from sftflow.cost.prices import price_for
+from sftflow.cost.report import evaluation_cost, with_rates
+from sftflow.evaluation.report import cost_line
+from sftflow.evaluation.results import ExampleResult
 
 PARAMS = GenerationParams()
 
@@ -123,7 +129,7 @@ def test_progress_line_shows_the_batch_job():
 
 
 def test_polling_a_batch_job_backs_off_through_faults_then_gives_up_naming_it():
-    from sftflow.batch.run import wait_for_job
+    from sftflow.evaluation.batch.run import wait_for_job
     from sftflow.errors import TransientError
 
     class Down:

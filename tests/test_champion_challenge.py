@@ -1,4 +1,4 @@
-"""The champion challenge (sftflow.steps.champion) and the cleanup guard, called as domain functions on a local
+"""The champion challenge (sftflow.selection.challenge) and the cleanup guard, called as domain functions on a local
 storage root: no Prefect, no server. The pipeline's flow-level check is in tests/test_pipeline_champion.py."""
 
 from __future__ import annotations
@@ -8,15 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from sftflow import champion, storage
+from sftflow.selection import champion
+from sftflow.infra import storage
 from sftflow.backends.local import LocalTuner
-from sftflow.cleanup import TUNED_OUTPUT, execute, plan_cleanup
+from sftflow.cleanup.plan import TUNED_OUTPUT, execute, plan_cleanup
 from sftflow.config import Settings
 from sftflow.records import Evaluation, TunedModel
-from sftflow.results import ExampleResult, results_to_jsonl
-from sftflow.rouge import METRICS
-from sftflow.stats import compare
-from sftflow.steps.champion import ChampionGone, challenge, pipeline_candidate
+from sftflow.evaluation.results import ExampleResult, results_to_jsonl
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import compare
+from sftflow.selection.challenge import ChampionGone, challenge, pipeline_candidate
 
 
 def results(scores, model: str) -> list[ExampleResult]:
@@ -136,7 +137,7 @@ def test_a_promotion_that_loses_a_race_hands_the_mark_to_the_winner(tmp_path):
 
 
 def test_a_deleted_champion_is_a_one_line_error_until_it_is_retired(tmp_path, capsys):
-    from sftflow.cli import main
+    from sftflow.cli.main import main
 
     w = World(tmp_path)
     w.challenge("a")

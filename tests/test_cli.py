@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from sftflow.cli import main
+from sftflow.cli.main import main
 from sftflow.data.samples import sample_paths
 
 
@@ -46,7 +46,7 @@ def test_validate_reports_path_line_field(tmp_path, capsys):
 
 
 def test_bad_setting_fails_before_any_run(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sftflow.cli", "prepare", "--set", "adapter_size=3"],
+    proc = subprocess.run([sys.executable, "-m", "sftflow.cli.main", "prepare", "--set", "adapter_size=3"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sftflow.cli import main
+from sftflow.cli.main import main
 
 pytestmark = pytest.mark.slow  # Prefect flows and the MiniLM scorer
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
-from sftflow.cost import (
+from sftflow.cost.estimate import (
     ESTIMATE_METHOD,
     LOCAL_METHOD,
     CostCapExceeded,
@@ -25,8 +25,8 @@ from sftflow.cost import (
     refusal_message,
 )
 from sftflow.errors import BackendError, TransientError
-from sftflow.polling import JobTimeout, await_job
-from sftflow.tuning import ensure_job
+from sftflow.tuning.polling import JobTimeout, await_job
+from sftflow.tuning.intent import ensure_job
 from tests.servers.vertex_fixtures import flow_config, upload_datasets
 
 pytestmark = pytest.mark.usefixtures("token_in_env")
@@ -259,7 +259,7 @@ def _cli(args, server, gcs_emulator, tmp_path, **env):
 
     full = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
                 SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"), **env)
-    cmd = [sys.executable, "-m", "sftflow.cli", *args, "--project", server.project, "--local-root",
+    cmd = [sys.executable, "-m", "sftflow.cli.main", *args, "--project", server.project, "--local-root",
            str(tmp_path / "root")]
     return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=300)
 
@@ -344,8 +344,8 @@ def test_local_backend_cap_refuses_before_a_local_job_starts(tmp_path):
 
 @pytest.mark.parametrize("cmd", ["tune", "pipeline"])
 def test_max_cost_flag_reaches_the_setting_on_every_command_that_submits_a_job(cmd, monkeypatch):
-    from sftflow.cli import build_parser
-    from sftflow.cli_config import run_config
+    from sftflow.cli.main import build_parser
+    from sftflow.cli.config import run_config
     from sftflow.config import load_settings
 
     monkeypatch.delenv("SFTFLOW_MAX_TUNING_COST_USD", raising=False)

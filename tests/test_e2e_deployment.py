@@ -25,7 +25,7 @@ import pytest
 from deployments.local_server import PREFECT, tail
 from deployments.local_server import start as start_process, stop as stop_process
 from deployments.screenshot import capture, find_chromium, flow_run_url
-from sftflow import gcs, storage
+from sftflow.infra import gcs, storage
 from sftflow.data.samples import sample_paths
 from tests.servers.gcs_fixtures import emulator_env
 from tests.servers.vertex_server import VertexTestServer

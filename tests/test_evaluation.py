@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from sftflow.backends.base import Generation, GenerationParams
-from sftflow.checkpoint import Checkpoint
+from sftflow.evaluation.checkpoint import Checkpoint
 from sftflow.data.testset import TestExample
 from sftflow.errors import BackendError, CheckpointError, TransientError
-from sftflow.evaluation import RateLimiter, evaluate
-from sftflow.results import ExampleResult
-from sftflow.rouge import METRICS
+from sftflow.evaluation.engine import RateLimiter, evaluate
+from sftflow.evaluation.results import ExampleResult
+from sftflow.evaluation.rouge import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = GenerationParams()
@@ -297,7 +297,7 @@ _CHILD = textwrap.dedent("""
     from sftflow.backends.base import GenerationParams
     from sftflow.backends.vertex import VertexGenerator
     from sftflow.config import Settings
-    from sftflow.evaluation import evaluate
+    from sftflow.evaluation.engine import evaluate
     from tests.servers.vertex_server import TEST_TOKEN
     from tests.test_evaluation import make_examples
     s = Settings(backend="vertex", project="test-project", bucket="b",

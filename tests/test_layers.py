@@ -26,39 +26,39 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.errors", "sftflow.progress", "sftflow.transient", "sftflow.console",
-        "sftflow.rouge", "sftflow.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
+        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
+        "sftflow.evaluation.rouge", "sftflow.evaluation.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
     ("files, credentials and settings", [
-        "sftflow.credentials", "sftflow.gcs", "sftflow.storage", "sftflow.layout", "sftflow.config",
-        "sftflow.checkpoint", "sftflow.prefect_server", "sftflow.params",
+        "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout", "sftflow.config",
+        "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server", "sftflow.params",
     ]),
     ("dataset formats and rules, cost estimates, prices and the approval gate's rules", [
-        "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost",
-        "sftflow.prices", "sftflow.approval",
+        "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost.estimate",
+        "sftflow.cost.prices", "sftflow.cost.approval",
     ]),
     ("statistics and plots (read results, never produce them)", [
-        "sftflow.stats", "sftflow.plots", "sftflow.leaderboard", "sftflow.champion",
+        "sftflow.evaluation.stats", "sftflow.evaluation.plots", "sftflow.selection.leaderboard", "sftflow.selection.champion",
     ]),
     ("backends: the Generator/Tuner interfaces and their Vertex and local implementations", [
         "sftflow.backends.*",
     ]),
     ("records steps hand each other, and every step's markdown and tables", [
-        "sftflow.records", "sftflow.reporting.*",
+        "sftflow.selection.champion_report", "sftflow.selection.sweep_report", "sftflow.evaluation.compare_report", "sftflow.evaluation.report", "sftflow.tuning.report", "sftflow.cost.report", "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.evaluation", "sftflow.batch.*", "sftflow.tuning", "sftflow.polling", "sftflow.cleanup",
-        "sftflow.steps.*", "sftflow.sweep", "sftflow.token_count",
+        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.cleanup.plan",
+        "sftflow.selection.grid", "sftflow.cost.token_count",
     ]),
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),
     ("command line: dispatches to the flows (imports them lazily, so --help needs no Prefect)", [
-        "sftflow.cli", "sftflow.cli_config", "sftflow.server_cli", "sftflow.cli_sweep",
+        "sftflow.cli.main", "sftflow.cli.config", "sftflow.cli.server", "sftflow.cli.sweep",
     ]),
 ]
 
 #: Modules of sftflow/ that may import flows/ (inside functions only): the command line, the top.
-ENTRY_POINTS = {"sftflow.cli", "sftflow.cli_sweep"}
+ENTRY_POINTS = {"sftflow.cli.main", "sftflow.cli.sweep"}
 
 #: Small modules with one job. A catalogue (one rule after another, each with its source) may be longer.
 MAX_LINES = 400
@@ -203,9 +203,9 @@ def test_sftflow_imports_no_prefect_tasks_or_flows(name):
 def test_the_checks_see_an_upward_arrow_and_a_cycle():
     """The checks can fail: an import of a higher layer, and a circle, are both reported."""
     g = {name: dict(deps) for name, deps in graph().items()}
-    g["sftflow.errors"]["sftflow.storage"] = 1  # a basic type importing storage: up, and a circle
-    assert any("sftflow.errors (layer 0" in a and "imports sftflow.storage (layer 1" in a for a in upward_arrows(g))
-    assert any({"sftflow.errors", "sftflow.storage"} <= set(c) for c in cycles(g))
+    g["sftflow.errors"]["sftflow.infra.storage"] = 1  # a basic type importing storage: up, and a circle
+    assert any("sftflow.errors (layer 0" in a and "imports sftflow.infra.storage (layer 1" in a for a in upward_arrows(g))
+    assert any({"sftflow.errors", "sftflow.infra.storage"} <= set(c) for c in cycles(g))
 
 
 def test_no_module_over_400_lines_but_catalogues():

@@ -63,7 +63,7 @@ def test_run_fields_are_settings_fields_unset_by_default_and_state_the_real_defa
 
 
 def test_cli_help_comes_from_the_fields(capsys):
-    from sftflow.cli import main
+    from sftflow.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["pipeline", "--help"])
@@ -155,8 +155,8 @@ def test_a_secret_parameter_is_set_aside_and_refused():
 
 
 def test_cli_flags_win_over_the_recipe_and_machine_settings_go_to_the_environment(tmp_path, monkeypatch):
-    from sftflow.cli import build_parser
-    from sftflow.cli_config import run_config
+    from sftflow.cli.main import build_parser
+    from sftflow.cli.config import run_config
 
     monkeypatch.setenv("SFTFLOW_PREFECT_SERVER", "auto")  # restored after the test
     (tmp_path / "r.yaml").write_text("epochs: 3\nsamples: 7\nrun_name: from-recipe\n")

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from flows.pipeline import sft_pipeline
-from sftflow import champion, storage
+from sftflow.selection import champion
+from sftflow.infra import storage
 from sftflow.data.samples import sample_paths
 from tests.flowutil import flow_artifacts, task_states
 from tests.servers.vertex_datasets import billable_tokens

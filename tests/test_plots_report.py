@@ -8,12 +8,12 @@ import re
 import numpy as np
 import pytest
 
-from sftflow import plots
-from sftflow.reporting import comparison as report_cmp
-from sftflow.reporting.evaluation import evaluation_markdown
-from sftflow.results import ExampleResult
-from sftflow.rouge import METRICS
-from sftflow.stats import compare, summarize
+from sftflow.evaluation import plots
+from sftflow.evaluation import compare_report as report_cmp
+from sftflow.evaluation.report import evaluation_markdown
+from sftflow.evaluation.results import ExampleResult
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import compare, summarize
 
 
 def res(i, score, model, output="an output", error=None, blocked=False):

@@ -7,8 +7,8 @@ import pytest
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
 from sftflow.backends.vertex import VertexTuner
 from sftflow.errors import TransientError
-from sftflow.polling import JobTimeout, await_job
-from sftflow.tuning import JobFailed
+from sftflow.tuning.polling import JobTimeout, await_job
+from sftflow.tuning.intent import JobFailed
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ class CancelRecorder:
 
 @pytest.mark.parametrize("kind", ["tuning job", "batch job"])
 def test_an_interrupt_cancels_the_job_or_leaves_it_as_configured_and_never_raises(kind, caplog):
-    from sftflow.polling import cancel_on_interrupt
+    from sftflow.tuning.polling import cancel_on_interrupt
 
     jobs = CancelRecorder()
     cancel_on_interrupt(jobs, "jobs/1", enabled=True, kind=kind)

@@ -20,13 +20,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sftflow import prefect_server as ps
+from sftflow.infra import prefect_server as ps
 
 WATCH = re.compile(r"^watch: (http://[^/]+)/runs/flow-run/([0-9a-f-]{36})$", re.M)
 
 
 def sftflow(*args: str, cwd: Path, env: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sftflow.cli", *args], cwd=cwd, env=env or os.environ.copy(),
+    return subprocess.run([sys.executable, "-m", "sftflow.cli.main", *args], cwd=cwd, env=env or os.environ.copy(),
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flows.prepare_data import prepare_data
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.data.samples import sample_paths
 from tests.flowutil import task_states
 
@@ -60,7 +60,7 @@ def test_cli_bad_file_exits_nonzero_and_uploads_nothing(tmp_path, gcs_emulator, 
     bad.write_text("\n".join([good[0], good[1], json.dumps(broken), *good[3:10]]) + "\n")
     env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, **prefect_api_env)
     proc = subprocess.run(
-        [sys.executable, "-m", "sftflow.cli", "prepare", "--train", str(bad), "--bucket", gcs_bucket,
+        [sys.executable, "-m", "sftflow.cli.main", "prepare", "--train", str(bad), "--bucket", gcs_bucket,
          "--local-root", str(tmp_path / "root")],
         capture_output=True, text=True, env=env, timeout=300,
     )

@@ -21,7 +21,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "local-quick.yaml"  #
 
 def _sftflow(args: list[str], tmp_path, home: str, **env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / home), PREFECT_LOGGING_LEVEL="INFO", **env)
-    return subprocess.run([sys.executable, "-m", "sftflow.cli", *args], cwd=tmp_path, env=env,
+    return subprocess.run([sys.executable, "-m", "sftflow.cli.main", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

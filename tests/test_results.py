@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.errors import CheckpointError
-from sftflow.results import ExampleResult, results_from_jsonl, results_to_jsonl
+from sftflow.evaluation.results import ExampleResult, results_from_jsonl, results_to_jsonl
 
 FIELDS = {"id", "model", "prompt_chars", "reference", "output", "finish_reason", "blocked",
           "error", "error_kind", "scores", "latency_s", "prompt_tokens", "output_tokens", "attempts"}

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from sftflow import rouge
+from sftflow.evaluation import rouge
 from sftflow.data.samples import sample_paths
 from sftflow.data.testset import read_test_csv
 

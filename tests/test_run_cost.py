@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from sftflow import prices
-from sftflow.reporting import cost as run_cost
+from sftflow.cost import prices
+from sftflow.cost import report as run_cost
 from sftflow.config import Settings
 
 

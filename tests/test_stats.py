@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from sftflow.reporting.comparison import verdict_lines
-from sftflow.results import ExampleResult
-from sftflow.rouge import METRICS
-from sftflow.stats import (
+from sftflow.evaluation.compare_report import verdict_lines
+from sftflow.evaluation.results import ExampleResult
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import (
     Comparison,
     bootstrap_means,
     compare,
@@ -74,7 +74,7 @@ def test_bootstrap_keeps_pairs_and_chunks_match():
     x = np.arange(50, dtype=float)
     boot = bootstrap_means({"a": x, "b": 2 * x}, n_boot=500, seed=3)
     np.testing.assert_allclose(boot["b"], 2 * boot["a"])  # same indices for both arrays
-    import sftflow.stats as st
+    import sftflow.evaluation.stats as st
 
     old = st._BOOT_CELLS
     st._BOOT_CELLS = 120  # force several chunks: the same stream of resamples

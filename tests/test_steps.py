@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 
-from sftflow import storage
-from sftflow.results import ExampleResult, results_to_jsonl
+from sftflow.infra import storage
+from sftflow.evaluation.results import ExampleResult, results_to_jsonl
 from sftflow.records import ComparisonOutcome, Evaluation, FileSummary, PreparedData, TunedModel
-from sftflow.rouge import METRICS
-from sftflow.stats import counts, summarize
-from sftflow.steps.compare import COMPARE_OUTPUTS, compare_and_save
-from sftflow.steps.report import write_run_report
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import counts, summarize
+from sftflow.evaluation.compare import COMPARE_OUTPUTS, compare_and_save
+from sftflow.reporting.step import write_run_report
 
 REPORT_KEYS = {"run_name", "backend", "data", "job", "evaluations", "comparison", "comparison_uri", "plots", "verdict"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sftflow import storage
+from sftflow.infra import storage
 
 
 def test_local_write_is_atomic_and_leaves_no_temp(tmp_path):
@@ -69,7 +69,7 @@ def test_killed_download_leaves_no_file(tmp_path):
     code = textwrap.dedent(
         f"""
         import time
-        from sftflow import storage
+        from sftflow.infra import storage
         def slow(done, total, info):
             print(done, flush=True)
             time.sleep(0.05)

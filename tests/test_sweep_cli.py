@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sftflow import champion
-from sftflow.cli import main
+from sftflow.selection import champion
+from sftflow.cli.main import main
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -38,8 +38,8 @@ def test_champion_shows_current_and_history(tmp_path, capsys):
 
 
 def test_every_sweep_flag_reaches_the_flow():
-    from sftflow.cli import build_parser
-    from sftflow.cli_config import overrides
+    from sftflow.cli.main import build_parser
+    from sftflow.cli.config import overrides
 
     args = build_parser().parse_args([
         "sweep", "--samples", "7", "--concurrency", "3", "--rpm", "60", "--max-cost", "2", "--timeout", "9",

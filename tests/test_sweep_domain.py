@@ -8,13 +8,15 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from sftflow import champion, leaderboard, plots, storage
-from sftflow.results import ExampleResult
-from sftflow.layout import check_name
-from sftflow.reporting import sweep as sweep_report
-from sftflow.rouge import METRICS
-from sftflow.stats import compare
-from sftflow.sweep import GridError, GridPoint, expand_grid
+from sftflow.selection import champion, leaderboard
+from sftflow.evaluation import plots
+from sftflow.infra import storage
+from sftflow.evaluation.results import ExampleResult
+from sftflow.infra.layout import check_name
+from sftflow.selection import sweep_report
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import compare
+from sftflow.selection.grid import GridError, GridPoint, expand_grid
 
 
 # --------------------------------------------------------------------------- grid
@@ -207,7 +209,7 @@ def test_champion_record_on_cloud_storage(gcs_bucket):
 
 
 def test_models_to_evaluate_adds_intermediate_checkpoints_only_when_asked():
-    from sftflow.sweep import models_to_evaluate
+    from sftflow.selection.grid import models_to_evaluate
 
     grid = expand_grid("1,2", "4", "1")
     ckpts = [{"checkpoint_id": "1", "epoch": 1, "step": 7, "endpoint": "ep/c1"},

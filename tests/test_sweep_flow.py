@@ -12,9 +12,10 @@ import time
 import pytest
 
 from flows.sweep import sweep
-from sftflow import champion, storage
+from sftflow.selection import champion
+from sftflow.infra import storage
 from sftflow.data.samples import sample_paths
-from sftflow.sweep import GridCostCapExceeded
+from sftflow.selection.grid import GridCostCapExceeded
 from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config
 from tests.smalldata import small_samples
@@ -120,7 +121,7 @@ def test_grid_over_the_cost_cap_submits_nothing(make_vertex_server, gcs_bucket, 
 def test_grid_above_approve_above_usd_needs_one_approval_for_its_new_jobs(make_vertex_server, gcs_bucket, tmp_path):
     """approval_mode=refuse (the CLI without a terminal) submits nothing; approved proceeds; a rerun whose jobs
     are all committed is not asked again. Small datasets (330 training tokens an epoch), so it stays quick."""
-    from sftflow.approval import ApprovalDenied
+    from sftflow.cost.approval import ApprovalDenied
     from tests.servers.vertex_fixtures import upload_datasets
 
     server = make_vertex_server(job_phases=(0.2, 0.4))
@@ -150,7 +151,7 @@ def _cli_sweep(server, gcs_emulator, bucket, tmp_path, *extra):
     env = dict(os.environ, STORAGE_EMULATOR_HOST=gcs_emulator, SFTFLOW_VERTEX_BASE_URL=server.base_url,
                SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
                PREFECT_LOGGING_LEVEL="INFO")
-    cmd = [sys.executable, "-m", "sftflow.cli", "sweep", "--backend", "vertex", "--project", server.project,
+    cmd = [sys.executable, "-m", "sftflow.cli.main", "sweep", "--backend", "vertex", "--project", server.project,
            "--bucket", bucket, "--train", paths["train"], "--val", paths["val"], "--test", paths["test"],
            "--samples", "6", "--rpm", "6000", "--poll-interval", "1", "--local-root", str(tmp_path / "root"),
            "--adapter-size", "4,8", "--max-parallel", "2", *extra]

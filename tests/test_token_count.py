@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from sftflow import cost, token_count
+from sftflow.cost import estimate as cost, token_count
 from sftflow.errors import BackendError, TransientError
 from sftflow.data.rules import validate_contents_file
 from tests.servers.vertex_fixtures import TEST_TOKEN, upload_datasets

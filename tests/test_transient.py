@@ -7,7 +7,7 @@ from google.api_core import exceptions as gexc
 from google.genai import errors as genai_errors
 
 from sftflow.errors import BackendError, DataError, StorageError, TransientError
-from sftflow.transient import is_transient
+from sftflow.infra.transient import is_transient
 
 
 @pytest.mark.parametrize("exc", [

@@ -12,8 +12,8 @@ import pytest
 
 from flows.cleanup import cleanup
 from flows.tune import tune
-from sftflow import storage
-from sftflow.tuning import JobFailed
+from sftflow.infra import storage
+from sftflow.tuning.intent import JobFailed
 from tests.flowutil import flow_artifacts
 from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config, upload_datasets
@@ -120,7 +120,7 @@ def _cli_tune(server, cli_env, bucket, train, val, tmp_path, *extra):
     env = dict(os.environ, **cli_env, SFTFLOW_VERTEX_BASE_URL=server.base_url,
                SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN, PREFECT_HOME=str(tmp_path / "prefect-home"),
                PREFECT_LOGGING_LEVEL="INFO")
-    cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--project", server.project,
+    cmd = [sys.executable, "-m", "sftflow.cli.main", "tune", "--backend", "vertex", "--project", server.project,
            "--bucket", bucket, "--train", train, "--val", val, "--poll-interval", "1",
            "--local-root", str(tmp_path / "root"), *extra]
     return cliproc.start(cmd, env, tmp_path)

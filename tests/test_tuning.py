@@ -10,7 +10,7 @@ import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
 from sftflow.backends.vertex import VertexTuner
-from sftflow.tuning import JobFailed, ensure_job, tuning_key
+from sftflow.tuning.intent import JobFailed, ensure_job, tuning_key
 
 HASHES = {"train": "md5:aaa", "val": "md5:bbb"}
 FIELDS = dict(base_model="gemini-2.5-flash", epochs=1, adapter_size=4, learning_rate_multiplier=1.0, run_name="r1")
@@ -50,7 +50,7 @@ def test_tuning_key_is_stable_label_safe_and_sensitive():
 def test_ensure_job_attaches_instead_of_creating(spec, make_vertex_server, vertex_settings_for, caplog):
     server = make_vertex_server(job_phases=(5.0, 5.0))
     tuner = VertexTuner(vertex_settings_for(server))
-    caplog.set_level(logging.INFO, logger="sftflow.tuning")
+    caplog.set_level(logging.INFO, logger="sftflow.tuning.intent")
     name, attached = ensure_job(tuner, spec("kone"))
     assert not attached
     again, attached = ensure_job(tuner, spec("kone"))
@@ -58,7 +58,7 @@ def test_ensure_job_attaches_instead_of_creating(spec, make_vertex_server, verte
     other, attached = ensure_job(tuner, spec("ktwo"))
     assert other != name and not attached
     assert server.count("POST", "/tuningJobs") == 2  # one per key, none for the re-run
-    assert [r.getMessage() for r in caplog.records if r.name == "sftflow.tuning"][:2] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "sftflow.tuning.intent"][:2] == [
         f"submitted job {name} for key kone", f"attaching to tuning job {name} (PENDING) for key kone"]
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends import make_generator, make_tuner
 from sftflow.backends.base import GenerationParams, JobState, TuningSpec
 from sftflow.backends.vertex import VertexGenerator, VertexTuner

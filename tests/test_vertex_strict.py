@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sftflow import storage
+from sftflow.infra import storage
 from tests.servers.vertex_datasets import billable_tokens
 from tests.servers.vertex_fixtures import TUNING_LINE, upload_datasets
 from tests.servers.vertex_server import TEST_TOKEN, VertexTestServer
@@ -241,7 +241,7 @@ def test_a_wrong_or_empty_token_is_one_line_from_sftflow_without_retries(make_ve
 
 def test_the_data_warning_line_names_what_vertex_did_not_train_on():
     from sftflow.backends.base import JobState, JobStatus
-    from sftflow.reporting.tuning import data_warning, job_markdown
+    from sftflow.tuning.report import data_warning, job_markdown
 
     assert data_warning({"example_count": 100, "truncated_examples": 0}) is None
     line = data_warning({"example_count": 1200, "truncated_examples": 12, "truncated_indices": list(range(1, 13)),

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The label that ties a tuning job to its intent (see `sftflow.tuning.tuning_key`).
+#: The label that ties a tuning job to its intent (see `sftflow.tuning.intent.tuning_key`).
 KEY_LABEL = "sftflow-key"
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{1,63}$")
 _BLOCK_REASONS = {"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}

@@ -1,7 +1,7 @@
 """Clients for Vertex AI and the translation of their errors.
 
 `make_genai_client` builds the google-genai client every Vertex call uses (project, region,
-`settings.vertex_base_url`, credentials from `sftflow.credentials`). `translated` / `call` turn
+`settings.vertex_base_url`, credentials from `sftflow.infra.credentials`). `translated` / `call` turn
 Google SDK exceptions into `TransientError` (worth retrying) or `BackendError` (permanent), so
 nothing above this module needs to know a Google exception class. The token is never logged and
 never put into an exception message.
@@ -17,7 +17,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from sftflow.errors import BackendError, CredentialsError, TransientError
-from sftflow.transient import is_transient_status, parse_retry_after
+from sftflow.infra.transient import is_transient_status, parse_retry_after
 
 if TYPE_CHECKING:
     from google import genai
@@ -28,11 +28,11 @@ T = TypeVar("T")
 
 
 def vertex_credentials(settings: Settings):
-    """The credentials every Vertex client uses (sftflow.credentials: token → ADC → anonymous).
+    """The credentials every Vertex client uses (sftflow.infra.credentials: token → ADC → anonymous).
 
     Anonymous credentials cannot call Vertex AI, so that case is a one-line error here.
     """
-    from sftflow.credentials import resolve
+    from sftflow.infra.credentials import resolve
 
     try:
         resolved = resolve(settings.vertex_access_token)

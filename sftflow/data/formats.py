@@ -21,8 +21,8 @@ from sftflow.config import setting_default
 from sftflow.data.reading import read_lines, shown, sniff_jsonl
 from sftflow.data.rules import Problem, ProblemLog, check_example, line_too_long, parse_json_line
 from sftflow.errors import DataError
-from sftflow.progress import ProgressFn
-from sftflow.storage import atomic_local_writer
+from sftflow.infra.progress import ProgressFn
+from sftflow.infra.storage import atomic_local_writer
 
 #: chat role → Gemini role; `system` goes to systemInstruction instead.
 ROLE_MAP = {"user": "user", "assistant": "model", "model": "model"}

@@ -33,7 +33,7 @@ from sftflow.data.reading import (
     too_long_message,
 )
 from sftflow.errors import DataError
-from sftflow.progress import ProgressFn
+from sftflow.infra.progress import ProgressFn
 
 # --------------------------------------------------------------------------- limits [LIMITS]
 

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, TunedModel
-from sftflow.reporting.tuning import data_warning
-from sftflow.rouge import METRICS
-from sftflow.stats import METRIC_LABELS
+from sftflow.evaluation.rouge import METRICS
+from sftflow.evaluation.stats import METRIC_LABELS
+from sftflow.tuning.report import data_warning
 
 
 def _duration_s(start: str | None, end: str | None) -> float | None:
@@ -29,7 +29,7 @@ def build_report(*, settings: dict[str, Any], prepared: PreparedData, tuning: Tu
     billable = stats.get("billable_tokens")
     price = settings["price_per_million_training_tokens"]
     cost = None if billable is None else float(billable) * price / 1e6
-    # The estimate the cap was checked against (sftflow.cost), when the tune step recorded it.
+    # The estimate the cap was checked against (sftflow.cost.estimate), when the tune step recorded it.
     estimate = tuning.cost_estimate
     estimated_usd = estimate["total_usd"] if estimate else prepared.cost_usd
     basis = (f"the pre-submission estimate: {estimate['method']} × epochs × price" if estimate else

@@ -24,7 +24,7 @@ def free_port() -> int:
 @contextmanager
 def emulator_env(url: str) -> Iterator[str]:
     """Point google-cloud-storage at the emulator for the duration of the block, then restore."""
-    from sftflow import gcs
+    from sftflow.infra import gcs
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STORAGE_EMULATOR_HOST", url)
@@ -63,7 +63,7 @@ def gcs_emulator(gcs_emulator_server) -> Iterator[str]:
 @pytest.fixture
 def gcs_bucket(gcs_emulator) -> str:
     """A fresh, empty bucket on the emulator; yields its gs:// URI."""
-    from sftflow import gcs
+    from sftflow.infra import gcs
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     gcs.client().create_bucket(name)

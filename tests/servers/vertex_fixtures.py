@@ -50,7 +50,7 @@ def vertex_server(make_vertex_server) -> VertexTestServer:
 
 def upload_datasets(bucket: str, line: bytes = TUNING_LINE) -> tuple[str, str, str]:
     """(bucket, train URI with 3 examples, val URI with 1) uploaded to the emulator."""
-    from sftflow import storage
+    from sftflow.infra import storage
 
     train, val = f"{bucket}/datasets/train/train.jsonl", f"{bucket}/datasets/val/val.jsonl"
     storage.write_bytes(train, line * 3)

@@ -27,7 +27,7 @@ def run_cli(tmp_path: Path, *args: str, debug: bool = False, code: str | None = 
     if debug:
         env["SFTFLOW_DEBUG"] = "1"
     argv = [*args, "--local-root", str(tmp_path / "root")]
-    cmd = [sys.executable, "-m", "sftflow.cli", *argv] if code is None else [sys.executable, "-c", code, *argv]
+    cmd = [sys.executable, "-m", "sftflow.cli.main", *argv] if code is None else [sys.executable, "-c", code, *argv]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -81,7 +81,7 @@ def test_debug_shows_the_traceback(tmp_path, prefect_api_env):
 BUG = """
 import sys
 import tasks.data
-from sftflow.cli import main
+from sftflow.cli.main import main
 
 def convert_with_a_bug(*args, **kwargs):  # stands in for a bug in sftflow's own code
     return 1 / 0

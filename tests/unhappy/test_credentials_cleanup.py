@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from sftflow import credentials, gcs, storage
+from sftflow.infra import credentials, gcs, storage
 from tests.unhappy.helpers_http import RecordingProxy, SilentServer
 
 TOKEN = "tok-for-storage-test-only"
@@ -63,7 +63,7 @@ def test_no_credentials_reads_a_public_object_without_hanging(gcs_emulator, no_a
     code = textwrap.dedent(f"""
         import time
         t = time.monotonic()
-        from sftflow import credentials, storage
+        from sftflow.infra import credentials, storage
         text = storage.read_text("gs://{bucket}/samples/test.csv")
         print(credentials.resolve().source, round(time.monotonic() - t, 2), repr(text))
     """)
@@ -188,7 +188,7 @@ def test_cleanup_deletes_only_what_sftflow_made(storage_root, tmp_path):
     cleaning exp (with --include-datasets) deletes exactly exp's objects, records, model files and
     sftflow's content-addressed datasets; a second cleanup deletes nothing."""
     from sftflow.backends.local import LocalTuner
-    from sftflow.cleanup import execute, plan_cleanup
+    from sftflow.cleanup.plan import execute, plan_cleanup
     from sftflow.config import Settings
 
     root = storage_root
@@ -242,8 +242,8 @@ def test_succeeded_job_whose_outputs_were_deleted_is_not_reattached(make_vertex_
     (the job still lists as SUCCEEDED) it submits a new job instead of handing back a dead endpoint."""
     from sftflow.backends.base import TuningSpec
     from sftflow.backends.vertex import VertexTuner
-    from sftflow.polling import await_job
-    from sftflow.tuning import ensure_job
+    from sftflow.tuning.polling import await_job
+    from sftflow.tuning.intent import ensure_job
 
     server = make_vertex_server(job_phases=(0.0, 0.1))
     tuner = VertexTuner(vertex_settings_for(server))

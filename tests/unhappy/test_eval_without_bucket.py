@@ -49,7 +49,7 @@ def test_vertex_tune_without_a_bucket_is_one_line_and_no_request(vertex_server, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFTFLOW_")}
     env.update(SFTFLOW_VERTEX_BASE_URL=vertex_server.base_url, SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN)
     proc = subprocess.run(
-        [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--project", vertex_server.project,
+        [sys.executable, "-m", "sftflow.cli.main", "tune", "--backend", "vertex", "--project", vertex_server.project,
          "--train", "gs://somewhere/train.jsonl", "--local-root", str(tmp_path / "root")],
         env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1

@@ -21,14 +21,14 @@ from typing import get_args
 import pytest
 from pydantic import SecretStr
 
-from sftflow import layout
+from sftflow.infra import layout
 from sftflow.backends.base import GenerationParams
-from sftflow.checkpoint import Checkpoint, CheckpointLock
+from sftflow.evaluation.checkpoint import Checkpoint, CheckpointLock
 from sftflow.config import Settings
 from sftflow.data.testset import read_test_csv
 from sftflow.errors import CheckpointBusy, EvaluationFailed
-from sftflow.evaluation import check_error_rate, evaluate
-from sftflow.transient import parse_retry_after
+from sftflow.evaluation.engine import check_error_rate, evaluate
+from sftflow.infra.transient import parse_retry_after
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 pytestmark = pytest.mark.usefixtures("token_in_env")
@@ -81,7 +81,7 @@ def cli_env(server) -> dict[str, str]:
 def run_cli(args: list[str], server, cwd: Path, timeout: float = 240,
             api: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`api`: prefect_api_env, to run on the session's Prefect server rather than a temporary one."""
-    return subprocess.run([sys.executable, "-m", "sftflow.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "sftflow.cli.main", *args], cwd=cwd,
                           env={**cli_env(server), **(api or {})},
                           capture_output=True, text=True, timeout=timeout)
 
@@ -211,7 +211,7 @@ def test_partial_404_below_and_above_max_error_rate(make_vertex_server, gcs_buck
     assert task_states(bad)["evaluate-model"] == ["Failed"]
     assert len(asked_markers(server, t4)) == 50
     # a failed evaluation writes no results that `compare` could pick up
-    from sftflow import storage
+    from sftflow.infra import storage
 
     assert not storage.exists(storage.join(layout.eval_dir(f"{gcs_bucket}/runs/default", "over"), "results.jsonl"))
     t5 = time.time()
@@ -248,7 +248,7 @@ def test_pipeline_exits_1_when_an_evaluation_fails(make_vertex_server, gcs_bucke
 
 
 def test_error_rate_threshold_is_a_share_of_examples():
-    from sftflow.results import ExampleResult
+    from sftflow.evaluation.results import ExampleResult
 
     def results(errors: int, total: int) -> list[ExampleResult]:
         return [ExampleResult(id=str(i), model="m", prompt_chars=1, reference="r",
@@ -340,7 +340,7 @@ def _other_value(settings: Settings, name: str):
 
 
 def test_evaluate_key_changes_with_every_generation_parameter_and_endpoint(tmp_path):
-    from sftflow.steps.evaluate import EvalSpec, generation_params
+    from sftflow.evaluation.step import EvalSpec, generation_params
     from tasks.evaluation import evaluate_model
 
     csv_path = str(write_test_csv(tmp_path / "t.csv", 2))
@@ -369,7 +369,7 @@ def test_evaluate_key_changes_with_every_generation_parameter_and_endpoint(tmp_p
 
 def test_evaluate_key_covers_every_spec_field_not_declared_answer_neutral(tmp_path):
     """A field added to EvalSpec is in the key unless it is explicitly marked NOT_IN_KEY."""
-    from sftflow.steps.evaluate import EvalSpec
+    from sftflow.evaluation.step import EvalSpec
     from tasks.evaluation import evaluate_model
 
     csv_path = str(write_test_csv(tmp_path / "t.csv", 2))
@@ -478,7 +478,7 @@ _LOCK_CHILD = textwrap.dedent("""
     from sftflow.config import Settings
     from sftflow.data.testset import read_test_csv
     from sftflow.errors import CheckpointBusy
-    from sftflow.evaluation import evaluate
+    from sftflow.evaluation.engine import evaluate
     from tests.servers.vertex_server import TEST_TOKEN
     s = Settings(_env_file=None, backend="vertex", project="test-project", bucket="gs://b",
                  vertex_base_url={url!r}, vertex_access_token=TEST_TOKEN)
@@ -538,7 +538,7 @@ def test_lock_of_a_sigkilled_holder_does_not_block(tmp_path):
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from sftflow.checkpoint import CheckpointLock
+        from sftflow.evaluation.checkpoint import CheckpointLock
         CheckpointLock({str(ckpt)!r}).acquire()
         print("locked", flush=True)
         time.sleep(600)

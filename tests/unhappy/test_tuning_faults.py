@@ -27,13 +27,13 @@ from pathlib import Path
 
 import pytest
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends.base import JobState, TuningSpec
 from sftflow.backends.vertex import VertexTuner
 from sftflow.config import load_settings
 from sftflow.errors import ConfigError
-from sftflow.polling import await_job
-from sftflow.tuning import Claims, claim_uri, ensure_job
+from sftflow.tuning.polling import await_job
+from sftflow.tuning.intent import Claims, claim_uri, ensure_job
 from tests import cliproc
 from tests.servers.vertex_fixtures import TEST_TOKEN, upload_datasets
 
@@ -54,7 +54,7 @@ def _env(tmp_path: Path, gcs_emulator: str, name: str, **extra: str) -> dict[str
 
 
 def _start_tune(server, env, bucket, train, val, root: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "sftflow.cli", "tune", "--backend", "vertex", "--project", server.project,
+    cmd = [sys.executable, "-m", "sftflow.cli.main", "tune", "--backend", "vertex", "--project", server.project,
            "--bucket", bucket, "--train", train, "--poll-interval", "1", "--local-root", str(root), *extra]
     if val:
         cmd += ["--val", val]
@@ -168,7 +168,7 @@ def test_token_from_a_prefect_secret_block_is_used_not_stored(make_vertex_server
 
 
 def test_cli_moves_the_token_out_of_the_flow_config(monkeypatch):
-    from sftflow.cli_config import to_environment
+    from sftflow.cli.config import to_environment
 
     monkeypatch.delenv("SFTFLOW_VERTEX_ACCESS_TOKEN", raising=False)
     config = to_environment({"backend": "vertex", "vertex_access_token": CANARY})
@@ -218,12 +218,12 @@ def test_a_stale_claim_is_taken_over_after_claim_stale_after(make_vertex_server,
     claims = Claims(storage.join(bucket, "claims", "tuning"), stale_after=2.0, wait_step=0.2)
     dead = {"owner": "elsewhere/4242/dead", "claimed_at": time.time(), "key": "kstale", "job": None}
     assert storage.create_if_absent(claim_uri(claims, "kstale", [], 0), json.dumps(dead).encode())
-    caplog.set_level(logging.INFO, logger="sftflow.tuning")
+    caplog.set_level(logging.INFO, logger="sftflow.tuning.intent")
     start = time.monotonic()
     name, attached = ensure_job(tuner, _spec("kstale", train), claims=claims)
     waited = time.monotonic() - start
     assert 2.0 <= waited < 30 and not attached
-    said = [r.getMessage() for r in caplog.records if r.name == "sftflow.tuning"]
+    said = [r.getMessage() for r in caplog.records if r.name == "sftflow.tuning.intent"]
     assert "waiting for its job" in said[0] and "taking it over" in said[1], said
     assert f"submitted job {name} for key kstale" in said
     assert len(_creates(server)) == 1
@@ -317,7 +317,7 @@ def test_poll_interval_has_a_minimum():
     assert str(err.value) == ("invalid configuration: poll_interval (SFTFLOW_POLL_INTERVAL): at least 1 s between "
                               "tuning-job polls (each poll is an API request), got 0.2")
     assert load_settings(poll_interval=1).poll_interval == 1
-    proc = subprocess.run([sys.executable, "-m", "sftflow.cli", "tune", "--poll-interval", "0.5"],
+    proc = subprocess.run([sys.executable, "-m", "sftflow.cli.main", "tune", "--poll-interval", "0.5"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
     assert "poll_interval" in proc.stderr and "at least 1 s" in proc.stderr

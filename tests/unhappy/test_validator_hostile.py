@@ -207,7 +207,7 @@ def test_cli_validate_checks_every_hostile_file_in_one_run(tmp_path):
         d.mkdir()
         paths.append(place(d, h))
     paths.append(str(tmp_path / "missing.jsonl"))
-    proc = subprocess.run([sys.executable, "-m", "sftflow.cli", "validate", *paths],
+    proc = subprocess.run([sys.executable, "-m", "sftflow.cli.main", "validate", *paths],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
@@ -307,7 +307,7 @@ def test_shown_clips_untrusted_text():
 def test_prepare_uploads_nothing_when_a_chat_or_gemini_file_has_a_lone_surrogate(tmp_path, gcs_bucket):
     """Both files are checked (the first bad one does not stop the second) and nothing reaches the bucket."""
     from flows.prepare_data import prepare_data
-    from sftflow import storage
+    from sftflow.infra import storage
 
     train = tmp_path / "train.jsonl"  # chat format: conversion used to crash on it
     train.write_bytes(GOOD_CHAT * 3 + chat("broken emoji \\ud83d"))
@@ -328,7 +328,7 @@ def test_cli_prints_a_file_name_that_is_not_utf8(tmp_path):
     name = os.fsdecode(b"caf\xe9.jsonl")
     (tmp_path / name).write_bytes(NEXT)
     env = dict(os.environ, PYTHONIOENCODING="utf-8")  # strict UTF-8 output, where such a name used to crash
-    proc = subprocess.run([sys.executable, "-m", "sftflow.cli", "validate", name], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "sftflow.cli.main", "validate", name], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

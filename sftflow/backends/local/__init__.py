@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends.base import Generation, GenerationParams, JobStatus, TuningSpec
 from sftflow.backends.local import jobs
 from sftflow.errors import BackendError

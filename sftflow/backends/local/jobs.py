@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
 
 MAX_RESTARTS = 3

@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from sftflow import storage
+from sftflow.infra import storage
 from sftflow.backends.base import JobState
 from sftflow.backends.local import jobs
 

@@ -1,0 +1,1 @@
+"""Cleanup: what a run made, planned in full, then deleted."""

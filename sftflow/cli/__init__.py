@@ -1,0 +1,1 @@
+"""The `sftflow` command line: the one package allowed above flows/ (it imports them lazily)."""

@@ -1,0 +1,73 @@
+"""Step: prepare the data — validate each file, stop on any problem, upload content-addressed,
+and save runs/<run>/prepared.json (a PreparedData record). Download and conversion are
+sftflow.infra.storage and sftflow.data.formats; the flow runs them per file so each is cached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from sftflow.infra import layout, storage
+from sftflow.data.rules import Problem, estimate_cost, validate_contents_file
+from sftflow.data.testset import validate_test_csv
+from sftflow.errors import DataError
+from sftflow.records import FileSummary, PreparedData, Record
+
+
+class UploadedFile(Record):
+    uri: str
+    uploaded: bool  # False: an identical object was already there
+    md5: str
+
+
+def validate_file(path: str, kind: str, source: str) -> FileSummary:
+    """Check a file against Gemini's tuning rules (or, for kind 'test', the test-CSV rules)."""
+    if kind == "test":
+        rep = validate_test_csv(path, source_name=source)
+        tokens = longest = None
+    else:
+        rep = validate_contents_file(path, kind, source_name=path)  # file-level rules: the converted file
+        tokens, longest = rep.estimated_tokens, rep.max_example_tokens
+    return FileSummary(kind=kind, examples=rep.examples, estimated_tokens=tokens, max_example_tokens=longest,
+                       source=source, problems=tuple(asdict(p) for p in rep.problems),
+                       problem_count=rep.problem_count)
+
+
+def raise_on_problems(summaries: Iterable[FileSummary], errors: Sequence[DataError] = ()) -> None:
+    """Stop before anything is uploaded when any file has a problem; list them all (files in
+    the order checked: conversion problems first, then the validation of the others)."""
+    summaries = list(summaries)
+    problems = [p for e in errors for p in e.problems]
+    problems += [Problem(**p) for s in summaries for p in s.problems]
+    if problems:
+        count = sum(e.count for e in errors) + sum(s.problem_count for s in summaries)
+        raise DataError(problems, count=count)
+
+
+def upload_dataset(path: str, root: str, kind: str) -> UploadedFile:
+    """Copy a validated file to <root>/datasets/<kind>/ unless an identical object is already there."""
+    sha = storage.sha256_of_file(path)
+    ext = Path(path).suffix.lstrip(".")
+    uri = layout.dataset_uri(root, kind, sha, ext)
+    local_md5 = storage.md5_of_file(path)
+    if storage.md5(uri) == local_md5:
+        return UploadedFile(uri=uri, uploaded=False, md5=local_md5)
+    content_type = "application/jsonl" if ext == "jsonl" else "text/csv"
+    storage.upload_file(path, uri, content_type=content_type)
+    return UploadedFile(uri=uri, uploaded=True, md5=local_md5)
+
+
+def save_prepared(run_root: str, uploaded: Mapping[str, UploadedFile], summaries: Sequence[FileSummary],
+                  epochs: int, price_per_million: float) -> PreparedData:
+    """The PreparedData record (tuning cost estimated from the training file's tokens), saved as
+    prepared.json, where `tune` and `evaluate` find the run's datasets."""
+    train = next(s for s in summaries if s.kind == "train")
+    prepared = PreparedData(
+        train=uploaded["train"].uri, val=uploaded["val"].uri, test=uploaded["test"].uri,
+        summaries=tuple(summaries),
+        cost_usd=estimate_cost(train.estimated_tokens or 0, epochs, price_per_million),
+        uploaded=tuple(u.uri for u in uploaded.values() if u.uploaded),
+    )
+    prepared.write(layout.prepared_uri(run_root))
+    return prepared

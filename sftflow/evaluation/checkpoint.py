@@ -1,0 +1,111 @@
+"""The evaluation checkpoint: an append-only JSONL of finished examples, owned by one process.
+
+Each finished example is one line, flushed and fsync'd, so a killed run loses at most the line
+it was writing; `Checkpoint.load` cuts such a partial line off. `CheckpointLock` makes a second
+process evaluating into the same file fail fast instead of interleaving lines with the first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+from sftflow.errors import CheckpointBusy
+from sftflow.evaluation.results import ExampleResult, result_line, results_by_id
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoint:
+    """Append-only JSONL of finished examples; each line is flushed and fsync'd under a lock."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._fh = None
+
+    def load(self) -> dict[str, ExampleResult]:
+        """Read what is there and cut off a partial last line so that appends start a new line."""
+        if not self.path.exists():
+            return {}
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1  # 0 when there is no complete line at all
+        if end != len(data):
+            log.warning("%s: dropping %d bytes of a line cut short by a kill", self.path, len(data) - end)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(end)
+                fh.flush()
+                os.fsync(fh.fileno())
+        # parse the whole content: a cut line is then the last one and is tolerated
+        return results_by_id(data.decode("utf-8", errors="replace").split("\n"), str(self.path))
+
+    def append(self, result: ExampleResult) -> None:
+        """Write one whole line (under the lock, so lines never interleave), then fsync.
+
+        The fsync runs outside the lock: it makes every line written so far durable, so
+        workers finishing together share one disk flush instead of queueing one each
+        (~4 ms apiece here, which cost ~15% of throughput at concurrency 16).
+        """
+        line = result_line(result).encode("utf-8")
+        with self._lock:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "ab")
+            self._fh.write(line)
+            self._fh.flush()
+            fd = self._fh.fileno()
+        os.fsync(fd)  # the file is closed only after all workers have returned
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+
+class CheckpointLock:
+    """Exclusive, non-blocking `flock` on `<checkpoint>.lock`, holding the owner's pid and host.
+
+    Why fail fast rather than wait: an evaluation can run for hours, and a command that waits
+    silently that long looks hung; the message names the holder so the user can decide. Why
+    flock: the kernel releases it when the holder's process ends in any way (SIGKILL included),
+    so there is no stale lock to clean up; the file itself is never deleted (deleting a locked
+    file lets a third process lock a new inode while the second still holds the old one).
+    """
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = Path(checkpoint)
+        self.path = self.checkpoint.with_name(self.checkpoint.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", errors="replace").strip() or "pid not yet written"
+            os.close(fd)
+            raise CheckpointBusy(
+                f"{self.checkpoint}: another evaluation is writing this checkpoint ({holder}); "
+                "wait for it to finish (its results are then reused) or stop it, and rerun"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> CheckpointLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

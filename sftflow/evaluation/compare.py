@@ -1,0 +1,44 @@
+"""Step: compare two result sets (paired) and save comparison.json, three plots and report.md
+under runs/<run>/compare/ (the list is COMPARE_OUTPUTS)."""
+
+from __future__ import annotations
+
+import json
+
+from sftflow.evaluation import plots, stats
+from sftflow.infra import storage
+from sftflow.evaluation.results import results_from_jsonl
+from sftflow.records import ComparisonOutcome
+from sftflow.evaluation.compare_report import comparison_markdown, verdict_lines
+
+#: The objects compare_and_save writes under its out_dir.
+COMPARE_OUTPUTS = ("comparison.json", "distributions.png", "means.png", "paired.png", "report.md")
+
+
+def read_results(uri: str) -> list:
+    """The ExampleResults stored at `uri` (a results.jsonl an evaluation wrote)."""
+    return results_from_jsonl(storage.read_text(uri), uri)
+
+
+def compare_identity(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int = 0) -> list:
+    """Both result files' content, where the outputs go, and the bootstrap seed (the CIs depend on it)."""
+    return [storage.fingerprint(baseline_uri), storage.fingerprint(tuned_uri), out_dir, seed]
+
+
+def compare_and_save(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int = 0) -> ComparisonOutcome:
+    """Paired comparison over the examples both sides scored: CIs, Wilcoxon, plots, report."""
+    baseline, tuned = read_results(baseline_uri), read_results(tuned_uri)
+    comparison = stats.compare(baseline, tuned, seed=seed)
+    comparison_uri = storage.write_text(storage.join(out_dir, "comparison.json"),
+                                        json.dumps(comparison.to_json(), indent=2), "application/json")
+    figures = {
+        "distributions": plots.plot_distributions(baseline, tuned),
+        "means": plots.plot_means_with_ci(comparison),
+        "paired": plots.plot_paired_scatter(baseline, tuned),
+    }
+    plot_uris = {name: storage.write_bytes(storage.join(out_dir, f"{name}.png"), png, "image/png")
+                 for name, png in figures.items()}
+    md = comparison_markdown(comparison, baseline, tuned, plot_uris)
+    report_uri = storage.write_text(storage.join(out_dir, "report.md"), md, "text/markdown")
+    return ComparisonOutcome(comparison_uri=comparison_uri, report_uri=report_uri, plots=plot_uris,
+                             comparison=comparison.to_json(), verdict=tuple(verdict_lines(comparison)))

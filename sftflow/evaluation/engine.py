@@ -1,0 +1,327 @@
+"""Concurrent, rate-limited, retrying, resumable generation + ROUGE scoring of a test set.
+
+One call of `evaluate` answers every test example with one model and scores the answer.
+Each finished example is appended to a JSONL checkpoint (fsync'd per line), so a killed run
+resumes where it stopped and asks the model only for the examples that are missing or errored.
+One process at a time owns a checkpoint (an exclusive `flock` on `<checkpoint>.lock`): a second
+one fails fast naming the holder, and the kernel drops the lock when its holder dies, even by
+SIGKILL, so a stale lock never blocks.
+
+An evaluation with errored examples is not a success: `check_error_rate` turns too many errors
+into `EvaluationFailed` with one line per error kind (e.g. `8/10 examples: 401 UNAUTHENTICATED: …`).
+
+Why a client-side limiter, not Prefect's global concurrency limits: `prefect.concurrency`'s
+`rate_limit` needs a Prefect API and a limit created beforehand (without it, it only warns
+and does not throttle), and measured throughput stayed below the configured rate. The pacing
+that matters here is of HTTP requests inside one process, which a lock and a clock do exactly
+and without a server; see `RateLimiter`. (This module also must not import Prefect.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sftflow.backends.base import Generation, GenerationParams, Generator
+from sftflow.evaluation.checkpoint import Checkpoint, CheckpointLock
+from sftflow.data.testset import TestExample
+from sftflow.errors import BackendError, CheckpointError, EvaluationFailed, TransientError
+from sftflow.infra.progress import ProgressFn
+from sftflow.evaluation.results import ExampleResult
+from sftflow.evaluation.rouge import score_pair
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+class RateLimiter:
+    """Spaces request starts at least 60/rpm seconds apart, across all threads.
+
+    A token bucket of depth `burst` (default 1: no bursts, the steadiest load on a per-minute
+    quota). Each caller reserves the next free slot under a lock and sleeps outside it, so
+    waiting threads do not serialise on the lock.
+    """
+
+    def __init__(self, rpm: float, burst: int = 1, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        if rpm <= 0:
+            raise ValueError(f"rpm: must be > 0, got {rpm}")
+        if burst < 1:
+            raise ValueError(f"burst: must be >= 1, got {burst}")
+        self.interval = 60.0 / rpm
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next: float | None = None  # slot of the next request once the bucket is empty
+
+    def acquire(self) -> float:
+        """Block until a request may start; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            # a bucket holds at most `burst` tokens: idle time beyond that is not banked
+            earliest = now - (self.burst - 1) * self.interval
+            slot = earliest if self._next is None else max(self._next, earliest)
+            self._next = slot + self.interval
+        wait = slot - now
+        if wait > 0:
+            self._sleep(wait)
+        return max(wait, 0.0)
+
+    def defer(self, seconds: float) -> None:
+        """Start no request for `seconds` from now (a server's Retry-After holds for everyone)."""
+        with self._lock:
+            until = self._clock() + seconds
+            self._next = until if self._next is None else max(self._next, until)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: U(0, min(cap, base * 2^(attempt-1))).
+
+    Full jitter spreads the retries of many workers that failed together (one 429 burst)
+    instead of sending them back in lock-step.
+    """
+    return rng.uniform(0.0, min(cap, base * (2 ** (attempt - 1))))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class _Counters:
+    errors: int = 0
+    retries: int = 0
+    blocked: int = 0
+    empty: int = 0
+    resumed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def info(self) -> dict[str, Any]:
+        with self.lock:
+            return {"errors": self.errors, "retries": self.retries, "blocked": self.blocked,
+                    "empty": self.empty, "resumed": self.resumed}
+
+    def count(self, r: ExampleResult) -> None:
+        with self.lock:
+            self.errors += r.error is not None
+            self.blocked += r.blocked
+            self.empty += r.empty
+
+
+def evaluate(
+    generator: Generator,
+    examples: Sequence[TestExample],
+    *,
+    params: GenerationParams,
+    checkpoint: str | os.PathLike[str],
+    concurrency: int,
+    rpm: float,
+    max_attempts: int,
+    on_progress: ProgressFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    backoff_base: float = 1.0,
+    backoff_cap: float = 60.0,
+    prompt_of: Callable[[TestExample], str] | None = None,
+    seed: int | None = None,
+    retry_after_cap: float = 120.0,
+) -> list[ExampleResult]:
+    """Answer and score every example; return one result per example, in example order.
+
+    - `concurrency` worker threads; request starts paced by `RateLimiter(rpm)` (every try,
+      retries included, takes a slot: quotas count requests).
+    - `TransientError` → retry after `backoff_delay(...)` seconds (passed to `sleep`) up to
+      `max_attempts` tries, then the example is recorded with `error` set. When the error
+      carries the server's `Retry-After`, the retry waits at least that long (at most
+      `retry_after_cap`) and no other worker starts a request before then either. `BackendError`
+      (or any other exception from the generator) → recorded with `error`, no retry.
+    - Examples already in `checkpoint` without an error are not asked again; errored ones are.
+      The checkpoint is per model: one holding another model's results raises CheckpointError;
+      one that another process is using raises CheckpointBusy (see `CheckpointLock`).
+    - `on_progress(done, total, {"errors", "retries", "blocked", "empty", "resumed"})` is
+      called from the calling thread, once at the start and after each example.
+    - The prompt is `example.input_text` unless `prompt_of` is given.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency: must be >= 1, got {concurrency}")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts: must be >= 1, got {max_attempts}")
+    _check_unique_ids(examples)
+    prompt_of = prompt_of or (lambda ex: ex.input_text)
+
+    with CheckpointLock(Path(checkpoint)):
+        return _evaluate_locked(generator, examples, params=params, checkpoint=Path(checkpoint),
+                                concurrency=concurrency, rpm=rpm, max_attempts=max_attempts,
+                                on_progress=on_progress, sleep=sleep, backoff_base=backoff_base,
+                                backoff_cap=backoff_cap, prompt_of=prompt_of, seed=seed,
+                                retry_after_cap=retry_after_cap)
+
+
+def _evaluate_locked(generator: Generator, examples: Sequence[TestExample], *, params: GenerationParams,
+                     checkpoint: Path, concurrency: int, rpm: float, max_attempts: int,
+                     on_progress: ProgressFn | None, sleep: Callable[[float], None], backoff_base: float,
+                     backoff_cap: float, prompt_of: Callable[[TestExample], str], seed: int | None,
+                     retry_after_cap: float) -> list[ExampleResult]:
+    model = generator.model
+    ckpt = Checkpoint(checkpoint)
+    done = ckpt.load()
+    others = sorted({r.model for r in done.values() if r.model != model})
+    if others:
+        raise CheckpointError(
+            f"{ckpt.path}: holds results of model(s) {', '.join(others)}, not {model}; "
+            "use one checkpoint per model"
+        )
+    results: dict[str, ExampleResult] = {
+        ex.id: done[ex.id] for ex in examples if ex.id in done and done[ex.id].error is None
+    }
+    todo = [ex for ex in examples if ex.id not in results]
+    counters = _Counters(resumed=len(results))
+    for r in results.values():
+        counters.count(r)
+    total = len(examples)
+
+    def report() -> None:
+        if on_progress is None:
+            return
+        try:
+            on_progress(len(results), total, counters.info())
+        except Exception:  # a failing progress display must not stop the evaluation
+            log.warning("on_progress callback failed", exc_info=True)
+
+    report()
+    if not todo:
+        return [results[ex.id] for ex in examples]
+
+    limiter = RateLimiter(rpm)
+    rng = random.Random(seed)
+    rng_lock = threading.Lock()
+
+    def jitter(attempt: int) -> float:
+        with rng_lock:
+            return backoff_delay(attempt, backoff_base, backoff_cap, rng)
+
+    def run_one(ex: TestExample) -> ExampleResult:
+        prompt = prompt_of(ex)
+        res = ExampleResult(id=ex.id, model=model, prompt_chars=len(prompt), reference=ex.output_text)
+        for attempt in range(1, max_attempts + 1):
+            res.attempts = attempt
+            limiter.acquire()
+            try:
+                gen = generator.generate(prompt, params)
+            except TransientError as exc:
+                if attempt == max_attempts:
+                    res.error = f"TransientError after {attempt} attempts: {exc}"
+                    res.error_kind = exc.kind
+                    break
+                with counters.lock:
+                    counters.retries += 1
+                delay = jitter(attempt)
+                if exc.retry_after is not None:
+                    asked = min(exc.retry_after, retry_after_cap)
+                    limiter.defer(asked)
+                    delay = max(delay, asked)
+                sleep(delay)
+                continue
+            except BackendError as exc:
+                res.error = f"BackendError: {exc}"
+                res.error_kind = exc.kind
+                break
+            except Exception as exc:  # an unmapped SDK error must not sink the whole run
+                log.exception("example %s: unexpected error from %s", ex.id, model)
+                res.error = f"{type(exc).__name__}: {exc}"
+                res.error_kind = type(exc).__name__
+                break
+            res.error = res.error_kind = None
+            fill_result(res, gen)
+            break
+        ckpt.append(res)
+        counters.count(res)
+        return res
+
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(todo)), thread_name_prefix="sftflow-eval")
+    try:
+        pending: set[Future[ExampleResult]] = {pool.submit(run_one, ex) for ex in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                r = fut.result()
+                results[r.id] = r
+                report()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        ckpt.close()
+    return [results[ex.id] for ex in examples]
+
+
+def fill_result(res: ExampleResult, gen: Generation) -> None:
+    """Score an answer into its record (online and batch answers alike: one scoring path)."""
+    res.blocked = bool(gen.blocked)
+    res.output = "" if res.blocked else (gen.text or "")
+    res.finish_reason = gen.finish_reason
+    res.latency_s = gen.latency_s
+    res.prompt_tokens = gen.prompt_tokens
+    res.output_tokens = gen.output_tokens
+    res.scores = score_pair(res.reference, res.output)
+
+
+def error_lines(results: Sequence[ExampleResult]) -> list[str]:
+    """One line per error kind, most frequent first: `8/10 examples: 401 UNAUTHENTICATED: <message>`."""
+    total = len(results)
+    by_kind: dict[str, list[ExampleResult]] = {}
+    for r in results:
+        if r.error is not None:
+            kind = r.error_kind or r.error.split(":", 1)[0]
+            by_kind.setdefault(kind, []).append(r)
+    lines = []
+    for kind, rs in sorted(by_kind.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        detail = rs[0].error.split(f"{kind}: ", 1)[-1] if kind in rs[0].error else rs[0].error
+        detail = " ".join(detail.split())
+        detail = detail if len(detail) <= 200 else detail[:199] + "…"
+        lines.append(f"{len(rs)}/{total} examples: {kind}: {detail}")
+    return lines
+
+
+def check_error_rate(results: Sequence[ExampleResult], max_error_rate: float, model: str) -> list[str]:
+    """Raise EvaluationFailed when more than `max_error_rate` of the examples errored.
+
+    Returns `error_lines(results)` (empty when nothing errored) for the caller to report.
+    """
+    errors = sum(r.error is not None for r in results)
+    if not errors:
+        return []
+    lines = error_lines(results)
+    if errors > max_error_rate * len(results):
+        raise EvaluationFailed("\n".join([
+            f"evaluation of {model} failed: {errors}/{len(results)} examples ended in errors "
+            f"(more than max_error_rate={max_error_rate:g}); fix the cause and rerun — only the "
+            "errored examples are asked again",
+            *lines,
+        ]))
+    return lines
+
+
+def _check_unique_ids(examples: Sequence[TestExample]) -> None:
+    seen: dict[str, int] = {}
+    for ex in examples:
+        if ex.id in seen:
+            raise ValueError(f"example id {ex.id!r} appears twice (lines {seen[ex.id]} and {ex.line})")
+        seen[ex.id] = ex.line
+
+
+__all__ = [
+    "RateLimiter",
+    "backoff_delay",
+    "check_error_rate",
+    "error_lines",
+    "evaluate",
+    "fill_result",
+]

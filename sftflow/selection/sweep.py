@@ -1,0 +1,41 @@
+"""Step: a sweep's leaderboard (every model paired with the base on the same examples) and the sweep's report —
+each one domain function returning a record (sftflow.records); its best challenges the champion through
+sftflow.selection.challenge, as the pipeline's tuned model does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sftflow.infra import layout, storage
+from sftflow.selection import leaderboard
+from sftflow.evaluation import plots, stats
+from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard
+from sftflow.selection.sweep_report import sweep_markdown
+from sftflow.evaluation.compare import read_results
+
+
+def build_and_save_leaderboard(run_root: str, run_name: str, base: Evaluation, models: list[dict[str, Any]], *,
+                               grid: dict[str, Any], samples: int | None, seed: int = 0) -> SweepLeaderboard:
+    """Compare every model with the base (paired), rank, write leaderboard.json (atomically) and its plot."""
+    out_dir = layout.sweep_dir(run_root)
+    base_results = read_results(base.results_uri)
+    entries = []
+    for m in models:
+        cmp = stats.compare(base_results, read_results(m["results_uri"]), seed=seed)
+        entries.append(leaderboard.entry_from_comparison(
+            label=m["label"], hyperparameters=m["hyperparameters"], job=m["job"], key=m["key"],
+            tuned_model=m["tuned_model"], endpoint=m["endpoint"], cost_usd=m["cost_usd"], comparison=cmp,
+            results_uri=m["results_uri"], checkpoint=m.get("checkpoint"), errors=list(m.get("errors") or [])))
+    base_info = {"model": base.model, "results_uri": base.results_uri,
+                 "means": {k: v["mean"] for k, v in base.summary.items()}}
+    board = leaderboard.build(entries, base=base_info, run_name=run_name, examples=samples, grid=grid)
+    uri = leaderboard.write(storage.join(out_dir, "leaderboard.json"), board)
+    plot_uri = storage.write_bytes(storage.join(out_dir, "leaderboard.png"), plots.plot_leaderboard(board),
+                                   "image/png")
+    return SweepLeaderboard(leaderboard_uri=uri, plot_uri=plot_uri, board=board)
+
+
+def write_sweep_report(run_root: str, board: dict[str, Any], plot_uri: str, decision: ChampionDecision | None) -> str:
+    """runs/<run>/sweep/report.md: the leaderboard and the champion decision."""
+    md = sweep_markdown(board, plot_uri, decision.to_json() if decision else None)
+    return storage.write_text(storage.join(layout.sweep_dir(run_root), "report.md"), md, "text/markdown")
