@@ -43,7 +43,7 @@ def http(server, method, path, body=None, token=TEST_TOKEN):
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"} if token else {},
     )
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=30) as r:  # the first enum error loads the protos (~2 s idle)
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
