@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,15 +109,21 @@ def method(version: str, method_id: str) -> dict:
 
 
 # ---------------------------------------------------------------------------- enums' proto numbers
+_import_lock = threading.Lock()
+
+
 @functools.cache
 def _proto_enums() -> list[tuple[frozenset, str, dict[int, str]]]:
     """(member names, qualified name, {number: name}) of every enum in google-cloud-aiplatform's v1beta1 protos
-    (the discovery document lists enum names in declaration order, not their numbers)."""
+    (the discovery document lists enum names in declaration order, not their numbers). One handler thread imports
+    them at a time: two importing proto-plus modules at once broke its registry ("dictionary changed size")."""
     import proto
 
-    import google.cloud.aiplatform_v1beta1.types  # noqa: F401 - registers every enum
+    with _import_lock:
+        import google.cloud.aiplatform_v1beta1.types  # noqa: F401 - registers every enum
 
-    out, stack = [], list(proto.Enum.__subclasses__())
+        subclasses = list(proto.Enum.__subclasses__())
+    out, stack = [], subclasses
     while stack:
         cls = stack.pop()
         stack += cls.__subclasses__()

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from tests.servers import discovery
+from tests.servers import discovery, vertex_datasets
 from tests.servers import vertex_schema as schema
 from tests.servers.vertex_schema import field as get
 
@@ -158,8 +158,9 @@ class BatchPredictions:
             raise
 
     def _read(self, uri: str) -> bytes | None:
-        bucket, _, obj = uri[5:].partition("/")
-        return self._gcs(f"/storage/v1/b/{quote(bucket, safe='')}/o/{quote(obj, safe='')}", query="?alt=media")
+        if self.server.gcs_url is None:
+            raise RuntimeError("test server: no gcs_url for batch prediction (pass gcs_url=)")
+        return vertex_datasets.read(self.server.gcs_url, uri)
 
     def _write(self, uri: str, data: bytes) -> None:
         bucket, _, obj = uri[5:].partition("/")

@@ -29,6 +29,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from tests.servers.discovery import snake  # noqa: F401 - the proto name of a JSON name, for the server's messages
+
 
 @dataclass(frozen=True)
 class ModelLimits:
@@ -72,10 +74,6 @@ def field(obj: dict | None, name: str, default: Any = None) -> Any:
         if key in obj:
             return obj[key]
     return default
-
-
-def snake(name: str) -> str:
-    return re.sub(r"(?<!^)([A-Z])", lambda m: "_" + m.group(1).lower(), name)
 
 
 def out_of_range(name: str, value: float, low: str, high: str) -> str:
