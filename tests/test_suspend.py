@@ -170,19 +170,6 @@ def _family_logs(stack, run_id: str) -> str:
     return "\n".join(_logs(stack, i) for i in [run_id, *(str(c.id) for c in children)])
 
 
-def _task_runs(stack, run_id: str) -> list:
-    """Task runs of a run and of its subflow runs, oldest first."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
-
-    with api(stack["url"]) as client:
-        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[uuid.UUID(run_id)])))
-        ids = [uuid.UUID(run_id), *(c.id for c in children)]
-        print("subflows:", [(c.name, c.state.name) for c in children])
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
-    return sorted(tasks, key=lambda t: t.created)
-
-
 def _states(stack, run_id: str) -> list:
     with api(stack["url"]) as client:
         return sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
@@ -243,8 +230,6 @@ def test_pipeline_sleeps_while_the_job_trains_and_the_resumer_wakes_it(stack, ru
     assert _creates(vertex) == submitted, "the resumed run submitted a second job"
     assert vertex.count("POST", ":generateContent") == generated + SAMPLES, "the baseline was asked again"
     assert len(_resumed_at(stack, run_id)) == 1
-    tasks = _task_runs(stack, run_id)
-    print("\n".join(f"{t.name}: {t.state.name} (attempt {t.flow_run_run_count})" for t in tasks))
 
     after = time.time()  # the next tick finds nothing to resume
     deadline = time.monotonic() + 3 * PERIOD + 60
