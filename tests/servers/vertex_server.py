@@ -312,6 +312,9 @@ class VertexTestServer:
         from tests.servers.vertex_batch import BatchPredictions
 
         self.batch = BatchPredictions(self, seed=seed)  # batchPredictionJobs; knobs on server.batch
+        from tests.servers.vertex_judge import Judging
+
+        self.judging = Judging(self, seed=seed)  # evaluateInstances (pairwise judge); knobs on server.judging
 
     @property
     def parent(self) -> str:
@@ -479,6 +482,8 @@ class VertexTestServer:
                 code = rng.choice(self._fault_codes)
                 raise _HttpError(code, f"Injected fault {code} (test server)")
             self._settle_operations(time.time())
+        if self.judging.handles(method, path):  # `locations/{l}:evaluateInstances`: no '/' after the location
+            return 200, self.judging.evaluate(path, query=query, body=body)
         m = re.match(r"^/(v1|v1beta1|ui)/projects/([^/]+)/locations/([^/]+)/(.*)$", path)
         if not m:
             raise _HttpError(404, f"Unknown path {path}")
