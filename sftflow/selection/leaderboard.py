@@ -65,14 +65,14 @@ class Entry:
 def entry_from_comparison(*, label: str, hyperparameters: dict[str, Any], job: str | None, key: str | None,
                           tuned_model: str | None, endpoint: str, cost_usd: float | None, comparison: Comparison,
                           results_uri: str | None = None, checkpoint: dict[str, Any] | None = None,
-                          errors: list[str] | None = None) -> Entry:
+                          errors: list[str] | None = None, judge: dict[str, Any] | None = None) -> Entry:
     """An entry from the paired comparison base → this model (means over the examples both scored)."""
     means = {m: mc.tuned_mean for m, mc in comparison.metrics.items()}
     vs = {m: {"difference": mc.difference, "ci_low": mc.ci_low, "ci_high": mc.ci_high, "p_value": mc.p_value,
               "n_paired": mc.n_paired} for m, mc in comparison.metrics.items()}
     return Entry(label=label, hyperparameters=dict(hyperparameters), job=job, key=key, tuned_model=tuned_model,
                  endpoint=endpoint, cost_usd=cost_usd, means=means, vs_base=vs, results_uri=results_uri,
-                 checkpoint=checkpoint, errors=list(errors or []))
+                 checkpoint=checkpoint, errors=list(errors or []), judge=judge)
 
 
 def judge_score(e: Entry) -> float:

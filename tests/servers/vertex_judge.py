@@ -66,7 +66,7 @@ def check_schema(ref: str, value: Any, path: str = "") -> list[tuple[str, str]]:
     props = spec.get("properties", {})
     for key, v in value.items():
         name = key if key in props else _camel(key)
-        where = f"{path}.{name}" if path else name
+        where = f"{path}.{name if name in props else key}" if path else (name if name in props else key)
         if name not in props:
             problems.append((where, f'Invalid JSON payload received. Unknown name "{key}" at \'{path}\': '
                                     "Cannot find field."))
