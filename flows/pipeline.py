@@ -35,8 +35,8 @@ def sft_pipeline(config: RunParams = RunParams()) -> dict:
 
     prepared = PreparedData.from_json(prepare_data(config=config))
     tuning_config = config.model_copy(update={"train_uri": prepared.train, "val_uri": prepared.val})
-    log.info("cost gate: %s", gate_tuning(settings_for(tuning_config)))  # cap + approval before anything is paid
     test_path = download(prepared.test, s.work_dir / "downloads")
+    log.info("cost gate: %s", gate_tuning(settings_for(tuning_config), test_path))  # before anything is paid
     spec = EvalSpec.from_settings(s)
     baseline_future = evaluate_task(spec, "base").submit(spec, s.base_model, test_path, "base")  # runs while tuning trains
     approved = tuning_config.model_copy(update={"approval_mode": "approved"})  # the gate above said yes

@@ -29,7 +29,7 @@ from sftflow.evaluation.rouge import score_pair
 from sftflow.judging import summary
 from sftflow.judging.pairs import JudgedPair, Pair, both_orders, side_of
 from sftflow.judging.run import JudgedPairs, judge_pairs
-from sftflow.judging.step import JudgeSpec, judge_and_save, split_prompt
+from sftflow.judging.step import JudgeSpec, estimate_note, judge_and_save, split_prompt
 from sftflow.judging.vertex import VertexJudge, request_body
 from sftflow.records import Evaluation
 from sftflow.selection import champion, leaderboard
@@ -309,3 +309,11 @@ def test_champion_by_judge_needs_the_ci_lower_bound_above_half_plus_margin():
     decision = champion.decide_by_judge("new", current, tie)
     assert not decision.promote and decision.reason.endswith("so old stays champion")
     assert leaderboard.choose_best([], "judge") == (None, "no configuration was evaluated")
+
+
+def test_the_cost_gate_names_the_vertex_judges_estimate(tmp_path):
+    files = examples_files(tmp_path, 5)
+    server = SimpleNamespace(project="p", location="us-central1", base_url="http://127.0.0.1:9")  # nothing is asked
+    note = estimate_note(spec_for(server, tmp_path, judge_samples=4), files["test"])
+    assert note.startswith("pairwise judge (vertex, gemini-2.0-flash): about $0.0") and "4 pairs × 2 orders" in note
+    assert estimate_note(spec_for(server, tmp_path, judge="local"), files["test"]) is None

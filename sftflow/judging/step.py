@@ -142,6 +142,25 @@ def judge_cost(spec: JudgeSpec, judged: list[JudgedPair]) -> dict[str, Any] | No
                                        source=price.source if price else "no list price", estimated=True))
 
 
+def estimate_note(spec: JudgeSpec | None, test_path: str) -> str | None:
+    """A line for the cost gate: what the vertex judge will roughly cost on this test set, before anything runs
+    (each of `judge_samples` pairs asked twice; answers taken as long as the reference; explanation ~100 tokens).
+    None when no judge is billed (no judge, or the local one)."""
+    if spec is None or spec.judge != "vertex":
+        return None
+    from sftflow.judging.vertex import DEFAULT_JUDGE_MODEL, SAMPLING_COUNT, TEMPLATE_TOKENS
+
+    examples = read_test_csv(test_path, limit=spec.judge_samples)
+    tin = sum(2 * SAMPLING_COUNT * ((len(ex.input_text) + 3 * len(ex.output_text)) // 4 + TEMPLATE_TOKENS)
+              for ex in examples)
+    tout = 2 * SAMPLING_COUNT * 100 * len(examples)
+    model = (spec.judge_model or DEFAULT_JUDGE_MODEL).rsplit("/", 1)[-1]
+    price = prices.price_for(model, "vertex", spec.generation_prices_usd)
+    usd = "an unknown amount (no list price)" if price is None else f"about ${price.usd(tin, tout):.4f}"
+    return (f"pairwise judge (vertex, {model}): {usd} for {len(examples)} pairs × 2 orders (~{tin:,} input, ~{tout:,} "
+            "output tokens, characters / 4; not part of the tuning cap)")
+
+
 def judge_and_save(spec: JudgeSpec, baseline_uri: str, candidate_uri: str, test_path: str, out_dir: str, *,
                    comparison: dict[str, Any] | None = None, on_progress: ProgressFn | None = None,
                    judge: Judge | None = None) -> Judgement:
