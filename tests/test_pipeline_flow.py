@@ -36,7 +36,7 @@ def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
     report = _check_report_matches_files(out)
     rl = report["comparison"]["metrics"]["rougeL"]
     assert rl["ci_low"] > 0, rl  # a real LoRA tune beats the base scorer, CI above zero
-    assert out["verdict"][-2].startswith("tuned beats base on ROUGE-L")
+    assert out["verdict"][-1].startswith("tuned beats base on ROUGE-L")
     _check_local_judge(out, report, state)
 
     state2 = sft_pipeline(config=config, return_state=True)
@@ -64,7 +64,7 @@ def _check_local_judge(out, report, state):
     md = storage.read_text(out["report_uri"])
     assert "## Pairwise judge: local judge (embedding similarity, not an LLM)" in md
     assert f"{100 * s['win_rate']:.1f}%" in md and "orders disagreed" in md and "same side as ROUGE-L" in md
-    assert out["verdict"][-1].startswith("judge (local judge (embedding similarity, not an LLM)): tuned wins")
+    assert out["verdict"][0].startswith("judge (local judge (embedding similarity, not an LLM)): tuned wins")
     rows = [json.loads(line) for line in storage.read_text(judge["judgements_uri"]).splitlines()]
     assert len(rows) == 20 and all(r["forward"] == r["backward"] for r in rows)
     assert storage.read_bytes(judge["plot_uri"]).startswith(b"\x89PNG")

@@ -41,6 +41,7 @@ def write_run_report(run_root: str, settings: dict[str, Any], prepared: Prepared
     errors = {ev.label: ev.errors for ev in (baseline, tuned) if ev.errors}
     if judgement is not None and judgement.errors:
         errors["judge"] = judgement.errors
-    verdict = comparison.verdict + ((judgement.verdict,) if judgement is not None else ())
+    # the judge's line first: the ROUGE-L verdict stays the last line before the champion's (README, CLI)
+    verdict = ((judgement.verdict,) if judgement is not None else ()) + comparison.verdict
     return RunReport(report_uri=report_uri, report_json_uri=json_uri, verdict=verdict,
                      comparison=comparison.comparison, errors=errors, champion=champion, judgement=judgement)
