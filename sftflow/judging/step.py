@@ -171,7 +171,8 @@ def judge_and_save(spec: JudgeSpec, baseline_uri: str, candidate_uri: str, test_
     ident = hashlib.sha256(json.dumps([judge_identity(spec, baseline_uri, candidate_uri, test_path, out_dir),
                                        judge.identity()], default=str, sort_keys=True).encode()).hexdigest()
     checkpoint = layout.checkpoint_path(spec.work_dir, "judge", ident)
-    judged = judge_pairs(judge, pairs, checkpoint=checkpoint, concurrency=spec.concurrency, rpm=spec.rpm,
+    rpm = spec.rpm if spec.judge == "vertex" else 1e9  # rpm is a quota's: the local judge has none to respect
+    judged = judge_pairs(judge, pairs, checkpoint=checkpoint, concurrency=spec.concurrency, rpm=rpm,
                          max_attempts=spec.max_attempts, on_progress=on_progress, seed=spec.seed)
     errors = check_error_rate(judged, spec.max_error_rate, f"pairs by {judge.name}")  # raises above the rate
     numbers = summary.summarize(judged, seed=spec.seed)
