@@ -37,6 +37,7 @@ from sftflow.judging.pairs import Pair  # noqa: E402
 from sftflow.judging.run import judge_pairs  # noqa: E402
 from sftflow.judging.step import split_prompt  # noqa: E402
 from sftflow.judging.vertex import DEFAULT_JUDGE_MODEL, VertexJudge  # noqa: E402
+from tests.servers.vertex_server import TEST_TOKEN  # noqa: E402
 
 
 def pairs(n: int) -> list[Pair]:
@@ -54,7 +55,7 @@ def pairs(n: int) -> list[Pair]:
 
 def run(url: str, ps: list[Pair], concurrency: int, rpm: float) -> tuple[float, list]:
     spec = SimpleNamespace(project="test-project", region="us-central1", vertex_base_url=url, judge_model=None,
-                           vertex_access_token=SecretStr("bench-token"), request_timeout=60)
+                           vertex_access_token=SecretStr(TEST_TOKEN), request_timeout=60)
     judge = VertexJudge(spec)
     judge.client()  # client creation and the SDK's import are not part of the judging time
     with tempfile.TemporaryDirectory() as d:

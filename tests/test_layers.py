@@ -53,10 +53,13 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.selection.grid", "sftflow.cost.token_count",
         "sftflow.judging.run", "sftflow.judging.local", "sftflow.judging.vertex", "sftflow.judging.step",
     ]),
+    ("preflight (`sftflow doctor`): read-only checks of credentials, Vertex AI and the bucket", [
+        "sftflow.preflight.*",
+    ]),
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),
     ("command line: dispatches to the flows (imports them lazily, so --help needs no Prefect)", [
-        "sftflow.cli.main", "sftflow.cli.config", "sftflow.cli.server", "sftflow.cli.sweep",
+        "sftflow.cli.main", "sftflow.cli.config", "sftflow.cli.server", "sftflow.cli.sweep", "sftflow.cli.doctor",
     ]),
 ]
 

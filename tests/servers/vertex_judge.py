@@ -26,6 +26,7 @@ from typing import Any
 PATH = re.compile(r"/v1beta1/projects/([^/]+)/locations/([^/:]+):evaluateInstances")
 METHOD_ID = "aiplatform.projects.locations.evaluateInstances"
 REQUEST = "GoogleCloudAiplatformV1beta1EvaluateInstancesRequest"
+REQUIRED = ("instruction", "context", "prediction", "baselinePrediction")  # "Required." in the instance's schema
 _WORD = re.compile(r"\w+")
 
 
@@ -150,9 +151,6 @@ class Judging:
         self.asked: list[dict] = []  # every valid instance judged: {instance, choice, biased}
         self._lock = threading.Lock()
 
-    def handles(self, method: str, path: str) -> bool:
-        return method == "POST" and PATH.fullmatch(path) is not None
-
     def count(self) -> int:
         with self._lock:
             return len(self.asked)
@@ -169,20 +167,29 @@ class Judging:
         p, b = overlap(inst["prediction"], target), overlap(inst["baselinePrediction"], target)
         return "TIE" if abs(p - b) < 1e-9 else "CANDIDATE" if p > b else "BASELINE"
 
-    def evaluate(self, path: str, *, query: dict[str, list[str]], body: Any) -> dict:
-        from tests.servers.vertex_server import _HttpError, _invalid
+    def route(self, parent: str, *, query: dict[str, list[str]], body: Any) -> dict:
+        """The server's route (`extra_routes`): the server has matched the path and checked the body against the
+        discovery document; here: one metric input, the instance's Required fields, the location, the answer."""
+        from tests.servers.vertex_server import _invalid
 
-        m = PATH.fullmatch(path)
-        if (m.group(1), m.group(2)) != (self.server.project, self.server.location):
-            raise _HttpError(404, f"Project/location {m.group(1)}/{m.group(2)} not served")
         problems, body = validate(query, body)
+        inst = ((body or {}).get("pairwiseSummarizationQualityInput") or {}).get("instance") or {}
+        problems += [(f"pairwiseSummarizationQualityInput.instance.{name}", f"instance.{name}: Required field is not "
+                      "set.") for name in REQUIRED if name not in inst]
         if problems:
             raise _invalid(problems)
-        body = body or {}
+        return self._judge(parent, body)
+
+    def evaluate(self, path: str, *, query: dict[str, list[str]], body: Any) -> dict:
+        m = PATH.fullmatch(path)
+        return self.route(f"projects/{m.group(1)}/locations/{m.group(2)}", query=query, body=body)
+
+    def _judge(self, parent: str, body: dict) -> dict:
+        from tests.servers.vertex_server import _invalid
         given = [k for k in body if k.endswith("Input")]
         if given != ["pairwiseSummarizationQualityInput"]:
             raise _invalid([("metric_inputs", f"exactly one metric input is served here, got {given}")])
-        if body.get("location") not in (None, f"projects/{m.group(1)}/locations/{m.group(2)}"):
+        if body.get("location") not in (None, parent):
             raise _invalid([("location", "must match the URL's location")])
         config = body.get("autoraterConfig") or {}
         count = int(config.get("samplingCount", 4))
