@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "results.jsonl URIs): only examples both scored are paired.")
     p.add_argument("baseline", help="label (e.g. base) or results.jsonl URI")
     p.add_argument("tuned", help="label (e.g. tuned) or results.jsonl URI")
-    p.add_argument("--judge", action="store_true", help="also judge each pair with the pairwise judge (setting "
-                   "judge; none: the backend's), both orders")
+    p.add_argument("--judge", dest="with_judge", action="store_true",  # dest: `judge` is a setting's name
+                   help="also judge each pair with the pairwise judge (setting judge; none: the backend's), both orders")
     common_flags(p)
 
     p = sub.add_parser("judge", help="pairwise judge of two result sets: win/tie/loss, win rate with CI",
@@ -221,7 +221,8 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
     if cmd == "compare":
         from flows.compare import compare
 
-        out = _watched(compare, watch)(baseline=args.baseline, tuned=args.tuned, config=config, judge=args.judge)
+        out = _watched(compare, watch)(baseline=args.baseline, tuned=args.tuned, config=config,
+                                       judge=args.with_judge)
         for line in out["verdict"]:
             print(line)
         print(f"comparison: {out['comparison_uri']}")
