@@ -12,6 +12,7 @@ from sftflow.infra import layout, storage
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.params import RunParams
+from sftflow.judging.step import JudgeSpec, estimate_note
 from sftflow.records import PreparedData
 from sftflow.tuning.report import data_warning, planned_job
 from sftflow.tuning.step import dry_run_plan, save_tuned_model
@@ -117,10 +118,13 @@ def plan_tuning(s: Settings) -> tuple[TuningSpec, dict, list[tuple[str, str, dic
     return spec, estimate_tuning_cost(s, checked), checked
 
 
-def gate_tuning(s: Settings) -> str:
+def gate_tuning(s: Settings, test_path: str | None = None) -> str:
     """The cost gates of a run's tuning step, run early (the pipeline: before its baseline evaluation
-    spends anything); nothing to gate when this intent already finished."""
+    spends anything); nothing to gate when this intent already finished. With `test_path` (the pipeline), the
+    estimate also names what the pairwise judge will cost (a note: the cap is the tuning job's)."""
     spec, estimate, checked = plan_tuning(s)
+    if test_path is not None and (note := estimate_note(JudgeSpec.from_settings(s), test_path)):
+        estimate = {**estimate, "notes": [*estimate.get("notes", []), note]}
     if read_tuning_record(s, spec.key) is not None:
         return "already tuned"
     return cost_gate(s, spec, estimate, checked, planned_job(spec, s.backend))

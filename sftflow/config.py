@@ -191,6 +191,25 @@ class Settings(BaseSettings):
         "(F-measure units: 0.01 = 1 point).",
     )
 
+    promotion_metric: Literal["rougeL", "judge"] = Field(
+        "rougeL", description="What promotes a champion and ranks a sweep: 'rougeL' (the paired CI of the ROUGE-L "
+        "difference, see promotion_margin) or 'judge' (the pairwise judge's win rate: promoted only when the lower "
+        "bound of its 95% CI is above 50% + promotion_margin; needs a judge).",
+    )
+    judge: Literal["none", "auto", "vertex", "local"] = Field(
+        "auto", description="Pairwise judge of tuned vs base answers after the ROUGE comparison: 'vertex' (the Gen AI "
+        "evaluation service's pairwise summarization quality autorater), 'local' (embedding similarity under MiniLM, "
+        "not an LLM), 'auto' (the backend's) or 'none'.",
+    )
+    judge_samples: int | None = Field(
+        None, ge=1, description="Pairs the judge sees (the first N both models answered). Unset: the evaluation's "
+        "samples, at most 100.",
+    )
+    judge_model: str | None = Field(
+        None, description="Autorater model of the vertex judge (autoraterConfig.autoraterModel: a publisher model "
+        "name or endpoint). Unset: the evaluation service's own (gemini-2.0-flash, priced as such).",
+    )
+
     eval_mode: Literal["auto", "batch", "online"] = Field(
         "auto",
         description="How evaluations ask the model: 'online' (one request per example), 'batch' (Vertex AI "

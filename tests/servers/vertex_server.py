@@ -326,6 +326,10 @@ class VertexTestServer:
         from tests.servers.vertex_faults import VertexFaults
 
         self.faults = VertexFaults()  # preflight fault switches (disabled API, denied permissions, ...)
+        from tests.servers.vertex_judge import METHOD_ID, Judging
+
+        self.judging = Judging(self, seed=seed)  # evaluateInstances (pairwise judge); knobs on server.judging
+        self.extra_routes.append((METHOD_ID, self.judging.route))
 
     @property
     def parent(self) -> str:
