@@ -103,7 +103,7 @@ def sweep(
 
     grid_info = {"epochs": epochs, "adapter_size": adapter_size, "learning_rate_multiplier": learning_rate_multiplier,
                  "max_parallel": max_parallel, "failed": failed}
-    lb = build_leaderboard(s, base, models, grid_info)
+    lb = build_leaderboard(s, base, models, grid_info, test_path)  # promotion_metric judge: judged vs base too
     decision = challenge_champion(s, spec, test_path, lb.board["best_entry"], lb.board["best_reason"],
                                   s.promotion_margin) if promote else None
     report_uri = write_sweep_report(s, lb.board, lb.plot_uri, decision)

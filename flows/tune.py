@@ -6,13 +6,15 @@ from prefect import flow, get_run_logger
 
 from flows.approval import cost_gate
 from flows.common import settings_for
+from flows.suspend import suspend_while_training
 from sftflow.cost import estimate as cost
 from sftflow.infra import layout, storage
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.params import RunParams
+from sftflow.judging.step import JudgeSpec, estimate_note
 from sftflow.records import PreparedData
-from sftflow.tuning.report import planned_job
+from sftflow.tuning.report import data_warning, planned_job
 from sftflow.tuning.step import dry_run_plan, save_tuned_model
 from sftflow.tuning.intent import tuning_key
 from tasks.tuning import (
@@ -94,11 +96,15 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
         cost_gate(s, spec, estimate, checked, planned_job(spec, s.backend))  # cap, then approval
         job = submit_tuning_job(s, spec, estimate)
         print(f"tuning job: {job['name']}" + (" (attached)" if job["attached"] else " (submitted)"))
-        record = record_tuned_model(s, spec, await_tuning_job(s, job["name"]))
+        waited = suspend_while_training(s, spec.key, job["name"], job["state"])  # wait_mode=suspend: the run sleeps
+        record = record_tuned_model(s, spec, await_tuning_job(s, job["name"], waited))
     tuned = save_tuned_model(s.run_root, spec.key, record, estimate)
     if (billable := tuned.stats.get("billable_tokens")) is not None:  # what the bill is computed from
         log.info("the job reports %s billable tokens; the estimate was %s", f"{int(billable):,}",
                  cost.CostEstimate.from_dict(estimate).summary())
+    if warning := data_warning(tuned.stats):  # Vertex truncated or dropped examples: say so where it is seen
+        log.warning(warning)
+        print(warning)
     log.info("tuned model %s, endpoint %s", tuned.tuned_model, tuned.endpoint)
     return tuned.to_json()
 
@@ -112,10 +118,13 @@ def plan_tuning(s: Settings) -> tuple[TuningSpec, dict, list[tuple[str, str, dic
     return spec, estimate_tuning_cost(s, checked), checked
 
 
-def gate_tuning(s: Settings) -> str:
+def gate_tuning(s: Settings, test_path: str | None = None) -> str:
     """The cost gates of a run's tuning step, run early (the pipeline: before its baseline evaluation
-    spends anything); nothing to gate when this intent already finished."""
+    spends anything); nothing to gate when this intent already finished. With `test_path` (the pipeline), the
+    estimate also names what the pairwise judge will cost (a note: the cap is the tuning job's)."""
     spec, estimate, checked = plan_tuning(s)
+    if test_path is not None and (note := estimate_note(JudgeSpec.from_settings(s), test_path)):
+        estimate = {**estimate, "notes": [*estimate.get("notes", []), note]}
     if read_tuning_record(s, spec.key) is not None:
         return "already tuned"
     return cost_gate(s, spec, estimate, checked, planned_job(spec, s.backend))

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     cancel_job_on_interrupt: bool = Field(
         True, description="Cancel the cloud job when the flow is cancelled or interrupted."
     )
+    wait_mode: Literal["poll", "suspend"] = Field(
+        "poll", description="How a run waits for its tuning job: 'poll' keeps the flow's process polling every "
+        "poll_interval; 'suspend' (deployment runs) suspends the run once the job is submitted, so its worker and "
+        "infrastructure are released, and the `resume_finished` deployment resumes it when the job has ended (or "
+        "tuning_timeout ran out); the resumed run re-attaches to the job and continues from cache.",
+    )
     claim_stale_after: float = Field(
         300.0,
         gt=0,
@@ -183,6 +189,25 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1, description="A tuned model (pipeline) or a sweep's best replaces the champion only if the "
         "lower bound of the paired 95% CI of (new − champion) ROUGE-L is above this "
         "(F-measure units: 0.01 = 1 point).",
+    )
+
+    promotion_metric: Literal["rougeL", "judge"] = Field(
+        "rougeL", description="What promotes a champion and ranks a sweep: 'rougeL' (the paired CI of the ROUGE-L "
+        "difference, see promotion_margin) or 'judge' (the pairwise judge's win rate: promoted only when the lower "
+        "bound of its 95% CI is above 50% + promotion_margin; needs a judge).",
+    )
+    judge: Literal["none", "auto", "vertex", "local"] = Field(
+        "auto", description="Pairwise judge of tuned vs base answers after the ROUGE comparison: 'vertex' (the Gen AI "
+        "evaluation service's pairwise summarization quality autorater), 'local' (embedding similarity under MiniLM, "
+        "not an LLM), 'auto' (the backend's) or 'none'.",
+    )
+    judge_samples: int | None = Field(
+        None, ge=1, description="Pairs the judge sees (the first N both models answered). Unset: the evaluation's "
+        "samples, at most 100.",
+    )
+    judge_model: str | None = Field(
+        None, description="Autorater model of the vertex judge (autoraterConfig.autoraterModel: a publisher model "
+        "name or endpoint). Unset: the evaluation service's own (gemini-2.0-flash, priced as such).",
     )
 
     eval_mode: Literal["auto", "batch", "online"] = Field(

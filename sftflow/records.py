@@ -206,6 +206,23 @@ class ComparisonOutcome(Record):
     verdict: tuple[str, ...]
 
 
+class Judgement(Record):
+    """Baseline vs candidate, judged pairwise (sftflow.judging.step): where the files are, the judge (and its honest
+    label), win/tie/loss, win rate and CI, order disagreement, agreement with ROUGE-L (sftflow.judging.summary),
+    the examples where judge and ROUGE-L disagree most, errored pairs, and the judge's estimated cost."""
+
+    judge: str
+    label: str
+    judgements_uri: str
+    report_uri: str
+    plot_uri: str
+    summary: dict[str, Any]
+    disagreements: tuple[dict[str, Any], ...] = ()
+    errors: tuple[str, ...] = ()  # one line per error kind; non-empty: usable now, never cached
+    cost: dict[str, Any] | None = None
+    verdict: str = ""
+
+
 class RunReport(Record):
     """The pipeline's end: report.md and report.json, the verdict, and errored examples per label."""
 
@@ -215,6 +232,7 @@ class RunReport(Record):
     comparison: dict[str, Any]
     errors: dict[str, tuple[str, ...]] = {}
     champion: ChampionDecision | None = None  # the tuned model's challenge of the champion
+    judgement: Judgement | None = None  # the pairwise judge's verdict, when the run had a judge
 
 
 # --------------------------------------------------------------------------- sweep

@@ -9,7 +9,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from sftflow.infra import storage
-from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, PreparedData, RunReport, TunedModel
+from sftflow.records import (ChampionDecision, ComparisonOutcome, Evaluation, Judgement, PreparedData, RunReport,
+                             TunedModel)
 from sftflow.cost.report import RunCost
 from sftflow.reporting.step import write_run_report
 
@@ -17,9 +18,11 @@ from sftflow.reporting.step import write_run_report
 @task(name="report-run", cache_policy=NO_CACHE)
 def report_run(run_root: str, settings: dict[str, Any], prepared: PreparedData, tuned_model: TunedModel,
                baseline: Evaluation, tuned: Evaluation, comparison: ComparisonOutcome,
-               cost: RunCost | None = None, champion: ChampionDecision | None = None) -> RunReport:
+               cost: RunCost | None = None, champion: ChampionDecision | None = None,
+               judgement: Judgement | None = None) -> RunReport:
     """Write report.md and report.json (never cached: it is cheap and must name this run's files)."""
-    report = write_run_report(run_root, settings, prepared, tuned_model, baseline, tuned, comparison, cost, champion)
+    report = write_run_report(run_root, settings, prepared, tuned_model, baseline, tuned, comparison, cost, champion,
+                              judgement)
     if cost is not None:
         create_table_artifact(cost.rows(), key="run-cost", description="What this run cost (the report's Cost)")
     create_markdown_artifact(storage.read_text(report.report_uri), key="sft-pipeline-report",

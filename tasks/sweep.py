@@ -24,6 +24,7 @@ from sftflow.config import Settings
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard, TunedConfiguration
 from sftflow.selection.sweep_report import lines, table_rows
 from sftflow.selection import sweep as steps
+from tasks.champion import judge_fn
 from tasks.tuning import await_tuning_job, read_tuning_record, record_tuned_model, submit_tuning_job
 
 _semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
@@ -118,10 +119,15 @@ def tune_configuration(settings: Settings, label: str, spec: TuningSpec, estimat
 
 
 @task(name="build-leaderboard")
-def build_leaderboard(settings: Settings, base: Evaluation, models: list[dict], grid: dict) -> SweepLeaderboard:
-    """sftflow.selection.sweep.build_and_save_leaderboard plus the leaderboard as a table artifact."""
-    lb = steps.build_and_save_leaderboard(settings.run_root, settings.run_name, base, models, grid=grid,
-                                          samples=settings.samples, seed=settings.seed)
+def build_leaderboard(settings: Settings, base: Evaluation, models: list[dict], grid: dict,
+                      test_path: str | None = None) -> SweepLeaderboard:
+    """sftflow.selection.sweep.build_and_save_leaderboard plus the leaderboard as a table artifact. With
+    promotion_metric 'judge', every model is also judged against the base (runs/<run>/judge/sweep-<label>/)."""
+    judge = settings.promotion_metric == "judge" and test_path is not None
+    lb = steps.build_and_save_leaderboard(
+        settings.run_root, settings.run_name, base, models, grid=grid, samples=settings.samples, seed=settings.seed,
+        metric=settings.promotion_metric,
+        judge=(lambda b, m, label: judge_fn(settings, test_path, f"sweep-{label}")(b, m)) if judge else None)
     create_table_artifact(table_rows(lb.board), key="sweep-leaderboard",
                           description=f"Sweep leaderboard; best: {lb.board['best'] or 'none'}")
     for line in lines(lb.board):

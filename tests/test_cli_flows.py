@@ -1,4 +1,4 @@
-"""`sftflow evaluate` and `sftflow compare` on the local backend, through the command line's main():
+"""`sftflow evaluate`, `sftflow compare` and `sftflow judge` on the local backend, through the command line's main():
 exit codes, the files each writes, and stdout naming them."""
 
 from __future__ import annotations
@@ -45,6 +45,16 @@ def test_evaluate_then_compare_through_the_cli(tmp_path, capsys, monkeypatch):
                        f"report: {cmp / 'report.md'}"]
     for line in out[3:]:
         assert Path(line.split(": ", 1)[1]).stat().st_size > 0
+
+    # The pairwise judge (local backend: the local judge) on the same pairs: identical answers tie in both orders.
+    assert main(["judge", "base", "tuned", "--local-root", str(root)]) == 0
+    out, judged = _lines(capsys), run / "judge"
+    assert out == ["judge (local judge (embedding similarity, not an LLM)): tuned wins 0/6, ties 6, loses 0; win rate "
+                   "50.0% [95% CI 50.0, 50.0]; orders disagreed on 0.0%; agrees with ROUGE-L on 100.0% of pairs",
+                   f"judgements: {judged / 'judgements.jsonl'}", f"plot (judge): {judged / 'win_tie_loss.png'}",
+                   f"report: {judged / 'report.md'}"]
+    assert main(["compare", "base", "tuned", "--judge", "--local-root", str(root)]) == 0
+    assert _lines(capsys)[-4:] == [out[0], *out[1:3], f"report: {cmp / 'report.md'}"]
 
 
 def test_compare_without_results_says_what_to_run(tmp_path, capsys):

@@ -26,7 +26,7 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
+        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.judging", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
         "sftflow.evaluation.rouge", "sftflow.evaluation.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
     ("files, credentials and settings", [
@@ -39,16 +39,19 @@ LAYERS: list[tuple[str, list[str]]] = [
     ]),
     ("statistics and plots (read results, never produce them)", [
         "sftflow.evaluation.stats", "sftflow.evaluation.plots", "sftflow.selection.leaderboard", "sftflow.selection.champion",
+        "sftflow.judging.pairs", "sftflow.judging.summary",
     ]),
     ("backends: the Generator/Tuner interfaces and their Vertex and local implementations", [
         "sftflow.backends.*",
     ]),
     ("records steps hand each other, and every step's markdown and tables", [
         "sftflow.selection.champion_report", "sftflow.selection.sweep_report", "sftflow.evaluation.compare_report", "sftflow.evaluation.report", "sftflow.tuning.report", "sftflow.cost.report", "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
+        "sftflow.judging.report",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.cleanup.plan",
+        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.tuning.resume", "sftflow.cleanup.plan",
         "sftflow.selection.grid", "sftflow.cost.token_count",
+        "sftflow.judging.run", "sftflow.judging.local", "sftflow.judging.vertex", "sftflow.judging.step",
     ]),
     ("preflight (`sftflow doctor`): read-only checks of credentials, Vertex AI and the bucket", [
         "sftflow.preflight.*",

@@ -10,6 +10,7 @@ from sftflow.selection import champion
 from sftflow.infra import storage
 from sftflow.data.samples import sample_paths
 from tests.flowutil import flow_artifacts, task_states
+from tests.servers.vertex_datasets import billable_tokens
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -37,13 +38,38 @@ def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
     rl = report["comparison"]["metrics"]["rougeL"]
     assert rl["ci_low"] > 0, rl  # a real LoRA tune beats the base scorer, CI above zero
     assert out["verdict"][-1].startswith("tuned beats base on ROUGE-L")
+    _check_local_judge(out, report, state)
 
     state2 = sft_pipeline(config=config, return_state=True)
     assert state2.result()["comparison"] == out["comparison"]
     jobs = list((tmp_path / "root" / "work" / "jobs").iterdir())
     assert len(jobs) == 1  # no second tuning job
-    states = task_states(state2, expect={"evaluate-model": 2, "compare-results": 1})
+    states = task_states(state2, expect={"evaluate-model": 2, "compare-results": 1, "judge-pairs": 1})
     assert set(states["evaluate-model"]) == {"Cached"} and set(states["compare-results"]) == {"Cached"}
+    assert set(states["judge-pairs"]) == {"Cached"}
+    assert state2.result()["judgement"] == out["judgement"]
+
+
+def _check_local_judge(out, report, state):
+    """The judge section from the local judge (judge: auto on the local backend), honest about what it is, agreeing
+    with ROUGE-L's direction on the embedded samples; every pair judged in both orders; a table artifact."""
+    judge = report["judge"]
+    assert judge["label"] == "local judge (embedding similarity, not an LLM)"
+    s = judge["summary"]
+    assert s["judged"] == s["pairs"] == 20 and s["errors"] == 0
+    assert s["wins"] + s["ties"] + s["losses"] == 20
+    assert s["direction_agrees_with_rouge"] is True and s["win_rate"] > 0.5, s
+    assert s["ci_low"] <= s["win_rate"] <= s["ci_high"]
+    assert s["order_disagreement_rate"] == 0  # an embedding judge is symmetric: both orders always agree
+    assert s["requests"] == 40  # both orders of every pair
+    md = storage.read_text(out["report_uri"])
+    assert "## Pairwise judge: local judge (embedding similarity, not an LLM)" in md
+    assert f"{100 * s['win_rate']:.1f}%" in md and "orders disagreed" in md and "same side as ROUGE-L" in md
+    assert out["verdict"][0].startswith("judge (local judge (embedding similarity, not an LLM)): tuned wins")
+    rows = [json.loads(line) for line in storage.read_text(judge["judgements_uri"]).splitlines()]
+    assert len(rows) == 20 and all(r["forward"] == r["backward"] for r in rows)
+    assert storage.read_bytes(judge["plot_uri"]).startswith(b"\x89PNG")
+    assert {"judge-summary", "judge-report"} <= {a.key for a in flow_artifacts(state)}
 
 
 def test_vertex_pipeline_caches_end_to_end(make_vertex_server, gcs_bucket, tmp_path, monkeypatch):
@@ -119,14 +145,20 @@ def _check_baseline_ran_while_the_job_trained(server):
 
 
 def _check_cost_section(out, artifact_keys):
-    """report.json's cost: the job's billable tokens (the server reports 100 examples × 250 tokens × 1 epoch)
+    """report.json's cost: the job's billable tokens (what the server counted in the uploaded training rows × 1 epoch)
     priced at $5/1M next to the countTokens estimate; each evaluation's usage priced at 2.5 Flash's list price."""
     report = json.loads(storage.read_text(out["report_json_uri"]))
     spent = report["cost"]
-    assert spent["tuning"]["billable_tokens"] == 25_000
-    assert spent["tuning"]["billed_usd"] == pytest.approx(25_000 * 5 / 1e6)
+    data_tokens = billable_tokens(storage.read_bytes(report["data"]["train"]), epochs=1)
+    assert spent["tuning"]["billable_tokens"] == data_tokens > 0 and report["job"]["billable_tokens"] == data_tokens
+    assert spent["tuning"]["billed_usd"] == pytest.approx(data_tokens * 5 / 1e6)
     assert spent["tuning"]["method"].startswith("countTokens (Vertex AI)") and spent["tuning"]["estimate_usd"] > 0
+    (judged,) = [ev for ev in spent["evaluations"] if ev["estimated"]]  # the vertex judge: estimated tokens
+    assert judged["label"] == "judge" and judged["priced_as"] == "gemini-2.0-flash" and judged["input_tokens"] > 0
+    assert judged["usd"] == pytest.approx((judged["input_tokens"] * 0.15 + judged["output_tokens"] * 0.60) / 1e6)
     for ev in spent["evaluations"]:
+        if ev["estimated"]:
+            continue
         results = report["evaluations"][ev["label"]]["results"]
         rows = [json.loads(line) for line in storage.read_text(results).splitlines()]
         assert ev["input_tokens"] == sum(r["prompt_tokens"] for r in rows) > 0

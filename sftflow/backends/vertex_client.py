@@ -127,8 +127,10 @@ def translated(what: str) -> Iterator[None]:
         raise BackendError(message, kind=label) from exc
     except gexc.GoogleAPICallError as exc:
         code = int(exc.code or 0)
-        kind = TransientError if is_transient_status(code) else BackendError
-        raise kind(f"{what}: HTTP {code}: {exc.message}", kind=f"{code} {type(exc).__name__}") from exc
+        message, label = f"{what}: HTTP {code}: {exc.message}", f"{code} {type(exc).__name__}"
+        if is_transient_status(code):  # a REST transport's error keeps its response, hence its Retry-After
+            raise TransientError(message, kind=label, retry_after=_retry_after(exc)) from exc
+        raise BackendError(message, kind=label) from exc
     except google.auth.exceptions.DefaultCredentialsError as exc:
         raise BackendError(
             f"{what}: no Google credentials found — run `gcloud auth application-default login` "
@@ -142,8 +144,9 @@ def translated(what: str) -> Iterator[None]:
         raise TransientError(f"{what}: {_describe(exc)}", kind=type(exc).__name__) from exc
 
 
-def _retry_after(exc: genai_errors.APIError) -> float | None:
-    """The `Retry-After` of the HTTP response behind a google-genai APIError, in seconds.
+def _retry_after(exc: BaseException) -> float | None:
+    """The `Retry-After` of the HTTP response behind a google-genai APIError (or a google-api-core error from a
+    REST transport, whose `response` is a requests.Response), in seconds.
 
     APIError keeps the transport's response object (httpx or aiohttp), whose `headers` is a
     case-insensitive mapping: https://github.com/googleapis/python-genai/blob/main/google/genai/errors.py

@@ -82,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "results.jsonl URIs): only examples both scored are paired.")
     p.add_argument("baseline", help="label (e.g. base) or results.jsonl URI")
     p.add_argument("tuned", help="label (e.g. tuned) or results.jsonl URI")
+    p.add_argument("--judge", dest="with_judge", action="store_true",  # dest: `judge` is a setting's name
+                   help="also judge each pair with the pairwise judge (setting judge; none: the backend's), both orders")
+    common_flags(p)
+
+    p = sub.add_parser("judge", help="pairwise judge of two result sets: win/tie/loss, win rate with CI",
+                       description="Judge each pair (baseline answer, candidate answer) on the same test examples "
+                       "in both orders with the judge of setting `judge` (vertex: the Gen AI evaluation service's "
+                       "pairwise summarization quality autorater; local: embedding similarity, not an LLM).")
+    p.add_argument("baseline", help="label (e.g. base) or results.jsonl URI")
+    p.add_argument("candidate", help="label (e.g. tuned) or results.jsonl URI")
     common_flags(p)
 
     p = sub.add_parser("cleanup", help="delete what a run created (lists only, unless --yes)",
@@ -97,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also delete the tuned model / endpoint of this run that is the current champion (kept "
                    "otherwise), and record the champion as retired")
     common_flags(p)
+    p = sub.add_parser("resume-finished", help="resume the runs suspended while their tuning job trained, once it "
+                       "has ended (one tick of the resume_finished deployment)",
+                       description="Resume the deployment runs suspended for a tuning job (wait_mode=suspend) whose "
+                       "job has ended or whose tuning_timeout ran out; print one line per suspended run. Needs the "
+                       "Prefect server that holds them (`sftflow server start`, or PREFECT_API_URL).")
+    common_flags(p)
+
     server_cli.add_parser(sub)
     cli_sweep.add_parsers(sub)
     cli_doctor.add_parser(sub)
@@ -211,12 +228,22 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
     if cmd == "compare":
         from flows.compare import compare
 
-        out = _watched(compare, watch)(baseline=args.baseline, tuned=args.tuned, config=config)
+        out = _watched(compare, watch)(baseline=args.baseline, tuned=args.tuned, config=config,
+                                       judge=args.with_judge)
         for line in out["verdict"]:
             print(line)
         print(f"comparison: {out['comparison_uri']}")
         for name, uri in out["plots"].items():
             print(f"plot ({name}): {uri}")
+        if out.get("judgement"):
+            _print_judgement(out["judgement"])
+        print(f"report: {out['report_uri']}")
+        return 0
+    if cmd == "judge":
+        from flows.compare import judge_pairs
+
+        out = _watched(judge_pairs, watch)(baseline=args.baseline, candidate=args.candidate, config=config)
+        _print_judgement(out)
         print(f"report: {out['report_uri']}")
         return 0
     if cmd == "cleanup":
@@ -250,7 +277,31 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         return 0
     if cmd == "sweep":
         return cli_sweep.run_sweep(args, config, lambda flow: _watched(flow, watch))
+    if cmd == "resume-finished":
+        return _resume_finished(watch)
     raise AssertionError(cmd)
+
+
+def _resume_finished(server: bool) -> int:
+    from sftflow.errors import ConfigError
+
+    if not server:  # Prefect's temporary server holds no suspended run
+        raise ConfigError("resume-finished: no Prefect server is running here: suspended runs live on the server "
+                          "their deployment runs on (start it with `sftflow server start`, or set PREFECT_API_URL)")
+    from flows.resume import resume_finished
+
+    out = _watched(resume_finished, True)()
+    for row in out["runs"]:
+        print(f"{row['run']} ({row['flow']}): {row['outcome']}: {row['reason']}")
+    print(f"{len(out['resumed'])} of {out['suspended']} suspended run(s) resumed")
+    return 0
+
+
+def _print_judgement(out: dict) -> None:
+    print(out["verdict"])
+    print(f"judgements: {out['judgements_uri']}")
+    print(f"plot (judge): {out['plot_uri']}")
+    _warn_errors({"label": "judge", "errors": out.get("errors")})
 
 
 def _warn_errors(out: dict) -> None:

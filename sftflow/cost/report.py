@@ -30,6 +30,7 @@ class EvalCost:
     usd: float | None
     source: str
     batch: bool = False
+    estimated: bool = False  # tokens estimated (characters / 4): the pairwise judge, whose service reports none
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class RunCost:
                         "tokens out": "-", "estimate usd": round(t.estimate_usd, 6),
                         "usd": round(t.billed_usd, 6) if t.billed_usd is not None else "-"})
         for e in self.evaluations:
-            out.append({"step": f"evaluate {e.label}", "tokens in": e.input_tokens, "tokens out": e.output_tokens,
+            out.append({"step": e.label if e.estimated else f"evaluate {e.label}", "tokens in": e.input_tokens, "tokens out": e.output_tokens,
                         "estimate usd": "-", "usd": round(e.usd, 6) if e.usd is not None else "-"})
         return out
 
@@ -82,7 +83,8 @@ class RunCost:
             md.append(f"| tuning | {tokens} | - | {estimate} | {billed} |")
         for e in self.evaluations:
             shown = "-" if e.usd is None else cost.usd(e.usd)
-            md.append(f"| evaluate {e.label} ({e.examples} examples) | {e.input_tokens:,} | {e.output_tokens:,} | - | "
+            step = f"{e.label} ({e.examples} pairs, both orders)" if e.estimated else f"evaluate {e.label} ({e.examples} examples)"
+            md.append(f"| {step} | {e.input_tokens:,} | {e.output_tokens:,} | - | "
                       f"{shown} |")
         total = "-" if self.total_usd is None else cost.usd(self.total_usd)
         pending = self.tuning is not None and self.tuning.billed_usd is None
@@ -96,6 +98,10 @@ class RunCost:
                       f"`price_per_million_training_tokens`); tokens: {t.method}; {billed}.")
         for e in self.evaluations:
             where = f"[source]({e.source})" if e.source.startswith("https://") else e.source
+            if e.estimated:
+                md.append(f"- `{e.label}`: priced as `{e.priced_as}` ({where}); tokens estimated (characters / 4 "
+                          "of each request and explanation: the service reports no usage).")
+                continue
             md.append(f"- Evaluation `{e.label}`: priced as `{e.priced_as}` ({where}); tokens from each response's "
                       "usage metadata (output includes thinking)" + (", batch rate" if e.batch else "") + ".")
         return "\n".join(md) + "\n"
@@ -145,12 +151,16 @@ def tuning_cost(tuned: dict, price_per_million: float) -> TuningCost | None:
                       source=est["price_source"], local=local)
 
 
-def run_cost(settings: Settings, tuned: dict, evaluations: dict[str, dict], batch: Iterable[str] = ()) -> RunCost:
+def run_cost(settings: Settings, tuned: dict, evaluations: dict[str, dict], batch: Iterable[str] = (),
+             judge: dict | None = None) -> RunCost:
     """The run's cost record. `evaluations`: {label: the evaluate step's output (model, results_uri)};
-    `batch`: labels evaluated by batch prediction (billed at the batch rate)."""
+    `batch`: labels evaluated by batch prediction (billed at the batch rate); `judge`: the pairwise judge's
+    cost row (sftflow.judging.step.judge_cost), when it was billed."""
     price = prices.price_for(settings.base_model, settings.backend, settings.generation_prices_usd)
     batch = set(batch)
     evals = tuple(evaluation_cost(label, ev["model"], settings.base_model, read_results(ev["results_uri"]), price,
                                   batch=label in batch)
                   for label, ev in evaluations.items())
+    if judge:
+        evals += (EvalCost(**judge),)
     return RunCost(tuning=tuning_cost(tuned, settings.price_per_million_training_tokens), evaluations=evals)

@@ -94,6 +94,45 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return rng.uniform(0.0, min(cap, base * (2 ** (attempt - 1))))
 
 
+class Retrier:
+    """One request with the evaluation's rules, for callers that are not `evaluate` (e.g. the pairwise judge):
+    every try paced by `limiter`; `TransientError` retried up to `max_attempts` tries with `backoff_delay`
+    (a server's Retry-After, at most `retry_after_cap`, is waited for and holds every worker); anything
+    else ends the request at once. `__call__` returns (value, None, tries) or (None, exception, tries)."""
+
+    def __init__(self, limiter: RateLimiter, *, max_attempts: int, sleep: Callable[[float], None] = time.sleep,
+                 backoff_base: float = 1.0, backoff_cap: float = 60.0, retry_after_cap: float = 120.0,
+                 seed: int | None = None, on_retry: Callable[[], None] | None = None):
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts: must be >= 1, got {max_attempts}")
+        self.limiter, self.max_attempts, self.sleep = limiter, max_attempts, sleep
+        self.backoff_base, self.backoff_cap, self.retry_after_cap = backoff_base, backoff_cap, retry_after_cap
+        self.on_retry = on_retry
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+
+    def __call__(self, fn: Callable[[], Any]) -> tuple[Any, BaseException | None, int]:
+        for attempt in range(1, self.max_attempts + 1):
+            self.limiter.acquire()
+            try:
+                return fn(), None, attempt
+            except TransientError as exc:
+                if attempt == self.max_attempts:
+                    return None, exc, attempt
+                if self.on_retry is not None:
+                    self.on_retry()
+                with self._rng_lock:
+                    delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self._rng)
+                if exc.retry_after is not None:
+                    asked = min(exc.retry_after, self.retry_after_cap)
+                    self.limiter.defer(asked)
+                    delay = max(delay, asked)
+                self.sleep(delay)
+            except Exception as exc:  # noqa: BLE001 - permanent: the caller records it
+                return None, exc, attempt
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -319,6 +358,7 @@ def _check_unique_ids(examples: Sequence[TestExample]) -> None:
 
 __all__ = [
     "RateLimiter",
+    "Retrier",
     "backoff_delay",
     "check_error_rate",
     "error_lines",

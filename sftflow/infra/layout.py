@@ -104,6 +104,11 @@ def compare_dir(run_root: str) -> str:
     return child(run_root, "compare")
 
 
+def judge_dir(run_root: str) -> str:
+    """The pairwise judge's judgements.jsonl, judgement.json, win_tie_loss.png and report.md."""
+    return child(run_root, "judge")
+
+
 def sweep_dir(run_root: str) -> str:
     """A sweep's leaderboard.json, leaderboard.png and report.md."""
     return child(run_root, "sweep")

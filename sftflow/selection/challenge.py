@@ -31,6 +31,8 @@ _MODEL_FIELDS = ("label", "job", "key", "tuned_model", "endpoint", "hyperparamet
 
 #: (model or endpoint, result label) -> that model's evaluation on the candidate's examples.
 EvaluateFn = Callable[[str, str], Evaluation]
+#: (champion's results URI, candidate's results URI) -> the pairwise judge's summary (promotion_metric 'judge').
+JudgeFn = Callable[[str, str], dict[str, Any]]
 
 
 class ChampionGone(SftflowError, RuntimeError):
@@ -38,20 +40,23 @@ class ChampionGone(SftflowError, RuntimeError):
 
 
 def pipeline_candidate(run_name: str, hyperparameters: dict[str, Any], tuned_model: TunedModel, tuned: Evaluation,
-                       comparison: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+                       comparison: dict[str, Any], judged: dict[str, Any] | None = None, metric: str = "rougeL",
+                       ) -> tuple[dict[str, Any] | None, str]:
     """(the pipeline's tuned model as a leaderboard entry labelled `<run>/<hyperparameters>`, e.g. quick/e1-a4-lr1,
-    why): None when it does not beat the base model significantly on ROUGE-L, with the reason."""
+    why): None when it does not beat the base model significantly on `metric` (ROUGE-L, or the judge's win rate
+    `judged`), with the reason."""
     entry = leaderboard.entry_from_comparison(
         label=f"{run_name}/{GridPoint(**hyperparameters).label}", hyperparameters=hyperparameters,
         job=tuned_model.job, key=tuned_model.key, tuned_model=tuned_model.tuned_model, endpoint=tuned_model.endpoint,
         cost_usd=(tuned_model.cost_estimate or {}).get("total_usd"), comparison=stats.Comparison.from_json(comparison),
-        results_uri=tuned.results_uri)
-    best, reason = leaderboard.choose_best([entry])
+        results_uri=tuned.results_uri, judge=judged)
+    best, reason = leaderboard.choose_best([entry], metric)
     return (best.to_dict() if best else None), reason
 
 
 def challenge(storage_root: str, run_name: str, candidate: dict[str, Any] | None, why_none: str, *,
-              evaluate: EvaluateFn, tuner: Tuner, margin: float = 0.0, seed: int = 0) -> ChampionDecision:
+              evaluate: EvaluateFn, tuner: Tuner, margin: float = 0.0, seed: int = 0,
+              judge: JudgeFn | None = None) -> ChampionDecision:
     """`candidate` against the current champion: promoted only on a significant ROUGE-L win (champion.decide),
     recorded either way, marked where the backend keeps a mark (Vertex: the registry alias, and a winning
     checkpoint as the default). ChampionGone when the champion's endpoint or model was deleted."""
@@ -72,7 +77,7 @@ def challenge(storage_root: str, run_name: str, candidate: dict[str, Any] | None
             _check_exists(tuner, current)
             champion_eval = evaluate(current["model"]["endpoint"], CHAMPION_LABEL)
         try:
-            return _decide(storage_root, run_name, candidate, current, champion_eval, tuner, margin, seed)
+            return _decide(storage_root, run_name, candidate, current, champion_eval, tuner, margin, seed, judge)
         except champion.ChampionChanged as exc:
             log.warning("%s", exc)
     raise champion.ChampionChanged(f"the champion kept changing during {RETRIES} comparisons; rerun")
@@ -93,15 +98,24 @@ def _check_exists(tuner: Tuner, entry: dict[str, Any]) -> None:
 
 
 def _decide(storage_root: str, run_name: str, candidate: dict[str, Any], current: dict[str, Any] | None,
-            champion_eval: Evaluation | None, tuner: Tuner, margin: float, seed: int) -> ChampionDecision:
+            champion_eval: Evaluation | None, tuner: Tuner, margin: float, seed: int,
+            judge: JudgeFn | None = None) -> ChampionDecision:
     model = {k: candidate.get(k) for k in _MODEL_FIELDS} | {"run_name": run_name}
-    vs = None
+    vs = judged = None
     if current is not None and champion_eval is not None:
         vs = stats.compare(read_results(champion_eval.results_uri), read_results(candidate["results_uri"]),
                            seed=seed).metrics["rougeL"]
-    decision = champion.decide(candidate["label"], current, vs, margin=margin)
+        if judge is not None:
+            judged = judge(champion_eval.results_uri, candidate["results_uri"])
+    if judge is not None:  # promotion_metric 'judge'
+        decision = champion.decide_by_judge(candidate["label"], current, judged, margin=margin)
+    else:
+        decision = champion.decide(candidate["label"], current, vs, margin=margin)
     comparison = None if vs is None else {"difference": vs.difference, "ci_low": vs.ci_low, "ci_high": vs.ci_high,
                                           "n_paired": vs.n_paired, "p_value": vs.p_value}
+    if judged is not None:
+        comparison["judge"] = {k: judged.get(k) for k in ("win_rate", "ci_low", "ci_high", "judged",
+                                                          "order_disagreement_rate")}
     alias, checkpoint = None, (candidate.get("checkpoint") or {}).get("checkpoint_id")
     if decision.promote:  # the registry first (idempotent): a crash before the record below means a rerun redoes both
         alias = tuner.mark_champion(_status(model), checkpoint_id=checkpoint,

@@ -109,6 +109,26 @@ def decide(candidate: str, champion: dict[str, Any] | None, vs_champion: MetricC
                            f"promotion_margin {100 * margin:g} points, so {name} stays champion")
 
 
+def decide_by_judge(candidate: str, champion: dict[str, Any] | None, judged: dict[str, Any] | None, *,
+                    margin: float = 0.0) -> Decision:
+    """promotion_metric 'judge': promote `candidate` only when the lower bound of the 95% CI of its pairwise-judge
+    win rate against the champion (sftflow.judging.summary; ties count half) is above 50 % + `margin`."""
+    if champion is None:
+        return Decision(True, f"no champion yet: {candidate} becomes the first one")
+    name = name_of(champion)
+    n = (judged or {}).get("judged") or 0
+    if judged is None or n < 2 or judged.get("ci_low") is None:
+        return Decision(False, f"{candidate} was not judged against champion {name} on enough pairs (n={n}); "
+                               f"{name} stays champion")
+    w, lo, hi = (100 * judged[k] for k in ("win_rate", "ci_low", "ci_high"))
+    ci = f"win rate {w:.1f}% [95% CI {lo:.1f}, {hi:.1f}], n={n} pairs judged in both orders"
+    if judged["ci_low"] > 0.5 + margin:
+        return Decision(True, f"{candidate} beats champion {name} by the pairwise judge: {ci}; the lower bound is "
+                              f"above 50% + promotion_margin {100 * margin:g}")
+    return Decision(False, f"{candidate} vs champion {name} by the pairwise judge: {ci}; the lower bound is not "
+                           f"above 50% + promotion_margin {100 * margin:g}, so {name} stays champion")
+
+
 def append(storage_root: str, *, event: str, model: dict[str, Any], reason: str,
            against: int | None, comparison: dict[str, Any] | None = None, margin: float = 0.0,
            extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ sftflow.selection.challenge, as the pipeline's tuned model does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sftflow.infra import layout, storage
@@ -14,9 +15,17 @@ from sftflow.selection.sweep_report import sweep_markdown
 from sftflow.evaluation.compare import read_results
 
 
+#: (base results URI, model results URI, model label) -> the judge's summary of that model vs the base.
+JudgeFn = Callable[[str, str, str], dict[str, Any]]
+
+
 def build_and_save_leaderboard(run_root: str, run_name: str, base: Evaluation, models: list[dict[str, Any]], *,
-                               grid: dict[str, Any], samples: int | None, seed: int = 0) -> SweepLeaderboard:
-    """Compare every model with the base (paired), rank, write leaderboard.json (atomically) and its plot."""
+                               grid: dict[str, Any], samples: int | None, seed: int = 0, metric: str = "rougeL",
+                               judge: JudgeFn | None = None) -> SweepLeaderboard:
+    """Compare every model with the base (paired; with `judge`, also judged pairwise), rank by `metric`, write
+    leaderboard.json (atomically) and its plot."""
+    if metric == "judge" and judge is None:
+        raise ValueError("promotion_metric: 'judge' ranks a sweep by the pairwise judge, but judge is 'none'")
     out_dir = layout.sweep_dir(run_root)
     base_results = read_results(base.results_uri)
     entries = []
@@ -25,10 +34,11 @@ def build_and_save_leaderboard(run_root: str, run_name: str, base: Evaluation, m
         entries.append(leaderboard.entry_from_comparison(
             label=m["label"], hyperparameters=m["hyperparameters"], job=m["job"], key=m["key"],
             tuned_model=m["tuned_model"], endpoint=m["endpoint"], cost_usd=m["cost_usd"], comparison=cmp,
-            results_uri=m["results_uri"], checkpoint=m.get("checkpoint"), errors=list(m.get("errors") or [])))
+            results_uri=m["results_uri"], checkpoint=m.get("checkpoint"), errors=list(m.get("errors") or []),
+            judge=judge(base.results_uri, m["results_uri"], m["label"]) if judge else None))
     base_info = {"model": base.model, "results_uri": base.results_uri,
                  "means": {k: v["mean"] for k, v in base.summary.items()}}
-    board = leaderboard.build(entries, base=base_info, run_name=run_name, examples=samples, grid=grid)
+    board = leaderboard.build(entries, base=base_info, run_name=run_name, examples=samples, grid=grid, metric=metric)
     uri = leaderboard.write(storage.join(out_dir, "leaderboard.json"), board)
     plot_uri = storage.write_bytes(storage.join(out_dir, "leaderboard.png"), plots.plot_leaderboard(board),
                                    "image/png")
