@@ -62,3 +62,51 @@ def test_compare_without_results_says_what_to_run(tmp_path, capsys):
     missing = tmp_path / "root" / "runs" / "default" / "eval" / "base" / "results.jsonl"
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"sftflow: error: {missing}: no results; run `sftflow evaluate` first")
+
+
+def _first_rows_csv(src: str, dest: Path, n: int) -> Path:
+    import csv
+
+    with open(src, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    with open(dest, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows[: n + 1])
+    return dest
+
+
+def test_prepare_then_tune_and_evaluate_tuned_use_what_prepare_made(tmp_path, capsys, monkeypatch, prefect_api_env):
+    """The documented sequence: `prepare`, then `tune` with no --train (the prepared data), then `evaluate
+    --model tuned` with no --test (the prepared test set), on the local backend."""
+    import json
+
+    from tests.smalldata import small_samples
+
+    monkeypatch.setenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(tmp_path / "prefect-results"))
+    for name, value in prefect_api_env.items():  # the session's server: three flows, no temporary server each
+        monkeypatch.setenv(name, value)
+    small = small_samples(tmp_path, train=8, val=2)
+    test_csv = _first_rows_csv(small["test"], tmp_path / "test3.csv", 3)  # fewer rows than the samples' test set
+    root = tmp_path / "root"
+    run = root / "runs" / "default"
+    common = ["--local-root", str(root)]
+
+    assert main(["prepare", "--train", small["train"], "--val", small["val"], "--test", str(test_csv), *common]) == 0
+    prepared = json.loads((run / "prepared.json").read_text())
+    assert _lines(capsys) == [f"{kind}: {prepared[kind]}" for kind in ("train", "val", "test")]
+    assert len(Path(prepared["train"]).read_text().splitlines()) == 8
+
+    assert main(["tune", *common]) == 0
+    tuned = json.loads((run / "tuned.json").read_text())
+    assert _lines(capsys) == [f"tuned model: {tuned['tuned_model']}", f"endpoint: {tuned['endpoint']}"]
+    records = list((root / "tuning").glob("*.json"))
+    assert len(records) == 1
+    spec = json.loads(records[0].read_text())["spec"]
+    assert prepared["train"] in json.dumps(spec)  # tuned on what prepare uploaded, not the embedded samples
+
+    assert main(["evaluate", "--model", "tuned", "--samples", "6", *common]) == 0
+    out = run / "eval" / "tuned"
+    assert _lines(capsys) == [f"results: {out / 'results.jsonl'}", f"plot: {out / 'distribution.png'}",
+                              f"report: {out / 'report.md'}"]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 3  # the prepared test set's 3 rows, though --samples asked for 6
+    assert {r["model"] for r in rows} == {tuned["endpoint"]}

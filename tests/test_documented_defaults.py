@@ -1,7 +1,7 @@
 """What later commands take from earlier ones when a flag is left out (README: `prepared.json, tuned.json — what
 prepare / tune produced (defaults for later steps)`): `tune` with no --train trains on the prepared data,
 `evaluate` with no --test uses the prepared test set, `evaluate --model tuned` the recorded endpoint. The same
-functions the flows call, without Prefect."""
+functions the flows call, without Prefect; the whole sequence through the CLI is in tests/test_cli_flows.py."""
 
 from __future__ import annotations
 
