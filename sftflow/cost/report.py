@@ -139,7 +139,7 @@ def tuning_cost(tuned: dict, price_per_million: float) -> TuningCost | None:
     local = est.get("backend") == "local"
     billable = (tuned.get("stats") or {}).get("billable_tokens")
     billable = int(billable) if billable is not None else None
-    billed = 0.0 if local else None if billable is None else billable * price_per_million / 1e6
+    billed = 0.0 if local else None if billable is None else cost.training_usd(billable, 1, price_per_million)
     return TuningCost(estimate_usd=est["total_usd"], estimate_tokens=est["billed_tokens"], method=est["method"],
                       billable_tokens=billable, billed_usd=billed, price_per_million=price_per_million,
                       source=est["price_source"], local=local)

@@ -9,7 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sftflow.infra import layout, storage
-from sftflow.data.rules import Problem, estimate_cost, validate_contents_file
+from sftflow.cost.estimate import training_usd
+from sftflow.data.rules import Problem, validate_contents_file
 from sftflow.data.testset import validate_test_csv
 from sftflow.errors import DataError
 from sftflow.records import FileSummary, PreparedData, Record
@@ -66,7 +67,7 @@ def save_prepared(run_root: str, uploaded: Mapping[str, UploadedFile], summaries
     prepared = PreparedData(
         train=uploaded["train"].uri, val=uploaded["val"].uri, test=uploaded["test"].uri,
         summaries=tuple(summaries),
-        cost_usd=estimate_cost(train.estimated_tokens or 0, epochs, price_per_million),
+        cost_usd=training_usd(train.estimated_tokens or 0, epochs, price_per_million),
         uploaded=tuple(u.uri for u in uploaded.values() if u.uploaded),
     )
     prepared.write(layout.prepared_uri(run_root))
