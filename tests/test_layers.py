@@ -27,11 +27,11 @@ PACKAGES = ("sftflow", "tasks", "flows")
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
         "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
-        "sftflow.evaluation.rouge", "sftflow.evaluation.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
+        "sftflow.evaluation.rouge", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
-    ("files and credentials", [
+    ("files and credentials, and the results records with their one reader", [
         "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout",
-        "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server",
+        "sftflow.evaluation.results", "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server",
     ]),
     ("dataset formats and rules, cost estimates, prices and the approval gate's rules (below the settings: a "
      "setting reaches them as an argument)", [

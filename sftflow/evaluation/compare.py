@@ -7,17 +7,12 @@ import json
 
 from sftflow.evaluation import plots, stats
 from sftflow.infra import storage
-from sftflow.evaluation.results import results_from_jsonl
+from sftflow.evaluation.results import read_results
 from sftflow.records import ComparisonOutcome
 from sftflow.evaluation.compare_report import comparison_markdown, verdict_lines
 
 #: The objects compare_and_save writes under its out_dir.
 COMPARE_OUTPUTS = ("comparison.json", "distributions.png", "means.png", "paired.png", "report.md")
-
-
-def read_results(uri: str) -> list:
-    """The ExampleResults stored at `uri` (a results.jsonl an evaluation wrote)."""
-    return results_from_jsonl(storage.read_text(uri), uri)
 
 
 def compare_identity(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int = 0) -> list:

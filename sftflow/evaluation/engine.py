@@ -36,7 +36,6 @@ from sftflow.data.testset import TestExample
 from sftflow.errors import BackendError, CheckpointError, EvaluationFailed, TransientError
 from sftflow.infra.progress import ProgressFn
 from sftflow.evaluation.results import ExampleResult
-from sftflow.evaluation.rouge import score_pair
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +269,7 @@ def fill_result(res: ExampleResult, gen: Generation) -> None:
     res.latency_s = gen.latency_s
     res.prompt_tokens = gen.prompt_tokens
     res.output_tokens = gen.output_tokens
-    res.scores = score_pair(res.reference, res.output)
+    res.score()
 
 
 def error_lines(results: Sequence[ExampleResult]) -> list[str]:

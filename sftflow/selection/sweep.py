@@ -11,7 +11,7 @@ from sftflow.selection import leaderboard
 from sftflow.evaluation import plots, stats
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard
 from sftflow.selection.sweep_report import sweep_markdown
-from sftflow.evaluation.compare import read_results
+from sftflow.evaluation.results import read_results
 
 
 def build_and_save_leaderboard(run_root: str, run_name: str, base: Evaluation, models: list[dict[str, Any]], *,
