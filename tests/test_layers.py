@@ -26,7 +26,7 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
+        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console", "sftflow.infra.pacing",
         "sftflow.evaluation.rouge", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
     ("files and credentials, and the results records with their one reader", [
