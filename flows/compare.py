@@ -5,16 +5,10 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import settings_for
-from sftflow.infra import layout, storage
+from sftflow.evaluation.compare import results_to_compare
+from sftflow.infra import layout
 from sftflow.params import RunParams
 from tasks.evaluation import compare_task
-
-
-def results_uri(run_root: str, ref: str) -> str:
-    """A label of this run ('base', 'tuned', ...) or a results.jsonl URI/path as given."""
-    if ref.endswith(".jsonl"):
-        return ref
-    return storage.join(layout.eval_dir(run_root, ref), "results.jsonl")
 
 
 @flow(name="compare", log_prints=True, persist_result=False, result_serializer="json")
@@ -27,9 +21,6 @@ def compare(baseline: str = "base", tuned: str = "tuned", config: RunParams = Ru
         config: The run's parameters (run_name picks the run).
     """
     s = settings_for(config)
-    b, t = results_uri(s.run_root, baseline), results_uri(s.run_root, tuned)
-    for uri in (b, t):
-        if not storage.exists(uri):
-            raise FileNotFoundError(f"{uri}: no results; run `sftflow evaluate` first")
+    b, t = results_to_compare(s.run_root, baseline, tuned)
     out_dir = layout.compare_dir(s.run_root)
     return compare_task(out_dir)(b, t, out_dir, seed=s.seed).to_json()

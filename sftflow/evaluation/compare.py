@@ -6,13 +6,29 @@ from __future__ import annotations
 import json
 
 from sftflow.evaluation import plots, stats
-from sftflow.infra import storage
+from sftflow.infra import layout, storage
 from sftflow.evaluation.results import read_results
 from sftflow.records import ComparisonOutcome
 from sftflow.evaluation.compare_report import comparison_markdown, verdict_lines
 
 #: The objects compare_and_save writes under its out_dir.
 COMPARE_OUTPUTS = ("comparison.json", "distributions.png", "means.png", "paired.png", "report.md")
+
+
+def results_uri(run_root: str, ref: str) -> str:
+    """A label of this run ('base', 'tuned', ...) or a results.jsonl URI/path as given."""
+    if ref.endswith(".jsonl"):
+        return ref
+    return storage.join(layout.eval_dir(run_root, ref), "results.jsonl")
+
+
+def results_to_compare(run_root: str, baseline: str, tuned: str) -> tuple[str, str]:
+    """Both result files (labels of this run or URIs); FileNotFoundError naming one that is not there."""
+    uris = results_uri(run_root, baseline), results_uri(run_root, tuned)
+    for uri in uris:
+        if not storage.exists(uri):
+            raise FileNotFoundError(f"{uri}: no results; run `sftflow evaluate` first")
+    return uris
 
 
 def compare_identity(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int = 0) -> list:
