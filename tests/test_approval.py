@@ -56,6 +56,7 @@ def test_each_approval_mode_decides_in_plain_python_and_only_ui_with_a_server_pa
     with pytest.raises(ApprovalDenied, match=r"no Prefect server holds this run"):
         decide(EST, 5.0, "ui", can_pause=False)
     assert decide(EST, 5.0, "ui", can_pause=True) is None  # the flow pauses for the UI's answer
+    assert decide(EST, 5.0, "suspend", can_pause=False) is None  # the flow suspends (it checks it can)
     assert ui_decision(EST, 5.0, True, "", 60) == "approved in the Prefect UI"
     with pytest.raises(ApprovalDenied, match=r"rejected in the Prefect UI: too dear"):
         ui_decision(EST, 5.0, False, "too dear", 60)

@@ -108,8 +108,9 @@ def ask_terminal(estimate: Priced, approve_above_usd: float,
 
 def decide_without_pause(estimate: Priced, approve_above_usd: float, mode: str, *, can_pause: bool,
                          ask: Callable[[Priced, float], bool] = ask_terminal) -> str | None:
-    """How approval passed without a person in the UI, or None when the run must pause for the UI's answer
-    (mode 'ui' and a server that holds the run: `can_pause`). Raises ApprovalDenied when it is a no."""
+    """How approval passed without a person in the UI, or None when the run must wait for the UI's answer
+    (mode 'ui' with a server that holds the run, `can_pause`; or mode 'suspend', whose flow checks that it can
+    be suspended). Raises ApprovalDenied when it is a no."""
     if not needs_approval(estimate, approve_above_usd):
         return f"within approve_above_usd (${approve_above_usd:g})"
     if mode == "approved":
@@ -118,7 +119,7 @@ def decide_without_pause(estimate: Priced, approve_above_usd: float, mode: str, 
         if ask(estimate, approve_above_usd):
             return "approved on the terminal"
         raise ApprovalDenied(refused_message(estimate, approve_above_usd, "answered no on the terminal"))
-    if mode == "refuse" or not can_pause:
+    if mode == "refuse" or (mode == "ui" and not can_pause):
         why = ("not asked: no terminal" if mode == "refuse"
                else "no Prefect server holds this run, so nobody can approve it in the UI")
         raise ApprovalDenied(refused_message(estimate, approve_above_usd, why))
