@@ -23,6 +23,7 @@ from sftflow.cost.estimate import (
     check_cap,
     estimate_tuning_cost,
     refusal_message,
+    training_usd,
 )
 from sftflow.errors import BackendError, TransientError
 from sftflow.tuning.polling import JobTimeout, await_job
@@ -85,6 +86,28 @@ def test_estimate_rejects_nonsense_inputs(bad):
     kw = dict(epochs=1, price_per_million=5.0) | bad
     with pytest.raises(ValueError):
         estimate_tuning_cost([FileTokens("train", "t", 1, 1)], **kw)
+
+
+def test_one_billing_formula_prices_the_estimate_the_prepared_data_and_the_billed_job(tmp_path):
+    """Tokens × epochs × price / 1M lives in estimate.training_usd only: the estimate, prepare's cost and the
+    report's billed line all give what it gives (sftflow.data.rules.estimate_cost is gone)."""
+    from sftflow.cost.report import tuning_cost
+    from sftflow.data import rules
+    from sftflow.data.prepare import UploadedFile, save_prepared
+    from sftflow.records import FileSummary
+
+    assert training_usd(2_000_000, 3, 5.0) == pytest.approx(30.0)
+    for bad in [(-1, 1, 1.0), (1, -1, 1.0), (1, 1, -1.0), (1, 1, float("nan"))]:
+        with pytest.raises(ValueError):
+            training_usd(*bad)
+    assert not hasattr(rules, "estimate_cost")
+    est = estimate_tuning_cost([FileTokens("train", "t", 10, 2_000_000)], epochs=3, price_per_million=5.0)
+    assert est.total_usd == training_usd(2_000_000, 3, 5.0)
+    billed = tuning_cost({"cost_estimate": est.to_dict(), "stats": {"billable_tokens": 6_000_000}}, 5.0)
+    assert billed.billed_usd == training_usd(6_000_000, 1, 5.0) == pytest.approx(30.0)
+    summary = FileSummary(kind="train", source="t", examples=10, estimated_tokens=2_000_000)
+    up = {k: UploadedFile(uri=f"{tmp_path}/{k}", uploaded=False, md5="") for k in ("train", "val", "test")}
+    assert save_prepared(str(tmp_path), up, [summary], 3, 5.0).cost_usd == training_usd(2_000_000, 3, 5.0)
 
 
 # ------------------------------------------------------------------------------ the cap

@@ -26,17 +26,19 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.judging", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
-        "sftflow.evaluation.rouge", "sftflow.evaluation.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
+        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.judging", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console", "sftflow.infra.pacing",
+        "sftflow.evaluation.rouge", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
-    ("files, credentials and settings", [
-        "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout", "sftflow.config",
-        "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server", "sftflow.params",
+    ("files and credentials, and the results records with their one reader", [
+        "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout",
+        "sftflow.evaluation.results", "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server",
     ]),
-    ("dataset formats and rules, cost estimates, prices and the approval gate's rules", [
+    ("dataset formats and rules, cost estimates, prices and the approval gate's rules (below the settings: a "
+     "setting reaches them as an argument)", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost.estimate",
         "sftflow.cost.prices", "sftflow.cost.approval",
     ]),
+    ("settings: the one source of every default, and a run's parameters", ["sftflow.config", "sftflow.params"]),
     ("statistics and plots (read results, never produce them)", [
         "sftflow.evaluation.stats", "sftflow.evaluation.plots", "sftflow.selection.leaderboard", "sftflow.selection.champion",
         "sftflow.judging.pairs", "sftflow.judging.summary",
@@ -204,6 +206,15 @@ def test_sftflow_imports_no_prefect_tasks_or_flows(name):
         assert root != "prefect", where
         if root in ("tasks", "flows"):
             assert name in ENTRY_POINTS and not top_level, where
+
+
+def test_data_sits_below_the_settings():
+    """The data concern needs nothing of the settings (a setting reaches it as an argument), while
+    config reads data.samples for its defaults: no arrow between the two runs back up."""
+    assert layer_of("sftflow.data.formats") < layer_of("sftflow.config")
+    assert "sftflow.data.samples" in graph()["sftflow.config"]
+    assert {m: sorted(d for d in graph()[m] if d in ("sftflow.config", "sftflow.params"))
+            for m in modules() if m.startswith("sftflow.data")} == {m: [] for m in modules() if m.startswith("sftflow.data")}
 
 
 def test_the_checks_see_an_upward_arrow_and_a_cycle():

@@ -121,9 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prefect_env(local_root: Path) -> None:
-    """Keep Prefect's cached results beside our own storage so both vanish together."""
+    """Keep Prefect's cached results beside our own storage so both vanish together, and send the
+    `sftflow.*` loggers' records to the run's logs in the UI too (they reach the terminal either way)."""
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str((local_root / "prefect-results").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    extra = [n.strip() for n in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if n.strip()]
+    if "sftflow" not in extra:  # https://docs.prefect.io/v3/advanced/logging-customization
+        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join([*extra, "sftflow"])
+    # Outside a run (the command's own checks) there is no run to send a record to: the terminal has it.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 def _use_prefect_api(settings: Any) -> bool:

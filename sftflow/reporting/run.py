@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sftflow.cost.estimate import training_usd
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, TunedModel
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import METRIC_LABELS
@@ -28,7 +29,7 @@ def build_report(*, settings: dict[str, Any], prepared: PreparedData, tuning: Tu
     stats = tuning.stats or {}
     billable = stats.get("billable_tokens")
     price = settings["price_per_million_training_tokens"]
-    cost = None if billable is None else float(billable) * price / 1e6
+    cost = None if billable is None else training_usd(int(billable), 1, price)  # billable counts every epoch
     # The estimate the cap was checked against (sftflow.cost.estimate), when the tune step recorded it.
     estimate = tuning.cost_estimate
     estimated_usd = estimate["total_usd"] if estimate else prepared.cost_usd
