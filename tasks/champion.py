@@ -14,10 +14,8 @@ from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, Tun
 from sftflow.selection.champion_report import decision_lines
 from sftflow.selection import challenge as steps
 from sftflow.evaluation.step import EvalSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from tasks.evaluation import evaluate_task
-
-HYPERPARAMETERS = ("epochs", "adapter_size", "learning_rate_multiplier")
-
 
 @task(name="challenge-champion", cache_policy=NO_CACHE)
 def challenge_champion(settings: Settings, spec: EvalSpec, test_path: str, candidate: dict[str, Any] | None,
@@ -38,6 +36,6 @@ def challenge_champion(settings: Settings, spec: EvalSpec, test_path: str, candi
 def challenge_with_tuned(settings: Settings, spec: EvalSpec, test_path: str, tuned_model: TunedModel,
                          tuned: Evaluation, compared: ComparisonOutcome) -> ChampionDecision:
     """The pipeline's tuned model as the challenger, if it beats the base model significantly."""
-    candidate, why = steps.pipeline_candidate(settings.run_name, {k: getattr(settings, k) for k in HYPERPARAMETERS},
+    candidate, why = steps.pipeline_candidate(settings.run_name, Hyperparameters.from_settings(settings).as_dict(),
                                               tuned_model, tuned, compared.comparison)
     return challenge_champion(settings, spec, test_path, candidate, why, settings.promotion_margin)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -19,8 +18,8 @@ from sftflow.infra import layout, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobStatus, TuningSpec
 from sftflow.config import Settings
-from sftflow.data.rules import Problem, validate_contents_file
-from sftflow.errors import DataError
+from sftflow.data.prepare import raise_on_problems, validate_file
+from sftflow.records import FileSummary
 from sftflow.tuning.polling import await_job, cancel_on_interrupt
 from sftflow.records import TuningRecord
 from sftflow.tuning.report import job_markdown
@@ -39,32 +38,33 @@ def _content_id(uri: str) -> str:
         return f"unreadable:{uri}:{type(exc).__name__}"
 
 
-@task(name="check-tuning-data", cache_key_fn=key_from(lambda p: [_content_id(p["uri"]), p["kind"]]),
+@task(name="check-tuning-data", cache_key_fn=key_from(lambda p: [_content_id(p["uri"]), p["kind"], "FileSummary"]),
       persist_result=True, result_serializer="json", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
-def check_tuning_data(uri: str, kind: str, work_dir: Path) -> dict:
-    """Gemini's tuning-data rules (those prepare applies) on the file `uri` names; cached by content, so
-    a file prepare already checked, or checked before, is not downloaded again."""
-    if storage.is_gcs(uri) or storage.is_http(uri):
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix="check-", dir=work_dir))
-        try:
-            path = storage.download(uri, tmp / f"{kind}.jsonl")
-            rep = validate_contents_file(path, kind, source_name=uri)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
+def check_tuning_data(uri: str, kind: str, work_dir: Path) -> FileSummary:
+    """sftflow.data.prepare.validate_file (the rules prepare applies) on the file `uri` names, downloaded first
+    when remote; cached by content, so a file prepare already checked, or checked before, is not fetched again."""
+    if not (storage.is_gcs(uri) or storage.is_http(uri)):
         if not Path(uri).is_file():
             raise storage.StorageError(f"{uri}: no such file")
-        rep = validate_contents_file(uri, kind, source_name=uri)
-    return {"kind": kind, "examples": rep.examples, "estimated_tokens": rep.estimated_tokens,
-            "problems": [asdict(p) for p in rep.problems], "problem_count": rep.problem_count}
+        return validate_file(uri, kind, source=uri)
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="check-", dir=work_dir))
+    try:
+        return validate_file(str(storage.download(uri, tmp / f"{kind}.jsonl")), kind, source=uri)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def raise_on_data_problems(checked: dict[str, dict]) -> None:
-    """DataError listing every problem, named by the URI the user gave (a cached check may hold another name)."""
-    problems = [Problem(**dict(p, path=uri)) for uri, summary in checked.items() for p in summary["problems"]]
-    if problems:
-        raise DataError(problems, count=sum(summary["problem_count"] for summary in checked.values()))
+def check_datasets(work_dir: Path, train_uri: str, val_uri: str | None) -> list[tuple[str, str, dict]]:
+    """Gemini's rules on what will be submitted; DataError (`URI:line: field: problem`, named by the URI the
+    user gave: a cached check may hold another name) on any problem. Returns [(role, URI, check summary)]
+    for the estimate."""
+    checked = {train_uri: check_tuning_data(train_uri, "train", Path(work_dir) / "checks")}
+    if val_uri:
+        checked[val_uri] = check_tuning_data(val_uri, "val", Path(work_dir) / "checks")
+    raise_on_problems([s.model_copy(update={"problems": tuple(dict(p, path=uri) for p in s.problems)})
+                       for uri, s in checked.items()])
+    return [(s.kind, uri, s.to_json()) for uri, s in checked.items()]
 
 
 @task(name="read-tuning-record")

@@ -139,7 +139,8 @@ def _creates(server) -> int:
 
 @pytest.mark.slow
 def test_flow_gate_order_cap_then_approval_and_attaching_is_not_gated(make_vertex_server, gcs_bucket, tmp_path):
-    from flows.tune import build_spec, tune
+    from flows.tune import tune
+    from sftflow.tuning.plan import build_spec
     from sftflow.backends.vertex import VertexTuner
     from sftflow.config import load_settings
 

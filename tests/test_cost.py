@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.cost.estimate import (
     ESTIMATE_METHOD,
     LOCAL_METHOD,
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("token_in_env")
 
 
 def spec(key: str) -> TuningSpec:
-    return TuningSpec("gemini-2.5-flash", "gs://b/train.jsonl", None, 1, 4, 1.0, "tuned", key)
+    return TuningSpec("gemini-2.5-flash", "gs://b/train.jsonl", None, Hyperparameters(1, 4, 1.0), "tuned", key)
 
 
 class FakeClock:
@@ -227,7 +228,8 @@ def _creates(server) -> int:
 @pytest.mark.slow
 def test_cap_refuses_with_zero_jobs_but_attaching_and_reuse_are_not_capped(make_vertex_server, datasets,
                                                                           tmp_path):
-    from flows.tune import build_spec, tune
+    from flows.tune import tune
+    from sftflow.tuning.plan import build_spec
     from sftflow.backends.vertex import VertexTuner
     from sftflow.config import load_settings
 

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("files, credentials and settings", [
         "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout", "sftflow.config",
         "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server", "sftflow.params",
+        "sftflow.tuning.hyperparameters",
     ]),
     ("dataset formats and rules, cost estimates, prices and the approval gate's rules", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost.estimate",
@@ -47,7 +48,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.selection.champion_report", "sftflow.selection.sweep_report", "sftflow.evaluation.compare_report", "sftflow.evaluation.report", "sftflow.tuning.report", "sftflow.cost.report", "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.cleanup.plan",
+        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.cleanup.plan", "sftflow.tuning.plan",
         "sftflow.selection.grid", "sftflow.cost.token_count",
     ]),
     ("Prefect tasks", ["tasks.*"]),

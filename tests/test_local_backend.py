@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sftflow.backends.base import Generation, GenerationParams, JobState, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.backends.local import LocalTuner, jobs, make_local_generator
 from sftflow.backends.local.text import (
     parse_line,
@@ -49,10 +50,12 @@ def small_data(tmp_path):
 
 
 def spec(data, key="key-1", **kw) -> TuningSpec:
-    base = dict(base_model="minilm-extractive", train_uri=data[0], val_uri=data[1], epochs=1, adapter_size=4,
-                learning_rate_multiplier=1.0, display_name="t", key=key, seed=0, budget_s=60.0)
-    base.update(kw)
-    return TuningSpec(**base)
+    hyper = dict(epochs=1, adapter_size=4, learning_rate_multiplier=1.0)
+    base = dict(base_model="minilm-extractive", train_uri=data[0], val_uri=data[1], display_name="t", key=key, seed=0,
+                budget_s=60.0)
+    for k, v in kw.items():
+        (hyper if k in hyper else base)[k] = v
+    return TuningSpec(hyperparameters=Hyperparameters(**hyper), **base)
 
 
 def wait_for(pred, timeout=300.0, poll=0.2):  # generous: encoding on a busy 2-core machine

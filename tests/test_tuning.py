@@ -9,11 +9,12 @@ from dataclasses import replace
 import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.backends.vertex import VertexTuner
 from sftflow.tuning.intent import JobFailed, ensure_job, tuning_key
 
 HASHES = {"train": "md5:aaa", "val": "md5:bbb"}
-FIELDS = dict(base_model="gemini-2.5-flash", epochs=1, adapter_size=4, learning_rate_multiplier=1.0, run_name="r1")
+FIELDS = dict(base_model="gemini-2.5-flash", hyperparameters=Hyperparameters(), run_name="r1", display_name="d", seed=0)
 
 
 @pytest.fixture
@@ -21,7 +22,8 @@ def spec(tuning_datasets):
     """`spec(key)` → a TuningSpec on datasets that exist in the GCS emulator (Vertex checks them)."""
 
     def make(key: str) -> TuningSpec:
-        return TuningSpec("gemini-2.5-flash", tuning_datasets["train"], tuning_datasets["val"], 1, 4, 1.0, "tuned", key)
+        return TuningSpec("gemini-2.5-flash", tuning_datasets["train"], tuning_datasets["val"],
+                          Hyperparameters(1, 4, 1.0), "tuned", key)
 
     return make
 
@@ -32,14 +34,16 @@ def spec(tuning_datasets):
 def test_tuning_key_is_stable_label_safe_and_sensitive():
     key = tuning_key(HASHES, **FIELDS)
     assert re.fullmatch(r"k[0-9a-f]{20}", key)
-    assert key == tuning_key(dict(reversed(HASHES.items())), **{**FIELDS, "learning_rate_multiplier": 1})
+    assert key == tuning_key(dict(reversed(HASHES.items())),
+                             **{**FIELDS, "hyperparameters": Hyperparameters(learning_rate_multiplier=1)})
     changed = [
         tuning_key({**HASHES, "train": "md5:zzz"}, **FIELDS),
         tuning_key({"train": "md5:aaa"}, **FIELDS),
         *(tuning_key(HASHES, **{**FIELDS, k: v}) for k, v in
-          [("base_model", "gemini-2.0"), ("epochs", 2), ("adapter_size", 8),
-           ("learning_rate_multiplier", 0.5), ("run_name", "r2")]),
-        tuning_key(HASHES, **FIELDS, seed=1),
+          [("base_model", "gemini-2.0"), ("hyperparameters", Hyperparameters(epochs=2)),
+           ("hyperparameters", Hyperparameters(adapter_size=8)),
+           ("hyperparameters", Hyperparameters(learning_rate_multiplier=0.5)), ("run_name", "r2"),
+           ("display_name", "e"), ("seed", 1)]),
     ]
     assert len({key, *changed}) == len(changed) + 1
 
@@ -98,7 +102,7 @@ def test_job_failed_message_without_error():
 def test_build_spec_key_follows_every_tuning_input(tmp_path):
     """The flow's intent key changes with each input that changes what tuning produces — the seed
     included (it drives the local backend's training) — and with nothing else."""
-    from flows.tune import build_spec
+    from sftflow.tuning.plan import build_spec
     from sftflow.config import Settings
 
     train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"

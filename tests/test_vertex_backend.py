@@ -15,6 +15,7 @@ from sftflow.backends import make_generator, make_tuner
 from sftflow.backends.base import GenerationParams, JobState, TuningSpec
 from sftflow.backends.vertex import VertexGenerator, VertexTuner
 from sftflow.errors import BackendError, TransientError
+from sftflow.tuning.hyperparameters import Hyperparameters
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 PROMPT = "Provide a summary with about two sentences for the following article:\n\n" + (
@@ -35,17 +36,11 @@ def spec(tuning_datasets):
 
 
 def _spec(key, val_uri, **kw) -> TuningSpec:
-    values = dict(
-        base_model="gemini-2.5-flash",
-        val_uri=val_uri,
-        epochs=3,
-        adapter_size=8,
-        learning_rate_multiplier=0.5,
-        display_name="sftflow-summarizer",
-        key=key,
-    )
-    values.update(kw)
-    return TuningSpec(**values)
+    hyper = dict(epochs=3, adapter_size=8, learning_rate_multiplier=0.5)
+    values = dict(base_model="gemini-2.5-flash", val_uri=val_uri, display_name="sftflow-summarizer", key=key)
+    for k, v in kw.items():
+        (hyper if k in hyper else values)[k] = v
+    return TuningSpec(hyperparameters=Hyperparameters(**hyper), **values)
 
 
 @pytest.fixture
