@@ -59,7 +59,8 @@ class Hyperparameters:
         """The fields in `always` and every other field that differs from its default: what identifies this
         configuration (an intent key, a label). A field added later, left at its default, changes nothing."""
         always = set(always)
-        return {n: v for n, v in self.as_dict().items() if n in always or v != default(n)}
+        fields = type(self).__pydantic_fields__
+        return {n: v for n, v in self.as_dict().items() if n in always or v != fields[n].default}
 
     @property
     def label(self) -> str:
@@ -68,12 +69,14 @@ class Hyperparameters:
         parts = []
         for n, v in self.keyed(LABELLED).items():
             text = f"{v:g}" if isinstance(v, float) else str(v)
-            parts.append(meta(n)["short"] + text.replace(".", "p").replace("-", "m").replace("+", ""))
+            short = type(self).__pydantic_fields__[n].json_schema_extra["short"]
+            parts.append(short + text.replace(".", "p").replace("-", "m").replace("+", ""))
         return "-".join(parts)
 
     def for_backend(self, backend: Literal["vertex", "local"]) -> dict[str, Any]:
         """{the backend's name for the field: value}, for every field."""
-        return {meta(n)[backend]: v for n, v in self.as_dict().items()}
+        fields = type(self).__pydantic_fields__
+        return {fields[n].json_schema_extra[backend]: v for n, v in self.as_dict().items()}
 
 
 #: Always in a sweep label (the labels in users' leaderboards and eval folders are made of them).
