@@ -18,6 +18,7 @@ from sftflow.evaluation.step import EvalSpec
 from sftflow.selection.grid import GridError, SweepGrid, axes_of, check_grid_cap, expand_grid, models_to_evaluate
 from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.tuning.plan import build_spec
+from sftflow.tuning.setup import TuningSetup
 from tasks.data import download
 from tasks.champion import challenge_champion
 from tasks.evaluation import evaluate_task
@@ -67,13 +68,14 @@ def sweep(
     prepared = PreparedData.from_json(prepare_data(config=config))  # once for the whole grid
     train, val = prepared.train, prepared.val
     checked = check_datasets(s.work_dir, train, val)
-    point_settings = {p.label: s.model_copy(update=p.as_dict()) for p in points}
-    specs = {p.label: build_spec(s, train, val, p) for p in points}
-    by_epochs = {e: estimate_tuning_cost(s.model_copy(update={"epochs": e}), checked)  # tokens counted once
-                 for e in sorted({p.epochs for p in points})}
+    setup = TuningSetup.from_settings(s)
+    setups = {p.label: setup.with_hyperparameters(p) for p in points}
+    specs = {label: build_spec(ps, train, val) for label, ps in setups.items()}
+    per_epochs = {p.epochs: setups[p.label] for p in reversed(points)}  # the price depends on epochs only
+    by_epochs = {e: estimate_tuning_cost(per_epochs[e], checked) for e in sorted(per_epochs)}  # tokens counted once
     estimates = {p.label: by_epochs[p.epochs] for p in points}
     owed = check_grid_cap({k: cost.CostEstimate.from_dict(v) for k, v in estimates.items()},
-                          committed_configurations(s, specs), s.max_tuning_cost_usd)
+                          committed_configurations(setup, specs), s.max_tuning_cost_usd)
     log.info("grid of %d configuration(s); new jobs estimated at %s in total (cap $%g)", len(points),
              cost.usd(owed.total_usd), s.max_tuning_cost_usd)
     passed = approval_gate(s, owed, grid_approval_markdown(owed, s.approve_above_usd, s.max_tuning_cost_usd, checked),
@@ -83,13 +85,13 @@ def sweep(
     test_path = download(prepared.test, s.work_dir / "downloads")
     spec = EvalSpec.from_settings(s)
     base_future = evaluate_task(spec, "base").submit(spec, s.base_model, test_path, "base")  # once, while tuning runs
-    futures = {p.label: tune_configuration.submit(point_settings[p.label], p.label, specs[p.label],
+    futures = {p.label: tune_configuration.submit(setups[p.label], p.label, specs[p.label],
                                                   estimates[p.label], max_parallel) for p in points}
     try:
         tuned, failed = _outcomes(futures)
     except BaseException as exc:  # Ctrl-C, SIGTERM (a cancelled run): the task threads never see it
         if not isinstance(exc, Exception) and s.cancel_job_on_interrupt:
-            cancel_grid_jobs(s, list(specs.values()))
+            cancel_grid_jobs(setup, list(specs.values()))
         raise
 
     models = models_to_evaluate(points, {k: t.to_json() for k, t in tuned.items()}, checkpoints=evaluate_checkpoints)

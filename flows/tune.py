@@ -12,6 +12,7 @@ from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.params import RunParams
 from sftflow.tuning.plan import build_spec, default_datasets
+from sftflow.tuning.setup import TuningSetup
 from sftflow.tuning.step import dry_run_plan, save_tuned_model
 from tasks.tuning import (
     await_tuning_job,
@@ -40,21 +41,22 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
     s = settings_for(config)
     s.require_bucket("tune")
     log = get_run_logger()
-    spec, estimate, checked = plan_tuning(s)
+    setup = TuningSetup.from_settings(s)
+    spec, estimate, checked = plan_tuning(s, setup)
     if dry_run:
-        plan = dry_run_plan(spec, make_tuner(s).request(spec), estimate, backend=s.backend,
+        plan = dry_run_plan(spec, make_tuner(setup).request(spec), estimate, backend=s.backend,
                             cap_usd=s.max_tuning_cost_usd, storage_root=s.storage_root) | {
                                 "approve_above_usd": s.approve_above_usd}
         log.info("dry run: estimate %s (%s the $%g cap); nothing submitted",
                  cost.CostEstimate.from_dict(estimate).summary(), "within" if plan["within_cap"] else "OVER",
                  s.max_tuning_cost_usd)
         return plan
-    record = read_tuning_record(s, spec.key)
+    record = read_tuning_record(setup, spec.key)
     if record is None:
-        cost_gate(s, spec, estimate, checked, make_tuner(s).request(spec))  # cap, then approval
-        job = submit_tuning_job(s, spec, estimate)
+        cost_gate(s, spec, estimate, checked, make_tuner(setup).request(spec))  # cap, then approval
+        job = submit_tuning_job(setup, spec, estimate)
         print(f"tuning job: {job['name']}" + (" (attached)" if job["attached"] else " (submitted)"))
-        record = record_tuned_model(s, spec, await_tuning_job(s, job["name"]))
+        record = record_tuned_model(setup, spec, await_tuning_job(setup, job["name"]))
     tuned = save_tuned_model(s.run_root, spec.key, record, estimate)
     if (billable := tuned.stats.get("billable_tokens")) is not None:  # what the bill is computed from
         log.info("the job reports %s billable tokens; the estimate was %s", f"{int(billable):,}",
@@ -63,19 +65,20 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
     return tuned.to_json()
 
 
-def plan_tuning(s: Settings) -> tuple[TuningSpec, dict, list[tuple[str, str, dict]]]:
+def plan_tuning(s: Settings, setup: TuningSetup) -> tuple[TuningSpec, dict, list[tuple[str, str, dict]]]:
     """The job this run would submit and its estimate: datasets checked (nothing is submitted
     unvalidated), tokens counted, priced. Returns (spec, estimate, [(role, URI, check summary)])."""
     train, val = default_datasets(s)
     checked = check_datasets(s.work_dir, train, val)
-    spec = build_spec(s, train, val)
-    return spec, estimate_tuning_cost(s, checked), checked
+    spec = build_spec(setup, train, val)
+    return spec, estimate_tuning_cost(setup, checked), checked
 
 
 def gate_tuning(s: Settings) -> str:
     """The cost gates of a run's tuning step, run early (the pipeline: before its baseline evaluation
     spends anything); nothing to gate when this intent already finished."""
-    spec, estimate, checked = plan_tuning(s)
-    if read_tuning_record(s, spec.key) is not None:
+    setup = TuningSetup.from_settings(s)
+    spec, estimate, checked = plan_tuning(s, setup)
+    if read_tuning_record(setup, spec.key) is not None:
         return "already tuned"
-    return cost_gate(s, spec, estimate, checked, make_tuner(s).request(spec))
+    return cost_gate(s, spec, estimate, checked, make_tuner(setup).request(spec))

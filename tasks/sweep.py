@@ -24,13 +24,14 @@ from sftflow.config import Settings
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard, TunedConfiguration
 from sftflow.selection.sweep_report import lines, table_rows
 from sftflow.selection import sweep as steps
+from sftflow.tuning.setup import TuningSetup
 from tasks.tuning import await_tuning_job, read_tuning_record, record_tuned_model, submit_tuning_job
 
 _semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 _semaphores_lock = threading.Lock()
 
 
-def limit_name(s: Settings) -> str:
+def limit_name(s: TuningSetup) -> str:
     """One limit per tuning quota: backend + project + region (Prefect limit names: no '/' or '%')."""
     where = f"{s.project}-{s.region}" if s.backend == "vertex" else "local"
     return re.sub(r"[^A-Za-z0-9_.-]", "-", f"sftflow-tuning-{s.backend}-{where}")
@@ -72,22 +73,22 @@ def _ensure_limit(name: str, limit: int) -> None:
 
 
 @task(name="committed-configurations")
-def committed_configurations(settings: Settings, specs: dict[str, TuningSpec]) -> list[str]:
+def committed_configurations(setup: TuningSetup, specs: dict[str, TuningSpec]) -> list[str]:
     """Labels whose intent already has a finished record or a live job: already paid, not capped again."""
-    tuner = make_tuner(settings)
+    tuner = make_tuner(setup)
     out = []
     for label, spec in specs.items():
-        if storage.exists(layout.tuning_record_uri(settings.storage_root, spec.key)) or any(
+        if storage.exists(layout.tuning_record_uri(setup.storage_root, spec.key)) or any(
                 j.state.alive for j in tuner.find(spec.key)):
             out.append(label)
     return out
 
 
-def cancel_grid_jobs(settings: Settings, specs: list[TuningSpec]) -> list[str]:
+def cancel_grid_jobs(setup: TuningSetup, specs: list[TuningSpec]) -> list[str]:
     """Cancel the grid's unfinished jobs (the flow was interrupted; cancel_job_on_interrupt). Not a task:
     it runs while the flow is torn down. Returns the jobs it asked to cancel; errors are logged, not raised."""
     log = get_run_logger()
-    tuner, asked = make_tuner(settings), []
+    tuner, asked = make_tuner(setup), []
     for spec in specs:
         try:
             for job in tuner.find(spec.key):
@@ -102,16 +103,16 @@ def cancel_grid_jobs(settings: Settings, specs: list[TuningSpec]) -> list[str]:
 
 
 @task(name="tune-configuration", task_run_name="tune-{label}")
-def tune_configuration(settings: Settings, label: str, spec: TuningSpec, estimate: dict,
+def tune_configuration(setup: TuningSetup, label: str, spec: TuningSpec, estimate: dict,
                        max_parallel: int) -> TunedConfiguration:
     """One grid point: its recorded result, else (holding a slot) attach to or submit its job and await it."""
-    record = read_tuning_record(settings, spec.key)
+    record = read_tuning_record(setup, spec.key)
     if record is None:
-        with tuning_slot(limit_name(settings), max_parallel) as kind:
+        with tuning_slot(limit_name(setup), max_parallel) as kind:
             get_run_logger().info("%s: holding a tuning slot (%s limit of %d)", label, kind, max_parallel)
-            job = submit_tuning_job(settings, spec, estimate)
-            status = await_tuning_job(settings, job["name"])
-        record = record_tuned_model(settings, spec, status)
+            job = submit_tuning_job(setup, spec, estimate)
+            status = await_tuning_job(setup, job["name"])
+        record = record_tuned_model(setup, spec, status)
     return TunedConfiguration(label=label, job=record.name, key=spec.key, tuned_model=record.tuned_model,
                               endpoint=record.endpoint, checkpoints=tuple(record.checkpoints),
                               cost_usd=estimate.get("total_usd"))

@@ -1,4 +1,5 @@
-"""Tuning tasks: submit once per intent, await with progress artifacts, cancel on interrupt."""
+"""Tuning tasks: submit once per intent, await with progress artifacts, cancel on interrupt. Each takes the
+narrow TuningSetup (sftflow.tuning.setup), not the whole Settings."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from sftflow.cost import estimate as cost, token_count
 from sftflow.infra import layout, storage
 from sftflow.backends import make_tuner
 from sftflow.backends.base import JobStatus, TuningSpec
-from sftflow.config import Settings
 from sftflow.data.prepare import raise_on_problems, validate_file
 from sftflow.records import FileSummary
 from sftflow.tuning.polling import await_job, cancel_on_interrupt
@@ -25,6 +25,7 @@ from sftflow.records import TuningRecord
 from sftflow.tuning.report import job_markdown
 from sftflow.tuning import step as steps
 from sftflow.tuning.intent import Claims, ensure_job
+from sftflow.tuning.setup import TuningSetup
 from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 
@@ -68,45 +69,45 @@ def check_datasets(work_dir: Path, train_uri: str, val_uri: str | None) -> list[
 
 
 @task(name="read-tuning-record")
-def read_tuning_record(settings: Settings, key: str) -> TuningRecord | None:
+def read_tuning_record(setup: TuningSetup, key: str) -> TuningRecord | None:
     """A finished intent's record: a rerun returns it without calling any tuning API."""
-    record = steps.read_tuning_record(settings.storage_root, key)
+    record = steps.read_tuning_record(setup.storage_root, key)
     if record is not None:
         get_run_logger().info("tuning intent %s already succeeded as %s: reusing it", key, record.name)
     return record
 
 
 @task(name="estimate-tuning-cost", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
-def estimate_tuning_cost(settings: Settings, files: list[tuple[str, str, dict]]) -> dict:
+def estimate_tuning_cost(setup: TuningSetup, files: list[tuple[str, str, dict]]) -> dict:
     """Price the job before anything is submitted (table + markdown artifacts). `files`: [(role, URI, the
     check-tuning-data summary)]; vertex counts tokens with countTokens (cached by content), else the
     summaries' estimate is used as is: nothing is downloaded again."""
     log = get_run_logger()
-    estimate = token_count.estimate_for(settings, files, warn=log.warning)
+    estimate = token_count.estimate_for(setup, files, warn=log.warning)
     create_table_artifact(estimate.rows(), key="tuning-cost-estimate",
                           description=f"Tuning cost estimate: {estimate.summary()}")
-    create_markdown_artifact(estimate.markdown(settings.max_tuning_cost_usd), key="tuning-cost",
+    create_markdown_artifact(estimate.markdown(setup.max_tuning_cost_usd), key="tuning-cost",
                              description="Tuning cost estimate and cap")
-    log.info("tuning cost estimate: %s; cap $%g", estimate.summary(), settings.max_tuning_cost_usd)
+    log.info("tuning cost estimate: %s; cap $%g", estimate.summary(), setup.max_tuning_cost_usd)
     return estimate.to_dict()
 
 
 @task(name="submit-tuning-job", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
-def submit_tuning_job(settings: Settings, spec: TuningSpec, estimate: dict | None = None) -> dict:
+def submit_tuning_job(setup: TuningSetup, spec: TuningSpec, estimate: dict | None = None) -> dict:
     """Attach to this intent's live job, or submit one; never a second job for the same intent.
 
     A new job is submitted only if `estimate` is within `max_tuning_cost_usd` (CostCapExceeded
     otherwise); attaching to a job already running is not capped: its cost is committed.
     """
     log = get_run_logger()
-    tuner = make_tuner(settings)
+    tuner = make_tuner(setup)
 
     def cap() -> None:
         if estimate is not None:
-            cost.check_cap(cost.CostEstimate.from_dict(estimate), settings.max_tuning_cost_usd)
+            cost.check_cap(cost.CostEstimate.from_dict(estimate), setup.max_tuning_cost_usd)
 
-    claims = Claims(layout.tuning_claims_root(settings.storage_root), stale_after=settings.claim_stale_after)
-    name, attached = ensure_job(tuner, spec, resubmit_failed=settings.resubmit_failed, before_submit=cap,
+    claims = Claims(layout.tuning_claims_root(setup.storage_root), stale_after=setup.claim_stale_after)
+    name, attached = ensure_job(tuner, spec, resubmit_failed=setup.resubmit_failed, before_submit=cap,
                                 claims=claims)
     if attached:
         log.info("attached to existing tuning job %s (key %s): no new job submitted", name, spec.key)
@@ -120,10 +121,10 @@ def submit_tuning_job(settings: Settings, spec: TuningSpec, estimate: dict | Non
 
 
 @task(name="await-tuning-job")
-def await_tuning_job(settings: Settings, name: str) -> JobStatus:
+def await_tuning_job(setup: TuningSetup, name: str) -> JobStatus:
     """Poll the job to its end, updating progress and status artifacts; cancels it on interrupt."""
     log = get_run_logger()
-    tuner = make_tuner(settings)
+    tuner = make_tuner(setup)
     progress_id = create_progress_artifact(progress=0.0, key="tuning-progress", description=f"Tuning job {name}")
     last: dict = {"state": None, "step": None, "at": 0.0}
 
@@ -138,22 +139,22 @@ def await_tuning_job(settings: Settings, name: str) -> JobStatus:
             last.update(state=st.state, step=st.step, at=time.monotonic())
 
     try:
-        final = await_job(tuner, name, poll_interval=settings.tuning_poll_interval, timeout=settings.tuning_timeout,
-                          on_update=on_update, cancel_on_timeout=settings.cancel_job_on_timeout)
+        final = await_job(tuner, name, poll_interval=setup.tuning_poll_interval, timeout=setup.tuning_timeout,
+                          on_update=on_update, cancel_on_timeout=setup.cancel_job_on_timeout)
     except Exception:  # a failure, not an interrupt: await_job already applied the timeout policy
         raise
     except BaseException:  # Ctrl-C, SIGTERM (Prefect's TerminationSignal, sent on cancellation), exit
-        cancel_on_interrupt(tuner, name, enabled=settings.cancel_job_on_interrupt, logger=log)
+        cancel_on_interrupt(tuner, name, enabled=setup.cancel_job_on_interrupt, logger=log)
         raise
     update_progress_artifact(artifact_id=progress_id, progress=100.0)
     return final
 
 
 @task(name="record-tuned-model")
-def record_tuned_model(settings: Settings, spec: TuningSpec, status: JobStatus) -> TuningRecord:
+def record_tuned_model(setup: TuningSetup, spec: TuningSpec, status: JobStatus) -> TuningRecord:
     """Save the finished intent (reruns and cleanup find it) and the loss plot (an image artifact on GCS)."""
-    record = steps.write_tuning_record(settings.storage_root, settings.run_name, spec, status)
-    uri = steps.save_loss_plot(settings.run_root, record)
+    record = steps.write_tuning_record(setup.storage_root, setup.run_name, spec, status)
+    uri = steps.save_loss_plot(setup.run_root, record)
     if uri and storage.is_gcs(uri):
         create_image_artifact(image_url=uri.replace("gs://", "https://storage.cloud.google.com/", 1),
                               key="tuning-loss", description="Training / validation loss")

@@ -103,6 +103,7 @@ def test_build_spec_key_follows_every_tuning_input(tmp_path):
     """The flow's intent key changes with each input that changes what tuning produces — the seed
     included (it drives the local backend's training) — and with nothing else."""
     from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
     from sftflow.config import Settings
 
     train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
@@ -111,7 +112,7 @@ def test_build_spec_key_follows_every_tuning_input(tmp_path):
     base = Settings(_env_file=None, local_root=str(tmp_path / "root"))
 
     def key(**changes) -> str:
-        return build_spec(base.model_copy(update=changes), str(train), str(val)).key
+        return build_spec(TuningSetup.from_settings(base.model_copy(update=changes)), str(train), str(val)).key
 
     same = key()
     assert same == key() == key(poll_interval=1.0, concurrency=3)  # not tuning inputs
@@ -119,4 +120,39 @@ def test_build_spec_key_follows_every_tuning_input(tmp_path):
                key(learning_rate_multiplier=0.25), key(source_model="other-model"), key(run_name="other"),
                key(tuned_model_display_name="other-name")]
     assert len({same, *changed}) == len(changed) + 1
-    assert build_spec(base.model_copy(update={"seed": 7}), str(train), str(val)).seed == 7
+    assert build_spec(TuningSetup.from_settings(base.model_copy(update={"seed": 7})), str(train), str(val)).seed == 7
+
+
+def test_every_tuning_setup_field_is_in_the_key_or_says_why_not(tmp_path):
+    """A field added to TuningSetup (what tuning tasks take instead of Settings) is either in the intent key or
+    marked not_in_key with its reason: one neither in the key nor marked fails here."""
+    import dataclasses
+    from pathlib import Path
+
+    from pydantic import SecretStr
+
+    from sftflow.config import Settings
+    from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
+
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"contents": []}\n')
+    setup = TuningSetup.from_settings(Settings(_env_file=None, backend="vertex", project="p", bucket="gs://b"))
+    in_key = {f.name for f in dataclasses.fields(TuningSetup) if f.metadata.get("in_key", True)}
+    assert in_key == {"run_name", "base_model", "hyperparameters", "tuned_model_display_name", "seed"}
+    assert all(f.metadata.get("why") for f in dataclasses.fields(TuningSetup) if f.name not in in_key)
+    k0 = build_spec(setup, str(train), None).key
+    for f in dataclasses.fields(TuningSetup):
+        value = getattr(setup, f.name)
+        if f.name == "hyperparameters":
+            other = Hyperparameters(epochs=value.epochs + 1)
+        elif f.name == "vertex_access_token":
+            other = SecretStr("a-token")
+        elif isinstance(value, Path):
+            other = value / "elsewhere"
+        elif isinstance(value, (int, float)):
+            other = value + 1
+        else:
+            other = f"{value}-changed"
+        changed = build_spec(dataclasses.replace(setup, **{f.name: other}), str(train), None).key
+        assert (changed != k0) == (f.name in in_key), f.name

@@ -15,6 +15,7 @@ from sftflow.config import Settings
 from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.tuning.intent import tuning_key
 from sftflow.tuning.plan import build_spec
+from sftflow.tuning.setup import TuningSetup
 
 #: (dataset hashes, base model, (epochs, adapter size, lr multiplier), display name, run name, seed) → key.
 GOLDEN = [
@@ -68,7 +69,7 @@ def test_keys_built_from_a_run_are_unchanged(changes, with_val, golden, tmp_path
     (tmp_path / "train.jsonl").write_text(TRAIN)
     (tmp_path / "val.jsonl").write_text(VAL)
     s = Settings(_env_file=None, local_root="root").model_copy(update=changes)
-    assert build_spec(s, "train.jsonl", "val.jsonl" if with_val else None).key == golden
+    assert build_spec(TuningSetup.from_settings(s), "train.jsonl", "val.jsonl" if with_val else None).key == golden
 
 
 @pytest.mark.parametrize("case", GOLDEN, ids=[c[-1] for c in GOLDEN])

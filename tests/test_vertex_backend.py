@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -195,6 +196,33 @@ def test_submit_and_lifecycle(spec, make_vertex_server, vertex_settings_for):
         f"tuning/tuningJob/{job_id}?project=test-project"
     )
     assert status.create_time and status.metrics == {}
+
+
+def replay(client, request: dict) -> None:
+    """Send a printed request (plain JSON) through google-genai, as the user would read it off a dry run."""
+    from google.genai import types
+
+    client.tunings.tune(base_model=request["base_model"],
+                        training_dataset=types.TuningDataset.model_validate(request["training_dataset"]),
+                        config=types.CreateTuningJobConfig.model_validate(request["config"]))
+
+
+def test_request_is_exactly_what_submit_sends(spec, server, vertex_settings_for):
+    """Tuner.request(spec), what `tune --dry-run` prints, is the job submit creates: sent through the SDK it makes
+    the very body submit sent; building it calls no API."""
+    from sftflow.backends.vertex_client import make_genai_client
+
+    settings = vertex_settings_for(server)
+    tuner = VertexTuner(settings)
+    request = json.loads(json.dumps(tuner.request(spec())))  # as printed: plain JSON
+    assert server.requests == []
+    assert request["config"]["epoch_count"] == 3 and request["config"]["adapter_size"] == "ADAPTER_SIZE_EIGHT"
+    tuner.submit(spec())
+    sent = server.requests[-1]["body"]
+    assert sent["supervisedTuningSpec"]["hyperParameters"] == {"epochCount": 3, "adapterSize": "ADAPTER_SIZE_EIGHT",
+                                                               "learningRateMultiplier": 0.5}
+    replay(make_genai_client(settings), request)
+    assert server.requests[-1]["body"] == sent and server.count("POST", "tuningJobs") == 2
 
 
 def test_submit_without_validation_and_bad_inputs(spec, server, vertex_settings_for):

@@ -7,8 +7,8 @@ from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.infra import layout, storage
 from sftflow.records import PreparedData
-from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.tuning.intent import tuning_key
+from sftflow.tuning.setup import TuningSetup
 
 
 def default_datasets(s: Settings) -> tuple[str, str | None]:
@@ -22,14 +22,14 @@ def default_datasets(s: Settings) -> tuple[str, str | None]:
     return prepared.train, s.val_uri or prepared.val
 
 
-def build_spec(s: Settings, train_uri: str, val_uri: str | None,
-               hyperparameters: Hyperparameters | None = None) -> TuningSpec:
-    """The tuning intent of `s` on these datasets (`hyperparameters`: a sweep's grid point; else the run's)."""
+def build_spec(setup: TuningSetup, train_uri: str, val_uri: str | None) -> TuningSpec:
+    """The tuning intent of `setup` on these datasets: its key covers the datasets' content and every field of
+    TuningSetup not marked not_in_key."""
     # Content only (md5), not an object's generation: re-uploading identical bytes is the same intent.
     hashes = {"train": storage.md5(train_uri) or storage.fingerprint(train_uri)}
     if val_uri:
         hashes["val"] = storage.md5(val_uri) or storage.fingerprint(val_uri)
-    hp = hyperparameters or Hyperparameters.from_settings(s)
-    fields = dict(base_model=s.base_model, hyperparameters=hp, display_name=s.tuned_model_display_name, seed=s.seed)
-    key = tuning_key(hashes, run_name=s.run_name, **fields)
-    return TuningSpec(train_uri=train_uri, val_uri=val_uri, key=key, budget_s=s.local_train_budget_s, **fields)
+    fields = dict(base_model=setup.base_model, hyperparameters=setup.hyperparameters,
+                  display_name=setup.tuned_model_display_name, seed=setup.seed)
+    key = tuning_key(hashes, run_name=setup.run_name, **fields)
+    return TuningSpec(train_uri=train_uri, val_uri=val_uri, key=key, budget_s=setup.local_train_budget_s, **fields)
