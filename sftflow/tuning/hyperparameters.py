@@ -74,9 +74,9 @@ class Hyperparameters:
         return "-".join(parts)
 
     def for_backend(self, backend: Literal["vertex", "local"]) -> dict[str, Any]:
-        """{the backend's name for the field: value}, for every field."""
+        """{the backend's name for the field: value} for every field that is set (None: the backend's default)."""
         fields = type(self).__pydantic_fields__
-        return {fields[n].json_schema_extra[backend]: v for n, v in self.as_dict().items()}
+        return {fields[n].json_schema_extra[backend]: v for n, v in self.as_dict().items() if v is not None}
 
 
 #: Always in a sweep label (the labels in users' leaderboards and eval folders are made of them).
