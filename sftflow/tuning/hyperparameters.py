@@ -22,7 +22,7 @@ from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 
 from sftflow.config import AdapterSize, Settings
-from sftflow.errors import ConfigError, SftflowError
+from sftflow.errors import SftflowError
 
 
 class GridError(SftflowError, ValueError):
@@ -95,38 +95,31 @@ def meta(name: str) -> dict[str, str]:
     return _field(name).json_schema_extra  # type: ignore[return-value]
 
 
-def default(name: str) -> Any:
-    return _field(name).default
-
-
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
 def setting_text(name: str) -> str:
     """What a field is and allows, for help texts: its description and limits."""
-    f = _field(name)
-    choices = get_args(f.annotation) if get_origin(f.annotation) is Literal else None
+    choices = get_args(_kind(name)) if get_origin(_kind(name)) is Literal else None
     limits = f"allowed: {', '.join(map(str, choices))}" if choices else _bounds(name)
-    return f"{f.description.rstrip('.')}; {limits}"
-
-
-def make(values: dict[str, Any]) -> Hyperparameters:
-    """Hyperparameters from plain data; ConfigError naming the field on a bad value."""
-    try:
-        return Hyperparameters(**values)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}, got {err.get('input')!r}") from None
+    return f"{_field(name).description.rstrip('.')}; {limits}"
 
 
 # --------------------------------------------------------------------------- sweep axes
 
 
+def _kind(name: str) -> Any:
+    """The field's type without `| None` (an optional hyperparameter: None = the backend's default)."""
+    kind = _field(name).annotation
+    args = [a for a in get_args(kind) if a is not type(None)]
+    return args[0] if get_origin(kind) is not Literal and len(args) == 1 else kind
+
+
 def _bounds(name: str) -> str:
     kinds = {annotated_types.Ge: "ge", annotated_types.Gt: "gt", annotated_types.Le: "le", annotated_types.Lt: "lt"}
     got = {type(m).__name__: getattr(m, kinds[type(m)]) for m in _field(name).metadata if type(m) in kinds}
-    if _field(name).annotation is int and {"Ge", "Le"} <= set(got):
+    if _kind(name) is int and {"Ge", "Le"} <= set(got):
         return f"{got['Ge']}..{got['Le']}"
     ops = {"Ge": ">=", "Gt": ">", "Le": "<=", "Lt": "<"}
     return " and ".join(f"{ops[k]} {v:g}" for k, v in got.items())
@@ -145,8 +138,8 @@ def parse_axis(name: str, value: str | Iterable) -> list[Any]:
     dropped, order kept; GridError (one line naming the flag) on the first bad value."""
     if name not in names():
         raise GridError(f"{flag(name)}: not a tuning hyperparameter (known: {', '.join(names())})")
-    f, fl = _field(name), flag(name)
-    kind = f.annotation
+    fl = flag(name)
+    kind = _kind(name)
     choices = get_args(kind) if get_origin(kind) is Literal else None
     if choices:
         kind = type(choices[0])
