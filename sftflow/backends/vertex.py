@@ -58,12 +58,14 @@ STATES = {
     "JOB_STATE_EXPIRED": JobState.EXPIRED,
     "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.PARTIALLY_SUCCEEDED,
 }
+#: The API's spelling of each adapter size it knows (which ones may be used is Settings.adapter_size's limit).
 _ADAPTER_SIZES = {
     1: types.AdapterSize.ADAPTER_SIZE_ONE,
     2: types.AdapterSize.ADAPTER_SIZE_TWO,
     4: types.AdapterSize.ADAPTER_SIZE_FOUR,
     8: types.AdapterSize.ADAPTER_SIZE_EIGHT,
     16: types.AdapterSize.ADAPTER_SIZE_SIXTEEN,
+    32: types.AdapterSize.ADAPTER_SIZE_THIRTY_TWO,
 }
 # --------------------------------------------------------------------------- generation
 
