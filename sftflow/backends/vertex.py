@@ -23,7 +23,7 @@ from google.genai import types
 
 from sftflow.backends import vertex_registry as registry
 from sftflow.backends.base import Generation, GenerationParams, JobState, JobStatus, TuningSpec
-from sftflow.backends.vertex_client import call, make_genai_client, vertex_credentials
+from sftflow.backends.vertex_client import call, gapic_endpoint, make_genai_client, vertex_credentials
 from sftflow.errors import BackendError
 
 if TYPE_CHECKING:
@@ -311,7 +311,7 @@ class VertexTuner:
         from google.api_core.client_options import ClientOptions
         from google.cloud import aiplatform_v1
 
-        endpoint = self.settings.vertex_base_url or f"{self.settings.region}-aiplatform.googleapis.com"
+        endpoint = gapic_endpoint(self.settings)
         cls = getattr(aiplatform_v1, service)
         return call(
             f"creating the {service}",

@@ -177,6 +177,16 @@ class _BoundedRequest:
         return self._inner(url, method=method, body=body, headers=headers, timeout=timeout, **kwargs)
 
 
+def adc_file() -> Path | None:
+    """The key file application-default credentials would read, if any (for `sftflow doctor`'s report)."""
+    return _adc_file()
+
+
+def bounded_request(cap_s: float):
+    """A google-auth transport request whose every call's timeout is at most `cap_s` seconds (refresh, probes)."""
+    return _BoundedRequest(cap_s)
+
+
 def _discover() -> Resolved:
     import google.auth
     import google.auth.exceptions

@@ -312,6 +312,9 @@ class VertexTestServer:
         from tests.servers.vertex_batch import BatchPredictions
 
         self.batch = BatchPredictions(self, seed=seed)  # batchPredictionJobs; knobs on server.batch
+        from tests.servers.vertex_faults import VertexFaults
+
+        self.faults = VertexFaults()  # preflight fault switches (disabled API, denied permissions, ...)
 
     @property
     def parent(self) -> str:
@@ -471,6 +474,8 @@ class VertexTestServer:
 
     # ------------------------------------------------------------------ dispatch
     def _handle(self, method: str, path: str, query: dict[str, list[str]], body: Any, entry: dict) -> tuple[int, dict]:
+        if (faulted := self.faults.intercept(self, method, path, body)) is not None:
+            return faulted
         if self.latency_s:
             time.sleep(self.latency_s)
         with self._lock:
@@ -847,7 +852,8 @@ class VertexTestServer:
 
     def _list_jobs(self, parent, *, query, body):
         with self._lock:
-            barrier = self._list_barrier if self._held_lists > 0 else None
+            # only sftflow's intent lookups (filtered by label) wait, not a preflight's bare pageSize=1 list
+            barrier = self._list_barrier if self._held_lists > 0 and query.get("filter") else None
             self._held_lists -= 1 if barrier else 0
         if barrier is not None:
             barrier.wait()
