@@ -145,14 +145,15 @@ def test_unknown_job_and_missing_model(tmp_path):
 # --------------------------------------------------------------------------- jobs
 
 
-def test_request_is_the_runners_parameters(tmp_path, small_data):
+def test_request_is_the_runners_parameters(tmp_path):
     """LocalTuner.request (what a dry run prints, what submit writes to spec.json) is what the runner trains with:
     each hyperparameter under its TrainParams name, the seed and the budget (the spec's, else the setting)."""
     from sftflow.backends.local.runner import train_params
     from sftflow.backends.local.training import TrainParams
 
     tuner = LocalTuner(Settings(local_root=tmp_path / "root", local_train_budget_s=33))
-    request = tuner.request(spec(small_data, epochs=3, adapter_size=8, learning_rate_multiplier=0.5, budget_s=None))
+    data = ("gs://b/train.jsonl", None)  # read by the runner only
+    request = tuner.request(spec(data, epochs=3, adapter_size=8, learning_rate_multiplier=0.5, budget_s=None))
     assert request["train"] == {"epochs": 3, "lora_rank": 8, "lr_multiplier": 0.5, "seed": 0, "budget_s": 33}
     job_dir = jobs.create(tuner.root, request, {"storage_root": str(tmp_path / "root")})
     params = TrainParams(**train_params(jobs.read_json(job_dir / "spec.json")))
