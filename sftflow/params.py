@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from sftflow.config import SECRET_SETTINGS, Settings, default_text
 from sftflow.errors import ConfigError, StorageError
+from sftflow.tuning import hyperparameters
 
 #: How a setting's value is chosen, first match wins (README 'Configuration' shows this line).
 PRECEDENCE = ("explicit parameter (CLI flag or --set, flow or deployment parameter) > recipe (--recipe / "
@@ -29,15 +30,12 @@ PRECEDENCE = ("explicit parameter (CLI flag or --set, flow or deployment paramet
 #: long another process's claim on a tuning intent is trusted. Set them in the environment.
 MACHINE_SETTINGS: tuple[str, ...] = ("prefect_server", "claim_stale_after")
 
-#: The fields of a run, in the order a form lists them (the most often changed first).
-RUN_FIELDS: tuple[str, ...] = tuple(
-    ["train_uri", "val_uri", "test_uri", "source_model", "epochs", "adapter_size", "learning_rate_multiplier",
-     "tuned_model_display_name", "samples", "concurrency", "rpm"]
-    + [n for n in Settings.model_fields
-       if n not in ("train_uri", "val_uri", "test_uri", "source_model", "epochs", "adapter_size",
-                    "learning_rate_multiplier", "tuned_model_display_name", "samples", "concurrency", "rpm")
-       and n not in MACHINE_SETTINGS and n not in SECRET_SETTINGS]
-)
+#: The fields a form lists first (the most often changed), the tuning hyperparameters among them.
+_FIRST = ("train_uri", "val_uri", "test_uri", "source_model", *hyperparameters.names(), "tuned_model_display_name",
+          "samples", "concurrency", "rpm")
+#: The fields of a run, in the order a form lists them.
+RUN_FIELDS: tuple[str, ...] = _FIRST + tuple(
+    n for n in Settings.model_fields if n not in _FIRST and n not in MACHINE_SETTINGS and n not in SECRET_SETTINGS)
 
 
 def _optional(name: str) -> tuple[Any, FieldInfo]:

@@ -23,6 +23,7 @@ from sftflow.config import Settings
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard, TunedConfiguration
 from sftflow.selection.sweep_report import lines, table_rows
 from sftflow.selection import sweep as steps
+from sftflow.tuning.setup import TuningSetup
 from tasks.champion import judge_fn
 from tasks.tuning import await_tuning_job, read_tuning_record, record_tuned_model, submit_tuning_job
 
@@ -66,29 +67,29 @@ def _ensure_limit(name: str, limit: int) -> None:
 
 
 @task(name="committed-configurations")
-def committed_configurations(settings: Settings, specs: dict[str, TuningSpec]) -> list[str]:
+def committed_configurations(setup: TuningSetup, specs: dict[str, TuningSpec]) -> list[str]:
     """sftflow.selection.sweep.committed_labels with this backend's tuner."""
-    return steps.committed_labels(make_tuner(settings), settings.storage_root, specs)
+    return steps.committed_labels(make_tuner(setup), setup.storage_root, specs)
 
 
-def cancel_grid_jobs(settings: Settings, specs: list[TuningSpec]) -> list[str]:
+def cancel_grid_jobs(setup: TuningSetup, specs: list[TuningSpec]) -> list[str]:
     """Cancel the grid's unfinished jobs (the flow was interrupted; cancel_job_on_interrupt). Not a task:
     it runs while the flow is torn down (sftflow.selection.sweep.cancel_unfinished, which logs to the sftflow
     loggers: the run's logs in the UI have them too). Returns the jobs it asked to cancel."""
-    return steps.cancel_unfinished(make_tuner(settings), specs)
+    return steps.cancel_unfinished(make_tuner(setup), specs)
 
 
 @task(name="tune-configuration", task_run_name="tune-{label}")
-def tune_configuration(settings: Settings, label: str, spec: TuningSpec, estimate: dict,
+def tune_configuration(setup: TuningSetup, label: str, spec: TuningSpec, estimate: dict,
                        max_parallel: int) -> TunedConfiguration:
     """One grid point: its recorded result, else (holding a slot) attach to or submit its job and await it."""
-    record = read_tuning_record(settings, spec.key)
+    record = read_tuning_record(setup, spec.key)
     if record is None:
-        with tuning_slot(steps.limit_name(settings.backend, settings.project, settings.region), max_parallel) as kind:
+        with tuning_slot(steps.limit_name(setup.backend, setup.project, setup.region), max_parallel) as kind:
             get_run_logger().info("%s: holding a tuning slot (%s limit of %d)", label, kind, max_parallel)
-            job = submit_tuning_job(settings, spec, estimate)
-            status = await_tuning_job(settings, job["name"])
-        record = record_tuned_model(settings, spec, status)
+            job = submit_tuning_job(setup, spec, estimate)
+            status = await_tuning_job(setup, job["name"])
+        record = record_tuned_model(setup, spec, status)
     return TunedConfiguration(label=label, job=record.name, key=spec.key, tuned_model=record.tuned_model,
                               endpoint=record.endpoint, checkpoints=tuple(record.checkpoints),
                               cost_usd=estimate.get("total_usd"))

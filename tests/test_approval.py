@@ -162,7 +162,9 @@ def _creates(server) -> int:
 
 @pytest.mark.slow
 def test_flow_gate_order_cap_then_approval_and_attaching_is_not_gated(make_vertex_server, gcs_bucket, tmp_path):
-    from flows.tune import build_spec, tune
+    from flows.tune import tune
+    from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
     from sftflow.backends.vertex import VertexTuner
     from sftflow.config import load_settings
 
@@ -184,7 +186,7 @@ def test_flow_gate_order_cap_then_approval_and_attaching_is_not_gated(make_verte
 
     # A job for this intent already running: attaching is not gated (its cost is committed).
     s = load_settings(**cfg)
-    VertexTuner(s).submit(build_spec(s, train, val))
+    VertexTuner(s).submit(build_spec(TuningSetup.from_settings(s), train, val))
     out = tune(config={**cfg, "approval_mode": "refuse"})
     assert out["endpoint"] and _creates(server) == 1
 

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.cost.estimate import (
     ESTIMATE_METHOD,
     LOCAL_METHOD,
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("token_in_env")
 
 
 def spec(key: str) -> TuningSpec:
-    return TuningSpec("gemini-2.5-flash", "gs://b/train.jsonl", None, 1, 4, 1.0, "tuned", key)
+    return TuningSpec("gemini-2.5-flash", "gs://b/train.jsonl", None, Hyperparameters(1, 4, 1.0), "tuned", key)
 
 
 class FakeClock:
@@ -250,7 +251,9 @@ def _creates(server) -> int:
 @pytest.mark.slow
 def test_cap_refuses_with_zero_jobs_but_attaching_and_reuse_are_not_capped(make_vertex_server, datasets,
                                                                           tmp_path):
-    from flows.tune import build_spec, tune
+    from flows.tune import tune
+    from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
     from sftflow.backends.vertex import VertexTuner
     from sftflow.config import load_settings
 
@@ -267,7 +270,7 @@ def test_cap_refuses_with_zero_jobs_but_attaching_and_reuse_are_not_capped(make_
 
     # A job for this intent already running (e.g. submitted under a higher cap): the rerun attaches.
     s = load_settings(**tiny, train_uri=train, val_uri=val)
-    VertexTuner(s).submit(build_spec(s, train, val))
+    VertexTuner(s).submit(build_spec(TuningSetup.from_settings(s), train, val))
     out = tune(config={**tiny, "train_uri": train, "val_uri": val})
     assert out["endpoint"] and _creates(server) == 1
     assert out["cost_estimate"]["total_usd"] == pytest.approx(330.0)
@@ -315,10 +318,32 @@ def test_cli_cap_refusal_exits_1_with_one_line_and_dry_run_calls_no_tuning_api(m
     assert f"val: {val}: 1 examples, 110 tokens, not billed" in out
     assert "price: $5 per 1M training tokens" in out and "cap: $0.5" in out and "within" in out
     assert "approval: needed" not in out  # $0.00495 is below approve_above_usd ($5)
-    assert "base_model: gemini-2.5-flash" in out and f"training_dataset: {train}" in out
-    assert "epoch_count: 3" in out and "adapter_size: 8" in out and "tuned_model_display_name: dry" in out
-    assert '"sftflow-key": "k' in out
     assert not [r for r in server.requests if "tuningJobs" in r["path"]]
+    # What it printed is exactly what submit sends: the printed job, sent through google-genai, makes the body
+    # that a real submit of this intent sent, byte for byte (hyperparameters, datasets, display name, key label).
+    from google.genai import types
+
+    from sftflow.backends.vertex import VertexTuner
+    from sftflow.backends.vertex_client import make_genai_client
+    from sftflow.config import load_settings
+    from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
+    from tests.servers.vertex_fixtures import TEST_TOKEN
+
+    printed = out.split("job (vertex):\n", 1)[1].split("\n")
+    job = {k.strip(): json.loads(v) if v.startswith("{") else v
+           for k, _, v in (line.partition(": ") for line in printed if line.startswith("  "))}
+    assert job["config"]["epoch_count"] == 3 and job["config"]["tuned_model_display_name"] == "dry"
+    s = load_settings(backend="vertex", project=server.project, bucket=bucket, vertex_base_url=server.base_url,
+                      vertex_access_token=TEST_TOKEN, local_root=str(tmp_path / "root"), epochs=3, adapter_size=8,
+                      tuned_model_display_name="dry")
+    VertexTuner(s).submit(build_spec(TuningSetup.from_settings(s), train, val))
+    sent = server.requests[-1]["body"]
+    client = make_genai_client(s)  # held: a google-genai client closes its connections when collected
+    client.tunings.tune(base_model=job["base_model"],
+                        training_dataset=types.TuningDataset.model_validate(job["training_dataset"]),
+                        config=types.CreateTuningJobConfig.model_validate(job["config"]))
+    assert server.requests[-1]["body"] == sent and sent["labels"] == job["config"]["labels"]
 
 
 @pytest.mark.slow

@@ -38,7 +38,8 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost.estimate",
         "sftflow.cost.prices", "sftflow.cost.approval",
     ]),
-    ("settings: the one source of every default, and a run's parameters", ["sftflow.config", "sftflow.params"]),
+    ("settings: the one source of every default, and a run's parameters", ["sftflow.config", "sftflow.params",
+                                                                          "sftflow.tuning.hyperparameters", "sftflow.tuning.setup"]),
     ("statistics and plots (read results, never produce them)", [
         "sftflow.evaluation.stats", "sftflow.evaluation.plots", "sftflow.selection.leaderboard", "sftflow.selection.champion",
         "sftflow.judging.pairs", "sftflow.judging.summary",
@@ -51,7 +52,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.judging.report",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.tuning.resume", "sftflow.cleanup.plan",
+        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.tuning.resume", "sftflow.cleanup.plan", "sftflow.tuning.plan",
         "sftflow.selection.grid", "sftflow.cost.token_count",
         "sftflow.judging.run", "sftflow.judging.local", "sftflow.judging.vertex", "sftflow.judging.step",
     ]),

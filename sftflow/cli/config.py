@@ -57,7 +57,9 @@ def data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def tuning_flags(p: argparse.ArgumentParser) -> None:
-    for name in ("source_model", "epochs", "adapter_size", "learning_rate_multiplier"):
+    from sftflow.tuning import hyperparameters
+
+    for name in ("source_model", *hyperparameters.names()):
         add_flag(p, "--" + name.replace("_", "-"), name)
     add_flag(p, "--display-name", "tuned_model_display_name")
     add_flag(p, "--poll-interval", "poll_interval")

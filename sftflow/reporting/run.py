@@ -10,6 +10,7 @@ from sftflow.cost.estimate import training_usd
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, TunedModel
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import METRIC_LABELS
+from sftflow.tuning import hyperparameters
 from sftflow.tuning.report import data_warning
 
 
@@ -52,7 +53,7 @@ def build_report(*, settings: dict[str, Any], prepared: PreparedData, tuning: Tu
             "cost_basis": "billable tokens reported by the job" if cost is not None else basis,
             "cost_estimate": estimate,
             "stats": stats,
-            "hyperparameters": {k: settings[k] for k in ("epochs", "adapter_size", "learning_rate_multiplier")},
+            "hyperparameters": {k: settings[k] for k in hyperparameters.names()},
             "base_model": settings.get("source_model") or evaluations["base"].model,
         },
         "evaluations": {k: {"model": v.model, "results": v.results_uri, "summary": v.summary,
