@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sftflow.cli import doctor as cli_doctor, sweep as cli_sweep, server as server_cli
+from sftflow.cli.mistakes import ArgumentParser, check_inputs, given_names, unrecognized
 from sftflow.cli.config import (
     EPILOG,
     add_flag,
@@ -28,7 +29,7 @@ from sftflow.cli.config import (
 def build_parser() -> argparse.ArgumentParser:
     from sftflow.params import PRECEDENCE
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="sftflow",
         description="Supervised fine-tuning pipelines for Gemini on Vertex AI (or offline, locally), "
         "orchestrated by Prefect.",
@@ -141,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(args.paths)} file(s) checked, {len(problems)} problem(s)", file=sys.stderr)
         return 1 if problems else 0
 
-    config, settings = run_config(args)
+    config, settings = run_config(args, given_names(build_parser(), args))
     if cmd == "champion":
         return cli_sweep.run_champion(settings, retire=args.retire)
     if cmd == "sweep":
@@ -149,6 +150,13 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "doctor":
         return cli_doctor.run(settings)
     if cmd in ("prepare", "tune", "pipeline", "sweep"):
+        problems, files = check_inputs(settings, cmd)  # before Prefect starts or anything is written
+        if problems:
+            for line in problems:
+                print(line, file=sys.stderr)
+            print(f"sftflow: error: {len(problems)} problem(s) in {', '.join(files)} (the rules of 'sftflow "
+                  "validate'); nothing was started", file=sys.stderr)
+            return 1
         settings.require_bucket(cmd)
         if cli_doctor.preflight(cmd, args, settings):
             return 1
@@ -264,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 never crashes a print
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args = build_parser().parse_args(argv)
     try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise unrecognized(parser, getattr(args, "command", None), extra)
         return _run(args)
     except KeyboardInterrupt:
         print("sftflow: interrupted", file=sys.stderr)
