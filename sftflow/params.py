@@ -11,6 +11,8 @@ that runs the flow (its environment or `.env`), and Prefect stores parameters in
 
 from __future__ import annotations
 
+import difflib
+
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +114,9 @@ def load_recipe(uri: str) -> dict[str, Any]:
                               f"SFTFLOW_{key.upper()} in the environment or name a Prefect Secret block in "
                               f"{key}_secret_block")
         if key not in RunParams.model_fields:
-            hint = " (a machine setting: set it in the environment)" if key in MACHINE_SETTINGS else ""
+            close = difflib.get_close_matches(str(key), list(RunParams.model_fields), n=2, cutoff=0.6)
+            hint = (" (a machine setting: set it in the environment)" if key in MACHINE_SETTINGS
+                    else f"; did you mean {' or '.join(close)}?" if close else "")
             raise ConfigError(f"{uri}:{lines.get(key, '?')}: {key}: unknown field{hint}")
     try:
         params = RunParams.model_validate(data)
