@@ -90,7 +90,7 @@ def _stack(tmp_path_factory, gcs_emulator, server):
     env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_API_URL": server.url,
            "PREFECT_UI_API_URL": server.url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
-    vertex = VertexTestServer(job_phases=(0.5, 1.0), gcs_url=gcs_emulator).start()
+    vertex = VertexTestServer(job_phases=(0.5, 1.0), gcs_url=gcs_emulator, require_token=TOKEN).start()
     bucket = f"gs://e2e-{uuid.uuid4().hex[:10]}"
     gcs.client().create_bucket(bucket[5:])
     worker = None

@@ -86,6 +86,11 @@ def resolve(token: Any = None) -> Resolved:
     """Credentials for a Google client: `token` if given, else application-default, else anonymous."""
     global _adc
     value = _secret(token)
+    if value is not None and (not value.strip() or any(c.isspace() or not c.isprintable() for c in value)):
+        # A bearer token holds no blank; such a header is refused by the HTTP client before it leaves
+        # (httpx: "Illegal header value"), which would otherwise look like a network fault and be retried.
+        raise CredentialsError("the access token (SFTFLOW_VERTEX_ACCESS_TOKEN) is blank or holds whitespace: "
+                               "set it to the output of `gcloud auth print-access-token`, or unset it")
     with _lock:
         if value is not None:
             key = hashlib.sha256(value.encode()).hexdigest()

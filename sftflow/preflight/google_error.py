@@ -7,6 +7,7 @@ Google APIs answer `{"error": {"code", "message", "status", "details": [...]}}`;
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ class ApiError:
     def brief(self) -> str:
         label = f"{self.code} {self.reason or self.status}".strip()
         text = " ".join(self.message.split())
+        text = re.split(r"(?<=\.) ", text, maxsplit=1)[0]  # Google's first sentence says it; the rest is advice
         return f"HTTP {label}: {text[:200]}" if text else f"HTTP {label}"
 
 
