@@ -119,3 +119,31 @@ def test_a_bad_training_file_stops_the_real_command_before_prefect_is_imported(t
         "sftflow: error: 1 problem(s) in --train train.txt (the rules of 'sftflow validate'); nothing was started",
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["train.txt"]
+
+
+def test_the_interrupt_line_says_what_happened_to_the_job(fresh_folder, capsys, monkeypatch):
+    import sftflow.cli.main as cli
+    from sftflow.tuning import polling
+
+    class Jobs:
+        def cancel(self, name):
+            pass
+
+    def interrupted_while_tuning(args):
+        polling.cancel_on_interrupt(Jobs(), "job-7", enabled=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(polling, "INTERRUPTED", [])
+    monkeypatch.setattr(cli, "_run", interrupted_while_tuning)
+    assert main(["pipeline"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sftflow: interrupted: tuning job job-7 cancelled: Ctrl-C with cancel_job_on_interrupt=true; "
+        "rerun with --resubmit-failed to start again")
+
+
+@pytest.mark.parametrize("cmd", ["pipeline", "tune", "sweep"])
+def test_resubmit_failed_is_a_flag_of_each_tuning_command(cmd):
+    from sftflow.cli.config import overrides
+    from sftflow.cli.main import build_parser
+
+    assert overrides(build_parser().parse_args([cmd, "--resubmit-failed"]))["resubmit_failed"] is True

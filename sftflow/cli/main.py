@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "only on a significant win. Prints the champion decision, then the report's location last.")
     data_flags(p), tuning_flags(p), eval_flags(p)
     add_flag(p, "--promotion-margin", "promotion_margin", metavar="X")
+    add_flag(p, "--resubmit-failed", "resubmit_failed", action="store_true", default=None)
     common_flags(p)
 
     p = sub.add_parser("prepare", help="download, convert, validate and upload the datasets",
@@ -279,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
             raise unrecognized(parser, getattr(args, "command", None), extra)
         return _run(args)
     except KeyboardInterrupt:
-        print("sftflow: interrupted", file=sys.stderr)
+        from sftflow.tuning.polling import INTERRUPTED
+
+        for line in INTERRUPTED or [""]:
+            print(f"sftflow: interrupted{': ' + line if line else ''}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - user-facing boundary: one clear line, no traceback
         if os.environ.get("SFTFLOW_DEBUG"):
