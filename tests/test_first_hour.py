@@ -147,3 +147,21 @@ def test_resubmit_failed_is_a_flag_of_each_tuning_command(cmd):
     from sftflow.cli.main import build_parser
 
     assert overrides(build_parser().parse_args([cmd, "--resubmit-failed"]))["resubmit_failed"] is True
+
+
+@pytest.mark.parametrize("yes, last", [(True, "2 item(s) deleted, 1 left"),
+                                       (False, "2 item(s); rerun with --yes to delete them")])
+def test_cleanup_ends_with_a_count(fresh_folder, capsys, monkeypatch, yes, last):
+    import types
+
+    import sftflow.cli.main as cli
+
+    fake = types.ModuleType("flows.cleanup")
+    fake.cleanup = lambda **kw: {"items": ["a", "b"], "skipped": [{"uri": "c", "reason": "not ours"}]}
+    monkeypatch.setitem(sys.modules, "flows.cleanup", fake)
+    monkeypatch.setattr(cli, "_watched", lambda flow, watch: flow)
+    monkeypatch.setattr(cli, "_use_prefect_api", lambda settings: False)
+    monkeypatch.setattr(cli, "_quiet_user_errors", lambda: (lambda: None))
+    monkeypatch.setattr(cli, "_prefect_env", lambda root: None)
+    assert main(["cleanup", *(["--yes"] if yes else [])]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == last

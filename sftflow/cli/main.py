@@ -242,6 +242,8 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
             print(f"{'retired' if args.yes else 'would retire'}: {out['retire']}")
         if not args.yes:
             print(f"{len(out['items'])} item(s); rerun with --yes to delete them")
+        else:
+            print(f"{len(out['items'])} item(s) deleted, {len(out['skipped'])} left")
         return 0
     if cmd == "pipeline":
         from flows.pipeline import sft_pipeline
