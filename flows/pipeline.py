@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 
 from flows.common import settings_for
 from flows.prepare_data import prepare_data
+from flows.suspend import finish_before_suspending
 from flows.tune import gate_tuning, tune
 from sftflow.infra import layout
 from sftflow.params import RunParams
@@ -38,6 +39,7 @@ def sft_pipeline(config: RunParams = RunParams()) -> dict:
     test_path = download(prepared.test, s.work_dir / "downloads")
     spec = EvalSpec.from_settings(s)
     baseline_future = evaluate_task(spec, "base").submit(spec, s.base_model, test_path, "base")  # runs while tuning trains
+    finish_before_suspending(baseline_future)  # wait_mode=suspend: cached before the run sleeps
     approved = tuning_config.model_copy(update={"approval_mode": "approved"})  # the gate above said yes
     tuned_model = TunedModel.from_json(tune(config=approved))
     baseline = baseline_future.result()

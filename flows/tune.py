@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 
 from flows.approval import cost_gate
 from flows.common import settings_for
+from flows.suspend import suspend_while_training
 from sftflow.cost import estimate as cost
 from sftflow.infra import layout, storage
 from sftflow.backends.base import TuningSpec
@@ -94,7 +95,8 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
         cost_gate(s, spec, estimate, checked, planned_job(spec, s.backend))  # cap, then approval
         job = submit_tuning_job(s, spec, estimate)
         print(f"tuning job: {job['name']}" + (" (attached)" if job["attached"] else " (submitted)"))
-        record = record_tuned_model(s, spec, await_tuning_job(s, job["name"]))
+        waited = suspend_while_training(s, spec.key, job["name"], job["state"])  # wait_mode=suspend: the run sleeps
+        record = record_tuned_model(s, spec, await_tuning_job(s, job["name"], waited))
     tuned = save_tuned_model(s.run_root, spec.key, record, estimate)
     if (billable := tuned.stats.get("billable_tokens")) is not None:  # what the bill is computed from
         log.info("the job reports %s billable tokens; the estimate was %s", f"{int(billable):,}",

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     cancel_job_on_interrupt: bool = Field(
         True, description="Cancel the cloud job when the flow is cancelled or interrupted."
     )
+    wait_mode: Literal["poll", "suspend"] = Field(
+        "poll", description="How a run waits for its tuning job: 'poll' keeps the flow's process polling every "
+        "poll_interval; 'suspend' (deployment runs) suspends the run once the job is submitted, so its worker and "
+        "infrastructure are released, and the `resume_finished` deployment resumes it when the job has ended (or "
+        "tuning_timeout ran out); the resumed run re-attaches to the job and continues from cache.",
+    )
     claim_stale_after: float = Field(
         300.0,
         gt=0,

@@ -116,12 +116,13 @@ def submit_tuning_job(settings: Settings, spec: TuningSpec, estimate: dict | Non
     if status.console_url:
         create_link_artifact(status.console_url, link_text=name, key="tuning-job-console",
                              description="The tuning job in the Google Cloud console")
-    return {"name": name, "attached": attached}
+    return {"name": name, "attached": attached, "state": status.state.value}
 
 
 @task(name="await-tuning-job")
-def await_tuning_job(settings: Settings, name: str) -> JobStatus:
-    """Poll the job to its end, updating progress and status artifacts; cancels it on interrupt."""
+def await_tuning_job(settings: Settings, name: str, already_waited: float = 0.0) -> JobStatus:
+    """Poll the job to its end, updating progress and status artifacts; cancels it on interrupt.
+    `already_waited`: seconds of tuning_timeout the run spent suspended while the job trained."""
     log = get_run_logger()
     tuner = make_tuner(settings)
     progress_id = create_progress_artifact(progress=0.0, key="tuning-progress", description=f"Tuning job {name}")
@@ -139,7 +140,8 @@ def await_tuning_job(settings: Settings, name: str) -> JobStatus:
 
     try:
         final = await_job(tuner, name, poll_interval=settings.tuning_poll_interval, timeout=settings.tuning_timeout,
-                          on_update=on_update, cancel_on_timeout=settings.cancel_job_on_timeout)
+                          on_update=on_update, cancel_on_timeout=settings.cancel_job_on_timeout,
+                          already_waited=already_waited)
     except Exception:  # a failure, not an interrupt: await_job already applied the timeout policy
         raise
     except BaseException:  # Ctrl-C, SIGTERM (Prefect's TerminationSignal, sent on cancellation), exit

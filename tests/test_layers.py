@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.selection.champion_report", "sftflow.selection.sweep_report", "sftflow.evaluation.compare_report", "sftflow.evaluation.report", "sftflow.tuning.report", "sftflow.cost.report", "sftflow.data.report", "sftflow.records", "sftflow.reporting.*",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.cleanup.plan",
+        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.tuning.resume", "sftflow.cleanup.plan",
         "sftflow.selection.grid", "sftflow.cost.token_count",
     ]),
     ("preflight (`sftflow doctor`): read-only checks of credentials, Vertex AI and the bucket", [

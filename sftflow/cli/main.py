@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also delete the tuned model / endpoint of this run that is the current champion (kept "
                    "otherwise), and record the champion as retired")
     common_flags(p)
+    p = sub.add_parser("resume-finished", help="resume the runs suspended while their tuning job trained, once it "
+                       "has ended (one tick of the resume_finished deployment)",
+                       description="Resume the deployment runs suspended for a tuning job (wait_mode=suspend) whose "
+                       "job has ended or whose tuning_timeout ran out; print one line per suspended run. Needs the "
+                       "Prefect server that holds them (`sftflow server start`, or PREFECT_API_URL).")
+    common_flags(p)
+
     server_cli.add_parser(sub)
     cli_sweep.add_parsers(sub)
     cli_doctor.add_parser(sub)
@@ -261,7 +268,24 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
         return 0
     if cmd == "sweep":
         return cli_sweep.run_sweep(args, config, lambda flow: _watched(flow, watch))
+    if cmd == "resume-finished":
+        return _resume_finished(watch)
     raise AssertionError(cmd)
+
+
+def _resume_finished(server: bool) -> int:
+    from sftflow.errors import ConfigError
+
+    if not server:  # Prefect's temporary server holds no suspended run
+        raise ConfigError("resume-finished: no Prefect server is running here: suspended runs live on the server "
+                          "their deployment runs on (start it with `sftflow server start`, or set PREFECT_API_URL)")
+    from flows.resume import resume_finished
+
+    out = _watched(resume_finished, True)()
+    for row in out["runs"]:
+        print(f"{row['run']} ({row['flow']}): {row['outcome']}: {row['reason']}")
+    print(f"{len(out['resumed'])} of {out['suspended']} suspended run(s) resumed")
+    return 0
 
 
 def _warn_errors(out: dict) -> None:

@@ -64,8 +64,12 @@ def await_job(
     cancel_confirm_timeout: float = 300.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    already_waited: float = 0.0,
 ) -> JobStatus:
     """Poll `name` until it ends; return its status if it SUCCEEDED.
+
+    `already_waited`: seconds of `timeout` spent before this call (a run that slept while the job trained,
+    `wait_mode=suspend`), so the budget is the job's, not this process's.
 
     Transient polling errors are retried (backoff from 1 s, capped at poll_interval) up
     to `max_transient_failures` in a row. Raises JobTimeout after `timeout` seconds and
@@ -85,7 +89,7 @@ def await_job(
             return final
         return JobTimeout(final, elapsed, timeout, cancelled=stopped)
 
-    start = clock()
+    start = clock() - already_waited
     failures = 0
     status: JobStatus | None = None
     while True:
@@ -119,7 +123,7 @@ def await_job(
     raise JobFailed(status)
 
 
-def _gone(exc: BaseException) -> bool:
+def job_gone(exc: BaseException) -> bool:
     """The backend says the job does not exist (HTTP 404 / a deleted local job)."""
     return isinstance(exc, FileNotFoundError) or getattr(exc.__cause__, "code", None) == 404
 
@@ -150,7 +154,7 @@ def cancel_and_confirm(
             log.warning("cancelling %s failed (%s); retry %d", name, exc, attempt + 1)
             sleep(min(poll_interval, 2.0 ** attempt))
         except BackendError as exc:
-            if _gone(exc):
+            if job_gone(exc):
                 return replace(status, state=JobState.CANCELLED), True
             log.warning("cancel of %s refused (%s); checking its state", name, exc)
             break
@@ -160,7 +164,7 @@ def cancel_and_confirm(
         except TransientError as exc:
             log.warning("checking cancelled job %s failed (%s)", name, exc)
         except (BackendError, FileNotFoundError) as exc:
-            if _gone(exc):
+            if job_gone(exc):
                 log.info("tuning job %s is gone after the cancel", name)
                 return replace(status, state=JobState.CANCELLED), True
             raise
