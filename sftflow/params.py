@@ -84,6 +84,17 @@ def set_fields(params: BaseModel) -> dict[str, Any]:
     return {k: v for k, v in params.model_dump(mode="json", exclude={"recipe"}).items() if v is not None}
 
 
+#: sftflow's own recipes (`--recipe local-quick`), beside the package in a checkout.
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _named_recipe(uri: str) -> str:
+    """`local-quick` (a bare name that is no file here) → sftflow's recipes/local-quick.yaml."""
+    if "/" in uri or Path(uri).exists() or not (RECIPES / f"{uri}.yaml").is_file():
+        return uri
+    return str(RECIPES / f"{uri}.yaml")
+
+
 def load_recipe(uri: str) -> dict[str, Any]:
     """The fields a recipe sets, checked against RunParams.
 
@@ -91,10 +102,16 @@ def load_recipe(uri: str) -> dict[str, Any]:
     """
     from sftflow.infra import storage
 
+    uri = _named_recipe(uri)
     try:
         text = storage.read_text(uri)
     except (StorageError, FileNotFoundError) as exc:
-        raise ConfigError(f"recipe: {exc}") from None
+        where = ""
+        if not storage.is_gcs(uri) and not storage.is_http(uri) and not Path(uri).exists():
+            names = ", ".join(p.stem for p in sorted(RECIPES.glob("*.yaml")))
+            where = (f" (looked in {Path(uri).expanduser().resolve().parent}"
+                     f"{f'; recipes by name: {names}' if names else ''})")
+        raise ConfigError(f"recipe: {exc}{where}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -165,3 +165,15 @@ def test_cleanup_ends_with_a_count(fresh_folder, capsys, monkeypatch, yes, last)
     monkeypatch.setattr(cli, "_prefect_env", lambda root: None)
     assert main(["cleanup", *(["--yes"] if yes else [])]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == last
+
+
+def test_a_missing_recipe_says_where_it_looked_and_a_packaged_one_is_found_by_name(fresh_folder, capsys):
+    line = one_line(capsys, ["pipeline", "--recipe", "recipes/local-quick.yaml"])
+    assert line.startswith("sftflow: error: recipe: recipes/local-quick.yaml: no such file (looked in "
+                           f"{(fresh_folder / 'recipes').resolve()}; recipes by name: "), line
+    assert "local-quick" in line
+    from sftflow.params import RunParams, settings_values
+
+    assert settings_values(RunParams(recipe="local-quick")) == settings_values(
+        RunParams(recipe=str(ROOT / "recipes" / "local-quick.yaml")))
+    assert settings_values(RunParams(recipe="local-quick"))  # it sets something

@@ -132,7 +132,7 @@ def test_bad_recipe_is_one_line_naming_file_line_and_field(tmp_path, text, messa
 
 
 def test_missing_recipe_names_it(tmp_path):
-    with pytest.raises(ConfigError, match=r"^recipe: .*nope\.yaml: no such file$"):
+    with pytest.raises(ConfigError, match=r"^recipe: .*nope\.yaml: no such file \(looked in "):
         settings_values(RunParams(recipe=str(tmp_path / "nope.yaml")))
 
 
