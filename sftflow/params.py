@@ -11,6 +11,8 @@ that runs the flow (its environment or `.env`), and Prefect stores parameters in
 
 from __future__ import annotations
 
+import difflib
+
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,17 @@ def set_fields(params: BaseModel) -> dict[str, Any]:
     return {k: v for k, v in params.model_dump(mode="json", exclude={"recipe"}).items() if v is not None}
 
 
+#: sftflow's own recipes (`--recipe local-quick`), beside the package in a checkout.
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _named_recipe(uri: str) -> str:
+    """`local-quick` (a bare name that is no file here) → sftflow's recipes/local-quick.yaml."""
+    if "/" in uri or Path(uri).exists() or not (RECIPES / f"{uri}.yaml").is_file():
+        return uri
+    return str(RECIPES / f"{uri}.yaml")
+
+
 def load_recipe(uri: str) -> dict[str, Any]:
     """The fields a recipe sets, checked against RunParams.
 
@@ -94,10 +107,16 @@ def load_recipe(uri: str) -> dict[str, Any]:
     """
     from sftflow.infra import storage
 
+    uri = _named_recipe(uri)
     try:
         text = storage.read_text(uri)
     except (StorageError, FileNotFoundError) as exc:
-        raise ConfigError(f"recipe: {exc}") from None
+        where = ""
+        if not storage.is_gcs(uri) and not storage.is_http(uri) and not Path(uri).exists():
+            names = ", ".join(p.stem for p in sorted(RECIPES.glob("*.yaml")))
+            where = (f" (looked in {Path(uri).expanduser().resolve().parent}"
+                     f"{f'; recipes by name: {names}' if names else ''})")
+        raise ConfigError(f"recipe: {exc}{where}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -117,7 +136,9 @@ def load_recipe(uri: str) -> dict[str, Any]:
                               f"SFTFLOW_{key.upper()} in the environment or name a Prefect Secret block in "
                               f"{key}_secret_block")
         if key not in RunParams.model_fields:
-            hint = " (a machine setting: set it in the environment)" if key in MACHINE_SETTINGS else ""
+            close = difflib.get_close_matches(str(key), list(RunParams.model_fields), n=2, cutoff=0.6)
+            hint = (" (a machine setting: set it in the environment)" if key in MACHINE_SETTINGS
+                    else f"; did you mean {' or '.join(close)}?" if close else "")
             raise ConfigError(f"{uri}:{lines.get(key, '?')}: {key}: unknown field{hint}")
     try:
         params = RunParams.model_validate(data)

@@ -142,7 +142,7 @@ def test_codelab_recipe_round_trips_and_is_the_codelab(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("epochs: 2\nepochz: 3\n", r"r\.yaml:2: epochz: unknown field$"),
+    ("epochs: 2\nepochz: 3\n", r"r\.yaml:2: epochz: unknown field; did you mean epochs\?$"),
     ("epochs: 2\n\nadapter_size: 3\n", r"r\.yaml:3: adapter_size: Input should be 1, 2, 4, 8 or 16, got 3$"),
     ("samples: many\n", r"r\.yaml:1: samples: Input should be a valid integer.*got 'many'$"),
     ("prefect_server: ephemeral\n", r"r\.yaml:1: prefect_server: unknown field \(a machine setting"),
@@ -159,7 +159,7 @@ def test_bad_recipe_is_one_line_naming_file_line_and_field(tmp_path, text, messa
 
 
 def test_missing_recipe_names_it(tmp_path):
-    with pytest.raises(ConfigError, match=r"^recipe: .*nope\.yaml: no such file$"):
+    with pytest.raises(ConfigError, match=r"^recipe: .*nope\.yaml: no such file \(looked in "):
         settings_values(RunParams(recipe=str(tmp_path / "nope.yaml")))
 
 

@@ -34,6 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="also evaluate and rank every per-epoch checkpoint of multi-epoch jobs")
     p.add_argument("--no-promote", dest="promote", action="store_false", help="leave the champion alone")
     add_flag(p, "--promotion-margin", "promotion_margin", metavar="X")
+    add_flag(p, "--resubmit-failed", "resubmit_failed", action="store_true", default=None)
     add_flag(p, "--source-model", "source_model")
     add_flag(p, "--display-name", "tuned_model_display_name")
     add_flag(p, "--poll-interval", "poll_interval")

@@ -95,7 +95,7 @@ def _chat_records(path: str) -> Iterator[tuple[int, dict | list[Problem], int]]:
                 yield n, json.loads(text), len(text.encode("utf-8"))
 
 
-def _check_file(path: str) -> list[Problem]:
+def _check_file(path: str, kind: Kind | None = None) -> list[Problem]:
     if os.path.isdir(path):
         return [Problem(path, 0, "file", "is a directory; give the data files inside it")]
     if not os.path.exists(path):
@@ -109,18 +109,19 @@ def _check_file(path: str) -> list[Problem]:
     if fmt == "testcsv":
         return validate_test_csv(path).problems
     if fmt == "contents":
-        return validate_contents_file(path, guess_kind(path)).problems
-    return validate_records(path, guess_kind(path), _chat_records(path)).problems
+        return validate_contents_file(path, kind or guess_kind(path)).problems
+    return validate_records(path, kind or guess_kind(path), _chat_records(path)).problems
 
 
-def lint_path(path: str) -> list[Problem]:
-    """Every problem in one file (capped per file, see rules.MAX_STORED_PROBLEMS).
+def lint_path(path: str, kind: Kind | None = None) -> list[Problem]:
+    """Every problem in one file (capped per file, see rules.MAX_STORED_PROBLEMS); `kind` (train, val):
+    whose limits apply, else guessed from the name.
 
     Never raises: a file that cannot be read, or one that trips a bug in a rule, is one
     problem naming the file, so the files after it are still checked.
     """
     try:
-        return _check_file(path)
+        return _check_file(path, kind)
     except OSError as e:
         return [Problem(path, 0, "file", f"cannot read: {e.strerror or type(e).__name__}")]
     except Exception as e:  # noqa: BLE001 - a bug must not hide the other files' problems

@@ -135,7 +135,8 @@ def ensure_job(
         if jobs:
             last = jobs[0]
             if not last.state.alive and not resubmit_failed:
-                raise JobFailed(last, hint="Set resubmit_failed to submit a new job for the same inputs")
+                raise JobFailed(last, hint="Rerun with --resubmit-failed (or resubmit_failed=true) to submit a "
+                                           "new job for the same inputs")
             log.info("tuning job %s for key %s ended %s: submitting a new one (resubmit_failed)", last.name,
                      spec.key, last.state.value)
         if before_submit is not None:
