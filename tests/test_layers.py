@@ -72,7 +72,7 @@ ENTRY_POINTS = {"sftflow.cli.main", "sftflow.cli.sweep"}
 
 #: Small modules with one job. A catalogue (one rule after another, each with its source) may be longer.
 MAX_LINES = 400
-CATALOGUES = {"sftflow.data.rules"}
+CATALOGUES = {"sftflow.data.rules", "sftflow.config"}  # config: one field after another, each with its description and limits
 
 
 def _module_name(path: Path) -> str:
