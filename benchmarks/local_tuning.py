@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sftflow.backends.base import GenerationParams, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.backends.local import LocalTuner, jobs, make_local_generator
 from sftflow.backends.local.text import requested_sentences, split_prompt, split_sentences
 from sftflow.config import Settings
@@ -89,8 +90,8 @@ def main() -> int:
     print(f"data: {what}; {load()}")
     train = to_contents(src["train"], tmp / "train.jsonl", settings)
     val = to_contents(src["val"], tmp / "val.jsonl", settings)
-    spec = TuningSpec(base_model=settings.base_model, train_uri=train, val_uri=val, epochs=settings.epochs,
-                      adapter_size=settings.adapter_size, learning_rate_multiplier=settings.learning_rate_multiplier,
+    spec = TuningSpec(base_model=settings.base_model, train_uri=train, val_uri=val,
+                      hyperparameters=Hyperparameters.from_settings(settings),
                       display_name="bench", key="bench", seed=settings.seed,
                       budget_s=args.budget or settings.local_train_budget_s)
     tuner = LocalTuner(settings)

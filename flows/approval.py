@@ -12,7 +12,7 @@ key then returns the answer at once (https://docs.prefect.io/v3/develop/pause-re
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.context import FlowRunContext
@@ -26,15 +26,14 @@ from sftflow.cost.approval import (
     ApprovalDenied,
     Priced,
     approval_markdown,
-    ask_terminal,
+    decide_without_pause,
     needs_approval,
     refused_message,
+    ui_decision,
 )
-from sftflow.backends import make_tuner
 from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
-from sftflow.tuning.intent import live_job
-from tasks.common import RETRY_TRANSIENT, retry_transient
+from tasks.approval import find_live_job
 
 #: Seconds between a paused run's checks for a decision (Prefect's default is 10).
 PAUSE_POLL_S = 2
@@ -46,11 +45,6 @@ class ApprovalInput(RunInput):
     approve: bool = Field(description="Submit the new tuning job(s) at the estimated cost "
                                       "(unticked: none is submitted, the run ends)")
     note: str = Field("", description="Optional note, kept in the run's logs")
-
-
-@task(name="find-live-tuning-job", retry_condition_fn=retry_transient, **RETRY_TRANSIENT)
-def find_live_job(settings: Settings, key: str) -> str | None:
-    return live_job(make_tuner(settings), key)
 
 
 def cost_gate(s: Settings, spec: TuningSpec, estimate: dict, data: list[tuple[str, str, dict]],
@@ -78,20 +72,12 @@ def approval_gate(s: Settings, est: Priced, markdown: str, key: str) -> str:
     log = get_run_logger()
     create_markdown_artifact(markdown, key="tuning-approval",
                              description=f"Approve tuning at {cost.usd(est.total_usd)}?")
-    mode = s.approval_mode
-    if mode == "approved":
-        log.info("estimate %s above approve_above_usd $%g: approved in advance", est.summary(), s.approve_above_usd)
-        return "approved in advance"
-    if mode == "prompt":
-        if ask_terminal(est, s.approve_above_usd):
-            return "approved on the terminal"
-        raise ApprovalDenied(refused_message(est, s.approve_above_usd, "answered no on the terminal"))
-    if mode == "suspend":
+    passed = decide_without_pause(est, s.approve_above_usd, s.approval_mode, can_pause=bool(PREFECT_API_URL.value()))
+    if passed is not None:
+        log.info("estimate %s above approve_above_usd $%g: %s", est.summary(), s.approve_above_usd, passed)
+        return passed
+    if s.approval_mode == "suspend":
         return _suspended_approval(s, est, key)
-    if mode == "refuse" or not PREFECT_API_URL.value():
-        why = ("not asked: no terminal" if mode == "refuse"
-               else "no Prefect server holds this run, so nobody can approve it in the UI")
-        raise ApprovalDenied(refused_message(est, s.approve_above_usd, why))
     log.warning("estimate %s is above approve_above_usd $%g: paused for approval in the Prefect UI (Resume, then "
                 "tick approve); no answer within %.0f s ends the run with no job submitted", est.summary(),
                 s.approve_above_usd, s.approval_timeout_s)
@@ -99,13 +85,11 @@ def approval_gate(s: Settings, est: Priced, markdown: str, key: str) -> str:
         answer = pause_flow_run(wait_for_input=ApprovalInput, timeout=int(s.approval_timeout_s),
                                 poll_interval=PAUSE_POLL_S, key=key)
     except FlowPauseTimeout:  # the server may have failed the run first ("... never resumed"): same outcome
-        raise ApprovalDenied(refused_message(est, s.approve_above_usd,
-                                             f"no answer within {s.approval_timeout_s:g} s")) from None
-    note = f": {answer.note}" if answer.note else ""
-    if not answer.approve:
-        raise ApprovalDenied(refused_message(est, s.approve_above_usd, f"rejected in the Prefect UI{note}"))
-    log.info("tuning approved in the Prefect UI%s", note)
-    return "approved in the Prefect UI"
+        answer = None
+    passed = ui_decision(est, s.approve_above_usd, None if answer is None else answer.approve,
+                         answer.note if answer else "", s.approval_timeout_s)
+    log.info("tuning approved in the Prefect UI%s", f": {answer.note}" if answer.note else "")
+    return passed
 
 
 def _suspended_approval(s: Settings, est: Priced, key: str) -> str:
@@ -123,8 +107,7 @@ def _suspended_approval(s: Settings, est: Priced, key: str) -> str:
         answer = suspend_flow_run(wait_for_input=ApprovalInput, timeout=int(s.approval_timeout_s), key=key)
     except RuntimeError as exc:  # the server refused the suspension
         raise ApprovalDenied(refused_message(est, s.approve_above_usd, f"could not suspend: {exc}")) from None
-    note = f": {answer.note}" if answer.note else ""
-    if not answer.approve:
-        raise ApprovalDenied(refused_message(est, s.approve_above_usd, f"rejected in the Prefect UI{note}"))
-    get_run_logger().info("tuning approved in the Prefect UI%s (the run was suspended)", note)
-    return "approved in the Prefect UI"
+    passed = ui_decision(est, s.approve_above_usd, answer.approve, answer.note, s.approval_timeout_s)
+    get_run_logger().info("tuning approved in the Prefect UI%s (the run was suspended)",
+                          f": {answer.note}" if answer.note else "")
+    return passed

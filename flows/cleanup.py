@@ -8,8 +8,7 @@ from prefect import flow, get_run_logger
 
 from flows.common import settings_for
 from sftflow.backends import make_tuner
-from sftflow.selection.champion import name_of
-from sftflow.cleanup.plan import execute, plan_cleanup
+from sftflow.cleanup.plan import execute, plan_cleanup, summary
 from sftflow.params import RunParams
 
 
@@ -39,8 +38,4 @@ def cleanup(yes: bool = False, include_datasets: bool = False, include_champion:
         log.info("deleted %d item(s)", len(plan.delete))
     else:
         log.info("would delete %d item(s); pass yes=True (--yes) to delete", len(plan.delete))
-    return {"items": [i.uri for i in plan.delete],
-            "plan": [{"uri": i.uri, "kind": i.kind, "reason": i.reason} for i in plan.delete],
-            "skipped": [{"uri": i.uri, "kind": i.kind, "reason": i.reason} for i in plan.skipped],
-            "retire": None if plan.retire is None else f"champion #{plan.retire['seq']} {name_of(plan.retire)}",
-            "deleted": yes}
+    return summary(plan, deleted=yes)

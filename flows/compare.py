@@ -6,28 +6,14 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import settings_for
-from flows.evaluate import default_test_uri
-from sftflow.infra import layout, storage
+from sftflow.evaluation.compare import results_to_compare
+from sftflow.evaluation.step import default_test_uri
+from sftflow.infra import layout
 from sftflow.judging.step import JudgeSpec
 from sftflow.params import RunParams
 from tasks.data import download
 from tasks.evaluation import compare_task
 from tasks.judge import judge_task
-
-
-def results_uri(run_root: str, ref: str) -> str:
-    """A label of this run ('base', 'tuned', ...) or a results.jsonl URI/path as given."""
-    if ref.endswith(".jsonl"):
-        return ref
-    return storage.join(layout.eval_dir(run_root, ref), "results.jsonl")
-
-
-def _existing(s, *refs: str) -> list[str]:
-    uris = [results_uri(s.run_root, ref) for ref in refs]
-    for uri in uris:
-        if not storage.exists(uri):
-            raise FileNotFoundError(f"{uri}: no results; run `sftflow evaluate` first")
-    return uris
 
 
 def _judged(s, baseline_uri: str, candidate_uri: str, comparison: dict | None = None) -> dict:
@@ -49,7 +35,7 @@ def compare(baseline: str = "base", tuned: str = "tuned", config: RunParams = Ru
         judge: Also judge the pairs with the pairwise judge (setting `judge`; 'none' → the backend's).
     """
     s = settings_for(config)
-    b, t = _existing(s, baseline, tuned)
+    b, t = results_to_compare(s.run_root, baseline, tuned)
     out_dir = layout.compare_dir(s.run_root)
     out = compare_task(out_dir)(b, t, out_dir, seed=s.seed).to_json()
     if judge:
@@ -67,4 +53,4 @@ def judge_pairs(baseline: str = "base", candidate: str = "tuned", config: RunPar
         config: The run's parameters (judge, judge_samples, judge_model; test_uri: the set both answered).
     """
     s = settings_for(config)
-    return _judged(s, *_existing(s, baseline, candidate))
+    return _judged(s, *results_to_compare(s.run_root, baseline, candidate))

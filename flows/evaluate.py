@@ -7,31 +7,9 @@ from prefect import flow
 from flows.common import settings_for
 from sftflow.infra import layout
 from sftflow.params import RunParams
-from sftflow.records import PreparedData, TunedModel
-from sftflow.evaluation.step import EvalSpec
+from sftflow.evaluation.step import EvalSpec, default_test_uri, resolve_model
 from tasks.data import download
 from tasks.evaluation import evaluate_task
-
-
-def resolve_model(s, model: str | None) -> str:
-    """'base'/None → the base model; 'tuned' → the run's recorded tuned endpoint; else as given."""
-    if model in (None, "", "base"):
-        return s.base_model
-    if model == "tuned":
-        uri = layout.tuned_uri(s.run_root)
-        tuned = TunedModel.read_if_exists(uri)
-        if tuned is None:
-            raise FileNotFoundError(f"{uri}: run '{s.run_name}' has no tuned model yet; run `sftflow tune`")
-        return tuned.endpoint
-    return model
-
-
-def default_test_uri(s) -> str:
-    """The test set prepare_data uploaded for this run, else the configured/default source."""
-    if s.test_uri:
-        return s.test_uri
-    prepared = PreparedData.read_if_exists(layout.prepared_uri(s.run_root))
-    return prepared.test if prepared else s.sources()["test"]
 
 
 @flow(name="evaluate", log_prints=True, persist_result=False, result_serializer="json")

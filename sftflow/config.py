@@ -360,13 +360,17 @@ def default_text(name: str) -> str:
 
 def check_known(names: Any) -> None:
     """ConfigError naming any of `names` that is no setting, and the known ones."""
+    import difflib
+
     unknown = sorted(set(names) - set(Settings.model_fields))
     if unknown:
-        known = ", ".join(sorted(Settings.model_fields))
-        raise ConfigError(f"invalid configuration: {', '.join(unknown)}: unknown setting (known: {known})")
+        close = difflib.get_close_matches(unknown[0], list(Settings.model_fields), n=2, cutoff=0.6)
+        hint = (f"did you mean {' or '.join(close)}?" if close
+                else f"known: {', '.join(sorted(Settings.model_fields))}")
+        raise ConfigError(f"invalid configuration: {', '.join(unknown)}: unknown setting ({hint})")
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(*, given_as: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Build Settings from env/.env plus overrides; `None` overrides are ignored.
 
     Raises ConfigError with one line per invalid field: `field: problem (allowed: ...)`.
@@ -376,11 +380,12 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**clean)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+        raise ConfigError(format_validation_error(exc, given_as)) from None
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per invalid field: `field (SFTFLOW_FIELD): problem, got VALUE` (secrets not shown)."""
+def format_validation_error(exc: ValidationError, given: dict[str, str] | None = None) -> str:
+    """One line per invalid field: `field (SFTFLOW_FIELD): problem, got VALUE` (secrets not shown); a field in
+    `given` is named as given there instead (the CLI: `--samples`, `--set NAME`)."""
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "settings"
@@ -388,7 +393,13 @@ def format_validation_error(exc: ValidationError) -> str:
         if msg.startswith("Value error, "):
             lines.append(f"invalid configuration: {msg[len('Value error, '):]}")
             continue
+        pattern = (err.get("ctx") or {}).get("pattern")
+        if err.get("type") == "string_pattern_mismatch" and pattern == layout.NAME_PATTERN:
+            msg = f"must be {layout.NAME_RULE}"
         shown = "" if "token" in field else f", got {err.get('input')!r}"
+        if given and field in given:
+            lines.append(f"invalid configuration: {given[field]}: {msg}{shown}")
+            continue
         env = f" (SFTFLOW_{field.upper()})" if field in Settings.model_fields else ""
         lines.append(f"invalid configuration: {field}{env}: {msg}{shown}")
     return "\n".join(lines)

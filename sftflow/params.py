@@ -11,6 +11,8 @@ that runs the flow (its environment or `.env`), and Prefect stores parameters in
 
 from __future__ import annotations
 
+import difflib
+
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from pydantic.fields import FieldInfo
 
 from sftflow.config import SECRET_SETTINGS, Settings, default_text
 from sftflow.errors import ConfigError, StorageError
+from sftflow.tuning import hyperparameters
 
 #: How a setting's value is chosen, first match wins (README 'Configuration' shows this line).
 PRECEDENCE = ("explicit parameter (CLI flag or --set, flow or deployment parameter) > recipe (--recipe / "
@@ -29,15 +32,12 @@ PRECEDENCE = ("explicit parameter (CLI flag or --set, flow or deployment paramet
 #: long another process's claim on a tuning intent is trusted. Set them in the environment.
 MACHINE_SETTINGS: tuple[str, ...] = ("prefect_server", "claim_stale_after")
 
-#: The fields of a run, in the order a form lists them (the most often changed first).
-RUN_FIELDS: tuple[str, ...] = tuple(
-    ["train_uri", "val_uri", "test_uri", "source_model", "epochs", "adapter_size", "learning_rate_multiplier",
-     "tuned_model_display_name", "samples", "concurrency", "rpm"]
-    + [n for n in Settings.model_fields
-       if n not in ("train_uri", "val_uri", "test_uri", "source_model", "epochs", "adapter_size",
-                    "learning_rate_multiplier", "tuned_model_display_name", "samples", "concurrency", "rpm")
-       and n not in MACHINE_SETTINGS and n not in SECRET_SETTINGS]
-)
+#: The fields a form lists first (the most often changed), the tuning hyperparameters among them.
+_FIRST = ("train_uri", "val_uri", "test_uri", "source_model", *hyperparameters.names(), "tuned_model_display_name",
+          "samples", "concurrency", "rpm")
+#: The fields of a run, in the order a form lists them.
+RUN_FIELDS: tuple[str, ...] = _FIRST + tuple(
+    n for n in Settings.model_fields if n not in _FIRST and n not in MACHINE_SETTINGS and n not in SECRET_SETTINGS)
 
 
 def _optional(name: str) -> tuple[Any, FieldInfo]:
@@ -51,6 +51,13 @@ def _optional(name: str) -> tuple[Any, FieldInfo]:
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     _refused_secrets: tuple[str, ...] = PrivateAttr(default=())
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        """The JSON schema Prefect stores and its UI renders as the run form, laid out by `form_schema`."""
+        schema = handler(core_schema)
+        form_schema(handler.resolve_ref_schema(schema))
+        return schema
 
     @model_validator(mode="wrap")
     @classmethod
@@ -82,6 +89,17 @@ def set_fields(params: BaseModel) -> dict[str, Any]:
     return {k: v for k, v in params.model_dump(mode="json", exclude={"recipe"}).items() if v is not None}
 
 
+#: sftflow's own recipes (`--recipe local-quick`), beside the package in a checkout.
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _named_recipe(uri: str) -> str:
+    """`local-quick` (a bare name that is no file here) → sftflow's recipes/local-quick.yaml."""
+    if "/" in uri or Path(uri).exists() or not (RECIPES / f"{uri}.yaml").is_file():
+        return uri
+    return str(RECIPES / f"{uri}.yaml")
+
+
 def load_recipe(uri: str) -> dict[str, Any]:
     """The fields a recipe sets, checked against RunParams.
 
@@ -89,10 +107,16 @@ def load_recipe(uri: str) -> dict[str, Any]:
     """
     from sftflow.infra import storage
 
+    uri = _named_recipe(uri)
     try:
         text = storage.read_text(uri)
     except (StorageError, FileNotFoundError) as exc:
-        raise ConfigError(f"recipe: {exc}") from None
+        where = ""
+        if not storage.is_gcs(uri) and not storage.is_http(uri) and not Path(uri).exists():
+            names = ", ".join(p.stem for p in sorted(RECIPES.glob("*.yaml")))
+            where = (f" (looked in {Path(uri).expanduser().resolve().parent}"
+                     f"{f'; recipes by name: {names}' if names else ''})")
+        raise ConfigError(f"recipe: {exc}{where}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -112,7 +136,9 @@ def load_recipe(uri: str) -> dict[str, Any]:
                               f"SFTFLOW_{key.upper()} in the environment or name a Prefect Secret block in "
                               f"{key}_secret_block")
         if key not in RunParams.model_fields:
-            hint = " (a machine setting: set it in the environment)" if key in MACHINE_SETTINGS else ""
+            close = difflib.get_close_matches(str(key), list(RunParams.model_fields), n=2, cutoff=0.6)
+            hint = (" (a machine setting: set it in the environment)" if key in MACHINE_SETTINGS
+                    else f"; did you mean {' or '.join(close)}?" if close else "")
             raise ConfigError(f"{uri}:{lines.get(key, '?')}: {key}: unknown field{hint}")
     try:
         params = RunParams.model_validate(data)
@@ -176,6 +202,73 @@ def settings_table() -> str:
         default = "–" if setting_default(name) is None else f"`{format_default(name)}`"
         rows.append(f"| `{name}` | {default} | {kind_of(name)} | {text} |")
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- the run form
+
+#: The run form in the Prefect UI, in the order a person fills it: the groups, and in each the fields
+#: people change most first, with a title in words. A field no group names goes last, under "More".
+FORM_GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Data", (("train_uri", "Training data"), ("val_uri", "Validation data"), ("test_uri", "Test set"),
+              ("limit", "Examples kept per file"), ("shuffle_seed", "Shuffle seed"))),
+    ("Model", (("source_model", "Base model"), ("epochs", "Epochs"), ("adapter_size", "Adapter size (LoRA rank)"),
+               ("learning_rate_multiplier", "Learning-rate multiplier"),
+               ("tuned_model_display_name", "Tuned model's display name"), ("seed", "Seed"),
+               ("local_train_budget_s", "Local training budget (s)"), ("poll_interval", "Job poll interval (s)"),
+               ("tuning_timeout", "Job timeout (s)"), ("cancel_job_on_timeout", "Cancel the job on timeout"),
+               ("cancel_job_on_interrupt", "Cancel the job when the run is cancelled"),
+               ("resubmit_failed", "Resubmit a failed job"))),
+    ("Evaluation", (("samples", "Test examples"), ("promotion_margin", "Champion promotion margin"),
+                    ("eval_mode", "Online or batch"), ("temperature", "Temperature"),
+                    ("max_output_tokens", "Max output tokens"), ("safety_threshold", "Safety threshold"),
+                    ("concurrency", "Concurrent requests"), ("rpm", "Requests per minute"),
+                    ("max_attempts", "Tries per request"), ("request_timeout", "Request timeout (s)"),
+                    ("max_error_rate", "Max error rate"), ("batch_min_examples", "Batch from (examples)"),
+                    ("batch_pending_timeout", "Batch pending timeout (s)"),
+                    ("batch_fallback_online", "Batch falls back to online"),
+                    ("batch_online_below", "Failed batch rows go online below"),
+                    ("batch_poll_interval", "Batch poll interval (s)"))),
+    ("Cost", (("max_tuning_cost_usd", "Cost cap (USD)"), ("approve_above_usd", "Approval above (USD)"),
+              ("approval_mode", "How approval is asked"), ("approval_timeout_s", "Approval wait (s)"),
+              ("price_per_million_training_tokens", "Training price (USD per 1M tokens)"),
+              ("generation_prices_usd", "Generation prices (USD per 1M tokens)"),
+              ("count_tokens_rpm", "Token counting, requests per minute"))),
+    ("Where it runs", (("run_name", "Run name"), ("recipe", "Recipe file"), ("backend", "Backend"),
+                       ("project", "Google Cloud project"), ("region", "Region"), ("bucket", "Bucket"),
+                       ("local_root", "Local storage root"), ("vertex_base_url", "Vertex AI base URL"),
+                       ("vertex_access_token_secret_block", "Access token's Prefect Secret block"))),
+)
+
+
+def form_layout(names: Any) -> list[tuple[str, str, str]]:
+    """(field, group, title) for each of `names`, in form order; fields no group names go last, under "More"."""
+    placed = [(name, group, title) for group, fields in FORM_GROUPS for name, title in fields if name in names]
+    known = {name for name, _, _ in placed}
+    return placed + [(name, "More", name.replace("_", " ").capitalize()) for name in names if name not in known]
+
+
+def form_schema(schema: dict[str, Any]) -> None:
+    """Lay out RunParams' JSON schema (in place) as a form: the fields grouped and ordered (`FORM_GROUPS`; the
+    UI sorts by `position`), titled "Group › Title", an unset field shown as its own type (the `null` choice
+    and the `null` default dropped: the UI then renders a plain input, not a type toggle over "Property is
+    type None"), and the description saying what an empty field means. Prefect's server still accepts a
+    null for such a field (it allows null on a non-required property without a default)."""
+    props = schema.get("properties", {})
+    out: dict[str, Any] = {}
+    for position, (name, group, title) in enumerate(form_layout(list(props))):
+        prop = dict(props[name])
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            prop.update(options[0])
+        elif options:
+            prop["anyOf"] = options
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        unset = "Empty: no recipe." if name == "recipe" else "Empty: the recipe's, else the environment's, else the default."
+        prop.update(title=f"{group} › {title}", position=position,
+                    description=f"{prop.get('description', '')} {unset} Recipe key: `{name}`.".strip())
+        out[name] = prop
+    schema["properties"] = out
 
 
 if __name__ == "__main__":  # python -m sftflow.params: the README table

@@ -17,10 +17,8 @@ from sftflow.records import ChampionDecision, ComparisonOutcome, Evaluation, Jud
 from sftflow.selection.champion_report import decision_lines
 from sftflow.selection import challenge as steps
 from sftflow.evaluation.step import EvalSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from tasks.evaluation import evaluate_task
-
-HYPERPARAMETERS = ("epochs", "adapter_size", "learning_rate_multiplier")
-
 
 @task(name="challenge-champion", cache_policy=NO_CACHE)
 def challenge_champion(settings: Settings, spec: EvalSpec, test_path: str, candidate: dict[str, Any] | None,
@@ -62,7 +60,7 @@ def challenge_with_tuned(settings: Settings, spec: EvalSpec, test_path: str, tun
     the judge with promotion_metric 'judge')."""
     if settings.promotion_metric == "judge" and judged is None:
         raise ConfigError("promotion_metric: 'judge' needs a judge, but judge is 'none'")
-    candidate, why = steps.pipeline_candidate(settings.run_name, {k: getattr(settings, k) for k in HYPERPARAMETERS},
+    candidate, why = steps.pipeline_candidate(settings.run_name, Hyperparameters.from_settings(settings).as_dict(),
                                               tuned_model, tuned, compared.comparison,
                                               judged.summary if judged else None, settings.promotion_metric)
     return challenge_champion(settings, spec, test_path, candidate, why, settings.promotion_margin)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
 from sftflow.infra import storage
-from sftflow.data.formats import convert_messages_file
 from sftflow.errors import DataError
 from sftflow.records import FileSummary
-from sftflow.data.prepare import UploadedFile, upload_dataset, validate_file
+from sftflow.data.prepare import UploadedFile, convert_source, download_source, upload_dataset, validate_file
 from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 
@@ -28,10 +26,8 @@ def _source_key(p: dict) -> list:
     **RETRY_TRANSIENT,
 )
 def download(uri: str, dest_dir: Path) -> str:
-    """Fetch a gs://, https:// or local source into the work area (atomic; public gs:// anonymously)."""
-    tag = hashlib.sha256(uri.encode()).hexdigest()[:12]
-    dest = Path(dest_dir) / tag / storage.name_of(uri)
-    storage.download(uri, dest)
+    """sftflow.data.prepare.download_source, cached on the source's content, retried on transient errors."""
+    dest = download_source(uri, dest_dir)
     get_run_logger().info("downloaded %s (%d bytes)", uri, dest.stat().st_size)
     return str(dest)
 
@@ -45,17 +41,11 @@ def download(uri: str, dest_dir: Path) -> str:
     result_serializer="json",
 )
 def convert(src: str, kind: str, out_dir: Path, limit: int | None, shuffle_seed: int | None, source: str) -> dict:
-    """Chat `messages` JSONL → Gemini `contents` JSONL, streaming, each kept example checked against
-    Gemini's rules; problems (named by `source` and its line numbers) stop the run."""
-    tmp = Path(out_dir) / f"{kind}.converting.jsonl"
-    report = convert_messages_file(src, tmp, limit=limit, shuffle_seed=shuffle_seed, source_name=source)
-    sha = storage.sha256_of_file(tmp)
-    dest = Path(out_dir) / f"{kind}-{sha[:12]}.jsonl"
-    tmp.replace(dest)
-    get_run_logger().info(
-        "converted %s: %d examples in, %d out -> %s", src, report.examples_in, report.examples_out, dest
-    )
-    return {"path": str(dest), "sha256": sha, "examples_in": report.examples_in, "examples_out": report.examples_out}
+    """sftflow.data.prepare.convert_source, cached on the source's content and the conversion's settings."""
+    out = convert_source(src, kind, out_dir, limit, shuffle_seed, source)
+    get_run_logger().info("converted %s: %d examples in, %d out -> %s", src, out["examples_in"], out["examples_out"],
+                          out["path"])
+    return out
 
 
 @task(name="validate", cache_key_fn=key_from(lambda p: [storage.fingerprint(p["path"]), p["kind"]]), persist_result=True,

@@ -9,7 +9,6 @@ only warns, and does not throttle, on a limit that was never created, so the lim
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,24 +16,19 @@ from contextlib import contextmanager
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from sftflow.infra import layout, storage
+from sftflow.infra import storage
 from sftflow.backends import make_tuner
-from sftflow.backends.base import JobState, TuningSpec
+from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard, TunedConfiguration
 from sftflow.selection.sweep_report import lines, table_rows
 from sftflow.selection import sweep as steps
+from sftflow.tuning.setup import TuningSetup
 from tasks.champion import judge_fn
 from tasks.tuning import await_tuning_job, read_tuning_record, record_tuned_model, submit_tuning_job
 
 _semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 _semaphores_lock = threading.Lock()
-
-
-def limit_name(s: Settings) -> str:
-    """One limit per tuning quota: backend + project + region (Prefect limit names: no '/' or '%')."""
-    where = f"{s.project}-{s.region}" if s.backend == "vertex" else "local"
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"sftflow-tuning-{s.backend}-{where}")
 
 
 def _server_api() -> str | None:
@@ -73,46 +67,29 @@ def _ensure_limit(name: str, limit: int) -> None:
 
 
 @task(name="committed-configurations")
-def committed_configurations(settings: Settings, specs: dict[str, TuningSpec]) -> list[str]:
-    """Labels whose intent already has a finished record or a live job: already paid, not capped again."""
-    tuner = make_tuner(settings)
-    out = []
-    for label, spec in specs.items():
-        if storage.exists(layout.tuning_record_uri(settings.storage_root, spec.key)) or any(
-                j.state.alive for j in tuner.find(spec.key)):
-            out.append(label)
-    return out
+def committed_configurations(setup: TuningSetup, specs: dict[str, TuningSpec]) -> list[str]:
+    """sftflow.selection.sweep.committed_labels with this backend's tuner."""
+    return steps.committed_labels(make_tuner(setup), setup.storage_root, specs)
 
 
-def cancel_grid_jobs(settings: Settings, specs: list[TuningSpec]) -> list[str]:
+def cancel_grid_jobs(setup: TuningSetup, specs: list[TuningSpec]) -> list[str]:
     """Cancel the grid's unfinished jobs (the flow was interrupted; cancel_job_on_interrupt). Not a task:
-    it runs while the flow is torn down. Returns the jobs it asked to cancel; errors are logged, not raised."""
-    log = get_run_logger()
-    tuner, asked = make_tuner(settings), []
-    for spec in specs:
-        try:
-            for job in tuner.find(spec.key):
-                if job.state in (JobState.PENDING, JobState.RUNNING):
-                    log.warning("interrupted: cancelling tuning job %s (cancel_job_on_interrupt=true)", job.name)
-                    tuner.cancel(job.name)
-                    asked.append(job.name)
-        except Exception as exc:  # noqa: BLE001 - the interrupt must still propagate
-            log.error("cancelling the job for %s failed (%s): it may still be running and billing; cancel it "
-                      "yourself or rerun the sweep to attach to it", spec.key, exc)
-    return asked
+    it runs while the flow is torn down (sftflow.selection.sweep.cancel_unfinished, which logs to the sftflow
+    loggers: the run's logs in the UI have them too). Returns the jobs it asked to cancel."""
+    return steps.cancel_unfinished(make_tuner(setup), specs)
 
 
 @task(name="tune-configuration", task_run_name="tune-{label}")
-def tune_configuration(settings: Settings, label: str, spec: TuningSpec, estimate: dict,
+def tune_configuration(setup: TuningSetup, label: str, spec: TuningSpec, estimate: dict,
                        max_parallel: int) -> TunedConfiguration:
     """One grid point: its recorded result, else (holding a slot) attach to or submit its job and await it."""
-    record = read_tuning_record(settings, spec.key)
+    record = read_tuning_record(setup, spec.key)
     if record is None:
-        with tuning_slot(limit_name(settings), max_parallel) as kind:
+        with tuning_slot(steps.limit_name(setup.backend, setup.project, setup.region), max_parallel) as kind:
             get_run_logger().info("%s: holding a tuning slot (%s limit of %d)", label, kind, max_parallel)
-            job = submit_tuning_job(settings, spec, estimate)
-            status = await_tuning_job(settings, job["name"])
-        record = record_tuned_model(settings, spec, status)
+            job = submit_tuning_job(setup, spec, estimate)
+            status = await_tuning_job(setup, job["name"])
+        record = record_tuned_model(setup, spec, status)
     return TunedConfiguration(label=label, job=record.name, key=spec.key, tuned_model=record.tuned_model,
                               endpoint=record.endpoint, checkpoints=tuple(record.checkpoints),
                               cost_usd=estimate.get("total_usd"))

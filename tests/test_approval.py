@@ -17,8 +17,10 @@ from sftflow.cost.approval import (
     approval_markdown,
     ask_terminal,
     cli_approval_default,
+    decide_without_pause,
     needs_approval,
     refused_message,
+    ui_decision,
 )
 from sftflow.cost.estimate import CostCapExceeded, FileTokens, estimate_tuning_cost
 from tests.servers.vertex_fixtures import TEST_TOKEN, flow_config, upload_datasets
@@ -39,6 +41,27 @@ def test_needs_approval_only_above_the_threshold_and_the_terminal_says_no_by_def
         raise EOFError
 
     assert not ask_terminal(EST, 5.0, ask=eof)
+
+
+def test_each_approval_mode_decides_in_plain_python_and_only_ui_with_a_server_pauses():
+    """What each approval_mode decides (sftflow.cost.approval); flows/approval.py only pauses and hands over."""
+    decide = decide_without_pause
+    assert decide(EST, 10.0, "refuse", can_pause=False) == "within approve_above_usd ($10)"
+    assert decide(EST, 5.0, "approved", can_pause=False) == "approved in advance"
+    assert decide(EST, 5.0, "prompt", can_pause=True, ask=lambda e, t: True) == "approved on the terminal"
+    with pytest.raises(ApprovalDenied, match=r"answered no on the terminal"):
+        decide(EST, 5.0, "prompt", can_pause=True, ask=lambda e, t: False)
+    with pytest.raises(ApprovalDenied, match=r"not asked: no terminal.*approve_above_usd \$5"):
+        decide(EST, 5.0, "refuse", can_pause=True)
+    with pytest.raises(ApprovalDenied, match=r"no Prefect server holds this run"):
+        decide(EST, 5.0, "ui", can_pause=False)
+    assert decide(EST, 5.0, "ui", can_pause=True) is None  # the flow pauses for the UI's answer
+    assert decide(EST, 5.0, "suspend", can_pause=False) is None  # the flow suspends (it checks it can)
+    assert ui_decision(EST, 5.0, True, "", 60) == "approved in the Prefect UI"
+    with pytest.raises(ApprovalDenied, match=r"rejected in the Prefect UI: too dear"):
+        ui_decision(EST, 5.0, False, "too dear", 60)
+    with pytest.raises(ApprovalDenied, match=r"no answer within 60 s"):
+        ui_decision(EST, 5.0, None, "", 60)
 
 
 class _Stdin(io.StringIO):
@@ -139,7 +162,9 @@ def _creates(server) -> int:
 
 @pytest.mark.slow
 def test_flow_gate_order_cap_then_approval_and_attaching_is_not_gated(make_vertex_server, gcs_bucket, tmp_path):
-    from flows.tune import build_spec, tune
+    from flows.tune import tune
+    from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
     from sftflow.backends.vertex import VertexTuner
     from sftflow.config import load_settings
 
@@ -161,7 +186,7 @@ def test_flow_gate_order_cap_then_approval_and_attaching_is_not_gated(make_verte
 
     # A job for this intent already running: attaching is not gated (its cost is committed).
     s = load_settings(**cfg)
-    VertexTuner(s).submit(build_spec(s, train, val))
+    VertexTuner(s).submit(build_spec(TuningSetup.from_settings(s), train, val))
     out = tune(config={**cfg, "approval_mode": "refuse"})
     assert out["endpoint"] and _creates(server) == 1
 

@@ -85,7 +85,7 @@ def test_batch_costs_half_of_online_at_the_run_costs_prices():
     rs = [ExampleResult("1", "m", 10, "r", output="x", prompt_tokens=1_000_000, output_tokens=100_000),
           ExampleResult("2", "m", 10, "r", error="boom")]
     price = price_for("gemini-2.5-flash", "vertex")  # $0.30 in / $2.50 out per 1M (list price)
-    rows = [r.to_dict() for r in rs]
+    rows = rs
     cost = with_rates(evaluation_cost("base", "m", "gemini-2.5-flash", rows, price, batch=True), price)
     assert cost["online_usd"] == pytest.approx(0.55) and cost["usd"] == cost["batch_usd"] == pytest.approx(0.275)
     line = cost_line(cost)

@@ -70,6 +70,6 @@ def test_bad_setting_fails_before_any_run(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "sftflow: error: invalid configuration: adapter_size (SFTFLOW_ADAPTER_SIZE): Input should be 1, 2, 4, 8 or 16, got '3'"
+        "sftflow: error: invalid configuration: --set adapter_size: Input should be 1, 2, 4, 8 or 16, got '3'"
     ]
     assert not (tmp_path / ".sftflow").exists()

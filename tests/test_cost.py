@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.cost.estimate import (
     ESTIMATE_METHOD,
     LOCAL_METHOD,
@@ -23,6 +24,7 @@ from sftflow.cost.estimate import (
     check_cap,
     estimate_tuning_cost,
     refusal_message,
+    training_usd,
 )
 from sftflow.errors import BackendError, TransientError
 from sftflow.tuning.polling import JobTimeout, await_job
@@ -33,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("token_in_env")
 
 
 def spec(key: str) -> TuningSpec:
-    return TuningSpec("gemini-2.5-flash", "gs://b/train.jsonl", None, 1, 4, 1.0, "tuned", key)
+    return TuningSpec("gemini-2.5-flash", "gs://b/train.jsonl", None, Hyperparameters(1, 4, 1.0), "tuned", key)
 
 
 class FakeClock:
@@ -85,6 +87,28 @@ def test_estimate_rejects_nonsense_inputs(bad):
     kw = dict(epochs=1, price_per_million=5.0) | bad
     with pytest.raises(ValueError):
         estimate_tuning_cost([FileTokens("train", "t", 1, 1)], **kw)
+
+
+def test_one_billing_formula_prices_the_estimate_the_prepared_data_and_the_billed_job(tmp_path):
+    """Tokens × epochs × price / 1M lives in estimate.training_usd only: the estimate, prepare's cost and the
+    report's billed line all give what it gives (sftflow.data.rules.estimate_cost is gone)."""
+    from sftflow.cost.report import tuning_cost
+    from sftflow.data import rules
+    from sftflow.data.prepare import UploadedFile, save_prepared
+    from sftflow.records import FileSummary
+
+    assert training_usd(2_000_000, 3, 5.0) == pytest.approx(30.0)
+    for bad in [(-1, 1, 1.0), (1, -1, 1.0), (1, 1, -1.0), (1, 1, float("nan"))]:
+        with pytest.raises(ValueError):
+            training_usd(*bad)
+    assert not hasattr(rules, "estimate_cost")
+    est = estimate_tuning_cost([FileTokens("train", "t", 10, 2_000_000)], epochs=3, price_per_million=5.0)
+    assert est.total_usd == training_usd(2_000_000, 3, 5.0)
+    billed = tuning_cost({"cost_estimate": est.to_dict(), "stats": {"billable_tokens": 6_000_000}}, 5.0)
+    assert billed.billed_usd == training_usd(6_000_000, 1, 5.0) == pytest.approx(30.0)
+    summary = FileSummary(kind="train", source="t", examples=10, estimated_tokens=2_000_000)
+    up = {k: UploadedFile(uri=f"{tmp_path}/{k}", uploaded=False, md5="") for k in ("train", "val", "test")}
+    assert save_prepared(str(tmp_path), up, [summary], 3, 5.0).cost_usd == training_usd(2_000_000, 3, 5.0)
 
 
 # ------------------------------------------------------------------------------ the cap
@@ -227,7 +251,9 @@ def _creates(server) -> int:
 @pytest.mark.slow
 def test_cap_refuses_with_zero_jobs_but_attaching_and_reuse_are_not_capped(make_vertex_server, datasets,
                                                                           tmp_path):
-    from flows.tune import build_spec, tune
+    from flows.tune import tune
+    from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
     from sftflow.backends.vertex import VertexTuner
     from sftflow.config import load_settings
 
@@ -244,7 +270,7 @@ def test_cap_refuses_with_zero_jobs_but_attaching_and_reuse_are_not_capped(make_
 
     # A job for this intent already running (e.g. submitted under a higher cap): the rerun attaches.
     s = load_settings(**tiny, train_uri=train, val_uri=val)
-    VertexTuner(s).submit(build_spec(s, train, val))
+    VertexTuner(s).submit(build_spec(TuningSetup.from_settings(s), train, val))
     out = tune(config={**tiny, "train_uri": train, "val_uri": val})
     assert out["endpoint"] and _creates(server) == 1
     assert out["cost_estimate"]["total_usd"] == pytest.approx(330.0)
@@ -292,10 +318,32 @@ def test_cli_cap_refusal_exits_1_with_one_line_and_dry_run_calls_no_tuning_api(m
     assert f"val: {val}: 1 examples, 110 tokens, not billed" in out
     assert "price: $5 per 1M training tokens" in out and "cap: $0.5" in out and "within" in out
     assert "approval: needed" not in out  # $0.00495 is below approve_above_usd ($5)
-    assert "base_model: gemini-2.5-flash" in out and f"training_dataset: {train}" in out
-    assert "epoch_count: 3" in out and "adapter_size: 8" in out and "tuned_model_display_name: dry" in out
-    assert '"sftflow-key": "k' in out
     assert not [r for r in server.requests if "tuningJobs" in r["path"]]
+    # What it printed is exactly what submit sends: the printed job, sent through google-genai, makes the body
+    # that a real submit of this intent sent, byte for byte (hyperparameters, datasets, display name, key label).
+    from google.genai import types
+
+    from sftflow.backends.vertex import VertexTuner
+    from sftflow.backends.vertex_client import make_genai_client
+    from sftflow.config import load_settings
+    from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
+    from tests.servers.vertex_fixtures import TEST_TOKEN
+
+    printed = out.split("job (vertex):\n", 1)[1].split("\n")
+    job = {k.strip(): json.loads(v) if v.startswith("{") else v
+           for k, _, v in (line.partition(": ") for line in printed if line.startswith("  "))}
+    assert job["config"]["epoch_count"] == 3 and job["config"]["tuned_model_display_name"] == "dry"
+    s = load_settings(backend="vertex", project=server.project, bucket=bucket, vertex_base_url=server.base_url,
+                      vertex_access_token=TEST_TOKEN, local_root=str(tmp_path / "root"), epochs=3, adapter_size=8,
+                      tuned_model_display_name="dry")
+    VertexTuner(s).submit(build_spec(TuningSetup.from_settings(s), train, val))
+    sent = server.requests[-1]["body"]
+    client = make_genai_client(s)  # held: a google-genai client closes its connections when collected
+    client.tunings.tune(base_model=job["base_model"],
+                        training_dataset=types.TuningDataset.model_validate(job["training_dataset"]),
+                        config=types.CreateTuningJobConfig.model_validate(job["config"]))
+    assert server.requests[-1]["body"] == sent and sent["labels"] == job["config"]["labels"]
 
 
 @pytest.mark.slow

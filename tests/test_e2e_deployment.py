@@ -326,9 +326,11 @@ def test_deployment_parameters_are_named_fields_with_descriptions_and_defaults(s
     props = run_params["properties"]
     assert run_params["additionalProperties"] is False
     for name in ("epochs", "adapter_size", "learning_rate_multiplier", "samples", "train_uri", "recipe"):
-        assert props[name]["title"] == name and props[name]["description"], name
-    assert props["epochs"]["description"].endswith(default_text("epochs"))  # "... Default: 1 (SFTFLOW_EPOCHS)."
-    assert {"enum": [1, 2, 4, 8, 16], "type": "integer"} in props["adapter_size"]["anyOf"]
+        assert props[name]["title"] and f"`{name}`" in props[name]["description"], name  # titled in words
+    assert props["epochs"]["title"] == "Model › Epochs"
+    assert default_text("epochs") in props["epochs"]["description"]  # "... Default: 1 (SFTFLOW_EPOCHS). ..."
+    assert {"enum": [1, 2, 4, 8, 16], "type": "integer"}.items() <= props["adapter_size"].items()
+    assert min(props, key=lambda n: props[n]["position"]) == "train_uri"  # the form starts with the data
     assert "vertex_access_token" not in props and "vertex_access_token_secret_block" in props
 
 
@@ -340,10 +342,13 @@ def test_ui_run_form_shows_named_fields(stack, tmp_path):
     with api(stack["url"]) as client:
         dep = client.read_deployment_by_name("sft_pipeline/local")
     dom = capture(f"{stack['ui'].rstrip('/')}/deployments/deployment/{dep.id}/run", tmp_path / "form.png")
-    for name in ("epochs", "adapter_size", "learning_rate_multiplier", "samples", "recipe"):
-        assert re.search(rf">\s*{name}(\s*\(Optional\))?\s*<", dom), (name, dom[-3000:])  # a field's label
+    for label in ("Model › Epochs", "Model › Adapter size (LoRA rank)", "Model › Learning-rate multiplier",
+                  "Evaluation › Test examples", "Where it runs › Recipe file", "Data › Training data"):
+        assert re.search(rf">\s*{re.escape(label)}(\s*\(Optional\))?\s*<", dom), (label, dom[-3000:])  # a label
     assert "Tuning epochs. Default: 1 (SFTFLOW_EPOCHS)." in dom  # its description, with the real default
-    assert not re.search(r">\s*vertex_access_token(\s*\(Optional\))?\s*<", dom)  # a secret is no field
+    assert 'Property is type "None"' not in dom  # no null choice under each field
+    assert dom.index("Data › Training data") < dom.index("Model › Epochs") < dom.index("Evaluation › Test examples")
+    assert "vertex_access_token`" not in dom  # a secret is no field
     if os.environ.get("SFTFLOW_UPDATE_SCREENSHOT"):
         (ROOT / "docs" / "ui-run-form.png").write_bytes((tmp_path / "form.png").read_bytes())
 

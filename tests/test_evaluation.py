@@ -25,7 +25,8 @@ from sftflow.backends.base import Generation, GenerationParams
 from sftflow.evaluation.checkpoint import Checkpoint
 from sftflow.data.testset import TestExample
 from sftflow.errors import BackendError, CheckpointError, TransientError
-from sftflow.evaluation.engine import RateLimiter, evaluate
+from sftflow.evaluation.engine import evaluate
+from sftflow.infra.pacing import RateLimiter
 from sftflow.evaluation.results import ExampleResult
 from sftflow.evaluation.rouge import METRICS
 

@@ -129,7 +129,8 @@ def test_bad_line_raises_and_leaves_no_output(tmp_path, line, prefix):
 def test_progress_callback(tmp_path):
     src = write_lines(tmp_path / "in.jsonl", [chat("a", "b")] * 5)
     seen = []
-    convert_messages_file(src, tmp_path / "o.jsonl", on_progress=lambda d, t, i: seen.append((d, t)), every=2)
+    convert_messages_file(src, tmp_path / "o.jsonl", limit=1000, on_progress=lambda d, t, i: seen.append((d, t)),
+                          every=2)
     assert seen == [(2, 1000), (4, 1000), (5, 5)]
 
 

@@ -26,17 +26,20 @@ PACKAGES = ("sftflow", "tasks", "flows")
 #: Bottom to top. A pattern ending in ".*" also names the package itself (e.g. "sftflow.backends").
 LAYERS: list[tuple[str, list[str]]] = [
     ("basic types: errors, progress, retry rule, results records, scores, text reading", [
-        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.judging", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console",
-        "sftflow.evaluation.rouge", "sftflow.evaluation.results", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
+        "sftflow", "sftflow.cli", "sftflow.cleanup", "sftflow.selection", "sftflow.judging", "sftflow.evaluation", "sftflow.tuning", "sftflow.cost", "sftflow.infra", "sftflow.errors", "sftflow.infra.progress", "sftflow.infra.transient", "sftflow.infra.console", "sftflow.infra.pacing",
+        "sftflow.evaluation.rouge", "sftflow.data", "sftflow.data.reading", "sftflow.data.samples.*",
     ]),
-    ("files, credentials and settings", [
-        "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout", "sftflow.config",
-        "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server", "sftflow.params",
+    ("files and credentials, and the results records with their one reader", [
+        "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout",
+        "sftflow.evaluation.results", "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server",
     ]),
-    ("dataset formats and rules, cost estimates, prices and the approval gate's rules", [
+    ("dataset formats and rules, cost estimates, prices and the approval gate's rules (below the settings: a "
+     "setting reaches them as an argument)", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost.estimate",
         "sftflow.cost.prices", "sftflow.cost.approval",
     ]),
+    ("settings: the one source of every default, and a run's parameters", ["sftflow.config", "sftflow.params",
+                                                                          "sftflow.tuning.hyperparameters", "sftflow.tuning.setup"]),
     ("statistics and plots (read results, never produce them)", [
         "sftflow.evaluation.stats", "sftflow.evaluation.plots", "sftflow.selection.leaderboard", "sftflow.selection.champion",
         "sftflow.judging.pairs", "sftflow.judging.summary",
@@ -49,7 +52,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.judging.report",
     ]),
     ("steps on a backend: evaluation (online and batch), tuning, polling, cleanup; one function per codelab step", [
-        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.tuning.resume", "sftflow.cleanup.plan",
+        "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.tuning.resume", "sftflow.cleanup.plan", "sftflow.tuning.plan",
         "sftflow.selection.grid", "sftflow.cost.token_count",
         "sftflow.judging.run", "sftflow.judging.local", "sftflow.judging.vertex", "sftflow.judging.step",
     ]),
@@ -60,6 +63,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("Prefect flows", ["flows.*"]),
     ("command line: dispatches to the flows (imports them lazily, so --help needs no Prefect)", [
         "sftflow.cli.main", "sftflow.cli.config", "sftflow.cli.server", "sftflow.cli.sweep", "sftflow.cli.doctor",
+        "sftflow.cli.mistakes",
     ]),
 ]
 
@@ -68,7 +72,7 @@ ENTRY_POINTS = {"sftflow.cli.main", "sftflow.cli.sweep"}
 
 #: Small modules with one job. A catalogue (one rule after another, each with its source) may be longer.
 MAX_LINES = 400
-CATALOGUES = {"sftflow.data.rules"}
+CATALOGUES = {"sftflow.data.rules", "sftflow.config"}  # config: one field after another, each with its description and limits
 
 
 def _module_name(path: Path) -> str:
@@ -204,6 +208,15 @@ def test_sftflow_imports_no_prefect_tasks_or_flows(name):
         assert root != "prefect", where
         if root in ("tasks", "flows"):
             assert name in ENTRY_POINTS and not top_level, where
+
+
+def test_data_sits_below_the_settings():
+    """The data concern needs nothing of the settings (a setting reaches it as an argument), while
+    config reads data.samples for its defaults: no arrow between the two runs back up."""
+    assert layer_of("sftflow.data.formats") < layer_of("sftflow.config")
+    assert "sftflow.data.samples" in graph()["sftflow.config"]
+    assert {m: sorted(d for d in graph()[m] if d in ("sftflow.config", "sftflow.params"))
+            for m in modules() if m.startswith("sftflow.data")} == {m: [] for m in modules() if m.startswith("sftflow.data")}
 
 
 def test_the_checks_see_an_upward_arrow_and_a_cycle():

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sftflow.backends.base import Generation, GenerationParams, JobState, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.backends.local import LocalTuner, jobs, make_local_generator
 from sftflow.backends.local.text import (
     parse_line,
@@ -49,10 +50,12 @@ def small_data(tmp_path):
 
 
 def spec(data, key="key-1", **kw) -> TuningSpec:
-    base = dict(base_model="minilm-extractive", train_uri=data[0], val_uri=data[1], epochs=1, adapter_size=4,
-                learning_rate_multiplier=1.0, display_name="t", key=key, seed=0, budget_s=60.0)
-    base.update(kw)
-    return TuningSpec(**base)
+    hyper = dict(epochs=1, adapter_size=4, learning_rate_multiplier=1.0)
+    base = dict(base_model="minilm-extractive", train_uri=data[0], val_uri=data[1], display_name="t", key=key, seed=0,
+                budget_s=60.0)
+    for k, v in kw.items():
+        (hyper if k in hyper else base)[k] = v
+    return TuningSpec(hyperparameters=Hyperparameters(**hyper), **base)
 
 
 def wait_for(pred, timeout=300.0, poll=0.2):  # generous: encoding on a busy 2-core machine
@@ -142,11 +145,31 @@ def test_unknown_job_and_missing_model(tmp_path):
 # --------------------------------------------------------------------------- jobs
 
 
+def test_request_is_the_runners_parameters(tmp_path):
+    """LocalTuner.request (what a dry run prints, what submit writes to spec.json) is what the runner trains with:
+    each hyperparameter under its TrainParams name, the seed and the budget (the spec's, else the setting)."""
+    from sftflow.backends.local.runner import train_params
+    from sftflow.backends.local.training import TrainParams
+
+    tuner = LocalTuner(Settings(local_root=tmp_path / "root", local_train_budget_s=33))
+    data = ("gs://b/train.jsonl", None)  # read by the runner only
+    request = tuner.request(spec(data, epochs=3, adapter_size=8, learning_rate_multiplier=0.5, budget_s=None))
+    assert request["train"] == {"epochs": 3, "lora_rank": 8, "lr_multiplier": 0.5, "seed": 0, "budget_s": 33}
+    job_dir = jobs.create(tuner.root, request, {"storage_root": str(tmp_path / "root")})
+    params = TrainParams(**train_params(jobs.read_json(job_dir / "spec.json")))
+    assert (params.epochs, params.lora_rank, params.lr_multiplier, params.budget_s) == (3, 8, 0.5, 33)
+    legacy = {"spec": {"epochs": 2, "adapter_size": 4, "learning_rate_multiplier": 1.0, "seed": 1},
+              "default_budget_s": 60}  # a job folder an earlier version wrote, resumed after an upgrade
+    assert train_params(legacy) == {"epochs": 2, "lora_rank": 4, "lr_multiplier": 1.0, "seed": 1, "budget_s": 60}
+
+
 @pytest.mark.slow
 def test_lifecycle_success_find_and_delete(tmp_path, small_data):
     s = Settings(local_root=tmp_path / "root")
     tuner = LocalTuner(s)
     name = tuner.submit(spec(small_data, epochs=3, budget_s=900))  # all 15 steps even on 2 busy cores
+    assert jobs.read_json(tuner.root / name / "spec.json")["spec"] == tuner.request(spec(small_data, epochs=3,
+                                                                                           budget_s=900))
     first = tuner.get(name)
     assert first.state in (JobState.PENDING, JobState.RUNNING) and first.key == "key-1"
     running = wait_for(lambda: (st := tuner.get(name)).step and st.state == JobState.RUNNING and st)

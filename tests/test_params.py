@@ -95,9 +95,36 @@ def test_flow_parameter_schema_is_a_form_of_named_fields():
         config = schema["properties"]["config"]
         props = schema["definitions"][config["$ref"].rsplit("/", 1)[-1]]["properties"]
         assert set(props) == {"recipe", *RUN_FIELDS}
-        assert props["epochs"]["title"] == "epochs"
-        assert props["epochs"]["description"].endswith(default_text("epochs"))
-        assert {"maximum": 100, "minimum": 1, "type": "integer"} in props["epochs"]["anyOf"]
+        assert props["epochs"]["title"] == "Model › Epochs"
+        assert default_text("epochs") in props["epochs"]["description"]
+        assert {"maximum": 100, "minimum": 1, "type": "integer"}.items() <= props["epochs"].items()
+
+
+def test_the_run_form_is_grouped_titled_and_shows_each_field_as_its_own_type():
+    """Data, then model and hyperparameters, evaluation, cost and approval, where it runs; each field titled in
+    words; an unset field shown as its type (no null choice, no null default) with what empty means; Prefect's
+    server still accepts a null and refuses a wrong type."""
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    from flows.pipeline import sft_pipeline
+    from sftflow.params import FORM_GROUPS
+
+    schema = sft_pipeline.parameters.model_dump()
+    props = schema["definitions"]["RunParams"]["properties"]
+    order = sorted(props, key=lambda n: props[n]["position"])
+    assert order == list(props) and order[:3] == ["train_uri", "val_uri", "test_uri"]
+    groups = [props[n]["title"].split(" › ")[0] for n in order]
+    assert list(dict.fromkeys(groups)) == ["Data", "Model", "Evaluation", "Cost", "Where it runs"], (
+        "a run field no FORM_GROUPS entry places lands under 'More': give it a group and a title in sftflow/params.py")
+    assert [n for g, fields in FORM_GROUPS for n, _ in fields] == order  # every group entry is a field
+    for name, prop in props.items():
+        assert "null" not in str(prop.get("anyOf", "")) and "default" not in prop, name
+        assert prop["title"] != name and "Empty:" in prop["description"] and f"`{name}`" in prop["description"]
+    assert props["adapter_size"]["enum"] == [1, 2, 4, 8, 16] and props["backend"]["enum"] == ["local", "vertex"]
+    assert props["shuffle_seed"]["type"] == "integer" and props["recipe"]["type"] == "string"
+    validate({"config": {"epochs": None, "adapter_size": 8}}, schema, raise_on_error=True)  # as the server does
+    with pytest.raises(ValidationError, match="epochs"):
+        validate({"config": {"epochs": "two"}}, schema, raise_on_error=True)
 
 
 # ------------------------------------------------------------------------- recipes
@@ -115,7 +142,7 @@ def test_codelab_recipe_round_trips_and_is_the_codelab(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("epochs: 2\nepochz: 3\n", r"r\.yaml:2: epochz: unknown field$"),
+    ("epochs: 2\nepochz: 3\n", r"r\.yaml:2: epochz: unknown field; did you mean epochs\?$"),
     ("epochs: 2\n\nadapter_size: 3\n", r"r\.yaml:3: adapter_size: Input should be 1, 2, 4, 8 or 16, got 3$"),
     ("samples: many\n", r"r\.yaml:1: samples: Input should be a valid integer.*got 'many'$"),
     ("prefect_server: ephemeral\n", r"r\.yaml:1: prefect_server: unknown field \(a machine setting"),
@@ -132,7 +159,7 @@ def test_bad_recipe_is_one_line_naming_file_line_and_field(tmp_path, text, messa
 
 
 def test_missing_recipe_names_it(tmp_path):
-    with pytest.raises(ConfigError, match=r"^recipe: .*nope\.yaml: no such file$"):
+    with pytest.raises(ConfigError, match=r"^recipe: .*nope\.yaml: no such file \(looked in "):
         settings_values(RunParams(recipe=str(tmp_path / "nope.yaml")))
 
 

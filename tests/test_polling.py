@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.backends.vertex import VertexTuner
 from sftflow.errors import TransientError
 from sftflow.tuning.polling import JobTimeout, await_job
@@ -16,7 +17,8 @@ def spec(tuning_datasets):
     """`spec(key)` → a TuningSpec on datasets that exist in the GCS emulator (Vertex checks them)."""
 
     def make(key: str) -> TuningSpec:
-        return TuningSpec("gemini-2.5-flash", tuning_datasets["train"], tuning_datasets["val"], 1, 4, 1.0, "tuned", key)
+        return TuningSpec("gemini-2.5-flash", tuning_datasets["train"], tuning_datasets["val"],
+                          Hyperparameters(1, 4, 1.0), "tuned", key)
 
     return make
 

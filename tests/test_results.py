@@ -49,3 +49,51 @@ def test_a_bad_line_in_the_middle_names_source_and_line():
     text = results_to_jsonl([a]) + '{"id": "x"}\n' + results_to_jsonl([b])
     with pytest.raises(CheckpointError, match=r"^r\.jsonl:2: not a result record: missing field\(s\): model, reference"):
         results_from_jsonl(text, "r.jsonl")
+
+
+class CountingGenerator:
+    """Our own Generator interface (not an SDK mock): answers with the prompt's first words, counts requests."""
+
+    def __init__(self, model: str):
+        self.model, self.requests = model, 0
+
+    def generate(self, prompt, params):
+        from sftflow.backends.base import Generation
+
+        self.requests += 1
+        text = " ".join(prompt.split()[:12])
+        return Generation(text, "STOP", 0.0, prompt_tokens=len(prompt) // 4, output_tokens=len(text) // 4)
+
+
+def test_a_results_format_change_recomputes_the_evaluation_instead_of_serving_it(tmp_path, monkeypatch):
+    """The results format is in the evaluation's identity: the evaluate task's cache key and the checkpoint's
+    name. Bumping RESULTS_VERSION (or changing ExampleResult's fields) asks every example again."""
+    from sftflow.config import Settings
+    from sftflow.data.samples import sample_paths
+    from sftflow.evaluation import results, step
+    from tasks.evaluation import evaluate_model
+
+    gens: list[CountingGenerator] = []
+    monkeypatch.setattr(step, "make_generator", lambda spec, model: gens.append(CountingGenerator(model)) or gens[-1])
+    s = Settings(_env_file=None, local_root=str(tmp_path), samples=3)
+    spec, test = step.EvalSpec.from_settings(s), sample_paths()["test"]
+    params = {"spec": spec, "model": "m", "test_path": test, "label": "base"}
+    task_key = lambda: evaluate_model.cache_key_fn(type("Ctx", (), {"task": evaluate_model})(), params)  # noqa: E731
+
+    def requests() -> int:
+        before = sum(g.requests for g in gens)
+        ev = step.evaluate_and_save(spec, "m", test, "base")
+        assert len(results.read_results(ev.results_uri)) == 3
+        return sum(g.requests for g in gens) - before
+
+    key_v1 = task_key()
+    assert requests() == 3
+    assert requests() == 0  # same format: the checkpoint serves every example
+
+    monkeypatch.setattr(results, "RESULTS_VERSION", results.RESULTS_VERSION + 1)
+    assert requests() == 3  # the old checkpoint is not served: every example is asked again
+    assert task_key() != key_v1  # nor is Prefect's cache entry of the old format
+    assert requests() == 0
+    # A field added or removed changes the format without a hand bump.
+    assert spec.identity()["results_format"] == results.results_format()
+    assert results.results_format()["fields"] == list(results.ExampleResult.__dataclass_fields__)

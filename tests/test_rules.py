@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sftflow.data import rules
-from sftflow.data.rules import Problem, estimate_cost, estimate_tokens, validate_contents_file
+from sftflow.data.rules import Problem, estimate_tokens, validate_contents_file
 from sftflow.errors import DataError
 
 
@@ -121,11 +121,8 @@ def test_limits_match_the_documented_values():
     assert (rules.MAX_EXAMPLE_TOKENS, rules.MAX_TRAIN_EXAMPLES, rules.MAX_VAL_EXAMPLES) == (131_072, 1_000_000, 5_000)
 
 
-def test_token_estimate_and_cost():
+def test_token_estimate():
     assert [estimate_tokens(s) for s in ("", "a", "abcd", "abcde")] == [0, 1, 1, 2]
-    assert estimate_cost(2_000_000, 3, 5.0) == pytest.approx(30.0)
-    with pytest.raises(ValueError):
-        estimate_cost(-1, 1, 1.0)
 
 
 def test_progress(tmp_path):

@@ -10,6 +10,8 @@ import pytest
 from sftflow.cost import prices
 from sftflow.cost import report as run_cost
 from sftflow.config import Settings
+from sftflow.errors import CheckpointError
+from sftflow.evaluation.results import ExampleResult
 
 
 def test_prices_list_override_local_and_unknown_with_batch_discount():
@@ -25,7 +27,8 @@ def test_prices_list_override_local_and_unknown_with_batch_discount():
 
 
 def _rows(*pairs):
-    return [{"id": str(i), "prompt_tokens": a, "output_tokens": b} for i, (a, b) in enumerate(pairs)]
+    return [ExampleResult(id=str(i), model="m", prompt_chars=1, reference="r", prompt_tokens=a, output_tokens=b)
+            for i, (a, b) in enumerate(pairs)]
 
 
 def test_run_cost_record_prices_evaluations_and_puts_billed_tuning_next_to_the_estimate():
@@ -65,10 +68,11 @@ def test_run_cost_record_prices_evaluations_and_puts_billed_tuning_next_to_the_e
 
 def test_run_cost_reads_results_files_last_record_per_id_wins(tmp_path):
     results = tmp_path / "results.jsonl"
+    rec = {"model": "gemini-2.5-flash", "prompt_chars": 4, "reference": "r"}
     results.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "a", "prompt_tokens": 5, "output_tokens": 1},   # an errored attempt, later resumed
-        {"id": "a", "prompt_tokens": 10, "output_tokens": 2},
-        {"id": "b", "prompt_tokens": 20, "output_tokens": 4}]) + "\n")
+        {"id": "a", "prompt_tokens": 5, "output_tokens": 1, **rec},   # an errored attempt, later resumed
+        {"id": "a", "prompt_tokens": 10, "output_tokens": 2, **rec},
+        {"id": "b", "prompt_tokens": 20, "output_tokens": 4, **rec}]) + "\n")
     s = Settings(_env_file=None, backend="vertex", project="p", generation_prices_usd={"gemini-2.5-flash": (1e6, 0)})
     rc = run_cost.run_cost(s, {}, {"base": {"model": "gemini-2.5-flash", "results_uri": str(results)}})
     [e] = rc.evaluations
@@ -76,6 +80,10 @@ def test_run_cost_reads_results_files_last_record_per_id_wins(tmp_path):
     [b] = run_cost.run_cost(s, {}, {"base": {"model": "gemini-2.5-flash", "results_uri": str(results)}},
                             batch={"base"}).evaluations
     assert b.batch and b.usd == pytest.approx(15.0) and "batch rate" in run_cost.RunCost(None, (b,)).markdown()
+    # The one results reader's rules hold here too: a raw row that is not a result record is named, not summed.
+    results.write_text(json.dumps({"id": "x", "prompt_tokens": 7}) + "\n" + results.read_text())
+    with pytest.raises(CheckpointError, match=r"results\.jsonl:1: not a result record: missing field"):
+        run_cost.run_cost(s, {}, {"base": {"model": "gemini-2.5-flash", "results_uri": str(results)}})
 
 
 def test_thinking_tokens_count_as_billed_output(make_vertex_server, vertex_settings_for):

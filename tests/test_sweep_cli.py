@@ -34,7 +34,8 @@ def test_champion_shows_current_and_history(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("champion: e1-a8-lr1 (run s1, endpoint ep/1), since #1 at ")
     assert out[1] == "history (2 decisions):"
-    assert " kept: e2-a4-lr1 — not above promotion_margin" in out[3]
+    assert " challenger e2-a4-lr1 lost, champion #1 stays — not above promotion_margin" in out[3]
+    assert "kept" not in out[3]
 
 
 def test_every_sweep_flag_reaches_the_flow():

@@ -22,12 +22,16 @@ from sftflow.selection.grid import GridError, GridPoint, expand_grid
 # --------------------------------------------------------------------------- grid
 
 
+def axes(epochs: str, adapter_size: str, learning_rate_multiplier: str) -> dict[str, str]:
+    return {"epochs": epochs, "adapter_size": adapter_size, "learning_rate_multiplier": learning_rate_multiplier}
+
+
 def test_grid_is_the_product_in_order_without_duplicates():
-    grid = expand_grid("1,2", "4, 8,4", "1.0,0.5,1")
+    grid = expand_grid(axes("1,2", "4, 8,4", "1.0,0.5,1"))
     assert [p.label for p in grid] == ["e1-a4-lr1", "e1-a4-lr0p5", "e1-a8-lr1", "e1-a8-lr0p5",
                                        "e2-a4-lr1", "e2-a4-lr0p5", "e2-a8-lr1", "e2-a8-lr0p5"]
     assert grid[1] == GridPoint(1, 4, 0.5)
-    for p in grid + expand_grid("3", "16", "1e-5,2.5"):
+    for p in grid + expand_grid(axes("3", "16", "1e-5,2.5")):
         check_name("label", p.label)  # every label is a safe path segment
 
 
@@ -44,14 +48,14 @@ def test_grid_is_the_product_in_order_without_duplicates():
 ])
 def test_bad_grid_values_are_one_line_errors_naming_the_flag(epochs, sizes, lrs, message):
     with pytest.raises(GridError) as err:
-        expand_grid(epochs, sizes, lrs)
+        expand_grid(axes(epochs, sizes, lrs))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_a_huge_grid_is_refused():
     with pytest.raises(GridError, match="more than 64"):
-        expand_grid(",".join(map(str, range(1, 11))), "1,2,4,8,16", "1,2")
+        expand_grid(axes(",".join(map(str, range(1, 11))), "1,2,4,8,16", "1,2"))
 
 
 # --------------------------------------------------------------------------- leaderboard
@@ -211,7 +215,7 @@ def test_champion_record_on_cloud_storage(gcs_bucket):
 def test_models_to_evaluate_adds_intermediate_checkpoints_only_when_asked():
     from sftflow.selection.grid import models_to_evaluate
 
-    grid = expand_grid("1,2", "4", "1")
+    grid = expand_grid(axes("1,2", "4", "1"))
     ckpts = [{"checkpoint_id": "1", "epoch": 1, "step": 7, "endpoint": "ep/c1"},
              {"checkpoint_id": "2", "epoch": 2, "step": 14, "endpoint": "ep/2"}]
     tuned = {"e2-a4-lr1": {"label": "e2-a4-lr1", "endpoint": "ep/2", "checkpoints": ckpts}}  # e1 failed

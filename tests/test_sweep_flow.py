@@ -53,7 +53,8 @@ def test_grid_runs_at_most_max_parallel_jobs_ranks_checkpoints_and_reruns_free(m
                                                                               tmp_path):
     server = make_vertex_server(job_phases=(0.5, 2.0), tuned_answer=tuned_answer)
     config = sweep_config(server, gcs_bucket, tmp_path)
-    out = sweep(epochs="1,2", adapter_size="4,8", max_parallel=2, evaluate_checkpoints=True, config=config)
+    out = sweep(grid={"epochs": "1,2", "adapter_size": "4,8"}, max_parallel=2, evaluate_checkpoints=True,
+                config=config)
 
     assert server.count("POST", "/tuningJobs") == 4
     assert server.max_active_jobs() == 2  # parallel, and never more than the limit
@@ -77,7 +78,8 @@ def test_grid_runs_at_most_max_parallel_jobs_ranks_checkpoints_and_reruns_free(m
     assert "champion" in _model(server, best["tuned_model"])["versionAliases"]
 
     before = len(server.requests)
-    again = sweep(epochs="1,2", adapter_size="4,8", max_parallel=2, evaluate_checkpoints=True, config=config)
+    again = sweep(grid={"epochs": "1,2", "adapter_size": "4,8"}, max_parallel=2, evaluate_checkpoints=True,
+                config=config)
     new = server.requests[before:]
     assert not [r for r in new if r["method"] == "POST"]  # no job, no generation, no alias: all reused
     assert again["best"] == "e1-a8-lr1" and "already the champion" in again["champion"]["reason"]
@@ -86,17 +88,17 @@ def test_grid_runs_at_most_max_parallel_jobs_ranks_checkpoints_and_reruns_free(m
 
 def test_champion_is_replaced_only_by_a_significant_win(make_vertex_server, gcs_bucket, tmp_path):
     server = make_vertex_server(job_phases=(0.3, 0.7), tuned_answer=tuned_answer)
-    first = sweep(adapter_size="4", config=sweep_config(server, gcs_bucket, tmp_path, run_name="weak"))
+    first = sweep(grid={"adapter_size": "4"}, config=sweep_config(server, gcs_bucket, tmp_path, run_name="weak"))
     assert first["champion"]["promoted"]
 
-    better = sweep(adapter_size="8", config=sweep_config(server, gcs_bucket, tmp_path, run_name="better"))
+    better = sweep(grid={"adapter_size": "8"}, config=sweep_config(server, gcs_bucket, tmp_path, run_name="better"))
     assert better["champion"]["promoted"], better["champion"]["reason"]
     assert "beats champion e1-a4-lr1 on ROUGE-L" in better["champion"]["reason"]
     promoted = better["entries"][0]
     assert "champion" in _model(server, promoted["tuned_model"])["versionAliases"]
     assert "champion" not in _model(server, first["entries"][0]["tuned_model"])["versionAliases"]  # taken off
 
-    same = sweep(adapter_size="16", config=sweep_config(server, gcs_bucket, tmp_path, run_name="same"))
+    same = sweep(grid={"adapter_size": "16"}, config=sweep_config(server, gcs_bucket, tmp_path, run_name="same"))
     assert not same["champion"]["promoted"]
     assert "the lower bound is not above promotion_margin 0 points, so e1-a8-lr1 stays champion" in \
         same["champion"]["reason"]
@@ -113,7 +115,7 @@ def test_grid_over_the_cost_cap_submits_nothing(make_vertex_server, gcs_bucket, 
     server = make_vertex_server()
     config = sweep_config(server, gcs_bucket, tmp_path, max_tuning_cost_usd=0.000001)
     with pytest.raises(GridCostCapExceeded, match=r"grid's 4 new job\(s\) is .*over the cap of \$1e-06"):
-        sweep(epochs="1,2", adapter_size="4,8", config=config)
+        sweep(grid={"epochs": "1,2", "adapter_size": "4,8"}, config=config)
     assert server.count("POST", "/tuningJobs") == 0
     assert server.count("POST", ":generateContent") == 0
 
@@ -130,7 +132,7 @@ def test_grid_above_approve_above_usd_needs_one_approval_for_its_new_jobs(make_v
     _, train, val = upload_datasets(gcs_bucket, line)
     config = flow_config(server, gcs_bucket, tmp_path, train_uri=train, val_uri=val, test_uri=sample_paths()["test"],
                          samples=2, rpm=6000, approve_above_usd=0.001)
-    grid = {"epochs": "1,2", "promote": False}
+    grid = {"grid": {"epochs": "1,2"}, "promote": False}
 
     with pytest.raises(ApprovalDenied) as refused:
         sweep(**grid, config={**config, "approval_mode": "refuse"})
@@ -208,7 +210,7 @@ def test_local_grid_runs_offline_one_job_at_a_time_with_epoch_checkpoints(tmp_pa
     val.write_text("".join(open(sample_paths()["val"]).readlines()[:4]))
     config = {"local_root": str(root), "samples": 6, "limit": 16, "val_uri": str(val), "local_train_budget_s": 60,
               "poll_interval": 1}
-    out = sweep(epochs="2", adapter_size="2,4", max_parallel=1, evaluate_checkpoints=True, config=config)
+    out = sweep(grid={"epochs": "2", "adapter_size": "2,4"}, max_parallel=1, evaluate_checkpoints=True, config=config)
     board = json.loads(storage.read_text(out["leaderboard_uri"]))
     assert out["leaderboard_uri"] == str(root / "runs" / "default" / "sweep" / "leaderboard.json")
     assert {e["label"] for e in board["entries"]} == {"e2-a2-lr1", "e2-a4-lr1", "e2-a2-lr1-ckpt1", "e2-a4-lr1-ckpt1"}

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sftflow.config import Settings
-from tasks.sweep import limit_name, tuning_slot
+from sftflow.selection.sweep import limit_name
+from tasks.sweep import tuning_slot
 
 
 def _hold_all(name: str, limit: int, workers: int, hold_s: float) -> tuple[int, set[str]]:
@@ -39,8 +40,9 @@ def test_without_a_server_the_limit_is_an_in_process_semaphore():
 
 def test_limit_names_are_per_quota_and_safe():
     vertex = Settings(_env_file=None, backend="vertex", project="my.proj", region="europe-west4")
-    assert limit_name(vertex) == "sftflow-tuning-vertex-my.proj-europe-west4"
-    assert limit_name(Settings(_env_file=None)) == "sftflow-tuning-local-local"
+    assert limit_name(vertex.backend, vertex.project, vertex.region) == "sftflow-tuning-vertex-my.proj-europe-west4"
+    local = Settings(_env_file=None)
+    assert limit_name(local.backend, local.project, local.region) == "sftflow-tuning-local-local"
 
 
 @pytest.mark.slow

@@ -90,7 +90,7 @@ def test_failed_job_fails_the_flow_and_only_resubmit_failed_pays_again(make_vert
     (job,) = server.job_names
     assert str(err.value) == _failed_message(server, job)
     # A rerun does not pay for a second job unless asked to: in-process, and through the CLI.
-    hint = ". Set resubmit_failed to submit a new job for the same inputs"
+    hint = ". Rerun with --resubmit-failed (or resubmit_failed=true) to submit a new job for the same inputs"
     with pytest.raises(JobFailed) as err:
         tune(config={**flow_config(server, bucket, tmp_path), "train_uri": train, "val_uri": val})
     assert str(err.value) == _failed_message(server, job, hint)

@@ -9,11 +9,12 @@ from dataclasses import replace
 import pytest
 
 from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.backends.vertex import VertexTuner
 from sftflow.tuning.intent import JobFailed, ensure_job, tuning_key
 
 HASHES = {"train": "md5:aaa", "val": "md5:bbb"}
-FIELDS = dict(base_model="gemini-2.5-flash", epochs=1, adapter_size=4, learning_rate_multiplier=1.0, run_name="r1")
+FIELDS = dict(base_model="gemini-2.5-flash", hyperparameters=Hyperparameters(), run_name="r1", display_name="d", seed=0)
 
 
 @pytest.fixture
@@ -21,7 +22,8 @@ def spec(tuning_datasets):
     """`spec(key)` → a TuningSpec on datasets that exist in the GCS emulator (Vertex checks them)."""
 
     def make(key: str) -> TuningSpec:
-        return TuningSpec("gemini-2.5-flash", tuning_datasets["train"], tuning_datasets["val"], 1, 4, 1.0, "tuned", key)
+        return TuningSpec("gemini-2.5-flash", tuning_datasets["train"], tuning_datasets["val"],
+                          Hyperparameters(1, 4, 1.0), "tuned", key)
 
     return make
 
@@ -32,14 +34,16 @@ def spec(tuning_datasets):
 def test_tuning_key_is_stable_label_safe_and_sensitive():
     key = tuning_key(HASHES, **FIELDS)
     assert re.fullmatch(r"k[0-9a-f]{20}", key)
-    assert key == tuning_key(dict(reversed(HASHES.items())), **{**FIELDS, "learning_rate_multiplier": 1})
+    assert key == tuning_key(dict(reversed(HASHES.items())),
+                             **{**FIELDS, "hyperparameters": Hyperparameters(learning_rate_multiplier=1)})
     changed = [
         tuning_key({**HASHES, "train": "md5:zzz"}, **FIELDS),
         tuning_key({"train": "md5:aaa"}, **FIELDS),
         *(tuning_key(HASHES, **{**FIELDS, k: v}) for k, v in
-          [("base_model", "gemini-2.0"), ("epochs", 2), ("adapter_size", 8),
-           ("learning_rate_multiplier", 0.5), ("run_name", "r2")]),
-        tuning_key(HASHES, **FIELDS, seed=1),
+          [("base_model", "gemini-2.0"), ("hyperparameters", Hyperparameters(epochs=2)),
+           ("hyperparameters", Hyperparameters(adapter_size=8)),
+           ("hyperparameters", Hyperparameters(learning_rate_multiplier=0.5)), ("run_name", "r2"),
+           ("display_name", "e"), ("seed", 1)]),
     ]
     assert len({key, *changed}) == len(changed) + 1
 
@@ -98,7 +102,8 @@ def test_job_failed_message_without_error():
 def test_build_spec_key_follows_every_tuning_input(tmp_path):
     """The flow's intent key changes with each input that changes what tuning produces — the seed
     included (it drives the local backend's training) — and with nothing else."""
-    from flows.tune import build_spec
+    from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
     from sftflow.config import Settings
 
     train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
@@ -107,7 +112,7 @@ def test_build_spec_key_follows_every_tuning_input(tmp_path):
     base = Settings(_env_file=None, local_root=str(tmp_path / "root"))
 
     def key(**changes) -> str:
-        return build_spec(base.model_copy(update=changes), str(train), str(val)).key
+        return build_spec(TuningSetup.from_settings(base.model_copy(update=changes)), str(train), str(val)).key
 
     same = key()
     assert same == key() == key(poll_interval=1.0, concurrency=3)  # not tuning inputs
@@ -115,4 +120,39 @@ def test_build_spec_key_follows_every_tuning_input(tmp_path):
                key(learning_rate_multiplier=0.25), key(source_model="other-model"), key(run_name="other"),
                key(tuned_model_display_name="other-name")]
     assert len({same, *changed}) == len(changed) + 1
-    assert build_spec(base.model_copy(update={"seed": 7}), str(train), str(val)).seed == 7
+    assert build_spec(TuningSetup.from_settings(base.model_copy(update={"seed": 7})), str(train), str(val)).seed == 7
+
+
+def test_every_tuning_setup_field_is_in_the_key_or_says_why_not(tmp_path):
+    """A field added to TuningSetup (what tuning tasks take instead of Settings) is either in the intent key or
+    marked not_in_key with its reason: one neither in the key nor marked fails here."""
+    import dataclasses
+    from pathlib import Path
+
+    from pydantic import SecretStr
+
+    from sftflow.config import Settings
+    from sftflow.tuning.plan import build_spec
+    from sftflow.tuning.setup import TuningSetup
+
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"contents": []}\n')
+    setup = TuningSetup.from_settings(Settings(_env_file=None, backend="vertex", project="p", bucket="gs://b"))
+    in_key = {f.name for f in dataclasses.fields(TuningSetup) if f.metadata.get("in_key", True)}
+    assert in_key == {"run_name", "base_model", "hyperparameters", "tuned_model_display_name", "seed"}
+    assert all(f.metadata.get("why") for f in dataclasses.fields(TuningSetup) if f.name not in in_key)
+    k0 = build_spec(setup, str(train), None).key
+    for f in dataclasses.fields(TuningSetup):
+        value = getattr(setup, f.name)
+        if f.name == "hyperparameters":
+            other = Hyperparameters(epochs=value.epochs + 1)
+        elif f.name == "vertex_access_token":
+            other = SecretStr("a-token")
+        elif isinstance(value, Path):
+            other = value / "elsewhere"
+        elif isinstance(value, (int, float)):
+            other = value + 1
+        else:
+            other = f"{value}-changed"
+        changed = build_spec(dataclasses.replace(setup, **{f.name: other}), str(train), None).key
+        assert (changed != k0) == (f.name in in_key), f.name

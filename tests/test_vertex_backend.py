@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -16,6 +17,7 @@ from sftflow.backends import make_generator, make_tuner
 from sftflow.backends.base import GenerationParams, JobState, TuningSpec
 from sftflow.backends.vertex import VertexGenerator, VertexTuner
 from sftflow.errors import BackendError, TransientError
+from sftflow.tuning.hyperparameters import Hyperparameters
 from tests.servers.vertex_datasets import billable_tokens
 from tests.servers.vertex_fixtures import TEST_TOKEN
 from tests.servers.vertex_server import base_answer_text
@@ -38,17 +40,11 @@ def spec(tuning_datasets):
 
 
 def _spec(key, val_uri, **kw) -> TuningSpec:
-    values = dict(
-        base_model="gemini-2.5-flash",
-        val_uri=val_uri,
-        epochs=3,
-        adapter_size=8,
-        learning_rate_multiplier=0.5,
-        display_name="sftflow-summarizer",
-        key=key,
-    )
-    values.update(kw)
-    return TuningSpec(**values)
+    hyper = dict(epochs=3, adapter_size=8, learning_rate_multiplier=0.5)
+    values = dict(base_model="gemini-2.5-flash", val_uri=val_uri, display_name="sftflow-summarizer", key=key)
+    for k, v in kw.items():
+        (hyper if k in hyper else values)[k] = v
+    return TuningSpec(hyperparameters=Hyperparameters(**hyper), **values)
 
 
 @pytest.fixture
@@ -212,6 +208,33 @@ def test_submit_and_lifecycle(spec, make_vertex_server, vertex_settings_for, tun
         f"tuning/tuningJob/{job_id}?project=test-project"
     )
     assert status.create_time and status.metrics == {}
+
+
+def replay(client, request: dict) -> None:
+    """Send a printed request (plain JSON) through google-genai, as the user would read it off a dry run."""
+    from google.genai import types
+
+    client.tunings.tune(base_model=request["base_model"],
+                        training_dataset=types.TuningDataset.model_validate(request["training_dataset"]),
+                        config=types.CreateTuningJobConfig.model_validate(request["config"]))
+
+
+def test_request_is_exactly_what_submit_sends(spec, server, vertex_settings_for):
+    """Tuner.request(spec), what `tune --dry-run` prints, is the job submit creates: sent through the SDK it makes
+    the very body submit sent; building it calls no API."""
+    from sftflow.backends.vertex_client import make_genai_client
+
+    settings = vertex_settings_for(server)
+    tuner = VertexTuner(settings)
+    request = json.loads(json.dumps(tuner.request(spec())))  # as printed: plain JSON
+    assert server.requests == []
+    assert request["config"]["epoch_count"] == 3 and request["config"]["adapter_size"] == "ADAPTER_SIZE_EIGHT"
+    tuner.submit(spec())
+    sent = server.requests[-1]["body"]
+    assert sent["supervisedTuningSpec"]["hyperParameters"] == {"epochCount": 3, "adapterSize": "ADAPTER_SIZE_EIGHT",
+                                                               "learningRateMultiplier": 0.5}
+    replay(make_genai_client(settings), request)
+    assert server.requests[-1]["body"] == sent and server.count("POST", "tuningJobs") == 2
 
 
 def test_submit_without_validation_and_bad_inputs(spec, server, vertex_settings_for):

@@ -12,6 +12,7 @@ import pytest
 
 from sftflow.backends import make_generator, make_tuner
 from sftflow.backends.base import GenerationParams, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.errors import BackendError
 from tests.servers.vertex_fixtures import TEST_TOKEN
 from tests.servers.vertex_server import tuned_answer_text
@@ -29,7 +30,7 @@ def _succeeded(tuner, name, timeout=60.0):
 
 def _spec(datasets, epochs: int) -> TuningSpec:
     return TuningSpec(base_model="gemini-2.5-flash", train_uri=datasets["train"], val_uri=datasets["val"],
-                      epochs=epochs, adapter_size=4, learning_rate_multiplier=1.0, display_name="d",
+                      hyperparameters=Hyperparameters(epochs, 4, 1.0), display_name="d",
                       key=f"kckpt{epochs}")
 
 

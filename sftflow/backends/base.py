@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from sftflow.config import setting_default
+from sftflow.tuning.hyperparameters import Hyperparameters
 
 
 # --------------------------------------------------------------------------- generation
@@ -101,9 +102,7 @@ class TuningSpec:
     base_model: str
     train_uri: str
     val_uri: str | None
-    epochs: int
-    adapter_size: int
-    learning_rate_multiplier: float
+    hyperparameters: Hyperparameters
     display_name: str
     key: str  # stable hash of (dataset content hashes, hyperparameters, base model, run name)
     seed: int = 0
@@ -132,8 +131,14 @@ class JobStatus:
 
 @runtime_checkable
 class Tuner(Protocol):
+    def request(self, spec: TuningSpec) -> dict[str, Any]:
+        """What `submit(spec)` sends, as plain JSON data (Vertex: the arguments of google-genai's
+        `tunings.tune`, its CreateTuningJobConfig field by field; local: the runner's parameters). A dry run
+        prints it; calls no API."""
+        ...
+
     def submit(self, spec: TuningSpec) -> str:
-        """Start a job for `spec` and return its name. Does not look for an existing one."""
+        """Start a job for `request(spec)` and return its name. Does not look for an existing one."""
         ...
 
     def get(self, name: str) -> JobStatus: ...

@@ -11,6 +11,7 @@ logic elsewhere never needs to know a Google exception class.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -57,12 +58,14 @@ STATES = {
     "JOB_STATE_EXPIRED": JobState.EXPIRED,
     "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.PARTIALLY_SUCCEEDED,
 }
+#: The API's spelling of each adapter size it knows (which ones may be used is Settings.adapter_size's limit).
 _ADAPTER_SIZES = {
     1: types.AdapterSize.ADAPTER_SIZE_ONE,
     2: types.AdapterSize.ADAPTER_SIZE_TWO,
     4: types.AdapterSize.ADAPTER_SIZE_FOUR,
     8: types.AdapterSize.ADAPTER_SIZE_EIGHT,
     16: types.AdapterSize.ADAPTER_SIZE_SIXTEEN,
+    32: types.AdapterSize.ADAPTER_SIZE_THIRTY_TWO,
 }
 # --------------------------------------------------------------------------- generation
 
@@ -157,28 +160,41 @@ class VertexTuner:
 
     def __init__(self, settings: Settings, client: genai.Client | None = None):
         self.settings = settings
-        self._client = client or make_genai_client(settings, timeout_s=60.0)
+        self._given_client = client
+
+    @functools.cached_property
+    def _client(self) -> genai.Client:  # made on first use: `request` (a dry run) needs none
+        return self._given_client or make_genai_client(self.settings, timeout_s=60.0)
 
     # -- jobs -------------------------------------------------------------------------
-    def submit(self, spec: TuningSpec) -> str:
-        if spec.adapter_size not in _ADAPTER_SIZES:
-            raise ValueError(f"adapter_size: expected one of {sorted(_ADAPTER_SIZES)}, got {spec.adapter_size}")
+    def request(self, spec: TuningSpec) -> dict[str, Any]:
+        """The arguments of `tunings.tune` for `spec` as JSON data: base_model, training_dataset and config (a
+        CreateTuningJobConfig: every hyperparameter under its google-genai name, display name, validation
+        dataset, the intent's label). `submit` sends exactly this; `tune --dry-run` prints it."""
+        hyper = spec.hyperparameters.for_backend("vertex")
+        if "adapter_size" in hyper:  # an enum in the API, not an int
+            hyper["adapter_size"] = _ADAPTER_SIZES[hyper["adapter_size"]]
         config = types.CreateTuningJobConfig(
-            epoch_count=spec.epochs,
-            adapter_size=_ADAPTER_SIZES[spec.adapter_size],
-            learning_rate_multiplier=spec.learning_rate_multiplier,
+            **hyper,
             tuned_model_display_name=spec.display_name,
             validation_dataset=types.TuningValidationDataset(gcs_uri=spec.val_uri) if spec.val_uri else None,
             labels={KEY_LABEL: _check_label(spec.key)},
         )
+        return {"base_model": spec.base_model,
+                "training_dataset": types.TuningDataset(gcs_uri=spec.train_uri).model_dump(mode="json",
+                                                                                          exclude_none=True),
+                "config": config.model_dump(mode="json", exclude_none=True)}
+
+    def submit(self, spec: TuningSpec) -> str:
+        request = self.request(spec)
 
         def tune():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", genai_errors.ExperimentalWarning)
                 return self._client.tunings.tune(
-                    base_model=spec.base_model,
-                    training_dataset=types.TuningDataset(gcs_uri=spec.train_uri),
-                    config=config,
+                    base_model=request["base_model"],
+                    training_dataset=types.TuningDataset.model_validate(request["training_dataset"]),
+                    config=types.CreateTuningJobConfig.model_validate(request["config"]),
                 )
 
         job = call(f"creating a tuning job for {spec.base_model} on {spec.train_uri}", tune)

@@ -145,6 +145,17 @@ def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_dat
     return plan
 
 
+def summary(plan: Plan, deleted: bool) -> dict:
+    """What the cleanup flow returns: the items to delete (or deleted), the ones left with their reason, and
+    the champion it retires."""
+    def rows(items: list[Item]) -> list[dict]:
+        return [{"uri": i.uri, "kind": i.kind, "reason": i.reason} for i in items]
+
+    return {"items": [i.uri for i in plan.delete], "plan": rows(plan.delete), "skipped": rows(plan.skipped),
+            "retire": None if plan.retire is None else f"champion #{plan.retire['seq']} {champion.name_of(plan.retire)}",
+            "deleted": deleted}
+
+
 def execute(plan: Plan, get_tuner: Callable[[], Tuner], run_root: str | None = None) -> list[Item]:
     """Retire the champion whose outputs go, then delete what `plan` lists: tuned outputs, then objects, then
     the records naming them."""

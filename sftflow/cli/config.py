@@ -57,7 +57,9 @@ def data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def tuning_flags(p: argparse.ArgumentParser) -> None:
-    for name in ("source_model", "epochs", "adapter_size", "learning_rate_multiplier"):
+    from sftflow.tuning import hyperparameters
+
+    for name in ("source_model", *hyperparameters.names()):
         add_flag(p, "--" + name.replace("_", "-"), name)
     add_flag(p, "--display-name", "tuned_model_display_name")
     add_flag(p, "--poll-interval", "poll_interval")
@@ -87,11 +89,17 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not sep:
             raise SystemExit(f"sftflow: error: --set expects NAME=VALUE, got {item!r}")
         out[key.strip().replace("-", "_")] = value
+    from sftflow.cli.mistakes import UsageError, did_you_mean
+
+    for key in out:
+        if key not in Settings.model_fields:
+            raise UsageError(f"--set {key}: unknown setting{did_you_mean(key, Settings.model_fields) or ''}"
+                             " (settings: README 'Configuration')")
     check_known(out)
     return out
 
 
-def run_config(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+def run_config(args: argparse.Namespace, given_as: dict[str, str] | None = None) -> tuple[dict[str, Any], Any]:
     """The flow's `config` (run parameters only: flags, --set, --recipe) and the Settings it makes, checked
     before Prefect starts. Secrets and machine settings go to this process's environment instead."""
     from pydantic import ValidationError
@@ -110,8 +118,8 @@ def run_config(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         if default := cli_approval_default(args.command, sys.stdin, values):
             params, values = RunParams(recipe=args.recipe, **given, **default), {**values, **default}
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
-    settings = load_settings(**values)  # fail fast, before Prefect starts, on a bad setting
+        raise ConfigError(format_validation_error(exc, given_as)) from None
+    settings = load_settings(given_as=given_as, **values)  # fail fast, before Prefect starts, on a bad setting
     return params.model_dump(mode="json", exclude_none=True), settings
 
 

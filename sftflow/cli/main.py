@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sftflow.cli import doctor as cli_doctor, sweep as cli_sweep, server as server_cli
+from sftflow.cli.mistakes import ArgumentParser, check_inputs, given_names, unrecognized
 from sftflow.cli.config import (
     EPILOG,
     add_flag,
@@ -28,7 +29,7 @@ from sftflow.cli.config import (
 def build_parser() -> argparse.ArgumentParser:
     from sftflow.params import PRECEDENCE
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="sftflow",
         description="Supervised fine-tuning pipelines for Gemini on Vertex AI (or offline, locally), "
         "orchestrated by Prefect.",
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "only on a significant win. Prints the champion decision, then the report's location last.")
     data_flags(p), tuning_flags(p), eval_flags(p)
     add_flag(p, "--promotion-margin", "promotion_margin", metavar="X")
+    add_flag(p, "--resubmit-failed", "resubmit_failed", action="store_true", default=None)
     common_flags(p)
 
     p = sub.add_parser("prepare", help="download, convert, validate and upload the datasets",
@@ -121,9 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prefect_env(local_root: Path) -> None:
-    """Keep Prefect's cached results beside our own storage so both vanish together."""
+    """Keep Prefect's cached results beside our own storage so both vanish together, and send the
+    `sftflow.*` loggers' records to the run's logs in the UI too (they reach the terminal either way)."""
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str((local_root / "prefect-results").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    extra = [n.strip() for n in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if n.strip()]
+    if "sftflow" not in extra:  # https://docs.prefect.io/v3/advanced/logging-customization
+        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join([*extra, "sftflow"])
+    # Outside a run (the command's own checks) there is no run to send a record to: the terminal has it.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 def _use_prefect_api(settings: Any) -> bool:
@@ -158,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(args.paths)} file(s) checked, {len(problems)} problem(s)", file=sys.stderr)
         return 1 if problems else 0
 
-    config, settings = run_config(args)
+    config, settings = run_config(args, given_names(build_parser(), args))
     if cmd == "champion":
         return cli_sweep.run_champion(settings, retire=args.retire)
     if cmd == "sweep":
@@ -166,6 +174,13 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "doctor":
         return cli_doctor.run(settings)
     if cmd in ("prepare", "tune", "pipeline", "sweep"):
+        problems, files = check_inputs(settings, cmd)  # before Prefect starts or anything is written
+        if problems:
+            for line in problems:
+                print(line, file=sys.stderr)
+            print(f"sftflow: error: {len(problems)} problem(s) in {', '.join(files)} (the rules of 'sftflow "
+                  "validate'); nothing was started", file=sys.stderr)
+            return 1
         settings.require_bucket(cmd)
         if cli_doctor.preflight(cmd, args, settings):
             return 1
@@ -260,6 +275,8 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
             print(f"{'retired' if args.yes else 'would retire'}: {out['retire']}")
         if not args.yes:
             print(f"{len(out['items'])} item(s); rerun with --yes to delete them")
+        else:
+            print(f"{len(out['items'])} item(s) deleted, {len(out['skipped'])} left")
         return 0
     if cmd == "pipeline":
         from flows.pipeline import sft_pipeline
@@ -315,11 +332,17 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 never crashes a print
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args = build_parser().parse_args(argv)
     try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise unrecognized(parser, getattr(args, "command", None), extra)
         return _run(args)
     except KeyboardInterrupt:
-        print("sftflow: interrupted", file=sys.stderr)
+        from sftflow.tuning.polling import INTERRUPTED
+
+        for line in INTERRUPTED or [""]:
+            print(f"sftflow: interrupted{': ' + line if line else ''}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - user-facing boundary: one clear line, no traceback
         if os.environ.get("SFTFLOW_DEBUG"):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sftflow.config import format_default
 from sftflow.selection.grid import GridError, expand_grid
+from sftflow.tuning import hyperparameters
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -22,17 +24,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "ROUGE-L win. A rerun attaches to the grid's jobs instead of paying again. Prints one line per "
         "configuration and 'leaderboard: URI' last.")
     data_flags(p)
-    p.add_argument("--epochs", dest="grid_epochs", default="1", metavar="N[,N...]", help="epoch counts (default 1)")
-    p.add_argument("--adapter-size", dest="grid_adapter_size", default="4", metavar="N[,N...]",
-                   help="adapter sizes among 1, 2, 4, 8, 16 (default 4)")
-    p.add_argument("--learning-rate-multiplier", dest="grid_lr", default="1", metavar="X[,X...]",
-                   help="learning-rate multipliers (default 1)")
+    for name in hyperparameters.names():  # one comma list per tuning hyperparameter
+        p.add_argument(hyperparameters.flag(name), dest=f"grid_{name}", metavar="V[,V...]",
+                       help=f"{hyperparameters.setting_text(name)}: a comma list, one configuration per value "
+                       f"(default: the run's {name}, {format_default(name)})".replace("%", "%%"))
     p.add_argument("--max-parallel", type=int, default=2, metavar="N",
                    help="tuning jobs running at once (default 2, the usual concurrent-tuning quota)")
     p.add_argument("--evaluate-checkpoints", action="store_true",
                    help="also evaluate and rank every per-epoch checkpoint of multi-epoch jobs")
     p.add_argument("--no-promote", dest="promote", action="store_false", help="leave the champion alone")
     add_flag(p, "--promotion-margin", "promotion_margin", metavar="X")
+    add_flag(p, "--resubmit-failed", "resubmit_failed", action="store_true", default=None)
     add_flag(p, "--source-model", "source_model")
     add_flag(p, "--display-name", "tuned_model_display_name")
     add_flag(p, "--poll-interval", "poll_interval")
@@ -53,9 +55,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """The grid and --max-parallel, checked before any work (GridError: one line naming the flag)."""
-    expand_grid(args.grid_epochs, args.grid_adapter_size, args.grid_lr)
+    expand_grid(grid_axes(args))
     if args.max_parallel < 1:
         raise GridError(f"--max-parallel: {args.max_parallel} must be at least 1")
+
+
+def grid_axes(args: argparse.Namespace) -> dict[str, str]:
+    """The comma lists given on the command line, by hyperparameter."""
+    return {n: v for n in hyperparameters.names() if (v := getattr(args, f"grid_{n}", None)) is not None}
 
 
 def run_sweep(args: argparse.Namespace, config: dict[str, Any], watched) -> int:
@@ -64,8 +71,7 @@ def run_sweep(args: argparse.Namespace, config: dict[str, Any], watched) -> int:
     from sftflow.selection.champion_report import decision_lines
     from sftflow.selection.sweep_report import lines
 
-    out = watched(sweep)(epochs=args.grid_epochs, adapter_size=args.grid_adapter_size,
-                         learning_rate_multiplier=args.grid_lr, max_parallel=args.max_parallel,
+    out = watched(sweep)(grid=grid_axes(args), max_parallel=args.max_parallel,
                          evaluate_checkpoints=args.evaluate_checkpoints, promote=args.promote, config=config)
     board = leaderboard.read(out["leaderboard_uri"])
     for line in lines(board):

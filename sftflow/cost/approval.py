@@ -4,7 +4,8 @@ The order of the gates before money moves: estimate → hard cap (`max_tuning_co
 round it) → approval (this module) → submit. Attaching to a job already running, or reusing a
 finished one, is not gated: that money is committed. How the yes is asked (`approval_mode`) is the
 caller's business: a Prefect pause in the UI (flows/approval.py), a y/N prompt on a terminal, an
-approval given in advance (CLI `--approve`), or a refusal when nobody can be asked.
+approval given in advance (CLI `--approve`), or a refusal when nobody can be asked. What each mode
+decides is here (`decide_without_pause`, `ui_decision`); the flow only pauses and hands the answer over.
 """
 
 from __future__ import annotations
@@ -103,6 +104,38 @@ def ask_terminal(estimate: Priced, approve_above_usd: float,
     except EOFError:
         return False
     return answer.strip().lower() in ("y", "yes")
+
+
+def decide_without_pause(estimate: Priced, approve_above_usd: float, mode: str, *, can_pause: bool,
+                         ask: Callable[[Priced, float], bool] = ask_terminal) -> str | None:
+    """How approval passed without a person in the UI, or None when the run must wait for the UI's answer
+    (mode 'ui' with a server that holds the run, `can_pause`; or mode 'suspend', whose flow checks that it can
+    be suspended). Raises ApprovalDenied when it is a no."""
+    if not needs_approval(estimate, approve_above_usd):
+        return f"within approve_above_usd (${approve_above_usd:g})"
+    if mode == "approved":
+        return "approved in advance"
+    if mode == "prompt":
+        if ask(estimate, approve_above_usd):
+            return "approved on the terminal"
+        raise ApprovalDenied(refused_message(estimate, approve_above_usd, "answered no on the terminal"))
+    if mode == "refuse" or (mode == "ui" and not can_pause):
+        why = ("not asked: no terminal" if mode == "refuse"
+               else "no Prefect server holds this run, so nobody can approve it in the UI")
+        raise ApprovalDenied(refused_message(estimate, approve_above_usd, why))
+    return None
+
+
+def ui_decision(estimate: Priced, approve_above_usd: float, approve: bool | None, note: str,
+                timeout_s: float) -> str:
+    """The answer given in the UI (`approve` None: none within `timeout_s`): how approval passed, or
+    ApprovalDenied."""
+    if approve is None:
+        raise ApprovalDenied(refused_message(estimate, approve_above_usd, f"no answer within {timeout_s:g} s"))
+    if not approve:
+        raise ApprovalDenied(refused_message(estimate, approve_above_usd,
+                                             "rejected in the Prefect UI" + (f": {note}" if note else "")))
+    return "approved in the Prefect UI"
 
 
 def cli_approval_default(command: str, stdin: IO, given: Mapping[str, Any] | None = None) -> dict[str, str]:

@@ -31,6 +31,16 @@ def usd(x: float) -> str:
     return f"${x:.2f}" if x == 0 or x >= 0.01 else f"${x:.2g}"
 
 
+def training_usd(tokens: int, epochs: int, price_per_million: float) -> float:
+    """The one billing formula of supervised tuning: every epoch bills every training token once, at
+    `price_per_million` per 1M tokens (https://cloud.google.com/vertex-ai/generative-ai/pricing).
+    Tokens already summed over epochs (a job's billable tokens) pass `epochs=1`."""
+    if tokens < 0 or epochs < 0 or not price_per_million >= 0:  # `not >=` also refuses NaN
+        raise ValueError(f"tokens, epochs and price_per_million must be >= 0, got {tokens}, {epochs}, "
+                         f"{price_per_million}")
+    return tokens * epochs * price_per_million / 1_000_000
+
+
 @dataclass(frozen=True)
 class FileTokens:
     """Token count of one dataset file. `billed`: whether it counts toward the price."""
@@ -61,10 +71,10 @@ class CostEstimate:
 
     @property
     def total_usd(self) -> float:
-        return self.billed_tokens * self.price_per_million / 1_000_000
+        return training_usd(self.billed_tokens, 1, self.price_per_million)  # billed_tokens counts every epoch
 
     def file_cost_usd(self, f: FileTokens) -> float:
-        return f.tokens * self.epochs * self.price_per_million / 1_000_000 if f.billed else 0.0
+        return training_usd(f.tokens, self.epochs, self.price_per_million) if f.billed else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -7,13 +7,12 @@ price table, a job that reports no billable tokens (the local backend, or a job 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from sftflow.cost import estimate as cost, prices
-from sftflow.infra import storage
+from sftflow.evaluation.results import ExampleResult, read_results
 
 if TYPE_CHECKING:
     from sftflow.config import Settings
@@ -107,21 +106,12 @@ class RunCost:
         return "\n".join(md) + "\n"
 
 
-def read_results(uri: str) -> list[dict]:
-    """Rows of an evaluation's results JSONL; the last record per example id wins (as resumption does)."""
-    rows: dict[str, dict] = {}
-    for line in storage.read_text(uri).splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[str(row.get("id"))] = row
-    return list(rows.values())
-
-
-def evaluation_cost(label: str, model: str, priced_as: str, rows: Iterable[dict], price: prices.TokenPrice | None,
-                    *, batch: bool = False) -> EvalCost:
-    rows = list(rows)
-    tin = sum(int(r.get("prompt_tokens") or 0) for r in rows)
-    tout = sum(int(r.get("output_tokens") or 0) for r in rows)
+def evaluation_cost(label: str, model: str, priced_as: str, results: Iterable[ExampleResult],
+                    price: prices.TokenPrice | None, *, batch: bool = False) -> EvalCost:
+    """What an evaluation's responses cost: their usage metadata (`sftflow.evaluation.results`) × `price`."""
+    rows = list(results)
+    tin = sum(r.prompt_tokens or 0 for r in rows)
+    tout = sum(r.output_tokens or 0 for r in rows)
     return EvalCost(label=label, model=model, priced_as=priced_as, examples=len(rows), input_tokens=tin,
                     output_tokens=tout, usd=price.usd(tin, tout, batch=batch) if price else None,
                     source=price.source if price else f"no price for {priced_as}: set generation_prices_usd",
@@ -145,7 +135,7 @@ def tuning_cost(tuned: dict, price_per_million: float) -> TuningCost | None:
     local = est.get("backend") == "local"
     billable = (tuned.get("stats") or {}).get("billable_tokens")
     billable = int(billable) if billable is not None else None
-    billed = 0.0 if local else None if billable is None else billable * price_per_million / 1e6
+    billed = 0.0 if local else None if billable is None else cost.training_usd(billable, 1, price_per_million)
     return TuningCost(estimate_usd=est["total_usd"], estimate_tokens=est["billed_tokens"], method=est["method"],
                       billable_tokens=billable, billed_usd=billed, price_per_million=price_per_million,
                       source=est["price_source"], local=local)

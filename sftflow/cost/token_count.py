@@ -28,7 +28,7 @@ from sftflow.cost import estimate as cost
 from sftflow.infra import storage
 from sftflow.errors import BackendError, TransientError
 from sftflow.data.rules import MAX_EXAMPLE_TOKENS, iter_contents_records
-from sftflow.evaluation.engine import RateLimiter, backoff_delay
+from sftflow.infra.pacing import RateLimiter, backoff_delay
 
 if TYPE_CHECKING:
     from sftflow.config import Settings

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from sftflow.config import setting_default
 from sftflow.data.reading import read_lines, shown, sniff_jsonl
 from sftflow.data.rules import Problem, ProblemLog, check_example, line_too_long, parse_json_line
 from sftflow.errors import DataError
@@ -169,13 +168,14 @@ def convert_messages_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     *,
-    limit: int | None = setting_default("limit"),
+    limit: int | None = None,
     shuffle_seed: int | None = None,
     on_progress: ProgressFn | None = None,
     every: int = 10_000,
     source_name: str | None = None,
 ) -> ConvertReport:
-    """Convert a chat JSONL file into a Gemini tuning JSONL file, keeping at most `limit`.
+    """Convert a chat JSONL file into a Gemini tuning JSONL file, keeping at most `limit` (None: all; a run
+    passes its `limit` setting, so this module needs nothing of sftflow.config).
 
     With `shuffle_seed` the kept examples are a seeded random choice (same seed, same bytes).
     If any source line read is bad, raises DataError with every problem and writes nothing.

@@ -98,7 +98,7 @@ def _chat_records(path: str) -> Iterator[tuple[int, dict | list[Problem], int]]:
                 yield n, json.loads(text), len(text.encode("utf-8"))
 
 
-def _check_file(path: str) -> list[Problem]:
+def _check_file(path: str, kind: Kind | None = None) -> list[Problem]:
     if os.path.isdir(path):
         return [Problem(path, 0, "file", "is a directory; give the data files inside it")]
     if not os.path.exists(path):
@@ -112,11 +112,11 @@ def _check_file(path: str) -> list[Problem]:
     if fmt == "testcsv":
         return validate_test_csv(path).problems
     if fmt == "contents":
-        return validate_contents_file(path, guess_kind(path)).problems
-    return validate_records(path, guess_kind(path), _chat_records(path)).problems
+        return validate_contents_file(path, kind or guess_kind(path)).problems
+    return validate_records(path, kind or guess_kind(path), _chat_records(path)).problems
 
 
-def _check_remote(uri: str) -> list[Problem]:
+def _check_remote(uri: str, kind: Kind | None = None) -> list[Problem]:
     """A gs:// or https:// file, as `prepare` and `tune` read it: downloaded to a temporary file of the same name
     (its extension and name decide the format and the limits), checked, and the problems named by the URI."""
     with tempfile.TemporaryDirectory(prefix="sftflow-validate-") as tmp:
@@ -126,19 +126,20 @@ def _check_remote(uri: str) -> list[Problem]:
         except Exception as e:  # noqa: BLE001 - one line naming the file, then the next file
             msg = (str(e).removeprefix(f"{uri}: ").strip().splitlines() or [type(e).__name__])[0]
             return [Problem(uri, 0, "file", f"cannot read: {msg}")]
-        return [dataclasses.replace(p, path=uri) if p.path == local else p for p in _check_file(local)]
+        return [dataclasses.replace(p, path=uri) if p.path == local else p for p in _check_file(local, kind)]
 
 
-def lint_path(path: str) -> list[Problem]:
-    """Every problem in one file (capped per file, see rules.MAX_STORED_PROBLEMS); gs:// and https:// URIs too.
+def lint_path(path: str, kind: Kind | None = None) -> list[Problem]:
+    """Every problem in one file (capped per file, see rules.MAX_STORED_PROBLEMS), gs:// and https:// URIs too;
+    `kind` (train, val): whose limits apply, else guessed from the name.
 
     Never raises: a file that cannot be read, or one that trips a bug in a rule, is one
     problem naming the file, so the files after it are still checked.
     """
     try:
         if storage.is_gcs(path) or storage.is_http(path):
-            return _check_remote(path)
-        return _check_file(path)
+            return _check_remote(path, kind)
+        return _check_file(path, kind)
     except OSError as e:
         return [Problem(path, 0, "file", f"cannot read: {e.strerror or type(e).__name__}")]
     except Exception as e:  # noqa: BLE001 - a bug must not hide the other files' problems

@@ -1,15 +1,18 @@
-"""Step: prepare the data — validate each file, stop on any problem, upload content-addressed,
-and save runs/<run>/prepared.json (a PreparedData record). Download and conversion are
-sftflow.infra.storage and sftflow.data.formats; the flow runs them per file so each is cached."""
+"""Step: prepare the data — download each source, convert it, validate each file, stop on any problem,
+upload content-addressed, and save runs/<run>/prepared.json (a PreparedData record). The flow runs each
+function per file so that each is cached."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from sftflow.infra import layout, storage
-from sftflow.data.rules import Problem, estimate_cost, validate_contents_file
+from sftflow.cost.estimate import training_usd
+from sftflow.data.formats import convert_messages_file
+from sftflow.data.rules import Problem, validate_contents_file
 from sftflow.data.testset import validate_test_csv
 from sftflow.errors import DataError
 from sftflow.records import FileSummary, PreparedData, Record
@@ -19,6 +22,27 @@ class UploadedFile(Record):
     uri: str
     uploaded: bool  # False: an identical object was already there
     md5: str
+
+
+def download_source(uri: str, dest_dir: str | Path) -> Path:
+    """Fetch a gs://, https:// or local source into `dest_dir/<hash of the URI>/<its name>` (atomic; public
+    gs:// anonymously), so two sources of one name never collide."""
+    tag = hashlib.sha256(uri.encode()).hexdigest()[:12]
+    dest = Path(dest_dir) / tag / storage.name_of(uri)
+    storage.download(uri, dest)
+    return dest
+
+
+def convert_source(src: str, kind: str, out_dir: str | Path, limit: int | None, shuffle_seed: int | None,
+                   source: str) -> dict:
+    """Chat `messages` JSONL → Gemini `contents` JSONL named by its content (`<kind>-<sha12>.jsonl`), each kept
+    example checked against Gemini's rules; problems (named by `source` and its lines) raise DataError."""
+    tmp = Path(out_dir) / f"{kind}.converting.jsonl"
+    report = convert_messages_file(src, tmp, limit=limit, shuffle_seed=shuffle_seed, source_name=source)
+    sha = storage.sha256_of_file(tmp)
+    dest = Path(out_dir) / f"{kind}-{sha[:12]}.jsonl"
+    tmp.replace(dest)
+    return {"path": str(dest), "sha256": sha, "examples_in": report.examples_in, "examples_out": report.examples_out}
 
 
 def validate_file(path: str, kind: str, source: str) -> FileSummary:
@@ -66,7 +90,7 @@ def save_prepared(run_root: str, uploaded: Mapping[str, UploadedFile], summaries
     prepared = PreparedData(
         train=uploaded["train"].uri, val=uploaded["val"].uri, test=uploaded["test"].uri,
         summaries=tuple(summaries),
-        cost_usd=estimate_cost(train.estimated_tokens or 0, epochs, price_per_million),
+        cost_usd=training_usd(train.estimated_tokens or 0, epochs, price_per_million),
         uploaded=tuple(u.uri for u in uploaded.values() if u.uploaded),
     )
     prepared.write(layout.prepared_uri(run_root))

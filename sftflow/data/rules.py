@@ -102,13 +102,6 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def estimate_cost(tokens: int, epochs: int, price_per_million: float) -> float:
-    """Training cost in the price's currency: every epoch bills every dataset token once."""
-    if tokens < 0 or epochs < 0 or price_per_million < 0:
-        raise ValueError("tokens, epochs and price_per_million must be >= 0")
-    return tokens * epochs * price_per_million / 1_000_000
-
-
 # --------------------------------------------------------------------------- one line
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from sftflow.evaluation import plots, stats
-from sftflow.infra import storage
-from sftflow.evaluation.results import results_from_jsonl
+from sftflow.infra import layout, storage
+from sftflow.evaluation.results import read_results
 from sftflow.records import ComparisonOutcome
 from sftflow.evaluation.compare_report import comparison_markdown, verdict_lines
 
@@ -15,9 +15,20 @@ from sftflow.evaluation.compare_report import comparison_markdown, verdict_lines
 COMPARE_OUTPUTS = ("comparison.json", "distributions.png", "means.png", "paired.png", "report.md")
 
 
-def read_results(uri: str) -> list:
-    """The ExampleResults stored at `uri` (a results.jsonl an evaluation wrote)."""
-    return results_from_jsonl(storage.read_text(uri), uri)
+def results_uri(run_root: str, ref: str) -> str:
+    """A label of this run ('base', 'tuned', ...) or a results.jsonl URI/path as given."""
+    if ref.endswith(".jsonl"):
+        return ref
+    return storage.join(layout.eval_dir(run_root, ref), "results.jsonl")
+
+
+def results_to_compare(run_root: str, baseline: str, tuned: str) -> tuple[str, str]:
+    """Both result files (labels of this run or URIs); FileNotFoundError naming one that is not there."""
+    uris = results_uri(run_root, baseline), results_uri(run_root, tuned)
+    for uri in uris:
+        if not storage.exists(uri):
+            raise FileNotFoundError(f"{uri}: no results; run `sftflow evaluate` first")
+    return uris
 
 
 def compare_identity(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int = 0) -> list:

@@ -1,7 +1,13 @@
-"""One evaluated example (`ExampleResult`) and the JSONL files that hold them.
+"""One evaluated example (`ExampleResult`), the JSONL files that hold them, and the one reader of them.
 
-Below the evaluation engine so that what reads results (stats, plots, reports) does not sit
-above a thread pool: the engine writes these records, everything else only reads them.
+Below the evaluation engine so that what reads results (stats, plots, reports, the run's cost) does not
+sit above a thread pool: the engine writes these records, everything else reads them through
+`read_results` / `results_from_jsonl`, never as raw dicts.
+
+The format is part of every evaluation's identity (`results_format()`, in `EvalSpec.identity`: the
+evaluate task's cache key and the checkpoint's name), so a changed format recomputes instead of serving
+a file written in the old one. To save one more value per example that is derived from the answer: add
+the field to `ExampleResult` and one line to `ExampleResult.score` (the identity changes by itself).
 """
 
 from __future__ import annotations
@@ -9,12 +15,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from sftflow.errors import CheckpointError
+from sftflow.evaluation.rouge import score_pair
+from sftflow.infra import storage
 
 log = logging.getLogger(__name__)
+
+#: Bump when what a stored record means changes while its fields stay the same (e.g. a score computed
+#: another way). Adding or removing a field needs no bump: `results_format` lists the fields.
+RESULTS_VERSION = 1
 
 
 @dataclass
@@ -50,6 +62,10 @@ class ExampleResult:
         """An answer came back but had no text (and was not reported as blocked)."""
         return self.error is None and not self.blocked and not self.output.strip()
 
+    def score(self) -> None:
+        """Fill in everything derived from the answer (online and batch alike: the one scoring path)."""
+        self.scores = score_pair(self.reference, self.output)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -62,6 +78,11 @@ class ExampleResult:
             raise ValueError(f"missing field(s): {', '.join(sorted(missing))}")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def results_format() -> dict[str, Any]:
+    """What a results file's format is: in every evaluation's identity, so another format is never served."""
+    return {"version": RESULTS_VERSION, "fields": [f.name for f in fields(ExampleResult)]}
 
 
 def results_by_id(lines: Sequence[str], source: str) -> dict[str, ExampleResult]:
@@ -86,6 +107,11 @@ def results_by_id(lines: Sequence[str], source: str) -> dict[str, ExampleResult]
 def results_from_jsonl(text: str, source: str = "<results>") -> list[ExampleResult]:
     """Results from a results/checkpoint file's text (read through sftflow.infra.storage), one per id."""
     return list(results_by_id(text.split("\n"), source).values())
+
+
+def read_results(uri: str) -> list[ExampleResult]:
+    """The records stored at `uri` (a results.jsonl an evaluation wrote, local or gs://), one per id."""
+    return results_from_jsonl(storage.read_text(uri), uri)
 
 
 def result_line(result: ExampleResult) -> str:

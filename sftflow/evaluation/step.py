@@ -26,10 +26,10 @@ from sftflow.config import Settings
 from sftflow.data.testset import TestExample, read_test_csv
 from sftflow.evaluation.engine import check_error_rate, evaluate
 from sftflow.infra.progress import ProgressFn
-from sftflow.records import Evaluation
+from sftflow.records import Evaluation, PreparedData, TunedModel
 from sftflow.cost.report import evaluation_cost, with_rates
 from sftflow.evaluation.report import batch_lines, evaluation_markdown, mode_lines
-from sftflow.evaluation.results import ExampleResult, results_to_jsonl
+from sftflow.evaluation.results import ExampleResult, results_format, results_to_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +94,37 @@ class EvalSpec:
         return self.generation.timeout_s
 
     def identity(self) -> dict[str, Any]:
-        """Every field that changes an evaluation's answers (GenerationParams field by field)."""
+        """Every field that changes an evaluation's answers (GenerationParams field by field), and the
+        results format (sftflow.evaluation.results): a file of another format is recomputed, never served."""
         return {f.name: dataclasses.asdict(v) if f.name == "generation" else v
                 for f in dataclasses.fields(self) if f.metadata.get("in_key", True)
-                for v in [getattr(self, f.name)]}
+                for v in [getattr(self, f.name)]} | {"results_format": results_format()}
 
 
 def eval_identity(spec: EvalSpec, model: str, test_path: str, label: str) -> list:
     """The identity of one evaluation: the spec's, the model, the test set's content, the label."""
     return [spec.identity(), model, storage.fingerprint(test_path), label]
+
+
+def resolve_model(s: Settings, model: str | None) -> str:
+    """'base'/None → the base model; 'tuned' → the run's recorded tuned endpoint; else as given."""
+    if model in (None, "", "base"):
+        return s.base_model
+    if model == "tuned":
+        uri = layout.tuned_uri(s.run_root)
+        tuned = TunedModel.read_if_exists(uri)
+        if tuned is None:
+            raise FileNotFoundError(f"{uri}: run '{s.run_name}' has no tuned model yet; run `sftflow tune`")
+        return tuned.endpoint
+    return model
+
+
+def default_test_uri(s: Settings) -> str:
+    """The test set prepare_data uploaded for this run, else the configured/default source."""
+    if s.test_uri:
+        return s.test_uri
+    prepared = PreparedData.read_if_exists(layout.prepared_uri(s.run_root))
+    return prepared.test if prepared else s.sources()["test"]
 
 
 def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
@@ -124,7 +146,7 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
                                   batch_root=storage.join(out_dir, "batch", ident[:16]), on_progress=on_progress)
     price = prices.price_for(spec.base_model, spec.backend, spec.generation_prices_usd)
     cost = None if spec.backend != "vertex" else with_rates(evaluation_cost(  # billed on vertex only
-        label, model, spec.base_model, [r.to_dict() for r in results], price, batch=mode == "batch"), price)
+        label, model, spec.base_model, results, price, batch=mode == "batch"), price)
     error_lines = check_error_rate(results, spec.max_error_rate, model)  # raises above the threshold
     summary = stats.summarize(results)
     counts = stats.counts(results)

@@ -1,5 +1,5 @@
 """Running pairs like an evaluation (sftflow.evaluation.engine): `concurrency` workers, every request paced by
-one `RateLimiter(rpm)`, transient errors retried with backoff and Retry-After (`engine.Retrier`), every judged
+one `RateLimiter(rpm)`, transient errors retried with backoff and Retry-After (`sftflow.infra.pacing.Retrier`), every judged
 pair appended to a checkpoint (`JudgedPairs`: the evaluation's `Checkpoint` with judged pairs as records) under
 the evaluation's `CheckpointLock`, so a kill loses at most the pairs in flight and a rerun asks only for the
 pairs that are missing or errored. Each pair is asked in both orders (sftflow.judging.pairs)."""
@@ -16,7 +16,7 @@ from typing import Any
 
 from sftflow.errors import BackendError, CheckpointError, TransientError
 from sftflow.evaluation.checkpoint import Checkpoint, CheckpointLock
-from sftflow.evaluation.engine import RateLimiter, Retrier
+from sftflow.infra.pacing import RateLimiter, Retrier
 from sftflow.infra.progress import ProgressFn
 from sftflow.judging.pairs import Judge, JudgeAnswer, JudgedPair, Pair, both_orders, pair_line, pairs_by_id, side_of
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sftflow.cost.estimate import training_usd
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, TunedModel
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import METRIC_LABELS
+from sftflow.tuning import hyperparameters
 from sftflow.tuning.report import data_warning
 
 
@@ -28,7 +30,7 @@ def build_report(*, settings: dict[str, Any], prepared: PreparedData, tuning: Tu
     stats = tuning.stats or {}
     billable = stats.get("billable_tokens")
     price = settings["price_per_million_training_tokens"]
-    cost = None if billable is None else float(billable) * price / 1e6
+    cost = None if billable is None else training_usd(int(billable), 1, price)  # billable counts every epoch
     # The estimate the cap was checked against (sftflow.cost.estimate), when the tune step recorded it.
     estimate = tuning.cost_estimate
     estimated_usd = estimate["total_usd"] if estimate else prepared.cost_usd
@@ -51,7 +53,7 @@ def build_report(*, settings: dict[str, Any], prepared: PreparedData, tuning: Tu
             "cost_basis": "billable tokens reported by the job" if cost is not None else basis,
             "cost_estimate": estimate,
             "stats": stats,
-            "hyperparameters": {k: settings[k] for k in ("epochs", "adapter_size", "learning_rate_multiplier")},
+            "hyperparameters": {k: settings[k] for k in hyperparameters.names()},
             "base_model": settings.get("source_model") or evaluations["base"].model,
         },
         "evaluations": {k: {"model": v.model, "results": v.results_uri, "summary": v.summary,

@@ -19,7 +19,7 @@ from sftflow.evaluation import stats
 from sftflow.backends.base import JobState, JobStatus, Tuner
 from sftflow.errors import SftflowError
 from sftflow.records import ChampionDecision, Evaluation, TunedModel
-from sftflow.evaluation.compare import read_results
+from sftflow.evaluation.results import read_results
 from sftflow.selection.grid import GridPoint
 
 log = logging.getLogger(__name__)

@@ -179,5 +179,9 @@ def lines(rec: dict[str, Any]) -> list[str]:
                f"since #{cur['seq']} at {cur['at']}"]
     out.append(f"history ({len(rec['history'])} decisions):")
     for e in rec["history"]:
+        if e["event"] == "kept":  # the champion was kept: the challenger lost (not "kept: challenger")
+            out.append(f"  #{e['seq']} {e['at']} challenger {e['model'].get('label')} lost, champion "
+                       f"#{e.get('against')} stays — {e['reason']}")
+            continue
         out.append(f"  #{e['seq']} {e['at']} {e['event']}: {e['model'].get('label')} — {e['reason']}")
     return out

@@ -1,9 +1,10 @@
 """A hyperparameter grid from comma lists: each point is one tuning intent with a stable label.
 
-`--epochs 1,2 --adapter-size 4,8` makes four configurations. Each value is checked against the
-limits Vertex accepts for Gemini supervised tuning (adapter sizes 1, 2, 4, 8, 16:
-https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-use-supervised-tuning) and
-the same bounds as the single-job settings, before anything is read or submitted.
+`--epochs 1,2 --adapter-size 4,8` makes four configurations. Each axis is a tuning hyperparameter
+(sftflow.tuning.hyperparameters) and each value is checked against its Settings limits (those Vertex accepts
+for Gemini supervised tuning, e.g. adapter sizes 1, 2, 4, 8, 16:
+https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-use-supervised-tuning), before anything is
+read or submitted.
 """
 
 from __future__ import annotations
@@ -11,100 +12,45 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from sftflow.cost.estimate import CostCapExceeded, CostEstimate, GridEstimate, usd
-from sftflow.errors import SftflowError
+from sftflow.tuning import hyperparameters
+from sftflow.tuning.hyperparameters import GridError, Hyperparameters, parse_axis
 
-ADAPTER_SIZES = (1, 2, 4, 8, 16)
-MAX_EPOCHS = 100
-MAX_LR_MULTIPLIER = 100.0
 MAX_GRID = 64  # more configurations than this is almost surely a typo (and a large bill)
 
-
-class GridError(SftflowError, ValueError):
-    """A grid value that cannot be tuned; the message names the flag and the value."""
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One configuration of the grid (the hyperparameters of one tuning job)."""
-
-    epochs: int
-    adapter_size: int
-    learning_rate_multiplier: float
-
-    @property
-    def label(self) -> str:
-        """A result label safe as a path segment: e2-a8-lr0p5 (see sftflow.infra.layout.NAME_PATTERN)."""
-        lr = f"{self.learning_rate_multiplier:g}".replace(".", "p").replace("-", "m").replace("+", "")
-        return f"e{self.epochs}-a{self.adapter_size}-lr{lr}"
-
-    def hyperparameters(self) -> dict:
-        return asdict(self)
+#: One configuration of the grid: the hyperparameters of one tuning job.
+GridPoint = Hyperparameters
 
 
-def _items(flag: str, value: str | Iterable) -> list[str]:
-    parts = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    parts = [p.strip() for p in parts]
-    if not parts or any(p == "" for p in parts):
-        raise GridError(f"{flag}: {value!r}: empty value in the list; use e.g. {flag} 1,2")
-    return parts
+def _axis(name: str) -> tuple[Any, Any]:
+    return str | None, Field(None, title=name, description=f"Comma list of {name} values, e.g. \"1,2\" "
+                             f"({hyperparameters.setting_text(name)}). Unset: the run's {name}.")
 
 
-def parse_epochs(value: str | Iterable) -> list[int]:
-    out = []
-    for p in _items("--epochs", value):
-        try:
-            n = int(p)
-        except ValueError:
-            raise GridError(f"--epochs: {p!r} is not a whole number (1..{MAX_EPOCHS})") from None
-        if not 1 <= n <= MAX_EPOCHS:
-            raise GridError(f"--epochs: {n} is out of range (1..{MAX_EPOCHS})")
-        out.append(n)
-    return _unique(out)
+#: The sweep flow's grid parameter: one comma list per tuning hyperparameter (the UI shows one field each).
+SweepGrid = create_model("SweepGrid", __config__=ConfigDict(extra="forbid", frozen=True),
+                         **{name: _axis(name) for name in hyperparameters.names()})
 
 
-def parse_adapter_sizes(value: str | Iterable) -> list[int]:
-    allowed = ", ".join(map(str, ADAPTER_SIZES))
-    out = []
-    for p in _items("--adapter-size", value):
-        try:
-            n = int(p)
-        except ValueError:
-            raise GridError(f"--adapter-size: {p!r} is not a whole number (allowed: {allowed})") from None
-        if n not in ADAPTER_SIZES:
-            raise GridError(f"--adapter-size: {n} is not a Gemini adapter size (allowed: {allowed})")
-        out.append(n)
-    return _unique(out)
+def axes_of(grid: BaseModel | Mapping[str, Any] | None) -> dict[str, str]:
+    """The axes a grid parameter sets (not None)."""
+    data = grid.model_dump() if isinstance(grid, BaseModel) else dict(grid or {})
+    return {k: v for k, v in SweepGrid.model_validate(data).model_dump().items() if v is not None}
 
 
-def parse_lr_multipliers(value: str | Iterable) -> list[float]:
-    out = []
-    for p in _items("--learning-rate-multiplier", value):
-        try:
-            x = float(p)
-        except ValueError:
-            raise GridError(f"--learning-rate-multiplier: {p!r} is not a number") from None
-        if not math.isfinite(x) or not 0 < x <= MAX_LR_MULTIPLIER:
-            raise GridError(f"--learning-rate-multiplier: {p} is out of range (> 0 and <= {MAX_LR_MULTIPLIER:g})")
-        out.append(x)
-    return _unique(out)
-
-
-def _unique(values: list) -> list:
-    return list(dict.fromkeys(values))
-
-
-def expand_grid(epochs: str | Iterable, adapter_sizes: str | Iterable,
-                learning_rate_multipliers: str | Iterable) -> list[GridPoint]:
-    """Every combination, in the order given (duplicates dropped); GridError on any bad value."""
-    points = [GridPoint(e, a, lr) for e, a, lr in itertools.product(
-        parse_epochs(epochs), parse_adapter_sizes(adapter_sizes), parse_lr_multipliers(learning_rate_multipliers))]
+def expand_grid(axes: Mapping[str, str | Iterable]) -> list[Hyperparameters]:
+    """Every combination of the axes' comma lists (hyperparameter name → "1,2"; a hyperparameter not named
+    keeps its default), in the order given, duplicates dropped; GridError on any bad value."""
+    values = {name: parse_axis(name, v) for name, v in axes.items()}
+    points = [Hyperparameters(**dict(zip(values, combo))) for combo in itertools.product(*values.values())]
     labels = [p.label for p in points]
     if len(set(labels)) != len(labels):  # e.g. 1e-05 vs 0.00001 print alike: refuse rather than merge
-        raise GridError("--learning-rate-multiplier: two values print the same; give distinct values")
+        raise GridError("grid: two values print the same in a label; give distinct values")
     if len(points) > MAX_GRID:
         raise GridError(f"grid: {len(points)} configurations is more than {MAX_GRID}; narrow the lists")
     return points
@@ -123,11 +69,11 @@ def models_to_evaluate(grid: list[GridPoint], tuned: dict[str, dict], *, checkpo
         t = tuned.get(p.label)
         if t is None:  # its job failed: reported, not ranked
             continue
-        out.append(dict(t, hyperparameters=p.hyperparameters(), model=t["endpoint"]))
+        out.append(dict(t, hyperparameters=p.as_dict(), model=t["endpoint"]))
         for c in t.get("checkpoints") or [] if checkpoints else []:
             if c["endpoint"] != t["endpoint"]:
                 out.append(dict(t, label=checkpoint_label(p.label, c), endpoint=c["endpoint"], model=c["endpoint"],
-                                hyperparameters={**p.hyperparameters(), "epoch": c["epoch"]},
+                                hyperparameters={**p.as_dict(), "epoch": c["epoch"]},
                                 checkpoint={k: c[k] for k in ("checkpoint_id", "epoch", "step")}))
     return out
 

@@ -4,15 +4,52 @@ sftflow.selection.challenge, as the pipeline's tuned model does."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from sftflow.backends.base import JobState, Tuner, TuningSpec
 from sftflow.infra import layout, storage
 from sftflow.selection import leaderboard
 from sftflow.evaluation import plots, stats
 from sftflow.records import ChampionDecision, Evaluation, SweepLeaderboard
 from sftflow.selection.sweep_report import sweep_markdown
-from sftflow.evaluation.compare import read_results
+from sftflow.evaluation.results import read_results
+
+
+log = logging.getLogger(__name__)
+
+
+def limit_name(backend: str, project: str | None, region: str) -> str:
+    """One limit on a grid's jobs per tuning quota: backend + project + region (Prefect limit names: no '/'
+    or '%')."""
+    where = f"{project}-{region}" if backend == "vertex" else "local"
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"sftflow-tuning-{backend}-{where}")
+
+
+def committed_labels(tuner: Tuner, storage_root: str, specs: Mapping[str, TuningSpec]) -> list[str]:
+    """Labels whose intent already has a finished record or a live job: already paid, not capped again."""
+    return [label for label, spec in specs.items()
+            if storage.exists(layout.tuning_record_uri(storage_root, spec.key))
+            or any(j.state.alive for j in tuner.find(spec.key))]
+
+
+def cancel_unfinished(tuner: Tuner, specs: Iterable[TuningSpec]) -> list[str]:
+    """Cancel the grid's pending or running jobs (the sweep was interrupted; cancel_job_on_interrupt). Returns
+    the jobs it asked to cancel; an error is logged, not raised (the interrupt must still propagate)."""
+    asked = []
+    for spec in specs:
+        try:
+            for job in tuner.find(spec.key):
+                if job.state in (JobState.PENDING, JobState.RUNNING):
+                    log.warning("interrupted: cancelling tuning job %s (cancel_job_on_interrupt=true)", job.name)
+                    tuner.cancel(job.name)
+                    asked.append(job.name)
+        except Exception as exc:  # noqa: BLE001 - the interrupt must still propagate
+            log.error("cancelling the job for %s failed (%s): it may still be running and billing; cancel it "
+                      "yourself or rerun the sweep to attach to it", spec.key, exc)
+    return asked
 
 
 #: (base results URI, model results URI, model label) -> the judge's summary of that model vs the base.

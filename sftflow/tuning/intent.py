@@ -23,10 +23,13 @@ from typing import Any
 from sftflow.infra import storage
 from sftflow.backends.base import JobState, JobStatus, Tuner, TuningSpec
 from sftflow.errors import BackendError, SftflowError
+from sftflow.tuning.hyperparameters import Hyperparameters
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 1  # bump when the key's inputs change meaning, so old jobs are not reused
+#: Bump on purpose, only when the key's inputs change meaning so that old jobs must not be reused: every intent
+#: key changes with it, and each intent already run would be submitted, and paid for, again.
+KEY_VERSION = 1
 
 
 class JobFailed(SftflowError, RuntimeError):
@@ -42,31 +45,40 @@ class JobFailed(SftflowError, RuntimeError):
         super().__init__(f"{msg}. {hint}" if hint else msg)
 
 
+#: In every key since KEY_VERSION 1, whatever their value: the keys of intents users already ran hold them.
+KEYED_ALWAYS = ("epochs", "adapter_size", "learning_rate_multiplier")
+
+
 def tuning_key(
     dataset_hashes: Mapping[str, str],
     *,
     base_model: str,
-    epochs: int,
-    adapter_size: int,
-    learning_rate_multiplier: float,
+    hyperparameters: Hyperparameters,
     run_name: str,
-    **extra: Any,
+    display_name: str,
+    seed: int,
 ) -> str:
     """A stable, GCP-label-safe key ("k" + 20 hex chars) for one tuning intent.
 
-    `dataset_hashes` maps a role ("train", "val") to its content hash; `extra` holds
-    backend-specific inputs (seed, budget) — pass only JSON-serialisable values.
+    `dataset_hashes` maps a role ("train", "val") to its content hash. The key covers KEY_VERSION, the
+    datasets, base model, run name, display name, seed, the hyperparameters in KEYED_ALWAYS and every other
+    hyperparameter that differs from its default: a hyperparameter added later, left at its default, leaves
+    every key (and so every job already paid for) as it was. The payload's shape is that of KEY_VERSION 1,
+    byte for byte (tests/test_tuning_keys.py holds keys computed before the hyperparameter type existed).
     """
-    payload = {
+    hp = hyperparameters.keyed(KEYED_ALWAYS)
+    payload: dict[str, Any] = {
         "v": KEY_VERSION,
         "datasets": {str(k): str(v) for k, v in dataset_hashes.items()},
         "base_model": base_model,
-        "epochs": int(epochs),
-        "adapter_size": int(adapter_size),
-        "learning_rate_multiplier": float(learning_rate_multiplier),
+        "epochs": int(hp.pop("epochs")),
+        "adapter_size": int(hp.pop("adapter_size")),
+        "learning_rate_multiplier": float(hp.pop("learning_rate_multiplier")),
         "run_name": run_name,
-        "extra": extra,
+        "extra": {"display_name": display_name, "seed": seed},
     }
+    if hp:  # hyperparameters set away from their defaults, beyond the first three
+        payload["hyperparameters"] = hp
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "k" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
@@ -123,7 +135,8 @@ def ensure_job(
         if jobs:
             last = jobs[0]
             if not last.state.alive and not resubmit_failed:
-                raise JobFailed(last, hint="Set resubmit_failed to submit a new job for the same inputs")
+                raise JobFailed(last, hint="Rerun with --resubmit-failed (or resubmit_failed=true) to submit a "
+                                           "new job for the same inputs")
             log.info("tuning job %s for key %s ended %s: submitting a new one (resubmit_failed)", last.name,
                      spec.key, last.state.value)
         if before_submit is not None:

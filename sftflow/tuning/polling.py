@@ -177,14 +177,20 @@ def cancel_and_confirm(
         sleep(poll_interval)
 
 
+#: What interrupts did to jobs in this process, one line each, for the command line's interrupt line.
+INTERRUPTED: list[str] = []
+
+
 def cancel_on_interrupt(jobs, name: str, *, enabled: bool, kind: str = "tuning job",
                         logger: logging.Logger | logging.LoggerAdapter = log) -> None:
     """What an interrupt (Ctrl-C, SIGTERM: Prefect's TerminationSignal when a run is cancelled) does to a
     job still running: cancel it so the meter stops, or leave it for a rerun to attach to. Never
-    raises, so the interrupt itself still propagates. `logger`: a Prefect run logger shows it in the UI."""
+    raises, so the interrupt itself still propagates. `logger`: a Prefect run logger shows it in the UI.
+    The outcome is also kept in INTERRUPTED (what `sftflow` prints last)."""
     if not enabled:
         logger.warning("interrupted: %s %s keeps running (cancel_job_on_interrupt=false); a rerun attaches to it",
                        kind, name)
+        INTERRUPTED.append(f"{kind} {name} keeps running (cancel_job_on_interrupt=false); a rerun attaches to it")
         return
     logger.warning("interrupted: cancelling %s %s (cancel_job_on_interrupt=true)", kind, name)
     try:
@@ -192,3 +198,7 @@ def cancel_on_interrupt(jobs, name: str, *, enabled: bool, kind: str = "tuning j
     except Exception as exc:  # noqa: BLE001 - the interrupt must still propagate
         logger.error("cancelling %s %s failed (%s): it may still be running and billing; cancel it yourself "
                      "(Google Cloud console) or rerun to attach to it", kind, name, exc)
+        INTERRUPTED.append(f"cancelling {kind} {name} failed ({exc}): it may still be running and billing")
+        return
+    INTERRUPTED.append(f"{kind} {name} cancelled: Ctrl-C with cancel_job_on_interrupt=true; rerun with "
+                       "--resubmit-failed to start again")

@@ -1,11 +1,11 @@
-"""A tuning job's status as markdown, and a dry run's plan: the exact job and the lines the CLI prints."""
+"""A tuning job's status as markdown, and the lines the CLI prints for a dry run's plan."""
 
 from __future__ import annotations
 
 import json
 
 from sftflow.cost import estimate as cost
-from sftflow.backends.base import JobStatus, TuningSpec
+from sftflow.backends.base import JobStatus
 
 
 def data_warning(stats: dict) -> str | None:
@@ -45,25 +45,6 @@ def job_markdown(st: JobStatus, elapsed: float) -> str:
     if warning := data_warning(st.stats):
         lines[1:1] = ["", f"**{warning}**"]
     return "\n".join(lines) + stats
-
-
-def planned_job(spec: TuningSpec, backend: str) -> dict:
-    """The tuning job `spec` submits: base model, datasets, hyperparameters, display name, labels."""
-    from sftflow.backends.vertex import KEY_LABEL
-
-    job = {
-        "base_model": spec.base_model,
-        "training_dataset": spec.train_uri,
-        "validation_dataset": spec.val_uri,
-        "epoch_count": spec.epochs,
-        "adapter_size": spec.adapter_size,
-        "learning_rate_multiplier": spec.learning_rate_multiplier,
-        "tuned_model_display_name": spec.display_name,
-        "labels": {KEY_LABEL: spec.key},
-    }
-    if backend == "local":
-        job.update(seed=spec.seed, budget_s=spec.budget_s)
-    return job
 
 
 def dry_run_lines(plan: dict) -> list[str]:

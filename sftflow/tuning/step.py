@@ -10,7 +10,6 @@ from sftflow.cost import estimate as cost
 from sftflow.infra import layout, storage
 from sftflow.backends.base import JobStatus, TuningSpec
 from sftflow.records import TunedModel, TuningRecord
-from sftflow.tuning.report import planned_job
 
 
 def read_tuning_record(storage_root: str, key: str) -> TuningRecord | None:
@@ -44,8 +43,10 @@ def save_loss_plot(run_root: str, record: TuningRecord) -> str | None:
     return storage.write_bytes(storage.join(run_root, "tuning", "loss.png"), plot_loss_curves(curves), "image/png")
 
 
-def dry_run_plan(spec: TuningSpec, estimate: dict, *, backend: str, cap_usd: float, storage_root: str) -> dict:
-    """What `tune` would do, without calling a tuning API: the estimate, the cap and the exact job."""
+def dry_run_plan(spec: TuningSpec, request: dict, estimate: dict, *, backend: str, cap_usd: float,
+                 storage_root: str) -> dict:
+    """What `tune` would do, without calling a tuning API: the estimate, the cap and `request`, exactly what
+    submit would send (the backend's Tuner.request(spec))."""
     est = cost.CostEstimate.from_dict(estimate)
     return {
         "dry_run": True,
@@ -53,6 +54,6 @@ def dry_run_plan(spec: TuningSpec, estimate: dict, *, backend: str, cap_usd: flo
         "estimate": estimate,
         "cap_usd": cap_usd,
         "within_cap": cost.within_cap(est, cap_usd),
-        "job": planned_job(spec, backend),
+        "job": request,
         "finished_record": storage.exists(layout.tuning_record_uri(storage_root, spec.key)),
     }

@@ -36,12 +36,13 @@ def user_lines(stderr: str) -> list[str]:
 
 
 def test_missing_file_is_one_line_and_the_ui_keeps_the_traceback(tmp_path):
-    proc = run_cli(tmp_path, "prepare", "--train", "nope.jsonl")
+    # evaluate reads its test file inside the flow (pipeline/prepare/tune/sweep check local inputs before)
+    proc = run_cli(tmp_path, "evaluate", "--test", "nope.csv")
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "Error encountered when computing cache key" not in proc.stderr
     lines = user_lines(proc.stderr)
-    assert lines[-1] == "sftflow: error: nope.jsonl: no such file"
+    assert lines[-1] == "sftflow: error: nope.csv: no such file"
     assert len(proc.stderr.splitlines()) <= 10, proc.stderr
 
     # The Prefect API (what the UI shows) still has the full traceback of the failed flow run.
@@ -49,33 +50,34 @@ def test_missing_file_is_one_line_and_the_ui_keeps_the_traceback(tmp_path):
 
     with get_client(sync_client=True) as client:
         logs = [log.message for log in client.read_logs(limit=200)]
-    failed = [m for m in logs if "Encountered exception during execution" in m and "nope.jsonl: no such file" in m]
+    failed = [m for m in logs if "Encountered exception during execution" in m and "nope.csv: no such file" in m]
     assert failed and all("Traceback (most recent call last)" in m for m in failed), failed[:1]
 
 
-def test_bad_data_prints_path_line_field_problem_and_no_traceback(tmp_path, prefect_api_env):
+def test_bad_data_prints_path_line_field_problem_and_no_traceback(tmp_path):
+    """Checked before Prefect starts: one block of problems, the summary last, nothing written."""
     bad = tmp_path / "bad.jsonl"
     ok = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     bad.write_text(json.dumps(ok) + "\n"
                    + '{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}\n'
                    + json.dumps({"messages": [{"role": "robot", "content": "q"}]}) + "\n")
-    proc = run_cli(tmp_path, "prepare", "--train", "bad.jsonl", api=prefect_api_env)
+    proc = run_cli(tmp_path, "prepare", "--train", "bad.jsonl")
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = user_lines(proc.stderr)
-    assert lines[-2:] == [
-        "sftflow: error: bad.jsonl:2: messages[0].content: lone surrogate \\ud800 at character 1: not valid Unicode "
+    assert proc.stderr.splitlines() == [
+        "bad.jsonl:2: messages[0].content: lone surrogate \\ud800 at character 1: not valid Unicode "
         "(half of an escaped emoji?); the tuning service cannot read it",
         "bad.jsonl:3: messages[0].role: unknown role 'robot' (allowed: system, user, assistant, model)",
+        "sftflow: error: 2 problem(s) in --train bad.jsonl (the rules of 'sftflow validate'); nothing was started",
     ]
-    assert len(lines) <= 25, proc.stderr  # Prefect's one line per task state, then the problems
+    assert not (tmp_path / "root").exists()
 
 
 def test_debug_shows_the_traceback(tmp_path, prefect_api_env):
-    proc = run_cli(tmp_path, "prepare", "--train", "nope.jsonl", debug=True, api=prefect_api_env)
+    proc = run_cli(tmp_path, "evaluate", "--test", "nope.csv", debug=True, api=prefect_api_env)
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
-    assert "StorageError: nope.jsonl: no such file" in proc.stderr
+    assert "StorageError: nope.csv: no such file" in proc.stderr
 
 
 BUG = """

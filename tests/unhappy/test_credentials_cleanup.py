@@ -241,6 +241,7 @@ def test_succeeded_job_whose_outputs_were_deleted_is_not_reattached(make_vertex_
     """ensure_job attaches to a live SUCCEEDED job, but once cleanup deleted its endpoint and model
     (the job still lists as SUCCEEDED) it submits a new job instead of handing back a dead endpoint."""
     from sftflow.backends.base import TuningSpec
+    from sftflow.tuning.hyperparameters import Hyperparameters
     from sftflow.backends.vertex import VertexTuner
     from sftflow.tuning.polling import await_job
     from sftflow.tuning.intent import ensure_job
@@ -248,7 +249,7 @@ def test_succeeded_job_whose_outputs_were_deleted_is_not_reattached(make_vertex_
     server = make_vertex_server(job_phases=(0.0, 0.1))
     tuner = VertexTuner(vertex_settings_for(server))
     spec = TuningSpec(base_model="gemini-2.5-flash", train_uri=tuning_datasets["train"],
-                      val_uri=None, epochs=1, adapter_size=4, learning_rate_multiplier=1.0, display_name="t",
+                      val_uri=None, hyperparameters=Hyperparameters(1, 4, 1.0), display_name="t",
                       key="k" + "e" * 20)
     first, attached = ensure_job(tuner, spec)
     done = await_job(tuner, first, poll_interval=0.05, timeout=30)

@@ -29,6 +29,7 @@ import pytest
 
 from sftflow.infra import storage
 from sftflow.backends.base import JobState, TuningSpec
+from sftflow.tuning.hyperparameters import Hyperparameters
 from sftflow.backends.vertex import VertexTuner
 from sftflow.config import load_settings
 from sftflow.errors import ConfigError
@@ -203,8 +204,8 @@ def test_two_concurrent_tunes_create_one_job(make_vertex_server, gcs_emulator, d
 
 
 def _spec(key: str, train: str) -> TuningSpec:
-    return TuningSpec(base_model="gemini-2.5-flash", train_uri=train, val_uri=None, epochs=1, adapter_size=4,
-                      learning_rate_multiplier=1.0, display_name="t", key=key)
+    return TuningSpec(base_model="gemini-2.5-flash", train_uri=train, val_uri=None,
+                      hyperparameters=Hyperparameters(1, 4, 1.0), display_name="t", key=key)
 
 
 @pytest.mark.slow

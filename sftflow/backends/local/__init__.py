@@ -114,10 +114,16 @@ class LocalTuner:
             raise BackendError(f"{name}: no such local tuning job under {self.root}")
         return d
 
+    def request(self, spec: TuningSpec) -> dict:
+        """The runner's parameters (spec.json's "spec"): the data, the intent's key and `train`, the trainer's
+        TrainParams fields (each hyperparameter under its local name, the seed, the training budget)."""
+        train = {**spec.hyperparameters.for_backend("local"), "seed": spec.seed,
+                 "budget_s": spec.budget_s or self.settings.local_train_budget_s}
+        return {"base_model": spec.base_model, "train_uri": spec.train_uri, "val_uri": spec.val_uri,
+                "display_name": spec.display_name, "key": spec.key, "train": train}
+
     def submit(self, spec: TuningSpec) -> str:
-        budget = spec.budget_s or self.settings.local_train_budget_s
-        job_dir = jobs.create(self.root, spec, {"storage_root": self.settings.storage_root,
-                                                "default_budget_s": budget})
+        job_dir = jobs.create(self.root, self.request(spec), {"storage_root": self.settings.storage_root})
         jobs.launch(job_dir)
         return job_dir.name
 

@@ -1,7 +1,8 @@
 """Local tuning jobs on disk: one directory per job, a detached runner process per job.
 
 Layout of `<work_dir>/jobs/<job-id>/`:
-  spec.json        the TuningSpec (its `key` is the job's label) + where outputs go
+  spec.json        the runner's parameters (LocalTuner.request; its `key` is the job's label) + where
+                   outputs go
   status.json      state, pid (+ its start time, against pid reuse), progress, curves; atomic
   checkpoint.pt    adapter + head + optimizer + step, written periodically by the runner
   cancel.request   present once cancel() was asked
@@ -21,13 +22,12 @@ import secrets
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sftflow.infra import storage
-from sftflow.backends.base import JobState, JobStatus, TuningSpec
+from sftflow.backends.base import JobState, JobStatus
 
 MAX_RESTARTS = 3
 _children: dict[int, subprocess.Popen] = {}  # reaped in is_alive(), so no zombies linger
@@ -110,11 +110,12 @@ def start_runner(job_dir: Path) -> int:
 # --------------------------------------------------------------------------- jobs
 
 
-def create(jobs_root: Path, spec: TuningSpec, extra: dict[str, Any]) -> Path:
+def create(jobs_root: Path, request: dict[str, Any], extra: dict[str, Any]) -> Path:
+    """A new job's folder; `request` is what the runner runs (LocalTuner.request), its `key` the job's label."""
     job_id = new_job_id()
     job_dir = jobs_root / job_id
     job_dir.mkdir(parents=True, exist_ok=False)
-    write_json(job_dir / "spec.json", {"job_id": job_id, "spec": asdict(spec), **extra})
+    write_json(job_dir / "spec.json", {"job_id": job_id, "spec": request, **extra})
     t = now_iso()
     write_json(job_dir / "status.json", {"state": JobState.PENDING.value, "create_time": t, "update_time": t,
                                          "restarts": 0})

@@ -38,6 +38,17 @@ def load_checkpoint(path: Path) -> dict:
                          "delete it to restart the job from step 0") from None
 
 
+def train_params(meta: dict) -> dict:
+    """TrainParams' fields from spec.json: the request's `train` (LocalTuner.request), or the flat spec of a job
+    an earlier version created (a runner restarted after an upgrade resumes it)."""
+    spec = meta["spec"]
+    if "train" in spec:
+        return dict(spec["train"])
+    return {"lora_rank": int(spec["adapter_size"]), "epochs": int(spec["epochs"]),
+            "lr_multiplier": float(spec["learning_rate_multiplier"]), "seed": int(spec.get("seed", 0)),
+            "budget_s": float(spec.get("budget_s") or meta["default_budget_s"])}
+
+
 class Runner:
     def __init__(self, job_dir: Path):
         self.dir = job_dir
@@ -73,13 +84,8 @@ class Runner:
         train = read_examples(self._data(s["train_uri"], "train.jsonl"))
         val_path = self._data(s.get("val_uri"), "val.jsonl")
         val = read_examples(val_path) if val_path else []
-        params = TrainParams(
-            lora_rank=int(s["adapter_size"]), epochs=int(s["epochs"]),
-            lr_multiplier=float(s["learning_rate_multiplier"]),
-            budget_s=float(s.get("budget_s") or self.meta["default_budget_s"]),
-            seed=int(s.get("seed", 0)),
-            checkpoint_every_s=float(os.environ.get("SFTFLOW_LOCAL_CHECKPOINT_S", "10")),
-        )
+        params = TrainParams(**train_params(self.meta),
+                             checkpoint_every_s=float(os.environ.get("SFTFLOW_LOCAL_CHECKPOINT_S", "10")))
         if s["base_model"] == extractive.MODEL_NAME:
             # work_dir/jobs/<job>/ → work_dir/sentence-cache: encoded sentences shared by runs
             return extractive_training.Trainer(params, train, val, cache_dir=self.dir.parent.parent / "sentence-cache")

@@ -1,0 +1,179 @@
+"""The first hour of a new user (issue 25): each mistake is caught before Prefect starts, answered with exit
+code 1 and one line (a data file: one `path:line: field: problem` block, the summary last), a "did you mean"
+where a close name exists, and nothing left in the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sftflow.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fresh_folder(tmp_path, monkeypatch):
+    """A new user's empty folder as the working folder, with no sftflow settings in the environment."""
+    for name in list(os.environ):
+        if name.startswith("SFTFLOW_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def one_line(capsys, argv: list[str]) -> str:
+    """Run `sftflow ARGV`: exit code 1, nothing on stdout, one line on stderr (returned)."""
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sftflow: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["pipeline", "--sampels", "5"],
+     "sftflow: error: pipeline: unknown flag --sampels; did you mean --samples? (see 'sftflow pipeline --help')"),
+    (["sweep", "--adapter-sise", "2,4"], "unknown flag --adapter-sise; did you mean --adapter-size?"),
+    (["pipline"], "invalid choice: 'pipline' (choose from"),
+    (["pipline"], "; did you mean pipeline?"),
+    (["pipeline", "--adapter-size", "3"],
+     "sftflow: error: pipeline: argument --adapter-size: invalid choice: 3 (choose from 1, 2, 4, 8, 16)"),
+    (["pipeline", "--backend", "vertx"], "; did you mean vertex?"),
+    (["pipeline", "--samples"], "pipeline: argument --samples: expected one argument"),
+    (["pipeline", "--set", "local_train_budget=20"],
+     "sftflow: error: --set local_train_budget: unknown setting; did you mean local_train_budget_s?"),
+    (["pipeline", "--run-name", "MyRun"],
+     "sftflow: error: invalid configuration: --run-name: must be 1-63 lowercase letters, digits, '-' or '_', "
+     "starting with a letter or digit, got 'MyRun'"),
+    (["pipeline", "--samples", "0"], "sftflow: error: invalid configuration: --samples: "),
+    (["pipeline", "--set", "samples=0"], "sftflow: error: invalid configuration: --set samples: "),
+])
+def test_each_argument_mistake_is_one_line_rc_1_naming_the_flag(fresh_folder, capsys, argv, expected):
+    line = one_line(capsys, argv)
+    assert expected in line
+    assert "SFTFLOW_" not in line and "^[a-z" not in line  # the flag, not the variable; words, not a regex
+    assert not (fresh_folder / ".sftflow").exists()
+
+
+def test_a_setting_from_the_environment_is_still_named_by_its_variable(fresh_folder, capsys, monkeypatch):
+    monkeypatch.setenv("SFTFLOW_SAMPLES", "0")
+    assert "samples (SFTFLOW_SAMPLES): " in one_line(capsys, ["pipeline"])
+
+
+def test_an_unknown_recipe_key_suggests_the_close_one(fresh_folder, capsys):
+    (fresh_folder / "r.yaml").write_text("epochs: 1\nsampels: 5\n")
+    line = one_line(capsys, ["pipeline", "--recipe", "r.yaml"])
+    assert line.startswith("sftflow: error: r.yaml:2: sampels: unknown field"), line
+    assert "did you mean samples?" in line
+
+
+@pytest.mark.parametrize("cmd", ["pipeline", "prepare", "tune", "sweep"])
+def test_bad_local_input_files_are_one_block_before_anything_starts(fresh_folder, capsys, cmd):
+    (fresh_folder / "train.txt").write_text("hello\n")
+    (fresh_folder / "val.jsonl").write_text(json.dumps({"messages": [{"role": "robot", "content": "q"}]}) + "\n")
+    assert main([cmd, "--train", "train.txt", "--val", "val.jsonl"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[:2] == [
+        "train.txt:1: format: not JSONL (chat or contents) nor a test CSV",
+        "val.jsonl:1: messages[0].role: unknown role 'robot' (allowed: system, user, assistant, model)",
+    ], err
+    assert lines[-1] == ("sftflow: error: 2 problem(s) in --train train.txt, --val val.jsonl (the rules of "
+                         "'sftflow validate'); nothing was started")
+    assert len(lines) == 3
+    assert sorted(p.name for p in fresh_folder.iterdir()) == ["train.txt", "val.jsonl"]  # no .sftflow
+
+
+def test_a_missing_local_test_file_is_named_with_its_flag(fresh_folder, capsys):
+    assert main(["pipeline", "--test", "nope.csv"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "nope.csv:0: file: no such file",
+        "sftflow: error: 1 problem(s) in --test nope.csv (the rules of 'sftflow validate'); nothing was started",
+    ]
+
+
+def test_a_bad_training_file_stops_the_real_command_before_prefect_is_imported(tmp_path):
+    """The command a user types, in a subprocess: rc 1, the problem and the summary, Prefect never imported
+    (so no server start-up, no .sftflow/work, no .sftflow/prefect-results)."""
+    (tmp_path / "train.txt").write_text("hello\n")
+    code = ("import sys; from sftflow.cli.main import main; rc = main(sys.argv[1:]); "
+            "print('prefect imported' if 'prefect' in sys.modules else 'no prefect'); sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFTFLOW_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", code, "pipeline", "--train", "train.txt"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == "no prefect\n"
+    assert proc.stderr.splitlines() == [
+        "train.txt:1: format: not JSONL (chat or contents) nor a test CSV",
+        "sftflow: error: 1 problem(s) in --train train.txt (the rules of 'sftflow validate'); nothing was started",
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["train.txt"]
+
+
+def test_the_interrupt_line_says_what_happened_to_the_job(fresh_folder, capsys, monkeypatch):
+    import sftflow.cli.main as cli
+    from sftflow.tuning import polling
+
+    class Jobs:
+        def cancel(self, name):
+            pass
+
+    def interrupted_while_tuning(args):
+        polling.cancel_on_interrupt(Jobs(), "job-7", enabled=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(polling, "INTERRUPTED", [])
+    monkeypatch.setattr(cli, "_run", interrupted_while_tuning)
+    assert main(["pipeline"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sftflow: interrupted: tuning job job-7 cancelled: Ctrl-C with cancel_job_on_interrupt=true; "
+        "rerun with --resubmit-failed to start again")
+
+
+@pytest.mark.parametrize("cmd", ["pipeline", "tune", "sweep"])
+def test_resubmit_failed_is_a_flag_of_each_tuning_command(cmd):
+    from sftflow.cli.config import overrides
+    from sftflow.cli.main import build_parser
+
+    assert overrides(build_parser().parse_args([cmd, "--resubmit-failed"]))["resubmit_failed"] is True
+
+
+@pytest.mark.parametrize("yes, last", [(True, "2 item(s) deleted, 1 left"),
+                                       (False, "2 item(s); rerun with --yes to delete them")])
+def test_cleanup_ends_with_a_count(fresh_folder, capsys, monkeypatch, yes, last):
+    import types
+
+    import sftflow.cli.main as cli
+
+    fake = types.ModuleType("flows.cleanup")
+    fake.cleanup = lambda **kw: {"items": ["a", "b"], "skipped": [{"uri": "c", "reason": "not ours"}]}
+    monkeypatch.setitem(sys.modules, "flows.cleanup", fake)
+    monkeypatch.setattr(cli, "_watched", lambda flow, watch: flow)
+    monkeypatch.setattr(cli, "_use_prefect_api", lambda settings: False)
+    monkeypatch.setattr(cli, "_quiet_user_errors", lambda: (lambda: None))
+    monkeypatch.setattr(cli, "_prefect_env", lambda root: None)
+    assert main(["cleanup", *(["--yes"] if yes else [])]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == last
+
+
+def test_a_missing_recipe_says_where_it_looked_and_a_packaged_one_is_found_by_name(fresh_folder, capsys):
+    line = one_line(capsys, ["pipeline", "--recipe", "recipes/local-quick.yaml"])
+    assert line.startswith("sftflow: error: recipe: recipes/local-quick.yaml: no such file (looked in "
+                           f"{(fresh_folder / 'recipes').resolve()}; recipes by name: "), line
+    assert "local-quick" in line
+    from sftflow.params import RunParams, settings_values
+
+    assert settings_values(RunParams(recipe="local-quick")) == settings_values(
+        RunParams(recipe=str(ROOT / "recipes" / "local-quick.yaml")))
+    assert settings_values(RunParams(recipe="local-quick"))  # it sets something
