@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ]),
     ("files, credentials and settings", [
         "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout", "sftflow.config",
-        "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server", "sftflow.params",
+        "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server", "sftflow.params", "sftflow.infra.lease",
     ]),
     ("dataset formats and rules, cost estimates, prices and the approval gate's rules", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost.estimate",
