@@ -25,9 +25,9 @@ from sftflow.errors import ConfigError, StorageError
 PRECEDENCE = ("explicit parameter (CLI flag or --set, flow or deployment parameter) > recipe (--recipe / "
               "`recipe`) > environment SFTFLOW_<NAME> (or .env) > default")
 
-#: Settings of the machine that runs a flow, never of one run: which Prefect API the CLI uses and how
-#: long another process's claim on a tuning intent is trusted. Set them in the environment.
-MACHINE_SETTINGS: tuple[str, ...] = ("prefect_server", "claim_stale_after")
+#: Settings of the machine that runs a flow, never of one run: which Prefect API the CLI uses, how long
+#: another process's claim on a tuning intent or lease is trusted, where Prefect keeps results. Set them in the environment.
+MACHINE_SETTINGS: tuple[str, ...] = ("prefect_server", "claim_stale_after", "lease_ttl_s", "prefect_result_storage")
 
 #: The fields of a run, in the order a form lists them (the most often changed first).
 RUN_FIELDS: tuple[str, ...] = tuple(

@@ -99,3 +99,31 @@ def test_sigkilled_holder_blocks_nobody_longer_than_the_ttl(gcs_bucket, gcs_emul
     assert taker.took_over_from == f"pid {child.pid} on {os.uname().nodename}"
     print(f"take-over after SIGKILL: {waited:.2f} s (ttl {ttl} s)")
     assert waited <= ttl + 0.5
+
+
+# --------------------------------------------------------------------------- the evaluation checkpoint in a bucket
+
+
+def test_gcs_checkpoint_resumes_on_another_machine_and_refuses_a_live_second_writer(gcs_bucket):
+    from sftflow.errors import CheckpointBusy
+    from sftflow.evaluation.checkpoint import GcsCheckpoint, checkpoint_lock
+    from sftflow.infra import storage
+    from tests.test_evaluation import FakeGenerator, make_examples, run
+
+    ckpt = f"{gcs_bucket}/runs/r/checkpoints/base-0123456789abcdef"
+    examples = make_examples(12)
+    first = FakeGenerator(fail_rate=0.0)
+    run(first, examples[:7], ckpt, concurrency=3)
+    assert len(storage.list_uris(ckpt)) == 7  # one object per finished example
+
+    with checkpoint_lock(ckpt, ttl=30):  # a live writer elsewhere: a second one fails at once, naming it
+        with pytest.raises(CheckpointBusy, match=rf"{ckpt}: another process is writing it \(pid {os.getpid()} on "):
+            run(FakeGenerator(), examples, ckpt, lease_ttl=30)
+
+    second = FakeGenerator()  # "machine B": no local state, the bucket's checkpoint only
+    results = run(second, examples, ckpt, concurrency=3)
+    assert all(r.scored for r in results) and [r.id for r in results] == [e.id for e in examples]
+    assert sorted(second.calls) == sorted(e.input_text for e in examples[7:])  # only the missing ones
+    assert len(storage.list_uris(ckpt)) == 1 + 5  # load compacted the first 7 into one object
+    assert set(GcsCheckpoint(ckpt).load()) == {e.id for e in examples}
+    assert not storage.exists(ckpt + ".lease")  # released
