@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from sftflow.infra import storage
+from sftflow.infra import layout, storage
 from sftflow.data.formats import convert_messages_file
 from sftflow.errors import DataError
 from sftflow.records import FileSummary
@@ -16,7 +16,7 @@ from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 
 def _source_key(p: dict) -> list:
-    return [p["uri"], storage.fingerprint(p["uri"]), str(p["dest_dir"])]
+    return [p["uri"], storage.fingerprint(p["uri"]), str(p["dest_dir"]), layout.disk_id(p["dest_dir"])]
 
 
 @task(
@@ -39,7 +39,8 @@ def download(uri: str, dest_dir: Path) -> str:
 @task(
     name="convert",
     cache_key_fn=key_from(
-        lambda p: [storage.fingerprint(p["src"]), p["kind"], p["limit"], p["shuffle_seed"], str(p["out_dir"])]
+        lambda p: [storage.fingerprint(p["src"]), p["kind"], p["limit"], p["shuffle_seed"], str(p["out_dir"]),
+                   layout.disk_id(p["out_dir"])]  # its result is a file on this disk
     ),
     persist_result=True,
     result_serializer="json",

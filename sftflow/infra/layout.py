@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from sftflow.errors import LayoutError
-from sftflow.infra.storage import is_gcs, join
+from sftflow.infra.storage import create_if_absent, is_gcs, join
 
 #: Run names and result labels: lowercase letters, digits, '-' and '_', at most 63, starting with
 #: a letter or digit — safe as a path segment, a GCS prefix and (with '_' → '-') an artifact key.
@@ -133,3 +133,17 @@ def checkpoint_uri(run_root: str, work_dir: Path, label: str, ident: str) -> str
     if is_gcs(run_root):
         return child(run_root, "checkpoints", f"{check_name('label', label)}-{ident[:16]}")
     return str(checkpoint_path(work_dir, label, ident))
+
+
+def disk_id(folder: Path) -> str:
+    """A random id of this local folder, made the first time it is asked for (`<folder>/.disk-id`).
+
+    Part of the cache key of a task whose result names a file in `folder`: with result storage shared
+    by several machines (tasks.results), a worker on a fresh disk — even at the same path, as containers
+    have — must not be served a path that exists only on the disk of the machine that cached it.
+    """
+    import uuid
+
+    marker = Path(folder) / ".disk-id"
+    create_if_absent(str(marker), uuid.uuid4().hex.encode(), "text/plain")  # one id, however many race
+    return marker.read_text().strip()
