@@ -45,7 +45,25 @@ class SftflowGcsClient(GcpCredentials):
         pass
 
     def get_cloud_storage_client(self, project: str | None = None) -> Any:
-        return gcs.client()
+        return _ObjectsOnly(gcs.client())
+
+
+class _ObjectsOnly:
+    """sftflow's storage client, except that `get_bucket` makes no request.
+
+    prefect-gcp's GcsBucket reads and writes every object through `client.get_bucket(name)`, a bucket
+    metadata GET that needs `storage.buckets.get`, which the role README grants (Storage Object Admin)
+    does not include: each cache read and write would answer 403. Object requests need no bucket
+    metadata (`client.bucket(name)` is the SDK's request-free handle)."""
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    def get_bucket(self, bucket_or_name: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._client.bucket(getattr(bucket_or_name, "name", bucket_or_name))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
 _blocks: dict[str, WritableFileSystem] = {}

@@ -79,3 +79,20 @@ def test_planted_pickle_record_in_the_bucket_is_never_unpickled(gcs_bucket, tmp_
     assert not ran.exists()
     kept = json.loads(storage.read_bytes(f"{gcs_bucket}/prefect-results/{key}"))
     assert kept["metadata"]["serializer"]["type"] == "pickle"  # still there, never read as a result
+
+
+def test_result_storage_needs_no_bucket_metadata_permission(monkeypatch):
+    """prefect-gcp opens every object through `get_bucket` (a bucket GET, `storage.buckets.get`, which Storage
+    Object Admin lacks); ours makes no request there: here any request would meet a closed port."""
+    from sftflow.infra import gcs
+    from tests.servers.gcs_fixtures import free_port
+
+    from tasks.results import SftflowGcsClient
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    gcs.reset_clients()
+    try:
+        bucket = SftflowGcsClient().get_cloud_storage_client().get_bucket("some-bucket")
+        assert bucket.name == "some-bucket"
+    finally:
+        gcs.reset_clients()
