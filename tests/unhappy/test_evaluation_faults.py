@@ -385,7 +385,7 @@ def test_evaluate_key_covers_every_spec_field_not_declared_answer_neutral(tmp_pa
     assert neutral == {"work_dir", "concurrency", "rpm", "max_attempts", "max_error_rate", "vertex_access_token",
                        "eval_mode", "batch_min_examples", "batch_pending_timeout", "batch_fallback_online",
                        "batch_online_below", "batch_poll_interval", "claim_stale_after", "cancel_job_on_interrupt",
-                       "base_model", "generation_prices_usd"}
+                       "base_model", "generation_prices_usd", "lease_ttl_s"}
     for f in dataclasses.fields(EvalSpec):
         value = getattr(spec, f.name)
         if f.name == "generation":
