@@ -69,7 +69,7 @@ def main() -> None:
     server = None
     try:
         gcs_client.client().create_bucket(bucket)
-        server = VertexTestServer(latency_s=a.latency, gcs_url=f"http://127.0.0.1:{gport}").start()
+        server = VertexTestServer(latency_s=a.latency, gcs_url=f"http://127.0.0.1:{gport}", require_token="bench-token").start()
         server.batch.timeline = (("PENDING", a.pending), ("RUNNING", a.running))
         s = Settings(_env_file=None, backend="vertex", project=server.project, region=server.location,
                      bucket=f"gs://{bucket}", vertex_base_url=server.base_url, vertex_access_token="bench-token")

@@ -86,7 +86,8 @@ def bench_vertex(a, server, tmp: Path) -> dict:
     gcs = create_server("127.0.0.1", gport, in_memory=True, default_bucket=bucket)
     gcs.start()
     # the server checks tuning datasets in the emulator, as Vertex checks them in GCS
-    vertex = VertexTestServer(latency_s=a.latency, job_phases=phases, gcs_url=f"http://127.0.0.1:{gport}").start()
+    vertex = VertexTestServer(latency_s=a.latency, job_phases=phases, gcs_url=f"http://127.0.0.1:{gport}",
+                              require_token=TOKEN).start()
     try:
         sp = sample_paths()
         root = tmp / "vertex-root"

@@ -5,9 +5,13 @@
 
     python deployments/setup.py gcp --project P --bucket gs://B --image IMAGE [--region R]
                                     [--pool-type cloud-run-v2|vertex-ai] [--service-account-file KEY.json]
+                                    [--service-account EMAIL] [--job-api-url URL]
         the work pool 'sftflow-gcp', the GcpCredentials block 'sftflow-gcp' (from a key file's *path*,
         or application-default credentials when no file is given) and the Prefect variables
-        sftflow_project / sftflow_region / sftflow_bucket / sftflow_image that sft_pipeline/gcp reads.
+        sftflow_project / sftflow_region / sftflow_bucket / sftflow_image / sftflow_service_account /
+        sftflow_api_url that sft_pipeline/gcp reads. The job runs as the service account (default: the
+        key file's) and reports to the Prefect API at --job-api-url (default: PREFECT_API_URL), which must
+        not be a loopback address: the job's container could not reach it.
 
 Both are idempotent (an existing pool is kept; the block and variables are updated). They talk to the
 server PREFECT_API_URL names and refuse to run without one: a pool made on a temporary server
@@ -17,7 +21,10 @@ would vanish with it. No credential is written into prefect.yaml or printed.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import sys
+from urllib.parse import urlsplit
 
 LOCAL_POOL = "sftflow-local"
 GCP_POOL = "sftflow-gcp"
@@ -35,6 +42,54 @@ def _require_server() -> str:
             "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api` (or export it) first."
         )
     return url
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for a URL whose host is this machine only: localhost, 127.0.0.0/8, ::1 (or the unspecified 0.0.0.0 / ::)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
+
+
+def job_api_url(args: argparse.Namespace, server_url: str) -> str:
+    """The Prefect API the job's container reports to; a loopback address ends the set-up with one line."""
+    url = args.job_api_url or server_url
+    if is_loopback_url(url):
+        source = "--job-api-url" if args.job_api_url else "PREFECT_API_URL"
+        raise SystemExit(
+            f"setup: error: {source} is {url}, a loopback address that the Cloud Run / Vertex AI job cannot reach: "
+            "the job needs a Prefect API its container can reach (Prefect Cloud, or your server on a reachable "
+            "address); pass it as --job-api-url URL")
+    return url
+
+
+def job_service_account(args: argparse.Namespace) -> str:
+    """The account the job runs as: --service-account, else the key file's client_email."""
+    if args.service_account:
+        return args.service_account
+    if args.service_account_file:
+        try:
+            with open(args.service_account_file, encoding="utf-8") as f:
+                email = json.load(f).get("client_email")
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"setup: error: --service-account-file {args.service_account_file}: {exc}") from None
+        if email:
+            return email
+    raise SystemExit(
+        "setup: error: --service-account EMAIL is needed: the job runs as that service account (grant it the roles "
+        "in README 'On Vertex AI with a real project'); application-default user credentials name none")
+
+
+def gcp_variables(args: argparse.Namespace, account: str, api_url: str) -> dict[str, str]:
+    """The Prefect variables prefect.yaml's sft_pipeline/gcp reads ({{ prefect.variables.NAME }})."""
+    bucket = args.bucket if args.bucket.startswith("gs://") else f"gs://{args.bucket}"
+    return {"sftflow_project": args.project, "sftflow_region": args.region, "sftflow_bucket": bucket,
+            "sftflow_image": args.image, "sftflow_service_account": account, "sftflow_api_url": api_url}
 
 
 def _base_job_template(pool_type: str) -> dict:
@@ -86,6 +141,8 @@ def setup_gcp(args: argparse.Namespace) -> None:
     from prefect_gcp import GcpCredentials
 
     url = _require_server()
+    api_url = job_api_url(args, url)  # before anything is saved: a set-up that cannot work changes nothing
+    account = job_service_account(args)
     try:
         if args.service_account_file:
             # The block stores the key file's path, not its content: the file must exist on the
@@ -97,9 +154,7 @@ def setup_gcp(args: argparse.Namespace) -> None:
     except Exception as exc:  # noqa: BLE001 - one readable line instead of a pydantic/google-auth trace
         raise SystemExit(f"setup: error: GcpCredentials block '{args.block}': {exc}") from None
     created = ensure_pool(args.pool, args.pool_type)
-    bucket = args.bucket if args.bucket.startswith("gs://") else f"gs://{args.bucket}"
-    values = {"sftflow_project": args.project, "sftflow_region": args.region, "sftflow_bucket": bucket,
-              "sftflow_image": args.image}
+    values = gcp_variables(args, account, api_url)
     for name, value in values.items():
         Variable.set(name, value, overwrite=True)
     source = "key file path" if args.service_account_file else "application-default credentials"
@@ -124,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--pool", default=GCP_POOL)
     gp.add_argument("--block", default=GCP_BLOCK, help="GcpCredentials block name")
     gp.add_argument("--service-account-file", help="service-account key file (default: application-default credentials)")
+    gp.add_argument("--service-account", help="email of the service account the job runs as (service_account_name "
+                    "of both pool types; default: the key file's client_email); grant it the README's roles")
+    gp.add_argument("--job-api-url", help="the Prefect API URL the job's container reports to (default: "
+                    "PREFECT_API_URL; a loopback address is refused)")
     gp.set_defaults(func=setup_gcp)
     return p
 

@@ -3,6 +3,11 @@
 `cost_gate` is called by a flow (a pause cannot happen inside a task, prefect#19435) right before a
 new job would be submitted; attaching to a job already running is not gated (its cost is committed).
 A sweep checks its grid's cap itself and asks `approval_gate` once for all its new jobs.
+
+`approval_mode=suspend` (the gcp deployment's) asks with `suspend_flow_run` instead of `pause_flow_run`:
+the run's process (a container with a time limit) exits while a person decides, and the answer
+reschedules the run through its deployment, which runs the flow again from the top; the same pause
+key then returns the answer at once (https://docs.prefect.io/v3/develop/pause-resume).
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
+from prefect.context import FlowRunContext
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.settings import PREFECT_API_URL
 from pydantic import Field
@@ -80,6 +86,8 @@ def approval_gate(s: Settings, est: Priced, markdown: str, key: str) -> str:
         if ask_terminal(est, s.approve_above_usd):
             return "approved on the terminal"
         raise ApprovalDenied(refused_message(est, s.approve_above_usd, "answered no on the terminal"))
+    if mode == "suspend":
+        return _suspended_approval(s, est, key)
     if mode == "refuse" or not PREFECT_API_URL.value():
         why = ("not asked: no terminal" if mode == "refuse"
                else "no Prefect server holds this run, so nobody can approve it in the UI")
@@ -97,4 +105,26 @@ def approval_gate(s: Settings, est: Priced, markdown: str, key: str) -> str:
     if not answer.approve:
         raise ApprovalDenied(refused_message(est, s.approve_above_usd, f"rejected in the Prefect UI{note}"))
     log.info("tuning approved in the Prefect UI%s", note)
+    return "approved in the Prefect UI"
+
+
+def _suspended_approval(s: Settings, est: Priced, key: str) -> str:
+    """Suspend the run until the UI's answer (the process exits here; a resume runs the flow again from the top,
+    and this call then returns the answer). Only a deployment's own run (not a subflow) can be suspended."""
+    run = (ctx := FlowRunContext.get()) and ctx.flow_run
+    if not PREFECT_API_URL.value() or run is None or run.deployment_id is None or run.parent_task_run_id:
+        raise ApprovalDenied(refused_message(est, s.approve_above_usd, "approval_mode=suspend needs a deployment's "
+                                             "own run, and this run has no deployment to resume it through"))
+    get_run_logger().warning(
+        "estimate %s is above approve_above_usd $%g: run suspended for approval in the Prefect UI (Resume, then tick "
+        "approve); its process exits now and the answer starts it again from the top; after %.0f s it can no "
+        "longer be resumed (a resume then fails it) and no job is submitted", est.summary(), s.approve_above_usd, s.approval_timeout_s)
+    try:
+        answer = suspend_flow_run(wait_for_input=ApprovalInput, timeout=int(s.approval_timeout_s), key=key)
+    except RuntimeError as exc:  # the server refused the suspension
+        raise ApprovalDenied(refused_message(est, s.approve_above_usd, f"could not suspend: {exc}")) from None
+    note = f": {answer.note}" if answer.note else ""
+    if not answer.approve:
+        raise ApprovalDenied(refused_message(est, s.approve_above_usd, f"rejected in the Prefect UI{note}"))
+    get_run_logger().info("tuning approved in the Prefect UI%s (the run was suspended)", note)
     return "approved in the Prefect UI"

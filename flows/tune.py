@@ -12,7 +12,7 @@ from sftflow.backends.base import TuningSpec
 from sftflow.config import Settings
 from sftflow.params import RunParams
 from sftflow.records import PreparedData
-from sftflow.tuning.report import planned_job
+from sftflow.tuning.report import data_warning, planned_job
 from sftflow.tuning.step import dry_run_plan, save_tuned_model
 from sftflow.tuning.intent import tuning_key
 from tasks.tuning import (
@@ -99,6 +99,9 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
     if (billable := tuned.stats.get("billable_tokens")) is not None:  # what the bill is computed from
         log.info("the job reports %s billable tokens; the estimate was %s", f"{int(billable):,}",
                  cost.CostEstimate.from_dict(estimate).summary())
+    if warning := data_warning(tuned.stats):  # Vertex truncated or dropped examples: say so where it is seen
+        log.warning(warning)
+        print(warning)
     log.info("tuned model %s, endpoint %s", tuned.tuned_model, tuned.endpoint)
     return tuned.to_json()
 

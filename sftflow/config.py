@@ -103,9 +103,10 @@ class Settings(BaseSettings):
         5.0, ge=0, description="A new tuning job whose estimate is above this needs approval: in the Prefect UI "
         "(the run pauses for a typed yes/no), or on the command line (a y/N prompt, or --approve).",
     )
-    approval_mode: Literal["ui", "prompt", "approved", "refuse"] = Field(
-        "ui", description="How approval is asked: 'ui' pauses the run for input in the Prefect UI; 'prompt' asks "
-        "y/N on this terminal; 'approved' is given in advance (CLI --approve); 'refuse' refuses. The CLI sets it.",
+    approval_mode: Literal["ui", "suspend", "prompt", "approved", "refuse"] = Field(
+        "ui", description="How approval is asked: 'ui' pauses the run for input in the Prefect UI; 'suspend' (deployment "
+        "runs) suspends it instead, ending its process until the UI's answer starts it again from the top; 'prompt' "
+        "asks y/N on this terminal; 'approved' is given in advance (CLI --approve); 'refuse' refuses. The CLI sets it.",
     )
     approval_timeout_s: float = Field(
         24 * 3600.0, gt=0, description="Seconds a run paused for approval waits; then it ends with no job.",

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = 12  # test examples per evaluation: enough for a paired comparison, small enough to be quick
 TOKEN = "e2e-token-not-a-secret"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+JOB_API_URL = "https://prefect.example.org/api"  # what a Cloud Run job would report to (never contacted here)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -89,7 +90,7 @@ def _stack(tmp_path_factory, gcs_emulator, server):
     env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_API_URL": server.url,
            "PREFECT_UI_API_URL": server.url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
-    vertex = VertexTestServer(job_phases=(0.5, 1.0), gcs_url=gcs_emulator).start()
+    vertex = VertexTestServer(job_phases=(0.5, 1.0), gcs_url=gcs_emulator, require_token=TOKEN).start()
     bucket = f"gs://e2e-{uuid.uuid4().hex[:10]}"
     gcs.client().create_bucket(bucket[5:])
     worker = None
@@ -97,7 +98,8 @@ def _stack(tmp_path_factory, gcs_emulator, server):
         _cli([sys.executable, "deployments/setup.py", "local"], env)
         key = _fake_service_account(tmp / "sa-key.json")
         _cli([sys.executable, "deployments/setup.py", "gcp", "--project", "e2e-project", "--bucket", "gs://e2e-b",
-              "--image", "example.org/sftflow:e2e", "--service-account-file", str(key)], env)
+              "--image", "example.org/sftflow:e2e", "--service-account-file", str(key),
+              "--job-api-url", JOB_API_URL], env)  # the server's own URL is loopback: refused for a job
         deploy_out = _cli([PREFECT, "--no-prompt", "deploy", "--all"], env)
         worker_env = {**env, "STORAGE_EMULATOR_HOST": gcs_emulator, "SFTFLOW_VERTEX_BASE_URL": vertex.base_url,
                       "SFTFLOW_VERTEX_ACCESS_TOKEN": TOKEN}
@@ -246,8 +248,12 @@ def test_deploy_all_from_this_checkout(stack):
     assert pools == {"sftflow-local": "process", "sftflow-gcp": "cloud-run-v2"}
     assert gcp.work_pool_name == "sftflow-gcp"
     assert gcp.parameters["config"] == {"recipe": "recipes/codelab.yaml", "project": "e2e-project",
-                                        "region": "us-central1", "bucket": "gs://e2e-b", "run_name": "default"}
+                                        "region": "us-central1", "bucket": "gs://e2e-b", "run_name": "default",
+                                        "cancel_job_on_interrupt": False, "approval_mode": "suspend"}
     assert gcp.job_variables["image"] == "example.org/sftflow:e2e"
+    assert gcp.job_variables["service_account_name"] == "sftflow@e2e-project.iam.gserviceaccount.com"  # the key's
+    assert gcp.job_variables["env"]["PREFECT_API_URL"] == JOB_API_URL
+    assert (gcp.job_variables["timeout"], gcp.job_variables["memory"]) == (43200, "2Gi")
     assert gcp.job_variables["credentials"]["service_account_file"] == str(stack["key"])
     assert "PRIVATE KEY" not in json.dumps(gcp.model_dump(mode="json"))
 
@@ -415,6 +421,56 @@ def paused_runs(stack):
         assert _wait_for_state(stack, ids[answer], {"PAUSED"}).state.type.value == "PAUSED"
     assert _creates(vertex) == creates, "a job was created before approval"
     return ids
+
+
+def _flow_processes(stack, run_id: str) -> list:
+    """The worker's child processes running this flow run (the process worker passes PREFECT__FLOW_RUN_ID)."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(stack["worker"].pid).children(recursive=True):
+        try:
+            if child.environ().get("PREFECT__FLOW_RUN_ID") == run_id:
+                found.append(child)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_a_suspended_approval_holds_no_process_and_its_resume_submits_one_job(stack):
+    """approval_mode=suspend (the gcp deployment's): the run is Suspended with its form, its process has exited
+    (no container would be held); resumed with approve=true it starts again from the top, the same pause key
+    returns the answer, and exactly one job is submitted."""
+    vertex = stack["vertex"]
+    train = f"{stack['bucket']}/suspend/train.jsonl"
+    storage.write_bytes(train, b'{"contents":[{"role":"user","parts":[{"text":"Summarize: a dog ran."}]},'
+                               b'{"role":"model","parts":[{"text":"A dog ran."}]}]}\n' * 3)
+    creates = _creates(vertex)
+    params = {"config": {
+        "train_uri": train, "backend": "vertex", "project": vertex.project, "region": vertex.location,
+        "bucket": stack["bucket"], "poll_interval": 1, "approve_above_usd": 0, "approval_mode": "suspend",
+        "run_name": "approve-suspend", "local_root": str(stack["tmp"] / "approve-suspend" / "root")}}
+    run_id = _submit(stack, "tune/local", params, "approve-suspend")
+    seen_running, deadline = False, time.monotonic() + 300
+    with api(stack["url"]) as client:
+        while (run := client.read_flow_run(run_id)).state is None or run.state.type.value not in {"PAUSED"} | TERMINAL:
+            seen_running = seen_running or bool(_flow_processes(stack, run_id))
+            assert time.monotonic() < deadline, tail(stack["worker_log"])
+            time.sleep(0.3)
+    assert seen_running, "the run's process was never seen: the check below would prove nothing"
+    assert run.state.name == "Suspended" and run.state.state_details.pause_reschedule, run.state
+    deadline = time.monotonic() + 60
+    while _flow_processes(stack, run_id):  # the flow's process exits once the run is suspended
+        assert time.monotonic() < deadline, "a suspended run still holds its process"
+        time.sleep(0.5)
+    assert _creates(vertex) == creates, "a job was created before approval"
+    assert "run suspended for approval in the Prefect UI" in _logs(stack, run_id)
+
+    with api(stack["url"]) as client:
+        client.resume_flow_run(run_id, run_input={"approve": True, "note": "e2e: suspended"})
+    _wait(stack, run_id)  # COMPLETED, or the test fails with the run's logs
+    assert _creates(vertex) == creates + 1
+    assert "tuning approved in the Prefect UI: e2e: suspended (the run was suspended)" in _logs(stack, run_id)
 
 
 def test_ui_renders_the_paused_run(stack, paused_runs, tmp_path):

@@ -260,8 +260,10 @@ def server_mod():
 def _settings(base_url: str):
     from sftflow.config import Settings
 
+    from tests.servers.vertex_server import TEST_TOKEN
+
     return Settings(backend="vertex", project="test-project", bucket="b", vertex_base_url=base_url,
-                    vertex_access_token="t")
+                    vertex_access_token=TEST_TOKEN)
 
 
 def _ok_prompts(server, since: float = 0.0) -> Counter[str]:
@@ -296,9 +298,10 @@ _CHILD = textwrap.dedent("""
     from sftflow.backends.vertex import VertexGenerator
     from sftflow.config import Settings
     from sftflow.evaluation.engine import evaluate
+    from tests.servers.vertex_server import TEST_TOKEN
     from tests.test_evaluation import make_examples
     s = Settings(backend="vertex", project="test-project", bucket="b",
-                 vertex_base_url={url!r}, vertex_access_token="t")
+                 vertex_base_url={url!r}, vertex_access_token=TEST_TOKEN)
     res = evaluate(VertexGenerator(s, "gemini-2.5-flash"), make_examples({n}), params=GenerationParams(),
                    checkpoint={ckpt!r}, concurrency=4, rpm=1e6, max_attempts=5)
     print(json.dumps([r.to_dict() for r in res]))

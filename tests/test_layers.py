@@ -50,10 +50,13 @@ LAYERS: list[tuple[str, list[str]]] = [
         "sftflow.reporting.step", "sftflow.selection.sweep", "sftflow.selection.challenge", "sftflow.evaluation.compare", "sftflow.evaluation.step", "sftflow.tuning.step", "sftflow.data.prepare", "sftflow.evaluation.engine", "sftflow.evaluation.batch.*", "sftflow.tuning.intent", "sftflow.tuning.polling", "sftflow.cleanup.plan",
         "sftflow.selection.grid", "sftflow.cost.token_count",
     ]),
+    ("preflight (`sftflow doctor`): read-only checks of credentials, Vertex AI and the bucket", [
+        "sftflow.preflight.*",
+    ]),
     ("Prefect tasks", ["tasks.*"]),
     ("Prefect flows", ["flows.*"]),
     ("command line: dispatches to the flows (imports them lazily, so --help needs no Prefect)", [
-        "sftflow.cli.main", "sftflow.cli.config", "sftflow.cli.server", "sftflow.cli.sweep",
+        "sftflow.cli.main", "sftflow.cli.config", "sftflow.cli.server", "sftflow.cli.sweep", "sftflow.cli.doctor",
     ]),
 ]
 

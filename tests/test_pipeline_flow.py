@@ -10,6 +10,7 @@ from sftflow.selection import champion
 from sftflow.infra import storage
 from sftflow.data.samples import sample_paths
 from tests.flowutil import flow_artifacts, task_states
+from tests.servers.vertex_datasets import billable_tokens
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -119,12 +120,13 @@ def _check_baseline_ran_while_the_job_trained(server):
 
 
 def _check_cost_section(out, artifact_keys):
-    """report.json's cost: the job's billable tokens (the server reports 100 examples × 250 tokens × 1 epoch)
+    """report.json's cost: the job's billable tokens (what the server counted in the uploaded training rows × 1 epoch)
     priced at $5/1M next to the countTokens estimate; each evaluation's usage priced at 2.5 Flash's list price."""
     report = json.loads(storage.read_text(out["report_json_uri"]))
     spent = report["cost"]
-    assert spent["tuning"]["billable_tokens"] == 25_000
-    assert spent["tuning"]["billed_usd"] == pytest.approx(25_000 * 5 / 1e6)
+    data_tokens = billable_tokens(storage.read_bytes(report["data"]["train"]), epochs=1)
+    assert spent["tuning"]["billable_tokens"] == data_tokens > 0 and report["job"]["billable_tokens"] == data_tokens
+    assert spent["tuning"]["billed_usd"] == pytest.approx(data_tokens * 5 / 1e6)
     assert spent["tuning"]["method"].startswith("countTokens (Vertex AI)") and spent["tuning"]["estimate_usd"] > 0
     for ev in spent["evaluations"]:
         results = report["evaluations"][ev["label"]]["results"]

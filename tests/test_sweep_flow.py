@@ -44,7 +44,7 @@ def sweep_config(server, bucket, tmp_path, **extra) -> dict:
 def _model(server, name: str) -> dict:
     import urllib.request
 
-    req = urllib.request.Request(f"{server.base_url}/v1/{name}", headers={"Authorization": "Bearer t"})
+    req = urllib.request.Request(f"{server.base_url}/v1/{name}", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
     with urllib.request.urlopen(req) as r:
         return json.loads(r.read())
 

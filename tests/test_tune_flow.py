@@ -26,8 +26,9 @@ def datasets(gcs_bucket):
     return upload_datasets(gcs_bucket)
 
 
-def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_server, datasets, tmp_path):
-    server = make_vertex_server(job_phases=(0.5, 6.0))  # RUNNING spans several 1 s polls despite 503s
+def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_server, datasets, tmp_path, capsys):
+    # RUNNING spans several 1 s polls despite 503s; every 2-token example is over a 1-token limit: truncated
+    server = make_vertex_server(job_phases=(0.5, 6.0), max_example_tokens=1)
     bucket, train, val = datasets
     config = flow_config(server, bucket, tmp_path)
     server.set_faults(0.4, (503,))
@@ -49,6 +50,11 @@ def test_tune_succeeds_with_progress_artifacts_and_survives_503s(make_vertex_ser
     assert {"tuning-progress", "tuning-job-status", "tuning-job-console"} <= keys
     states_seen = " ".join(a.data for a in arts if a.key == "tuning-job-status")
     assert "RUNNING" in states_seen and "SUCCEEDED" in states_seen  # written while polling, not only at the end
+    # what the job says of the data (supervisedTuningDataStats) is shown, truncation as a warning line
+    assert (out["stats"]["truncated_examples"], out["stats"]["truncated_indices"]) == (3, [1, 2, 3])
+    assert out["stats"]["billable_tokens"] == 3  # 3 examples, each truncated to the 1-token limit, 1 epoch
+    warning = "warning: Vertex truncated or dropped 3 of 3 training examples (examples 1, 2, 3)"
+    assert warning in states_seen and warning in capsys.readouterr().out
 
     # A rerun of the same intent answers from the record: no API call at all.
     server.set_faults(0.0)

@@ -11,10 +11,12 @@ import time
 
 import pytest
 
+from sftflow.infra import storage
 from sftflow.backends import make_generator, make_tuner
 from sftflow.backends.base import GenerationParams, JobState, TuningSpec
 from sftflow.backends.vertex import VertexGenerator, VertexTuner
 from sftflow.errors import BackendError, TransientError
+from tests.servers.vertex_datasets import billable_tokens
 from tests.servers.vertex_fixtures import TEST_TOKEN
 
 PROMPT = "Provide a summary with about two sentences for the following article:\n\n" + (
@@ -165,7 +167,7 @@ def test_token_is_sent_but_never_logged_or_raised(spec, make_vertex_server, vert
 # ------------------------------------------------------------------------------ tuning
 
 
-def test_submit_and_lifecycle(spec, make_vertex_server, vertex_settings_for):
+def test_submit_and_lifecycle(spec, make_vertex_server, vertex_settings_for, tuning_datasets):
     server = make_vertex_server(job_phases=(0.3, 2.0), require_token=TEST_TOKEN)  # a 2 s RUNNING window
     tuner = make_tuner(vertex_settings_for(server))
     assert isinstance(tuner, VertexTuner)
@@ -193,7 +195,9 @@ def test_submit_and_lifecycle(spec, make_vertex_server, vertex_settings_for):
     job_id = name.rsplit("/", 1)[1]
     assert status.key == "kabc" and status.progress == 1.0 and status.error is None
     assert status.tuned_model.endswith("@1") and "/endpoints/" in status.endpoint
-    assert status.stats["billable_tokens"] == 100 * 250 * 3 and status.stats["example_count"] == 100
+    train = storage.read_bytes(tuning_datasets["train"])  # the statistics are the data's, not a constant
+    assert status.stats["billable_tokens"] == billable_tokens(train, epochs=3) > 0
+    assert status.stats["example_count"] == len(train.splitlines()) and status.stats["truncated_examples"] == 0
     assert status.total_steps == status.stats["step_count"] > 0
     assert status.console_url == (
         "https://console.cloud.google.com/vertex-ai/generative/language/locations/us-central1/"

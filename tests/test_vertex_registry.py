@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import urllib.parse
 
 import google.api_core.exceptions as gexc
 import pytest
@@ -124,7 +125,8 @@ def test_cleanup_deletes_checkpoint_endpoints_before_the_model(make_vertex_serve
 
 def test_a_checkpoint_champion_becomes_the_default_checkpoint(make_vertex_server, vertex_settings_for,
                                                               tuning_datasets):
-    """google-genai `models.update(default_checkpoint_id=...)` (PATCH models/ID@1): the job's endpoint then names the
+    """aiplatform `update_model` with a FieldMask (PATCH models/ID@1?updateMask=defaultCheckpointId; the API description
+    calls the mask "Required.", google-genai 2.34's `models.update` sends none): the job's endpoint then names the
     checkpoint's; the server refuses a checkpoint the model does not have, as Vertex does."""
     server = make_vertex_server(job_phases=(0.2, 0.3), require_token=TEST_TOKEN)
     tuner = make_tuner(vertex_settings_for(server))
@@ -133,6 +135,7 @@ def test_a_checkpoint_champion_becomes_the_default_checkpoint(make_vertex_server
     assert tuner.mark_champion(status, checkpoint_id=first["checkpoint_id"]).endswith("@champion")
     patch = [r for r in server.requests if r["method"] == "PATCH"]
     assert [r["body"] for r in patch] == [{"defaultCheckpointId": "1"}] and patch[0]["status"] == 200
+    assert "updateMask=defaultCheckpointId" in urllib.parse.unquote(patch[0]["query"])
     model = tuner._gapic("ModelServiceClient").get_model(name=status.tuned_model)
     assert model.default_checkpoint_id == "1" and list(model.version_aliases) == ["default", "champion"]
     assert tuner.get(status.name).endpoint == first["endpoint"] != status.endpoint  # the default's endpoint

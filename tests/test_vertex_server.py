@@ -19,7 +19,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from tests.servers.vertex_server import VertexTestServer
+from tests.servers.vertex_server import TEST_TOKEN, VertexTestServer
 
 ROOT = Path(__file__).resolve().parents[1]
 PARENT = "projects/test-project/locations/us-central1"
@@ -30,12 +30,12 @@ def client(server: VertexTestServer) -> genai.Client:
         vertexai=True,
         project=server.project,
         location=server.location,
-        credentials=google.oauth2.credentials.Credentials(token="t"),
+        credentials=google.oauth2.credentials.Credentials(token=TEST_TOKEN),
         http_options=types.HttpOptions(base_url=server.base_url, timeout=5000),
     )
 
 
-def http(server, method, path, body=None, token="t"):
+def http(server, method, path, body=None, token=TEST_TOKEN):
     req = urllib.request.Request(
         server.base_url + path,
         method=method,
@@ -43,7 +43,7 @@ def http(server, method, path, body=None, token="t"):
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"} if token else {},
     )
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=30) as r:  # the first enum error loads the protos (~2 s idle)
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -162,8 +162,18 @@ def test_auth_required_and_unknown_paths(make_vertex_server):
     assert http(server, "POST", f"/v1beta1/{PARENT}/tuningJobs", {}, token="wrong")[0] == 401
     status, body = http(server, "GET", "/v1beta1/nope", token="right")
     assert status == 404 and body["error"]["status"] == "NOT_FOUND"
+    assert http(server, "POST", f"/v1beta1/{PARENT}/tuningJobs", {}, token=" ")[0] == 401  # an empty "Bearer  "
     status, body = http(server, "GET", "/v1beta1/projects/other/locations/us-central1/tuningJobs", token="right")
-    assert status == 404
+    assert (status, body["error"]["status"]) == (403, "PERMISSION_DENIED")  # as Vertex answers a project not yours
+    assert "Permission 'aiplatform.tuningJobs.list' denied" in body["error"]["message"]
+    # a path no method of Google's API description has (a wrong API version included) → 404
+    for path in (f"/v2/{PARENT}/tuningJobs", f"/v1beta1/{PARENT}/tuningJobz", f"/v1/{PARENT}/tuningJobs/1/x"):
+        assert http(server, "GET", path, token="right")[0] == 404, path
+    # a query parameter the method does not take → 400, in Google's words
+    status, body = http(server, "GET", f"/v1beta1/{PARENT}/tuningJobs?pageSize=2&orderBy=name", token="right")
+    assert status == 400 and 'Unknown name "orderBy": Cannot bind query parameter' in body["error"]["message"]
+    status, body = http(server, "GET", f"/v1beta1/{PARENT}/tuningJobs?pageSize=two", token="right")
+    assert status == 400
 
 
 def test_faults_are_seeded_and_switchable(make_vertex_server):
@@ -215,7 +225,9 @@ def test_tuning_job_lifecycle_list_filter_and_cancel(make_vertex_server, dataset
     done = wait_for(lambda: (j := c.tunings.get(name=job.name)).state == "JOB_STATE_SUCCEEDED" and j)
     assert done.tuned_model.model.endswith("@1") and "/endpoints/" in done.tuned_model.endpoint
     stats = done.tuning_data_stats.supervised_tuning_data_stats
-    assert stats.total_billable_token_count == 100 * 250 * 2 and stats.tuning_dataset_example_count == 100
+    # the statistics come from the rows in the bucket: 3 examples of "a" / "b" (1 token each), 2 epochs
+    assert stats.tuning_dataset_example_count == 3 and stats.total_billable_token_count == 3 * 2 * 2
+    assert stats.total_truncated_example_count == 0 and stats.truncated_example_indices is None
     # cancelling an ended job is refused, as on Vertex
     with pytest.raises(genai_errors.ClientError) as err:
         c.tunings.cancel(name=job.name)
@@ -295,8 +307,10 @@ def test_tuning_job_requests_are_checked_like_vertex(vertex_server, datasets, gc
         return answer["error"]
 
     spec = _job_body(datasets)["supervisedTuningSpec"]
-    refused(_job_body(datasets, epochCount=-5), "epoch_count must be a positive integer, got -5")
-    refused(_job_body(datasets, epochCount="0"), "epoch_count must be a positive integer, got 0")
+    refused(_job_body(datasets, epochCount=-5), "epochCount value of -5 but the supported range is from 1 (inclusive)")
+    refused(_job_body(datasets, epochCount="0"), "epochCount value of 0 but the supported range")
+    refused(_job_body(datasets, epochCount=100000), "epochCount value of 100000 but the supported range is from 1 "
+                                                    "(inclusive) to 101 (exclusive)")
     err = refused(_job_body(datasets, adapterSize="BOGUS"),
                   "Invalid value at 'supervised_tuning_spec.hyper_parameters.adapter_size' "
                   "(type.googleapis.com/google.cloud.aiplatform.v1beta1.SupervisedHyperParameters.AdapterSize), "
@@ -316,7 +330,7 @@ def test_tuning_job_requests_are_checked_like_vertex(vertex_server, datasets, gc
     refused({**_job_body(datasets), "supervisedTuningSpec": {**spec, "trainingDatasetUri": "gs://b/x.csv"}},
             "should be a GCS object of type JSONL")
     status, body = create({**_job_body(datasets), "labels": {"Key": "UPPER"}})
-    assert status == 400 and "label" in body["error"]["message"]
+    assert status == 400 and "Label key 'Key' violates the format constraint" in body["error"]["message"]
     assert vertex_server.job_names == []  # nothing refused became a job
     # snake_case proto names are accepted (proto3 JSON), as Vertex accepts them
     status, body = create({"base_model": "gemini-2.5-flash", "supervised_tuning_spec": {
@@ -335,7 +349,7 @@ def test_tuning_job_requests_are_checked_like_vertex(vertex_server, datasets, gc
      '(type.googleapis.com/google.cloud.aiplatform.v1beta1.SafetySetting.HarmBlockThreshold), "NOPE"'),
     ({"safetySettings": [{"category": "HARM_CATEGORY_RUDENESS", "threshold": "OFF"}]},
      "Invalid value at 'safety_settings[0].category' "
-     '(type.googleapis.com/google.cloud.aiplatform.v1beta1.SafetySetting.HarmCategory), "HARM_CATEGORY_RUDENESS"'),
+     '(type.googleapis.com/google.cloud.aiplatform.v1beta1.HarmCategory), "HARM_CATEGORY_RUDENESS"'),
     ({"generationConfig": {"temperature": "hot"}}, "Invalid value at 'generation_config.temperature' (TYPE_FLOAT)"),
     ({"generationConfig": {"temperature": 99}},
      "Unable to submit request because it has a temperature value of 99 but the supported range is from "
@@ -474,7 +488,7 @@ def test_aiplatform_sdk_undeploy_and_delete(make_vertex_server, datasets):
                                       traffic_split={first_id: 60, "0": 40})
     try:
         aiplatform.init(project=server.project, location=server.location, api_endpoint=server.base_url,
-                        api_transport="rest", credentials=google.oauth2.credentials.Credentials(token="t"))
+                        api_transport="rest", credentials=google.oauth2.credentials.Credentials(token=TEST_TOKEN))
         endpoint = aiplatform.Endpoint(job.tuned_model.endpoint)
         assert len(endpoint.list_models()) == 2
         endpoint.delete(force=True)

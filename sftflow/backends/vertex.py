@@ -22,7 +22,7 @@ from google.genai import types
 
 from sftflow.backends import vertex_registry as registry
 from sftflow.backends.base import Generation, GenerationParams, JobState, JobStatus, TuningSpec
-from sftflow.backends.vertex_client import call, make_genai_client, vertex_credentials
+from sftflow.backends.vertex_client import call, gapic_endpoint, make_genai_client, vertex_credentials
 from sftflow.errors import BackendError
 
 if TYPE_CHECKING:
@@ -223,6 +223,10 @@ class VertexTuner:
                     "billable_characters": sup.total_billable_character_count,
                     "example_count": sup.tuning_dataset_example_count,
                     "step_count": sup.tuning_step_count,
+                    # what Vertex did not train on as given: truncated (1-based indices, a partial sample) or dropped
+                    "truncated_examples": sup.total_truncated_example_count,
+                    "truncated_indices": [int(i) for i in sup.truncated_example_indices or []] or None,
+                    "dropped_reasons": list(sup.dropped_example_reasons or []) or None,
                 }.items()
                 if v is not None
             }
@@ -256,10 +260,10 @@ class VertexTuner:
         the replaced champion's model (each tuned model is its own registry model, so nothing moves it)."""
         if not status.tuned_model:
             return None
+        models = self._gapic("ModelServiceClient")
         if checkpoint_id is not None:
             call(f"making checkpoint {checkpoint_id} the default of {status.tuned_model}",
-                 lambda: registry.set_default_checkpoint(self._client, status.tuned_model, checkpoint_id))
-        models = self._gapic("ModelServiceClient")
+                 lambda: registry.set_default_checkpoint(models, status.tuned_model, checkpoint_id))
         marked = call(f"setting alias {registry.CHAMPION_ALIAS} on {status.tuned_model}",
                       lambda: registry.set_alias(models, status.tuned_model, registry.CHAMPION_ALIAS))
         old = previous.tuned_model if previous is not None else None
@@ -295,7 +299,7 @@ class VertexTuner:
         from google.api_core.client_options import ClientOptions
         from google.cloud import aiplatform_v1
 
-        endpoint = self.settings.vertex_base_url or f"{self.settings.region}-aiplatform.googleapis.com"
+        endpoint = gapic_endpoint(self.settings)
         cls = getattr(aiplatform_v1, service)
         return call(
             f"creating the {service}",

@@ -46,6 +46,22 @@ def vertex_credentials(settings: Settings):
     return resolved.credentials
 
 
+def vertex_api_host(region: str) -> str:
+    """Vertex AI's host for `region`: `{region}-aiplatform.googleapis.com`, and the global endpoint
+    `aiplatform.googleapis.com` for `global` (https://cloud.google.com/vertex-ai/generative-ai/docs/learn/locations)."""
+    return "aiplatform.googleapis.com" if region == "global" else f"{region}-aiplatform.googleapis.com"
+
+
+def gapic_endpoint(settings: Settings) -> str:
+    """The `api_endpoint` handed to google-cloud-aiplatform's clients: `vertex_base_url`, else Google's host."""
+    return settings.vertex_base_url or vertex_api_host(settings.region)
+
+
+def vertex_base_url(settings: Settings) -> str:
+    """The URL Vertex AI calls go to, for messages: `vertex_base_url`, else https://<Google's host>."""
+    return (settings.vertex_base_url or f"https://{vertex_api_host(settings.region)}").rstrip("/")
+
+
 def make_genai_client(settings: Settings, timeout_s: float | None = None) -> genai.Client:
     """A google-genai client for Vertex AI in `settings.project` / `settings.region`."""
     from google import genai

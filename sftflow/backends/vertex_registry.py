@@ -4,9 +4,11 @@ version alias that marks the champion.
 Checkpoints: with `epoch_count` > 1 Vertex keeps about one checkpoint per epoch, each deployed to an endpoint
 (`tuned_model.checkpoints[]`: checkpoint_id, epoch, step, endpoint); the job's own endpoint serves the default one.
 The default checkpoint can be switched (the checkpoints page's "select the best performing checkpoint ... to be the
-default checkpoint", https://cloud.google.com/vertex-ai/generative-ai/docs/models/tuning-checkpoints): google-genai's
-`models.update(model=..., config=UpdateModelConfig(default_checkpoint_id=...))`, REST `PATCH .../models/ID@version`
-`{"defaultCheckpointId": ...}`; the job's endpoint then names the new default's endpoint. Every checkpoint stays
+default checkpoint", https://cloud.google.com/vertex-ai/generative-ai/docs/models/tuning-checkpoints): REST
+`PATCH .../models/ID@version?updateMask=defaultCheckpointId` `{"defaultCheckpointId": ...}`, whose `updateMask` the API
+description calls "Required." (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/patch).
+google-genai 2.34's `models.update` sends no mask, so this goes through aiplatform's ModelServiceClient.update_model
+with a FieldMask. The job's endpoint then names the new default's endpoint. Every checkpoint stays
 deployed to its own endpoint, so the champion record keeps naming the endpoint that was evaluated.
 Aliases: `models.mergeVersionAliases` on `models/ID@version` adds (or, with a leading '-', removes) aliases; an
 alias names one version of a model at a time
@@ -35,13 +37,16 @@ def _versioned(tuned_model: str) -> str:
     return tuned_model if "@" in tuned_model else f"{tuned_model}@1"
 
 
-def set_default_checkpoint(client, tuned_model: str, checkpoint_id: str) -> str:
-    """Make `checkpoint_id` the default checkpoint of `tuned_model` through a google-genai client; returns the
-    default the service reports back."""
-    from google.genai import types
+def set_default_checkpoint(models, tuned_model: str, checkpoint_id: str) -> str:
+    """Make `checkpoint_id` the default checkpoint of `tuned_model` through an aiplatform ModelServiceClient, the
+    update mask naming only that field; returns the default the service reports back."""
+    from google.cloud import aiplatform_v1
+    from google.protobuf import field_mask_pb2
 
-    model = client.models.update(model=_versioned(tuned_model),
-                                 config=types.UpdateModelConfig(default_checkpoint_id=str(checkpoint_id)))
+    model = models.update_model(
+        model=aiplatform_v1.Model(name=_versioned(tuned_model), default_checkpoint_id=str(checkpoint_id)),
+        update_mask=field_mask_pb2.FieldMask(paths=["default_checkpoint_id"]),
+    )
     log.info("model %s now serves checkpoint %s by default", tuned_model, model.default_checkpoint_id)
     return model.default_checkpoint_id
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sftflow.cli import sweep as cli_sweep, server as server_cli
+from sftflow.cli import doctor as cli_doctor, sweep as cli_sweep, server as server_cli
 from sftflow.cli.config import (
     EPILOG,
     add_flag,
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     common_flags(p)
     server_cli.add_parser(sub)
     cli_sweep.add_parsers(sub)
+    cli_doctor.add_parser(sub)
     return parser
 
 
@@ -145,8 +146,12 @@ def _run(args: argparse.Namespace) -> int:
         return cli_sweep.run_champion(settings, retire=args.retire)
     if cmd == "sweep":
         cli_sweep.check_args(args)
+    if cmd == "doctor":
+        return cli_doctor.run(settings)
     if cmd in ("prepare", "tune", "pipeline", "sweep"):
         settings.require_bucket(cmd)
+        if cli_doctor.preflight(cmd, args, settings):
+            return 1
     if cmd == "evaluate" and args.label is not None:
         from sftflow.infra.layout import check_name
 

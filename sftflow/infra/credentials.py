@@ -86,6 +86,11 @@ def resolve(token: Any = None) -> Resolved:
     """Credentials for a Google client: `token` if given, else application-default, else anonymous."""
     global _adc
     value = _secret(token)
+    if value is not None and (not value.strip() or any(c.isspace() or not c.isprintable() for c in value)):
+        # A bearer token holds no blank; such a header is refused by the HTTP client before it leaves
+        # (httpx: "Illegal header value"), which would otherwise look like a network fault and be retried.
+        raise CredentialsError("the access token (SFTFLOW_VERTEX_ACCESS_TOKEN) is blank or holds whitespace: "
+                               "set it to the output of `gcloud auth print-access-token`, or unset it")
     with _lock:
         if value is not None:
             key = hashlib.sha256(value.encode()).hexdigest()
@@ -175,6 +180,16 @@ class _BoundedRequest:
     def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
         timeout = self._cap if timeout is None else min(timeout, self._cap)
         return self._inner(url, method=method, body=body, headers=headers, timeout=timeout, **kwargs)
+
+
+def adc_file() -> Path | None:
+    """The key file application-default credentials would read, if any (for `sftflow doctor`'s report)."""
+    return _adc_file()
+
+
+def bounded_request(cap_s: float):
+    """A google-auth transport request whose every call's timeout is at most `cap_s` seconds (refresh, probes)."""
+    return _BoundedRequest(cap_s)
 
 
 def _discover() -> Resolved:

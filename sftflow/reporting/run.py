@@ -9,6 +9,7 @@ from typing import Any
 from sftflow.records import ComparisonOutcome, Evaluation, PreparedData, TunedModel
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import METRIC_LABELS
+from sftflow.tuning.report import data_warning
 
 
 def _duration_s(start: str | None, end: str | None) -> float | None:
@@ -109,6 +110,7 @@ def render_markdown(r: dict) -> str:
         f"| hyperparameters | {', '.join(f'{k}={v}' for k, v in j['hyperparameters'].items())} |",
         f"| billable tokens | {j['billable_tokens'] if j['billable_tokens'] is not None else '-'} |",
         f"| cost | ${j['cost_usd']:.2f} ({j['cost_basis']}) |",
+        *(["", f"**{w}**"] if (w := data_warning(j.get("stats") or {})) else []),
         "",
         "## Plots",
         "",

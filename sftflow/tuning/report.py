@@ -8,6 +8,22 @@ from sftflow.cost import estimate as cost
 from sftflow.backends.base import JobStatus, TuningSpec
 
 
+def data_warning(stats: dict) -> str | None:
+    """One line when the job says it truncated or dropped training examples (`supervisedTuningDataStats`), else None:
+    data Vertex did not train on as given must not go unnoticed."""
+    truncated = int(stats.get("truncated_examples") or 0)
+    reasons = stats.get("dropped_reasons") or []
+    if not truncated and not reasons:
+        return None
+    indices = stats.get("truncated_indices") or []
+    total = stats.get("example_count")
+    where = f" (examples {', '.join(map(str, indices[:10]))}{', ...' if len(indices) > 10 else ''})" if indices else ""
+    of = f" of {int(total):,}" if total is not None else ""
+    why = f": {reasons[0]}" if reasons else ""
+    return (f"warning: Vertex truncated or dropped {truncated or len(reasons):,}{of} training examples{where}{why}; "
+            "they were not trained on as written")
+
+
 def job_markdown(st: JobStatus, elapsed: float) -> str:
     stats = "".join(f"\n| {k} | {v} |" for k, v in sorted(st.stats.items()))
     steps = f"{st.step}/{st.total_steps}" if st.step is not None else "-"
@@ -26,6 +42,8 @@ def job_markdown(st: JobStatus, elapsed: float) -> str:
     ]
     if st.error:
         lines.append(f"| error | {st.error} |")
+    if warning := data_warning(st.stats):
+        lines[1:1] = ["", f"**{warning}**"]
     return "\n".join(lines) + stats
 
 

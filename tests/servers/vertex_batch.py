@@ -37,25 +37,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from tests.servers import discovery, vertex_datasets
 from tests.servers import vertex_schema as schema
-from tests.servers.vertex_schema import MapOf, Repeated
 from tests.servers.vertex_schema import field as get
 
 if TYPE_CHECKING:
     from tests.servers.vertex_server import VertexTestServer
-
-schema.SCHEMA.update({
-    "BatchPredictionJob": {
-        "display_name": str, "model": str, "input_config": "BatchInputConfig", "output_config": "BatchOutputConfig",
-        "labels": MapOf(str), "model_parameters": schema.ANY, "encryption_spec": schema.ANY,
-        "service_account": str, "instance_config": schema.ANY,
-    },
-    "BatchInputConfig": {"instances_format": str, "gcs_source": "GcsSource", "bigquery_source": schema.ANY},
-    "GcsSource": {"uris": Repeated(str)},
-    "BatchOutputConfig": {"predictions_format": str, "gcs_destination": "GcsDestination",
-                          "bigquery_destination": schema.ANY},
-    "GcsDestination": {"output_uri_prefix": str},
-})
 
 ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED")
 _FILTER = re.compile(r'^\s*(display_name|displayName)\s*=\s*"([^"]*)"\s*$')
@@ -143,13 +130,11 @@ class BatchPredictions:
         self._failed_runs: dict[str, int] = {}  # hash of (model, prompt) -> times it failed
         self._lock = threading.RLock()
 
-    def routes(self) -> list[tuple[str, str, Any]]:
-        return [
-            ("POST", r"batchPredictionJobs", self._create),
-            ("GET", r"batchPredictionJobs", self._list),
-            ("GET", r"batchPredictionJobs/([^/:]+)", self._get),
-            ("POST", r"batchPredictionJobs/([^/:]+):cancel", self._cancel),
-        ]
+    def routes(self) -> list[tuple[str, Any]]:
+        """(discovery method id, handler) of the batchPredictionJobs routes."""
+        p = "aiplatform.projects.locations.batchPredictionJobs."
+        return [(p + "create", self._create), (p + "list", self._list), (p + "get", self._get),
+                (p + "cancel", self._cancel)]
 
     @property
     def job_names(self) -> list[str]:
@@ -161,9 +146,7 @@ class BatchPredictions:
         """GET (or POST `data` to) the emulator; None on 404."""
         base = self.server.gcs_url
         if base is None:
-            from tests.servers.vertex_server import _HttpError
-
-            raise _HttpError(500, "test server: no gcs_url for batch prediction (pass gcs_url=)")
+            raise RuntimeError("test server: no gcs_url for batch prediction (pass gcs_url=)")
         req = urllib.request.Request(f"{base}{path}{query}", data=data, method="POST" if data is not None else "GET",
                                      headers={"Content-Type": "application/octet-stream"} if data is not None else {})
         try:
@@ -175,8 +158,9 @@ class BatchPredictions:
             raise
 
     def _read(self, uri: str) -> bytes | None:
-        bucket, _, obj = uri[5:].partition("/")
-        return self._gcs(f"/storage/v1/b/{quote(bucket, safe='')}/o/{quote(obj, safe='')}", query="?alt=media")
+        if self.server.gcs_url is None:
+            raise RuntimeError("test server: no gcs_url for batch prediction (pass gcs_url=)")
+        return vertex_datasets.read(self.server.gcs_url, uri)
 
     def _write(self, uri: str, data: bytes) -> None:
         bucket, _, obj = uri[5:].partition("/")
@@ -210,15 +194,12 @@ class BatchPredictions:
     def _create(self, parent, *, query, body):
         from tests.servers.vertex_server import _HttpError, _invalid
 
-        if not isinstance(body, dict):
-            raise _invalid([("", "Invalid JSON payload received. Expected an object.")])
-        problems = schema.problems(body, "BatchPredictionJob")
-        if problems:
-            raise _invalid(problems)
         display = get(body, "display_name")
         if not display:
             raise _invalid([("display_name", "display_name: required")])
-        if len(display) > 128:
+        if problems := schema.label_problems(get(body, "labels") or {}):
+            raise _invalid(problems)
+        if len(display) > schema.DISPLAY_NAME_MAX:
             raise _invalid([("display_name", "display_name must be at most 128 characters.")])
         kind, model, base = self._model(parent, get(body, "model"))
         inp, out = get(body, "input_config") or {}, get(body, "output_config") or {}
@@ -280,7 +261,13 @@ class BatchPredictions:
         from tests.servers.vertex_server import _HttpError, base_answer_text
 
         try:
-            prompt, config = self.server._check_generate(row.request, model)
+            problems, request = discovery.check("v1beta1", "GoogleCloudAiplatformV1beta1GenerateContentRequest",
+                                                row.request)
+            if problems:
+                from tests.servers.vertex_server import _invalid
+
+                raise _invalid(problems)
+            prompt, config = self.server._check_generate(request, base)
         except _HttpError as exc:
             row.fails = f"Bad Request: {json.dumps({'error': {'code': exc.code, 'message': exc.message, 'status': exc.status}})}"
             return

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.servers.vertex_server import VertexTestServer
-
-TEST_TOKEN = "test-token-s3cr3t-do-not-log"
+from tests.servers.vertex_server import TEST_TOKEN, VertexTestServer
 
 
 #: One chat example in the tuning format (user turn, model turn).
@@ -17,7 +15,10 @@ TUNING_LINE = b'{"contents":[{"role":"user","parts":[{"text":"a"}]},{"role":"mod
 def make_vertex_server(gcs_emulator):
     """Factory: `make_vertex_server(job_phases=(0.3, 0.6), fault_rate=0.5, ...)` → started server.
 
-    Tuning datasets must exist in the GCS emulator, as on Vertex: the server checks them there.
+    Tuning datasets must exist in the GCS emulator, as on Vertex: the server reads them there. Every
+    request must carry `TEST_TOKEN` (what `token_in_env` and `vertex_settings_for` give sftflow). At
+    teardown the test fails if the server raised inside a handler or answered something that does not fit
+    Google's API description (`server.failures`).
     """
     servers: list[VertexTestServer] = []
 
@@ -30,6 +31,15 @@ def make_vertex_server(gcs_emulator):
     yield make
     for server in servers:
         server.stop()
+    assert_no_server_failures(servers)
+
+
+def assert_no_server_failures(servers) -> None:
+    """Fail the test when a server recorded a bug of its own or an answer off Google's API description."""
+    failures = [f for server in servers for f in server.failures]
+    if failures:
+        pytest.fail("the Vertex test server failed (a server bug or an answer off Google's API description):\n"
+                    + "\n".join(failures), pytrace=False)
 
 
 @pytest.fixture

@@ -1,186 +1,72 @@
-"""Request checks of the Vertex-shaped test server: field names, enums and ranges, as Vertex refuses them.
+"""What Vertex refuses that its API description cannot say: per-model limits, label syntax, name lengths.
 
-Google's front end parses a request's JSON into the API's protos: a name the proto lacks is
-refused ("Invalid JSON payload received. Unknown name ..."), and so is an enum value it does not
-know; both the lowerCamelCase JSON name and the original snake_case proto name are accepted (the
-proto3 JSON mapping, https://protobuf.dev/programming-guides/json/ ; Vertex's own REST samples send
-`generation_config` / `safety_settings`). Range checks use Vertex's wording, e.g.
-https://github.com/continuedev/continue/issues/7849 ; unknown-name errors e.g.
-https://github.com/lingarr-translate/lingarr/issues/188 .
+Field names, JSON types and enum values are checked against Google's discovery documents
+(tests/servers/discovery.py). The rules here are the semantic ones, each with its source:
 
-The schema lists the fields the SDKs send and their close neighbours, not the whole API; an
-`ANY` field is accepted without a look inside.
+- supervised tuning per base model (adapter sizes, training-token limit per example, validation-set size):
+  https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-use-supervised-tuning and
+  https://cloud.google.com/vertex-ai/generative-ai/docs/models/tune-text-models-supervised ("Adapter size:
+  Supported values are 1, 2, 4, 8, and 16" for 2.5 Flash / Flash-Lite; 2.5 Pro and the 2.0 models stop at 8:
+  decided, the page lists a smaller set for the larger and older models);
+- Gemini tuning takes `epochCount` and `learningRateMultiplier`, never `learningRate` / `batchSize` (those
+  are the open-model tuning knobs): https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-use-supervised-tuning#tuning_hyperparameters ;
+- maxOutputTokens per model (2.5 models 65,536; 2.0 models 8,192):
+  https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini/2-5-flash (and each model's page);
+- thinkingBudget per model (2.5 Pro 128..32,768 and never 0; 2.5 Flash 0..24,576; 2.5 Flash-Lite 0 or
+  512..24,576; -1 = dynamic; 2.0 models cannot think): https://cloud.google.com/vertex-ai/generative-ai/docs/thinking ;
+- labels: https://cloud.google.com/resource-manager/docs/labels-overview#requirements (keys 1-63 characters
+  starting with a lowercase letter, values 0-63; lowercase letters, digits, '_' and '-', international
+  characters allowed; at most 64 labels), as the TuningJob schema's own description repeats;
+- display names at most 128 characters: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models#Model
+  ("The display name of the Model. The name can be up to 128 characters long");
+- the epoch range (1..100) is not published: decided, so that `epochCount: 100000` is refused.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
-ANY = object()
+from tests.servers.discovery import snake  # noqa: F401 - the proto name of a JSON name, for the server's messages
 
 
-class Enum:
-    def __init__(self, type_name: str, *values: str):
-        self.type_name, self.values = type_name, values
+@dataclass(frozen=True)
+class ModelLimits:
+    adapter_sizes: tuple[int, ...]
+    max_output_tokens: int
+    thinking: tuple[int, int] | None  # (low, high) budget; None: the model cannot think
+    thinking_off: bool  # thinkingBudget 0 allowed
+    max_example_tokens: int = 131_072
 
 
-class Repeated:
-    def __init__(self, item: Any):
-        self.item = item
-
-
-class MapOf:
-    def __init__(self, value: Any):
-        self.value = value
-
-
-_API = "type.googleapis.com/google.cloud.aiplatform.v1beta1"
-
-HARM_CATEGORIES = (
-    "HARM_CATEGORY_UNSPECIFIED", "HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_DANGEROUS_CONTENT",
-    "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_CIVIC_INTEGRITY",
-    "HARM_CATEGORY_IMAGE_HATE", "HARM_CATEGORY_IMAGE_DANGEROUS_CONTENT", "HARM_CATEGORY_IMAGE_HARASSMENT",
-    "HARM_CATEGORY_IMAGE_SEXUALLY_EXPLICIT", "HARM_CATEGORY_JAILBREAK",
-)
-HARM_THRESHOLDS = (
-    "HARM_BLOCK_THRESHOLD_UNSPECIFIED", "BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_ONLY_HIGH",
-    "BLOCK_NONE", "OFF",
-)
-ADAPTER_SIZES = (
-    "ADAPTER_SIZE_UNSPECIFIED", "ADAPTER_SIZE_ONE", "ADAPTER_SIZE_TWO", "ADAPTER_SIZE_FOUR", "ADAPTER_SIZE_EIGHT",
-    "ADAPTER_SIZE_SIXTEEN", "ADAPTER_SIZE_THIRTY_TWO",
-)
-
-SCHEMA: dict[str, dict[str, Any]] = {
-    "GenerateContentRequest": {
-        "contents": Repeated("Content"), "system_instruction": "Content", "cached_content": str,
-        "tools": Repeated(ANY), "tool_config": ANY, "labels": MapOf(str),
-        "safety_settings": Repeated("SafetySetting"), "model_armor_config": ANY,
-        "generation_config": "GenerationConfig",
-    },
-    "CountTokensRequest": {
-        "model": str, "instances": Repeated(ANY), "contents": Repeated("Content"), "system_instruction": "Content",
-        "tools": Repeated(ANY), "generation_config": "GenerationConfig",
-    },
-    "Content": {"role": str, "parts": Repeated("Part")},
-    "Part": {
-        "text": str, "thought": bool, "thought_signature": str, "inline_data": ANY, "file_data": ANY,
-        "function_call": ANY, "function_response": ANY, "executable_code": ANY, "code_execution_result": ANY,
-        "video_metadata": ANY,
-    },
-    "SafetySetting": {
-        "category": Enum("SafetySetting.HarmCategory", *HARM_CATEGORIES),
-        "threshold": Enum("SafetySetting.HarmBlockThreshold", *HARM_THRESHOLDS),
-        "method": Enum("SafetySetting.HarmBlockMethod", "HARM_BLOCK_METHOD_UNSPECIFIED", "SEVERITY", "PROBABILITY"),
-    },
-    "GenerationConfig": {
-        "temperature": float, "top_p": float, "top_k": float, "candidate_count": int, "max_output_tokens": int,
-        "stop_sequences": Repeated(str), "response_logprobs": bool, "logprobs": int, "presence_penalty": float,
-        "frequency_penalty": float, "seed": int, "response_mime_type": str, "response_schema": ANY,
-        "response_json_schema": ANY, "routing_config": ANY, "audio_timestamp": bool,
-        "response_modalities": Repeated(ANY), "media_resolution": ANY, "speech_config": ANY,
-        "thinking_config": "ThinkingConfig", "model_config": ANY, "image_config": ANY,
-        "enable_affective_dialog": bool,
-    },
-    "ThinkingConfig": {"include_thoughts": bool, "thinking_budget": int, "thinking_level": ANY},
-    "TuningJob": {
-        "base_model": str, "pre_tuned_model": ANY, "supervised_tuning_spec": "SupervisedTuningSpec",
-        "preference_optimization_spec": ANY, "distillation_spec": ANY, "name": str,
-        "tuned_model_display_name": str, "description": str, "labels": MapOf(str), "encryption_spec": ANY,
-        "service_account": str, "experiment": str, "output_uri": str, "evaluation_config": ANY,
-    },
-    "SupervisedTuningSpec": {
-        "training_dataset_uri": str, "validation_dataset_uri": str, "hyper_parameters": "HyperParameters",
-        "export_last_checkpoint_only": bool, "evaluation_config": ANY, "tuning_mode": ANY,
-    },
-    "HyperParameters": {
-        "epoch_count": int, "learning_rate_multiplier": float, "learning_rate": float,
-        "adapter_size": Enum("SupervisedHyperParameters.AdapterSize", *ADAPTER_SIZES), "batch_size": int,
-    },
-    "UndeployModelRequest": {"deployed_model_id": str, "traffic_split": MapOf(int)},
-    "MergeVersionAliasesRequest": {"name": str, "version_aliases": Repeated(str)},
-    # models.patch's body (the fields google-genai's `models.update` sends, and their neighbours)
-    "Model": {"name": str, "display_name": str, "description": str, "version_description": str,
-              "default_checkpoint_id": str, "labels": MapOf(str)},
+MODELS: dict[str, ModelLimits] = {
+    "gemini-2.5-flash": ModelLimits((1, 2, 4, 8, 16), 65_536, (1, 24_576), True),
+    "gemini-2.5-flash-lite": ModelLimits((1, 2, 4, 8, 16), 65_536, (512, 24_576), True),
+    "gemini-2.5-pro": ModelLimits((1, 2, 4, 8), 65_536, (128, 32_768), False),
+    "gemini-2.0-flash": ModelLimits((1, 2, 4, 8), 8_192, None, True),
+    "gemini-2.0-flash-001": ModelLimits((1, 2, 4, 8), 8_192, None, True),
+    "gemini-2.0-flash-lite": ModelLimits((1, 2, 4, 8), 8_192, None, True),
+    "gemini-2.0-flash-lite-001": ModelLimits((1, 2, 4, 8), 8_192, None, True),
 }
-
-_SCALAR_TYPES = {str: "TYPE_STRING", int: "TYPE_INT64", float: "TYPE_FLOAT", bool: "TYPE_BOOL"}
-
-
-def snake(name: str) -> str:
-    """The proto field name for a JSON key (lowerCamelCase or already snake_case)."""
-    return re.sub(r"(?<!^)([A-Z])", lambda m: "_" + m.group(1).lower(), name)
-
-
-def problems(value: Any, message: str) -> list[tuple[str, str]]:
-    """[(field path, description)] for every name, enum or type the API would refuse in `value`."""
-    out: list[tuple[str, str]] = []
-    _walk(value, message, "", out)
-    return out
+DEFAULT_LIMITS = MODELS["gemini-2.5-flash"]
+#: AdapterSize names → adapter size (the proto numbers them differently: ONE=1, TWO=6, FOUR=2, ...;
+#: discovery.enum_number maps a number to its name first).
+ADAPTER_SIZES = {"ADAPTER_SIZE_ONE": 1, "ADAPTER_SIZE_TWO": 2, "ADAPTER_SIZE_FOUR": 4, "ADAPTER_SIZE_EIGHT": 8,
+                 "ADAPTER_SIZE_SIXTEEN": 16, "ADAPTER_SIZE_THIRTY_TWO": 32}
+EPOCHS = (1, 100)
+DISPLAY_NAME_MAX = 128
+MAX_LABELS = 64
+VALIDATION_EXAMPLES_MAX = 5000
 
 
-def _at(path: str) -> str:
-    return f" at '{path}'" if path else ""
-
-
-def _walk(value: Any, kind: Any, path: str, out: list[tuple[str, str]]) -> None:
-    if kind is ANY or value is None:
-        return
-    if isinstance(kind, str):  # a message
-        if not isinstance(value, dict):
-            out.append((path, f"Invalid JSON payload received. Expected an object{_at(path)}."))
-            return
-        fields = SCHEMA[kind]
-        for key, item in value.items():
-            name = snake(key)
-            if name not in fields:
-                out.append((path, f'Invalid JSON payload received. Unknown name "{key}"{_at(path)}: Cannot find field.'))
-                continue
-            _walk(item, fields[name], f"{path}.{name}" if path else name, out)
-    elif isinstance(kind, Repeated):
-        if not isinstance(value, list):
-            # The proto3 JSON parser of Google's front end takes a lone object for a repeated
-            # field as a one-element list (Vertex's docs send `"contents": {...}` that way).
-            value = [value]
-        for i, item in enumerate(value):
-            _walk(item, kind.item, f"{path}[{i}]", out)
-    elif isinstance(kind, MapOf):
-        if not isinstance(value, dict):
-            out.append((path, f"Invalid JSON payload received. Expected an object{_at(path)}."))
-            return
-        for k, item in value.items():
-            _walk(item, kind.value, f"{path}[{k}]", out)
-    elif isinstance(kind, Enum):
-        ok = value in kind.values or (isinstance(value, int) and not isinstance(value, bool)
-                                      and 0 <= value < len(kind.values))
-        if not ok:
-            out.append((path, f"Invalid value at '{path}' ({_API}.{kind.type_name}), {_json(value)}"))
-    elif not _scalar_ok(value, kind):
-        out.append((path, f"Invalid value at '{path}' ({_SCALAR_TYPES[kind]}), {_json(value)}"))
-
-
-def _scalar_ok(value: Any, kind: type) -> bool:
-    if kind is str:
-        return isinstance(value, str)
-    if kind is bool:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind is int:  # int64 travels as a JSON string; int32 as a number; both are accepted
-        return isinstance(value, int) or (isinstance(value, float) and value.is_integer()) or (
-            isinstance(value, str) and re.fullmatch(r"-?\d+", value) is not None)
-    if kind is float:
-        return isinstance(value, (int, float)) or value in ("NaN", "Infinity", "-Infinity")
-    return True
-
-
-def _json(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+def limits(model: str) -> ModelLimits:
+    return MODELS.get(model, DEFAULT_LIMITS)
 
 
 def field(obj: dict | None, name: str, default: Any = None) -> Any:
-    """obj[name] under its camelCase or snake_case spelling (both are accepted by the API)."""
+    """obj[name] under its camelCase or snake_case spelling (requests are stored camelCase)."""
     if not obj:
         return default
     camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
@@ -191,7 +77,27 @@ def field(obj: dict | None, name: str, default: Any = None) -> Any:
 
 
 def out_of_range(name: str, value: float, low: str, high: str) -> str:
-    """Vertex's wording for a parameter outside its range."""
+    """Vertex's wording for a parameter outside its range (e.g. https://github.com/continuedev/continue/issues/7849)."""
     shown = int(value) if float(value).is_integer() else value
     return (f"Unable to submit request because it has a {name} value of {shown} but the supported range is "
             f"from {low} to {high}. Update the value and try again.")
+
+
+def _label_char(c: str) -> bool:
+    """Lowercase letters, digits, '_', '-' and international characters (letters without case)."""
+    return c in "_-" or c.isdigit() or c.islower() or unicodedata.category(c) == "Lo"
+
+
+def label_problems(labels: dict[str, Any], where: str = "labels") -> list[tuple[str, str]]:
+    out = []
+    if len(labels) > MAX_LABELS:
+        out.append((where, f"At most {MAX_LABELS} labels can be set, got {len(labels)}."))
+    for key, value in labels.items():
+        if not (1 <= len(key) <= 63 and (key[0].islower() or unicodedata.category(key[0]) == "Lo")
+                and all(_label_char(c) for c in key)):
+            out.append((f"{where}[{key}]", f"Label key {key!r} violates the format constraint: keys are 1-63 "
+                                            "lowercase letters, digits, '_' or '-', starting with a lowercase letter."))
+        elif not (isinstance(value, str) and len(value) <= 63 and all(_label_char(c) for c in value)):
+            out.append((f"{where}[{key}]", f"Label value {value!r} of key {key!r} violates the format constraint: "
+                                            "values are 0-63 lowercase letters, digits, '_' or '-'."))
+    return out

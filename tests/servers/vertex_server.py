@@ -1,15 +1,21 @@
 """A Vertex-AI-shaped HTTP server on 127.0.0.1 for tests and benchmarks, as strict as Vertex.
 
 It speaks the REST paths and JSON that google-genai (generateContent, tuningJobs) and
-google-cloud-aiplatform's REST transport (Endpoint / Model get, undeploy, delete, operations) send,
-so the real SDKs run unpatched against it. It refuses what Vertex refuses:
-
-- an unknown base model, an endpoint or model that does not exist (a tuning job creates its model
-  and endpoint only when it SUCCEEDS) → 404 NOT_FOUND;
-- unknown JSON field names, unknown enum values, out-of-range parameters, bad roles, empty contents,
-  tuning jobs with a bad base model / hyperparameter / dataset (gs://...jsonl objects that must
-  exist in the GCS emulator at `gcs_url`) → 400 INVALID_ARGUMENT in Vertex's words
-  (tests/servers/vertex_schema.py).
+google-cloud-aiplatform's REST transport (Endpoint / Model get, undeploy, delete, patch, operations) send,
+so the real SDKs run unpatched against it. Every route is a method of Google's own API description
+(the discovery documents, tests/servers/discovery.py): the path and verb must be one of the method's,
+query parameters and the JSON body are checked against it (unknown names, wrong types, unknown enum
+values → 400 INVALID_ARGUMENT in Google's words; lowerCamelCase and snake_case names both accepted),
+and every answer is checked against the method's response schema. Beyond the document it refuses what
+Vertex refuses (tests/servers/vertex_schema.py, each rule with its source): per-model limits, labels,
+display names, a model PATCH without `updateMask`; an unknown base model, an endpoint or model that does
+not exist (a tuning job creates its model and endpoint only when it SUCCEEDS) → 404; another project →
+403 PERMISSION_DENIED; a missing or wrong bearer token (`require_token`, default `TEST_TOKEN`) → 401.
+Tuning datasets are read from the GCS emulator at `gcs_url` and checked row by row
+(tests/servers/vertex_datasets.py): a bad row fails the job naming it, and the job's
+`tuningDataStats` are the rows' (tokens by `count_text_tokens`, truncation over the per-example limit).
+A handler that raises, or an answer off the description, is recorded in `failures`: the fixtures fail
+the test at teardown. `extra_routes` adds a route by its discovery method id.
 
 Tuning jobs move through their states on a clock (`job_timeline`, default `job_phases` seconds
 PENDING then RUNNING, then `job_outcome`); cancel passes through JOB_STATE_CANCELLING
@@ -52,14 +58,14 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.servers import discovery
+from tests.servers import vertex_datasets
 from tests.servers import vertex_schema as schema
 from tests.servers.vertex_schema import field as get
 
@@ -75,8 +81,6 @@ _STATUS_NAMES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 #: A Model Registry version alias (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/mergeVersionAliases).
 _ALIAS = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9-]$")
 _FILTER_TERM = re.compile(r'^labels\.([a-z][a-z0-9_-]*)\s*=\s*("?)([a-z0-9_-]*)\2$')
@@ -97,7 +101,8 @@ THINKING_BY_DEFAULT = ("gemini-2.5-flash", "gemini-2.5-pro")
 TIMELINE_STATES = ("QUEUED", "PENDING", "RUNNING", "UPDATING", "PAUSED")
 OUTCOMES = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED", "PAUSED")
 ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED")
-_MAX_OUTPUT_TOKENS = 65536  # gemini-2.5-flash / -pro
+#: The token the fixtures require (tests/servers/vertex_fixtures.py passes it to sftflow).
+TEST_TOKEN = "test-token-s3cr3t-do-not-log"
 
 
 class _HttpError(Exception):
@@ -172,6 +177,10 @@ class _Job:
     endpoint: str
     examples: int
     base_model: str
+    tokens: int = 0  # the training rows' tokens (count_text_tokens), one epoch
+    characters: int = 0
+    truncated: list[int] = field(default_factory=list)  # 1-based indices of rows over the model's limit
+    data_error: str | None = None  # a dataset row Vertex refuses: the job FAILS with this message
     cancel_delay_s: float = 0.0
     cancelled_at: float | None = None
     forced: tuple[str, float] | None = None  # (state, since) set by set_job_state
@@ -258,14 +267,14 @@ class VertexTestServer:
         project: str = "test-project",
         location: str = "us-central1",
         port: int = 0,
-        dataset_examples: int = 100,
-        require_token: str | None = None,
+        require_token: str | None = TEST_TOKEN,
         gcs_url: str | None = None,
         base_models: Iterable[str] = KNOWN_BASE_MODELS,
         tunable_models: Iterable[str] = TUNABLE_BASE_MODELS,
         thoughts_unasked: bool = False,
         tuned_answer: Callable[[dict[str, Any], int, str], str | None] | None = None,
         count_tokens_route: bool = True,
+        max_example_tokens: int | None = None,
     ):
         if job_outcome not in OUTCOMES:
             raise ValueError(f"job_outcome: expected one of {', '.join(OUTCOMES)}, got {job_outcome!r}")
@@ -279,15 +288,17 @@ class VertexTestServer:
         self.cancel_delay_s = cancel_delay_s
         self.operation_delay_s = operation_delay_s
         self.project, self.location = project, location
-        self.dataset_examples = dataset_examples
-        self.require_token = require_token
+        self.require_token = require_token  # None: any non-empty bearer token
         self.gcs_url = gcs_url.rstrip("/") if gcs_url else None
         self.base_models = tuple(base_models)
         self.tunable_models = tuple(tunable_models)
         self.thoughts_unasked = thoughts_unasked
         self.tuned_answer = tuned_answer
+        self.max_example_tokens = max_example_tokens  # tokens per training example (None: the model's limit)
         self.count_tokens_route = count_tokens_route  # False: countTokens answers 404 "No route", as if absent
         self.requests: list[dict] = []
+        self.failures: list[str] = []  # server bugs and answers off Google's API description (fail the test)
+        self.extra_routes: list[tuple[str, Callable]] = []  # (discovery method id, handler), e.g. a judge route
         self.base_url = ""
         self._port = port
         self._lock = threading.Lock()
@@ -312,6 +323,9 @@ class VertexTestServer:
         from tests.servers.vertex_batch import BatchPredictions
 
         self.batch = BatchPredictions(self, seed=seed)  # batchPredictionJobs; knobs on server.batch
+        from tests.servers.vertex_faults import VertexFaults
+
+        self.faults = VertexFaults()  # preflight fault switches (disabled API, denied permissions, ...)
 
     @property
     def parent(self) -> str:
@@ -471,6 +485,8 @@ class VertexTestServer:
 
     # ------------------------------------------------------------------ dispatch
     def _handle(self, method: str, path: str, query: dict[str, list[str]], body: Any, entry: dict) -> tuple[int, dict]:
+        if (faulted := self.faults.intercept(self, method, path, body)) is not None:
+            return faulted
         if self.latency_s:
             time.sleep(self.latency_s)
         with self._lock:
@@ -479,59 +495,80 @@ class VertexTestServer:
                 code = rng.choice(self._fault_codes)
                 raise _HttpError(code, f"Injected fault {code} (test server)")
             self._settle_operations(time.time())
-        m = re.match(r"^/(v1|v1beta1|ui)/projects/([^/]+)/locations/([^/]+)/(.*)$", path)
-        if not m:
-            raise _HttpError(404, f"Unknown path {path}")
-        _, project, location, rest = m.groups()
-        if (project, location) != (self.project, self.location):
-            raise _HttpError(
-                404, f"Project/location {project}/{location} not served (this server: {self.project}/{self.location})"
-            )
-        parent = f"projects/{project}/locations/{location}"
-        routes = [
-            ("POST", r"publishers/google/models/([^/:]+):generateContent", self._generate_base),
-            ("POST", r"endpoints/([^/:]+):generateContent", self._generate_endpoint),
-            *([("POST", r"publishers/google/models/([^/:]+):countTokens", self._count_tokens)]
-              if self.count_tokens_route else []),
-            ("POST", r"tuningJobs", self._create_job),
-            ("GET", r"tuningJobs", self._list_jobs),
-            ("GET", r"tuningJobs/([^/:]+)", self._get_job),
-            ("POST", r"tuningJobs/([^/:]+):cancel", self._cancel_job),
-            ("GET", r"(.+/operations/[^/:]+)", self._get_operation),
-            ("GET", r"endpoints/([^/:]+)", self._get_endpoint),
-            ("POST", r"endpoints/([^/:]+):undeployModel", self._undeploy),
-            ("DELETE", r"endpoints/([^/:]+)", self._delete_endpoint),
-            ("GET", r"models/([^/:@]+)(?:@([^/:]+))?", self._get_model),
-            ("DELETE", r"models/([^/:@]+)(?:@([^/:]+))?", self._delete_model),
-            ("DELETE", r"models/([^/:@]+)@([^/:]+):deleteVersion", self._delete_model),
-            ("POST", r"models/([^/:@]+)(?:@([^/:]+))?:mergeVersionAliases", self._merge_aliases),
-            ("PATCH", r"models/([^/:@]+)(?:@([^/:]+))?", self._update_model),
-            *self.batch.routes(),
-        ]
-        for meth, pattern, fn in routes:
-            mm = re.fullmatch(pattern, rest)
-            if mm and meth == method:
-                # a handler declares `entry` when it annotates the request log (older ones do not)
-                extra = {"entry": entry} if "entry" in inspect.signature(fn).parameters else {}
-                return 200, fn(parent, *mm.groups(), query=query, body=body, **extra)
-        raise _HttpError(404, f"No route for {method} {path}")
-
-    # ------------------------------------------------------------------ generateContent
-    def _check_generate(self, body: Any, model: str) -> tuple[str, dict]:
-        """Refuse what Vertex refuses; return (prompt text, generationConfig)."""
-        if not isinstance(body, dict):
-            raise _invalid([("", "Invalid JSON payload received. Expected an object.")])
-        problems = schema.problems(body, "GenerateContentRequest")
+        found = discovery.match(method, path, [method_id for method_id, _ in self.routes()])
+        if found is None:
+            version = path.lstrip("/").split("/", 1)[0]
+            known = discovery.match(method, path, list(discovery.methods(version))) if discovery.document(version) \
+                else None
+            raise _HttpError(404, f"No route for {method} {path}: the test server does not serve {known[1]}." if known
+                             else f"The requested URL {path} was not found on this server (no method of Google's "
+                                  f"API description for {method} there).")
+        version, method_id, values = found
+        project, location = values.pop("projectsId"), values.pop("locationsId")
+        if project != self.project:
+            verb = method_id.rsplit(".", 1)[-1]
+            raise _HttpError(403, f"Permission 'aiplatform.{method_id.split('.')[-2]}.{verb}' denied on resource "
+                                  f"'//aiplatform.googleapis.com/projects/{project}/locations/{location}' (or it may "
+                                  "not exist).")
+        if location != self.location:
+            raise _HttpError(404, f"Location {location} is not served (this server: {self.location}).")
+        problems, body = discovery.request(version, method_id, query, body)
         if problems:
             raise _invalid(problems)
+        entry.update(method_id=method_id, version=version)
+        fn = dict(self.routes())[method_id]
+        # a handler declares `entry` when it annotates the request log (older ones do not)
+        extra = {"entry": entry} if "entry" in inspect.signature(fn).parameters else {}
+        payload = fn(f"projects/{project}/locations/{location}", *values.values(), query=query, body=body, **extra)
+        for problem in discovery.response(version, method_id, payload):
+            self.fail(f"{method} {path}: the answer does not fit Google's API description: {problem}")
+        return 200, payload
+
+    def routes(self) -> list[tuple[str, Callable]]:
+        """(discovery method id, handler) of every route this server speaks; a handler is called with the parent
+        and the path's other values in the order of the method's `flatPath`. Add one with `extra_routes`."""
+        p = "aiplatform.projects.locations."
+        return [
+            (p + "publishers.models.generateContent", self._generate_base),
+            (p + "endpoints.generateContent", self._generate_endpoint),
+            *([(p + "publishers.models.countTokens", self._count_tokens)] if self.count_tokens_route else []),
+            (p + "tuningJobs.create", self._create_job),
+            (p + "tuningJobs.list", self._list_jobs),
+            (p + "tuningJobs.get", self._get_job),
+            (p + "tuningJobs.cancel", self._cancel_job),
+            (p + "endpoints.operations.get", self._get_operation),
+            (p + "models.operations.get", self._get_operation),
+            (p + "operations.get", self._get_operation),
+            (p + "endpoints.get", self._get_endpoint),
+            (p + "endpoints.undeployModel", self._undeploy),
+            (p + "endpoints.delete", self._delete_endpoint),
+            (p + "models.get", _versioned(self._get_model)),
+            (p + "models.delete", _versioned(self._delete_model)),
+            (p + "models.deleteVersion", _versioned(self._delete_model)),
+            (p + "models.mergeVersionAliases", _versioned(self._merge_aliases)),
+            (p + "models.patch", _versioned(self._update_model)),
+            *self.batch.routes(),
+            *self.extra_routes,
+        ]
+
+    def fail(self, message: str) -> None:
+        """A server-side problem that must fail the test that caused it (checked at the fixture's teardown)."""
+        with self._lock:
+            self.failures.append(message)
+
+    # ------------------------------------------------------------------ generateContent
+    def _check_generate(self, body: Any, base_model: str) -> tuple[str, dict]:
+        """Refuse what Vertex refuses for `base_model` beyond the API description; return (prompt, generationConfig).
+        The body's names and types were checked against the document already (camelCase from there on)."""
         texts = self._check_contents(body)
         config = get(body, "generation_config") or {}
+        lim = schema.limits(base_model)
         for name, value, low, high, ok in (
             ("temperature", get(config, "temperature"), "0 (inclusive)", "2.0001 (exclusive)",
              lambda v: 0 <= v <= 2),
             ("topP", get(config, "top_p"), "0 (exclusive)", "1.0001 (exclusive)", lambda v: 0 < v <= 1),
             ("maxOutputTokens", get(config, "max_output_tokens"), "1 (inclusive)",
-             f"{_MAX_OUTPUT_TOKENS + 1} (exclusive)", lambda v: 1 <= v <= _MAX_OUTPUT_TOKENS),
+             f"{lim.max_output_tokens + 1} (exclusive)", lambda v: 1 <= v <= lim.max_output_tokens),
             ("candidateCount", get(config, "candidate_count"), "1 (inclusive)", "9 (exclusive)",
              lambda v: 1 <= v <= 8),
             ("topK", get(config, "top_k"), "1 (inclusive)", "65 (exclusive)", lambda v: 1 <= v <= 64),
@@ -539,6 +576,17 @@ class VertexTestServer:
             if value is not None and not ok(float(value)):
                 raise _invalid([(f"generation_config.{schema.snake(name)}",
                                  schema.out_of_range(name, float(value), low, high))])
+        thinking = get(config, "thinking_config")
+        if thinking is not None:
+            if lim.thinking is None:
+                raise _invalid([("generation_config.thinking_config",
+                                 f"Thinking is not supported by {base_model}; remove thinking_config.")])
+            budget = get(thinking, "thinking_budget")
+            low, high = lim.thinking
+            if budget is not None and int(budget) != -1 and not (
+                    (int(budget) == 0 and lim.thinking_off) or low <= int(budget) <= high):
+                raise _invalid([("generation_config.thinking_config.thinking_budget", schema.out_of_range(
+                    "thinkingBudget", float(budget), f"{low} (inclusive)", f"{high + 1} (exclusive)"))])
         return "\n".join(texts), config
 
     @staticmethod
@@ -620,20 +668,19 @@ class VertexTestServer:
             "modelVersion": model,
         }
 
-    def _generate_base(self, parent, model, *, query, body):
-        prompt, config = self._check_generate(body, model)
-        self._prompt_fault(prompt)
-        if model not in self.base_models:
+    def _generate_base(self, parent, publisher, model, *, query, body):
+        if publisher != "google" or model not in self.base_models:
             raise _HttpError(
                 404,
-                f"Publisher Model `{parent}/publishers/google/models/{model}` was not found or your project does "
+                f"Publisher Model `{parent}/publishers/{publisher}/models/{model}` was not found or your project does "
                 "not have access to it. Please ensure you are using a valid model version. For more information, "
                 "see: https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions",
             )
+        prompt, config = self._check_generate(body, model)
+        self._prompt_fault(prompt)
         return self._answer(prompt, base_answer_text(prompt), config, model, model)
 
     def _generate_endpoint(self, parent, eid, *, query, body, entry):
-        prompt, config = self._check_generate(body, eid)
         with self._lock:
             ep = self._endpoint(parent, eid)
             weights = [(did, pct) for did, pct in sorted(ep.traffic.items()) if pct > 0 and did in ep.deployed]
@@ -641,6 +688,7 @@ class VertexTestServer:
                 raise _precondition(f"Endpoint `{ep.name}` has no deployed model that takes traffic.")
             did = self._traffic_rng.choices([d for d, _ in weights], weights=[w for _, w in weights])[0]
             model = self._models[ep.deployed[did]]
+        prompt, config = self._check_generate(body, model.base_model)
         entry["deployed_model_id"] = did
         self._prompt_fault(prompt)
         return self._answer(prompt, self.tuned_text(prompt, ep.job or model.job, ep.epoch), config, ep.name,
@@ -661,46 +709,36 @@ class VertexTestServer:
         return text
 
     # ------------------------------------------------------------------ countTokens
-    def _count_tokens(self, parent, model, *, query, body):
+    def _count_tokens(self, parent, publisher, model, *, query, body):
         """`{"totalTokens": N}` with N = `count_text_tokens` over every text (system instruction too)."""
-        if not isinstance(body, dict):
-            raise _invalid([("", "Invalid JSON payload received. Expected an object.")])
-        problems = schema.problems(body, "CountTokensRequest")
-        if problems:
-            raise _invalid(problems)
         texts = self._check_contents(body)
         system = get(body, "system_instruction") or {}
         texts += [p["text"] for p in _as_list(get(system, "parts")) if isinstance(p, dict) and "text" in p]
-        if model not in self.base_models:
-            raise _HttpError(404, f"Publisher Model `{parent}/publishers/google/models/{model}` was not found or your "
-                                  "project does not have access to it.")
+        if publisher != "google" or model not in self.base_models:
+            raise _HttpError(404, f"Publisher Model `{parent}/publishers/{publisher}/models/{model}` was not found or "
+                                  "your project does not have access to it.")
         total = sum(count_text_tokens(t) for t in texts)
         return {"totalTokens": total, "totalBillableCharacters": sum(len(t) for t in texts)}
 
     # ------------------------------------------------------------------ tuning jobs
-    def _check_dataset(self, field_name: str, uri: Any) -> None:
+    def _read_dataset(self, field_name: str, uri: Any, base_model: str) -> vertex_datasets.DataCheck:
+        """The dataset read from the GCS emulator and checked row by row (tests/servers/vertex_datasets.py)."""
         if not (isinstance(uri, str) and uri.startswith("gs://") and uri.endswith(".jsonl")):
-            raise _invalid([(f"supervised_tuning_spec.{field_name}",
-                             f"{field_name} should be a GCS object of type JSONL, got {uri!r}")])
+            raise _invalid([(f"supervised_tuning_spec.{schema.snake(field_name)}",
+                             f"{schema.snake(field_name)} should be a GCS object of type JSONL, got {uri!r}")])
         if self.gcs_url is None:
-            raise _HttpError(500, "test server: no gcs_url to check tuning datasets against (pass gcs_url=)")
-        bucket, _, obj = uri[5:].partition("/")
-        url = f"{self.gcs_url}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(obj, safe='')}"
-        try:
-            with urllib.request.urlopen(url, timeout=10):
-                return
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404:
-                raise
-        raise _invalid([(f"supervised_tuning_spec.{field_name}",
-                         f"{field_name} {uri} does not exist or is not readable by the service account.")])
+            raise RuntimeError("test server: no gcs_url to read tuning datasets from (pass gcs_url=)")
+        data = vertex_datasets.read(self.gcs_url, uri)
+        if data is None:
+            raise _invalid([(f"supervised_tuning_spec.{schema.snake(field_name)}",
+                             f"{schema.snake(field_name)} {uri} does not exist or is not readable by the service "
+                             "account.")])
+        limit = self.max_example_tokens or schema.limits(base_model).max_example_tokens
+        return vertex_datasets.check(data, uri, limit, count_text_tokens,
+                                     validation=field_name == "validationDatasetUri")
 
-    def _create_job(self, parent, *, query, body):
-        if not isinstance(body, dict):
-            raise _invalid([("", "Invalid JSON payload received. Expected an object.")])
-        problems = schema.problems(body, "TuningJob")
-        if problems:
-            raise _invalid(problems)
+    def _check_tuning_request(self, body: dict) -> tuple[str, dict, dict]:
+        """What Vertex refuses in a TuningJob beyond its API description; returns (base model, spec, hyper)."""
         base = get(body, "base_model")
         if not base:
             raise _invalid([("base_model", "base_model: required")])
@@ -708,42 +746,64 @@ class VertexTestServer:
         if short not in self.tunable_models:
             raise _invalid([("base_model", f"Base model {base} is not supported for supervised tuning. Supported: "
                                            f"{', '.join(self.tunable_models)}.")])
+        lim = schema.limits(short)
         spec = get(body, "supervised_tuning_spec") or {}
         if not get(spec, "training_dataset_uri"):
             raise _invalid([("supervised_tuning_spec.training_dataset_uri", "training_dataset_uri: required")])
         hyper = get(spec, "hyper_parameters") or {}
+        where = "supervised_tuning_spec.hyper_parameters"
+        for name in ("learningRate", "batchSize"):
+            if name in hyper:
+                raise _invalid([(f"{where}.{schema.snake(name)}",
+                                 f"{schema.snake(name)} is not supported for {short}; Gemini supervised tuning takes "
+                                 "epoch_count, learning_rate_multiplier and adapter_size.")])
         epochs, lrm = get(hyper, "epoch_count"), get(hyper, "learning_rate_multiplier")
-        if epochs is not None and int(epochs) < 1:
-            raise _invalid([("supervised_tuning_spec.hyper_parameters.epoch_count",
-                             f"epoch_count must be a positive integer, got {epochs}.")])
+        low, high = schema.EPOCHS
+        if epochs is not None and not low <= int(epochs) <= high:
+            raise _invalid([(f"{where}.epoch_count", schema.out_of_range(
+                "epochCount", float(epochs), f"{low} (inclusive)", f"{high + 1} (exclusive)"))])
         if lrm is not None and not float(lrm) > 0:
-            raise _invalid([("supervised_tuning_spec.hyper_parameters.learning_rate_multiplier",
+            raise _invalid([(f"{where}.learning_rate_multiplier",
                              f"learning_rate_multiplier must be greater than 0, got {lrm}.")])
-        if get(hyper, "adapter_size") in ("ADAPTER_SIZE_THIRTY_TWO", 6):
-            raise _invalid([("supervised_tuning_spec.hyper_parameters.adapter_size",
-                             f"Adapter size 32 is not supported for {short}; use 1, 2, 4, 8 or 16.")])
+        size = schema.ADAPTER_SIZES.get(get(hyper, "adapter_size") or "")
+        if size is not None and size not in lim.adapter_sizes:
+            raise _invalid([(f"{where}.adapter_size", f"Adapter size {size} is not supported for {short}; use "
+                                                      f"{', '.join(map(str, lim.adapter_sizes))}.")])
+        display = get(body, "tuned_model_display_name")
+        if display is not None and len(display) > schema.DISPLAY_NAME_MAX:
+            raise _invalid([("tuned_model_display_name", f"tuned_model_display_name is {len(display)} characters "
+                                                         f"long; the limit is {schema.DISPLAY_NAME_MAX}.")])
+        problems = schema.label_problems(get(body, "labels") or {})
+        if problems:
+            raise _invalid(problems)
+        return short, spec, hyper
+
+    def _create_job(self, parent, *, query, body):
+        short, spec, hyper = self._check_tuning_request(body)
+        train = self._read_dataset("trainingDatasetUri", get(spec, "training_dataset_uri"), short)
+        val = (self._read_dataset("validationDatasetUri", get(spec, "validation_dataset_uri"), short)
+               if get(spec, "validation_dataset_uri") else None)
         labels = get(body, "labels") or {}
-        for k, v in labels.items():
-            if not _LABEL_KEY.match(k) or not isinstance(v, str) or not _LABEL_VALUE.match(v):
-                raise _HttpError(400, f"labels: invalid label {k!r}={v!r} (lowercase letters, digits, _ and -, ≤63)")
-        self._check_dataset("training_dataset_uri", get(spec, "training_dataset_uri"))
-        if get(spec, "validation_dataset_uri"):
-            self._check_dataset("validation_dataset_uri", get(spec, "validation_dataset_uri"))
         with self._lock:
             num, mid, eid = next(self._ids), next(self._ids), next(self._ids)
             timeline = self.job_timeline or (("PENDING", self.job_phases[0]), ("RUNNING", self.job_phases[1]))
+            error = train.error or (val.error if val else None)
             job = _Job(
                 number=num,
                 name=f"{parent}/tuningJobs/{num}",
                 created=time.time(),
-                timeline=tuple(timeline),
-                outcome=self.job_outcome,
+                timeline=tuple(timeline[:1]) if error else tuple(timeline),  # Vertex checks the data first
+                outcome="FAILED" if error else self.job_outcome,
                 body=body,
                 labels=dict(labels),
                 model=f"{parent}/models/{mid}",
                 endpoint=f"{parent}/endpoints/{eid}",
-                examples=self.dataset_examples,
+                examples=train.examples,
                 base_model=short,
+                tokens=train.tokens,
+                characters=train.characters,
+                truncated=train.truncated,
+                data_error=error,
                 cancel_delay_s=self.cancel_delay_s,
             )
             self._jobs[job.name] = job
@@ -775,25 +835,31 @@ class VertexTestServer:
             "createTime": _now_rfc3339(job.created),
             "updateTime": _now_rfc3339(min(now, job.end_time()) if state in ENDED else now),
         }
+        out = {k: v for k, v in out.items() if v is not None}  # a response omits unset fields
         if job.labels:
             out["labels"] = job.labels
         if self.state_override:
             out["state"] = self.state_override
         started = job.started(now)
         if started is not None:
-            epochs = int(get(get(spec, "hyper_parameters") or {}, "epoch_count") or 1)
-            tokens = job.examples * 250 * epochs
             out["startTime"] = _now_rfc3339(started)
+        if started is not None and job.data_error is None:
+            epochs = int(get(get(spec, "hyper_parameters") or {}, "epoch_count") or 1)
             out["experiment"] = f"{job.name.split('/tuningJobs/')[0]}/metadataStores/default/contexts/tuning-experiment-{job.number}"
-            out["tuningDataStats"] = {
-                "supervisedTuningDataStats": {
-                    "tuningDatasetExampleCount": str(job.examples),
-                    "totalTuningCharacterCount": str(tokens * 4 // epochs),
-                    "totalBillableCharacterCount": str(tokens * 4),
-                    "totalBillableTokenCount": str(tokens),
-                    "tuningStepCount": str(math.ceil(job.examples * epochs / 16)),
-                }
+            stats: dict[str, Any] = {
+                "tuningDatasetExampleCount": str(job.examples),
+                "totalTuningCharacterCount": str(job.characters),
+                "totalBillableCharacterCount": str(job.characters * epochs),
+                "totalBillableTokenCount": str(job.tokens * epochs),
+                "tuningStepCount": str(math.ceil(job.examples * epochs / 16)),
+                "totalTruncatedExampleCount": str(len(job.truncated)),
             }
+            if job.truncated:
+                stats["truncatedExampleIndices"] = [str(i) for i in job.truncated]
+                stats["droppedExampleReasons"] = [
+                    f"example {i} exceeds the {self.max_example_tokens or schema.limits(job.base_model).max_example_tokens}"
+                    " tokens a training example may hold; truncated" for i in job.truncated]
+            out["tuningDataStats"] = {"supervisedTuningDataStats": stats}
         if state in ENDED:
             out["endTime"] = _now_rfc3339(job.end_time())
         if state == "SUCCEEDED":
@@ -802,7 +868,7 @@ class VertexTestServer:
                 out["tunedModel"]["checkpoints"] = [dict(c, endpoint=ep) for c, (_, ep) in
                                                     zip(self._checkpoints(job), job.checkpoints)]
         elif state == "FAILED":
-            out["error"] = {"code": 3, "message": "Dataset row 3: invalid role"}
+            out["error"] = {"code": 3, "message": job.data_error or "Dataset row 3: invalid role"}
         elif state == "CANCELLED":
             out["error"] = {"code": 1, "message": "CANCELED"}
         elif state == "EXPIRED":
@@ -847,7 +913,8 @@ class VertexTestServer:
 
     def _list_jobs(self, parent, *, query, body):
         with self._lock:
-            barrier = self._list_barrier if self._held_lists > 0 else None
+            # only sftflow's intent lookups (filtered by label) wait, not a preflight's bare pageSize=1 list
+            barrier = self._list_barrier if self._held_lists > 0 and query.get("filter") else None
             self._held_lists -= 1 if barrier else 0
         if barrier is not None:
             barrier.wait()
@@ -889,8 +956,8 @@ class VertexTestServer:
         return {"name": op.name, "done": True,
                 "response": {"@type": f"type.googleapis.com/{op.response_type}"}}
 
-    def _get_operation(self, parent, rest, *, query, body):
-        name = f"{parent}/{rest}"
+    def _get_operation(self, parent, *ids, query, body, entry):
+        name = entry["path"].lstrip("/").split("/", 1)[1]  # the operation's resource name (after the version)
         with self._lock:
             op = self._operations.get(name)
             if op is None:
@@ -931,9 +998,6 @@ class VertexTestServer:
         """undeployModel, as https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.endpoints/undeployModel
         says: a model that still takes traffic is undeployed only if trafficSplit moves it elsewhere
         (or it is the last one); the split must name deployed models and add up to 100."""
-        problems = schema.problems(body or {}, "UndeployModelRequest")
-        if problems:
-            raise _invalid(problems)
         with self._lock:
             ep = self._endpoint(parent, eid)
             did = get(body, "deployed_model_id")
@@ -1005,16 +1069,23 @@ class VertexTestServer:
     def _update_model(self, parent, mid, version=None, *, query, body):
         """models.patch (google-genai `models.update`): display name, description, or the default checkpoint,
         which must be one of the model's checkpoints (a model tuned without intermediate checkpoints has none)."""
-        problems = schema.problems(body or {}, "Model")
-        if problems:
-            raise _invalid(problems)
-        mask = {schema.snake(f.strip()) for f in (query.get("updateMask") or [""])[0].split(",") if f.strip()}
+        masks = query.get("updateMask") or []
+        mask = {schema.snake(f.strip()) for m in masks for f in m.split(",") if f.strip()}
+        if not mask:  # "Required. The update mask applies to the resource." (models.patch in the document)
+            raise _invalid([("update_mask", "update_mask: required. Name the fields to update, e.g. "
+                                            "updateMask=defaultCheckpointId.")])
         given = {schema.snake(k) for k in (body or {})}
-        if mask - given:
+        if mask - given - {"labels", "description", "display_name"}:
             raise _invalid([("update_mask", f"Field {sorted(mask - given)[0]!r} is in the update mask but not set.")])
+        display = get(body, "display_name")
+        if display is not None and len(display) > schema.DISPLAY_NAME_MAX:
+            raise _invalid([("model.display_name", f"display_name is {len(display)} characters long; the limit is "
+                                                   f"{schema.DISPLAY_NAME_MAX}.")])
+        if problems := schema.label_problems(get(body, "labels") or {}, "model.labels"):
+            raise _invalid(problems)
         with self._lock:
             model = self._model(parent, mid, version)
-            wanted = get(body, "default_checkpoint_id")
+            wanted = get(body, "default_checkpoint_id") if "default_checkpoint_id" in mask else None  # unmasked: ignored
             if wanted is not None:
                 known = [c["checkpointId"] for c in self._checkpoints(model.job)] if model.job else []
                 if str(wanted) not in known:
@@ -1022,7 +1093,8 @@ class VertexTestServer:
                                      f"Checkpoint {wanted!r} does not exist in model `{model.name}` "
                                      f"(checkpoints: {', '.join(known) or 'none'}).")])
                 model.default_checkpoint = str(wanted)
-            model.display_name = get(body, "display_name") or model.display_name
+            if "display_name" in mask:
+                model.display_name = get(body, "display_name") or model.display_name
         return self._get_model(parent, mid, version, query=query, body=None)
 
     def _delete_model(self, parent, mid, version=None, *, query, body):
@@ -1041,9 +1113,6 @@ class VertexTestServer:
     def _merge_aliases(self, parent, mid, version=None, *, query, body):
         """mergeVersionAliases: the name must carry a version; aliases follow Vertex's pattern, "default"
         cannot be added or removed by hand, a "-alias" removes one; an alias lives on one version only."""
-        problems = schema.problems(body or {}, "MergeVersionAliasesRequest")
-        if problems:
-            raise _invalid(problems)
         if version is None:
             raise _invalid([("name", f"Model name `{parent}/models/{mid}` must include a version ID (e.g. @1).")])
         aliases = get(body, "version_aliases") or []
@@ -1065,6 +1134,16 @@ class VertexTestServer:
                 elif alias not in model.aliases:
                     model.aliases.append(alias)
         return self._get_model(parent, mid, version, query=query, body=None)
+
+
+def _versioned(handler: Callable) -> Callable:
+    """A models.* handler taking (parent, model id, version) from a `modelsId` path value such as `123@1`."""
+
+    def call(parent, model_id, *, query, body, **extra):
+        mid, _, version = model_id.partition("@")
+        return handler(parent, mid, version or None, query=query, body=body, **extra)
+
+    return call
 
 
 def _done_op(resource: str, num: int, response_type: str) -> dict:
@@ -1128,10 +1207,12 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _HttpError(400, "Invalid JSON payload received. Unexpected token.") from None
             entry["body"] = body
             auth = self.headers.get("Authorization") or ""
-            if not auth.startswith("Bearer ") or (
-                server.require_token is not None and auth != f"Bearer {server.require_token}"
-            ):
-                raise _HttpError(401, "Request had invalid authentication credentials.")
+            token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+            if not token or (server.require_token is not None and token != server.require_token):
+                raise _HttpError(401, "Request had invalid authentication credentials. Expected OAuth 2 access "
+                                      "token, login cookie or other valid authentication credential. See "
+                                      "https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                                 "UNAUTHENTICATED")
             code, payload = server._handle(method, entry["path"], parse_qs(parts.query), body, entry)
         except _HttpError as exc:
             code = exc.code
@@ -1139,7 +1220,10 @@ class _Handler(BaseHTTPRequestHandler):
             payload = {"error": {"code": exc.code, "message": exc.message, "status": exc.status}}
             if exc.details:
                 payload["error"]["details"] = exc.details
-        except Exception as exc:  # a server bug must surface as a 500, not a hung client
+        except Exception as exc:  # a server bug: answered 500 (no hung client) and failing the test at teardown
+            import traceback
+
+            server.fail(f"{method} {entry['path']}: test server error: {''.join(traceback.format_exception(exc))}")
             code = 500
             payload = {"error": {"code": 500, "message": f"test server error: {exc!r}", "status": "INTERNAL"}}
         entry["status"] = code

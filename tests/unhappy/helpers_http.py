@@ -95,3 +95,50 @@ class SilentServer:
         for c in self._held:
             c.close()
         self._sock.close()
+
+
+class RefusingProxy:
+    """An HTTPS proxy that records each `CONNECT host:port` and refuses it (403): where a client would have
+    gone, with no request leaving the machine. Use it as HTTPS_PROXY."""
+
+    def __init__(self):
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.targets: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    first = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1").split()
+                    if len(first) >= 2:
+                        self.targets.append(first[1] if first[0] == "CONNECT" else urlsplit(first[1]).netloc)
+                    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+    def __enter__(self) -> RefusingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -481,8 +481,9 @@ _LOCK_CHILD = textwrap.dedent("""
     from sftflow.data.testset import read_test_csv
     from sftflow.errors import CheckpointBusy
     from sftflow.evaluation.engine import evaluate
+    from tests.servers.vertex_server import TEST_TOKEN
     s = Settings(_env_file=None, backend="vertex", project="test-project", bucket="gs://b",
-                 vertex_base_url={url!r}, vertex_access_token="t")
+                 vertex_base_url={url!r}, vertex_access_token=TEST_TOKEN)
     open({ready!r} + str(__import__("os").getpid()), "w").close()
     while not __import__("os").path.exists({go!r}):
         time.sleep(0.005)

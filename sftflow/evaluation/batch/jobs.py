@@ -16,7 +16,7 @@ from google.genai import types
 
 from sftflow.backends.base import JobStatus
 from sftflow.backends.vertex import enum_name, job_state
-from sftflow.backends.vertex_client import call, make_genai_client, vertex_credentials
+from sftflow.backends.vertex_client import call, gapic_endpoint, make_genai_client, vertex_credentials
 from sftflow.errors import BackendError
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class VertexBatchJobs:
         from google.api_core.client_options import ClientOptions
         from google.cloud import aiplatform_v1
 
-        api = self.settings.vertex_base_url or f"{self.settings.region}-aiplatform.googleapis.com"
+        api = gapic_endpoint(self.settings)
         client = aiplatform_v1.EndpointServiceClient(credentials=vertex_credentials(self.settings), transport="rest",
                                                      client_options=ClientOptions(api_endpoint=api))
         ep = call(f"reading endpoint {model}", lambda: client.get_endpoint(name=model))
