@@ -154,7 +154,9 @@ def test_machine_b_continues_a_run_whose_machine_a_was_killed_while_the_job_trai
     # job creation, nothing A had finished.
     allowed = {"GET tuningJobs/N", "GET tuningJobs", "POST generateContent (base)", "POST generateContent (tuned endpoint)"}
     ids = {p.rsplit("/", 1)[-1].split("@")[0] for p in server.job_outputs(job)}  # the tuned model, its endpoint
-    assert set(b_routes) <= allowed | {f"GET {i}" for i in ids} | {f"POST {i}" for i in ids}, b_routes
+    preflight = {"POST test-project:testIamPermissions", "POST gemini-2.5-flash:countTokens"}  # main's start-up checks
+    assert set(b_routes) <= allowed | preflight | {f"GET {i}" for i in ids} | {f"POST {i}" for i in ids}, b_routes
+    assert b_routes["POST gemini-2.5-flash:countTokens"] <= 1  # one probe; the datasets' counts come from the bucket
     states = task_states_since(b_start)
     assert set(states.get("check-tuning-data", [])) == {"Cached"}, states  # A's checks, served from the bucket
     assert set(states.get("validate", [])) == {"Cached"}, states
