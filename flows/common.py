@@ -16,6 +16,7 @@ from sftflow.infra import credentials
 from sftflow.config import SECRET_SETTINGS, Settings, load_settings
 from sftflow.errors import ConfigError
 from sftflow.params import RunParams, refuse_secrets, settings_values
+from tasks.results import use_result_storage
 
 MASK = "**********"
 
@@ -29,6 +30,7 @@ def settings_for(params: RunParams | dict[str, Any] | None = None) -> Settings:
         raise
     settings = with_secret_block(load_settings(**settings_values(params)))
     credentials.use_token(settings.vertex_access_token)  # Cloud Storage calls use it too
+    use_result_storage(settings)  # task results and cache records where every worker of the run sees them
     return settings
 
 

@@ -156,6 +156,18 @@ class Settings(BaseSettings):
         description="Seconds after which another process's claim on a tuning intent that still names no job "
         "is taken over (its claimant died before submitting).",
     )
+    lease_ttl_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a lease in the bucket (an evaluation checkpoint's single writer) lasts unless its "
+        "holder renews it (every third of it); a killed holder blocks other machines at most this long.",
+    )
+    prefect_result_storage: str | None = Field(
+        None,
+        description="Where Prefect keeps task results and cache records, so any worker serves a cached step: "
+        "gs://bucket/prefix, or the name of a prefect-gcp GcsBucket block. Unset: <storage>/prefect-results when "
+        "a bucket is set, else PREFECT_RESULTS_LOCAL_STORAGE_PATH (<local_root>/prefect-results).",
+    )
     resubmit_failed: bool = Field(
         False, description="Submit a new job when the one for this intent failed or was cancelled."
     )
@@ -298,6 +310,16 @@ class Settings(BaseSettings):
             b = self.bucket.rstrip("/")
             return b if b.startswith("gs://") else f"gs://{b}"
         return str(self.local_root.resolve())
+
+    @property
+    def result_storage(self) -> str | None:
+        """Where Prefect's results and cache records go: a gs:// URI, a GcsBucket block name, or None
+        (Prefect's local default)."""
+        if self.prefect_result_storage:
+            return self.prefect_result_storage.rstrip("/")
+        if self.bucket:
+            return f"{self.storage_root}/prefect-results"
+        return None
 
     @property
     def run_root(self) -> str:

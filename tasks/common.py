@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -56,34 +55,38 @@ def key_from(build: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[str,
             return None
         material = [context.task.name, sftflow.__version__, RESULTS_FORMAT, inputs]
         blob = json.dumps(material, sort_keys=True, default=str).encode()
-        return _trusted(hashlib.sha256(blob).hexdigest())
+        return _trusted(hashlib.sha256(blob).hexdigest(), context)
 
     return cache_key
 
 
-def _trusted(key: str) -> str:
-    """`key`, unless the local result store holds a record under it that is not sftflow's JSON.
+def _trusted(key: str, context: Any = None) -> str:
+    """`key`, unless the result store holds a record under it that is not sftflow's JSON.
 
-    Prefect deserialises a cache record with the serializer the *file* names, so a record
-    planted in a shared results folder naming "pickle" would run code on a cache hit, whatever
-    the task's own `result_serializer`. Such a record is stepped around: the key is changed, so
-    the task recomputes and never reads it. (Covers the default local result storage only.)
+    Prefect deserialises a cache record with the serializer the *record* names, so a record planted
+    in a shared results folder or bucket naming "pickle" would run code on a cache hit, whatever the
+    task's own `result_serializer`. Such a record is stepped around: the key is changed, so the task
+    recomputes and never reads it. Covers whatever storage this task run reads its records from
+    (local folder, gs:// bucket, a GcsBucket block: tasks.results). A store that cannot be read now
+    (an outage) is stepped around too: recomputing is safe, deserialising unseen bytes is not.
     """
-    from prefect.settings import get_current_settings
+    from tasks.results import read_record
 
-    path = Path(get_current_settings().results.local_storage_path).expanduser() / key
+    log = logging.getLogger("sftflow")
     try:
-        raw = path.read_bytes()
-    except OSError:
-        return key  # no record (or unreadable): nothing will be deserialised from it
+        where, raw = read_record(context, key)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("cache record %s could not be read (%s); not using the cache for this run", key, exc)
+        return hashlib.sha256(f"{key}:unreadable-record".encode()).hexdigest()
+    if raw is None:
+        return key  # no record: nothing will be deserialised from it
     try:
         kind = json.loads(raw)["metadata"]["serializer"]["type"]
     except (ValueError, KeyError, TypeError):
         kind = None
     if kind == "json":
         return key
-    logging.getLogger("sftflow").warning(
-        "%s: cache record is not a JSON record (serializer %r); ignoring it and recomputing", path, kind)
+    log.warning("%s: cache record is not a JSON record (serializer %r); ignoring it and recomputing", where, kind)
     return hashlib.sha256(f"{key}:untrusted-record".encode()).hexdigest()
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from sftflow.infra import storage
+from sftflow.infra import layout, storage
 from sftflow.errors import DataError
 from sftflow.records import FileSummary
 from sftflow.data.prepare import UploadedFile, convert_source, download_source, upload_dataset, validate_file
@@ -14,7 +14,7 @@ from tasks.common import RETRY_TRANSIENT, key_from, retry_transient
 
 
 def _source_key(p: dict) -> list:
-    return [p["uri"], storage.fingerprint(p["uri"]), str(p["dest_dir"])]
+    return [p["uri"], storage.fingerprint(p["uri"]), str(p["dest_dir"]), layout.disk_id(p["dest_dir"])]
 
 
 @task(
@@ -35,7 +35,8 @@ def download(uri: str, dest_dir: Path) -> str:
 @task(
     name="convert",
     cache_key_fn=key_from(
-        lambda p: [storage.fingerprint(p["src"]), p["kind"], p["limit"], p["shuffle_seed"], str(p["out_dir"])]
+        lambda p: [storage.fingerprint(p["src"]), p["kind"], p["limit"], p["shuffle_seed"], str(p["out_dir"]),
+                   layout.disk_id(p["out_dir"])]  # its result is a file on this disk
     ),
     persist_result=True,
     result_serializer="json",

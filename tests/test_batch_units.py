@@ -17,6 +17,7 @@ from sftflow.evaluation.batch.requests import (
     requests_jsonl,
 )
 from sftflow.cli.main import build_parser
+from sftflow.cli.mistakes import UsageError
 from sftflow.config import ConfigError, Settings
 from sftflow.data.testset import TestExample
 from sftflow.infra.progress import TerminalProgress, fan_out, progress_line
@@ -54,7 +55,7 @@ def test_batch_mode_without_a_bucket_is_a_one_line_error():
 def test_cli_mode_flag_sets_eval_mode():
     args = build_parser().parse_args(["evaluate", "--mode", "batch"])
     assert args.eval_mode == "batch"
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match=r"--mode: invalid choice: 'fast' \(choose from 'auto', 'batch', 'online'\)"):
         build_parser().parse_args(["pipeline", "--mode", "fast"])
 
 

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ]),
     ("files and credentials, and the results records with their one reader", [
         "sftflow.infra.credentials", "sftflow.infra.gcs", "sftflow.infra.storage", "sftflow.infra.layout",
-        "sftflow.evaluation.results", "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server",
+        "sftflow.evaluation.results", "sftflow.evaluation.checkpoint", "sftflow.infra.prefect_server", "sftflow.infra.lease",
     ]),
     ("dataset formats and rules, cost estimates, prices and the approval gate's rules (below the settings: a "
      "setting reaches them as an argument)", [

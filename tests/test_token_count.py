@@ -11,6 +11,7 @@ import pytest
 
 from sftflow.cost import estimate as cost, token_count
 from sftflow.errors import BackendError, TransientError
+from sftflow.infra import storage
 from sftflow.data.rules import validate_contents_file
 from tests.servers.vertex_fixtures import TEST_TOKEN, upload_datasets
 from tests.servers.vertex_server import count_text_tokens
@@ -45,7 +46,7 @@ def test_vertex_estimate_counts_every_example_with_count_tokens_once_per_content
         make_vertex_server, vertex_settings_for, gcs_bucket, tmp_path):
     server = make_vertex_server()
     _, train, val = upload_datasets(gcs_bucket, LINE.encode())
-    s = vertex_settings_for(server, local_root=tmp_path / "root", epochs=2)
+    s = vertex_settings_for(server, local_root=tmp_path / "root", epochs=2, bucket=gcs_bucket)
     files = _files(tmp_path, train, val)
     assert PER_EXAMPLE != files[0][2]["estimated_tokens"] // 3  # the two methods give different numbers here
 
@@ -68,13 +69,16 @@ def test_vertex_estimate_counts_every_example_with_count_tokens_once_per_content
     _, train2, _ = upload_datasets(f"{gcs_bucket}/other", (LINE * 2).encode())
     token_count.estimate_for(s, [(files[0][0], train2, files[0][2]), files[1]])
     assert _counts(server) == 4 + 6
+    # Another machine (its own empty work area) on the same bucket: the counts come from the bucket.
+    other = vertex_settings_for(server, local_root=tmp_path / "other-machine", epochs=2, bucket=gcs_bucket)
+    assert token_count.estimate_for(other, files) == est and _counts(server) == 4 + 6
 
 
 def test_missing_route_falls_back_to_the_estimate_with_a_warning(make_vertex_server, vertex_settings_for,
                                                                  gcs_bucket, tmp_path):
     server = make_vertex_server(count_tokens_route=False)
     _, train, val = upload_datasets(gcs_bucket, LINE.encode())
-    s = vertex_settings_for(server, local_root=tmp_path / "root")
+    s = vertex_settings_for(server, local_root=tmp_path / "root", bucket=gcs_bucket)
     files = _files(tmp_path, train, val)
     warnings: list[str] = []
     est = token_count.estimate_for(s, files, warn=warnings.append)
@@ -84,6 +88,7 @@ def test_missing_route_falls_back_to_the_estimate_with_a_warning(make_vertex_ser
     [warning] = warnings
     assert "countTokens is unavailable" in warning and "404" in warning and warning in est.notes
     assert not list((tmp_path / "root" / "work" / "token-counts").glob("*.json"))  # nothing cached
+    assert not storage.list_uris(f"{s.storage_root}/token-counts")  # not in the bucket either
 
 
 def test_local_backend_uses_the_estimate_labelled_and_asks_nothing(tmp_path):

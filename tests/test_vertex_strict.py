@@ -252,3 +252,29 @@ def test_the_data_warning_line_names_what_vertex_did_not_train_on():
     assert job_markdown(status, 1.0).splitlines()[:3] == [
         "# Tuning job `j`", "", "**warning: Vertex truncated or dropped 1 training examples (examples 3); they were "
                                 "not trained on as written**"]
+
+
+def test_the_uploaded_training_file_is_what_the_job_trains_on(make_vertex_server, vertex_settings_for, gcs_bucket,
+                                                               tmp_path):
+    """The prepare step's upload (sftflow.data.prepare.upload_dataset) then a job on it: Vertex counts the rows
+    sftflow validated, and bills their tokens."""
+    from sftflow.backends import make_tuner
+    from sftflow.backends.base import JobState, TuningSpec
+    from sftflow.data.prepare import upload_dataset
+
+    server = make_vertex_server(job_phases=(0.1, 0.1))
+    local = tmp_path / "train.jsonl"
+    local.write_bytes(b"".join(json.dumps({"contents": [
+        {"role": "user", "parts": [{"text": f"article {i}: words and more words."}]},
+        {"role": "model", "parts": [{"text": f"summary {i}."}]}]}).encode() + b"\n" for i in range(5)))
+    uploaded = upload_dataset(str(local), f"{gcs_bucket}/runs/r", "train")
+    tuner = make_tuner(vertex_settings_for(server))
+    name = tuner.submit(TuningSpec(base_model="gemini-2.5-flash", train_uri=uploaded.uri, val_uri=None, epochs=2,
+                                   adapter_size=4, learning_rate_multiplier=1.0, display_name="t", key="kupload"))
+    deadline = time.monotonic() + 60
+    while not (status := tuner.get(name)).state.ended:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert status.state is JobState.SUCCEEDED, status.error
+    assert status.stats["example_count"] == 5 and status.stats["billable_tokens"] == billable_tokens(
+        local.read_bytes(), epochs=2)

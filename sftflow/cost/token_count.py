@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sftflow.cost import estimate as cost
 from sftflow.infra import storage
-from sftflow.errors import BackendError, TransientError
+from sftflow.errors import BackendError, StorageError, TransientError
 from sftflow.data.rules import MAX_EXAMPLE_TOKENS, iter_contents_records
 from sftflow.infra.pacing import RateLimiter, backoff_delay
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 COUNT_METHOD = "countTokens (Vertex AI)"
 _CACHE_VERSION = "1"
 _CHUNK = 512  # examples in flight at once: memory stays flat on a large file
+
+log = logging.getLogger(__name__)
 
 CountOne = Callable[[dict], int]
 
@@ -55,24 +58,30 @@ class FileCount:
     model: str
 
 
-def _cache_file(cache_dir: Path, content_id: str, model: str) -> Path:
+def _cache_file(cache_dir: str | Path, content_id: str, model: str) -> str:
     key = hashlib.sha256(f"{_CACHE_VERSION}|{content_id}|{model}".encode()).hexdigest()[:32]
-    return Path(cache_dir) / f"{key}.json"
+    return storage.join(str(cache_dir), f"{key}.json")
 
 
-def read_cached(cache_dir: Path, content_id: str, model: str) -> FileCount | None:
-    path = _cache_file(cache_dir, content_id, model)
+def read_cached(cache_dir: str | Path, content_id: str, model: str) -> FileCount | None:
+    uri = _cache_file(cache_dir, content_id, model)
     try:
-        return FileCount(**json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):  # absent, or a damaged file: count again
+        return FileCount(**json.loads(storage.read_text(uri)))
+    except (OSError, ValueError, TypeError, StorageError):  # absent, or a damaged file: count again
         return None
 
 
-def write_cached(cache_dir: Path, content_id: str, count: FileCount) -> None:
-    path = _cache_file(cache_dir, content_id, count.model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with storage.atomic_local_writer(path, "w") as f:
-        json.dump(asdict(count), f)
+def write_cached(cache_dir: str | Path, content_id: str, count: FileCount) -> None:
+    storage.write_text(_cache_file(cache_dir, content_id, count.model), json.dumps(asdict(count)), "application/json")
+
+
+def cache_dirs(settings: Settings) -> list[str]:
+    """Where counts are kept: this machine's work area, and the run's bucket when it has one (so a
+    worker on a fresh disk does not count the same content again)."""
+    dirs = [str(settings.work_dir / "token-counts")]
+    if storage.is_gcs(settings.storage_root):
+        dirs.append(storage.join(settings.storage_root, "token-counts"))
+    return dirs
 
 
 def _examples(path: str | Path) -> Iterator[dict]:
@@ -163,11 +172,13 @@ def _content_id(uri: str) -> str:
     return f"md5:{digest}" if digest else storage.fingerprint(uri)
 
 
-def _count_uri(settings: Settings, uri: str, count_one: CountOne, cache_dir: Path) -> FileCount:
-    """The cached count of `uri`'s content, else count it (downloading a remote file once)."""
+def _count_uri(settings: Settings, uri: str, count_one: CountOne, cache: list[str]) -> FileCount:
+    """The cached count of `uri`'s content (first hit among `cache`'s folders), else count it
+    (downloading a remote file once) and keep it in each folder."""
     content_id = _content_id(uri)
-    if (hit := read_cached(cache_dir, content_id, settings.base_model)) is not None:
-        return hit
+    for where in cache:
+        if (hit := read_cached(where, content_id, settings.base_model)) is not None:
+            return hit
     kw = dict(concurrency=settings.concurrency, rpm=settings.count_tokens_rpm, max_attempts=settings.max_attempts)
     if storage.is_gcs(uri) or storage.is_http(uri):
         settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +189,11 @@ def _count_uri(settings: Settings, uri: str, count_one: CountOne, cache_dir: Pat
             shutil.rmtree(tmp, ignore_errors=True)
     else:
         count = count_file(uri, count_one, settings.base_model, **kw)
-    write_cached(cache_dir, content_id, count)
+    for where in cache:
+        try:
+            write_cached(where, content_id, count)
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be written costs a recount, not the run
+            log.warning("token counts of %s not cached in %s: %s", uri, where, exc)
     return count
 
 
@@ -199,7 +214,7 @@ def estimate_for(settings: Settings, files: list[tuple[str, str, dict]], *,
 
     if settings.backend != "vertex":
         return estimated(None)
-    cache_dir = settings.work_dir / "token-counts"
+    cache_dir = cache_dirs(settings)
     try:
         count_one = count_one or vertex_counter(settings)
         counts = [(role, uri, _count_uri(settings, uri, count_one, cache_dir)) for role, uri, _ in files]

@@ -1,8 +1,13 @@
-"""The evaluation checkpoint: an append-only JSONL of finished examples, owned by one process.
+"""The evaluation checkpoint: the finished examples of one evaluation, written by one process at a time.
 
-Each finished example is one line, flushed and fsync'd, so a killed run loses at most the line
-it was writing; `Checkpoint.load` cuts such a partial line off. `CheckpointLock` makes a second
-process evaluating into the same file fail fast instead of interleaving lines with the first.
+Local (no bucket): an append-only JSONL; each finished example is one line, flushed and fsync'd, so a
+killed run loses at most the line it was writing; `Checkpoint.load` cuts such a partial line off.
+`CheckpointLock` (a flock) makes a second process evaluating into the same file fail fast.
+
+In a bucket (`gs://…/`, so every machine of a run sees it): `GcsCheckpoint`, one small object per
+finished example (an object appears whole or not at all, so a kill loses at most the example being
+written), guarded by a lease (`sftflow.infra.lease`) instead of the flock, which only one machine sees.
+`open_checkpoint` / `checkpoint_lock` pick the pair from the URI.
 """
 
 from __future__ import annotations
@@ -12,10 +17,14 @@ import logging
 import os
 import socket
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sftflow.errors import CheckpointBusy
 from sftflow.evaluation.results import ExampleResult, result_line, results_by_id
+from sftflow.infra import lease as leases
+from sftflow.infra import storage
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +124,73 @@ class CheckpointLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class GcsCheckpoint:
+    """The checkpoint as objects under a gs:// folder: `<folder>/<time_ns>-<n>.jsonl`, one per finished
+    example (same lines as `Checkpoint`'s). `load` reads them all and, holding the lease, compacts them
+    into one object, so a run resumed many times still loads in a few requests."""
+
+    def __init__(self, uri: str, lease: leases.Lease | None = None):
+        self.path = uri.rstrip("/")
+        self.lease = lease
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def load(self) -> dict[str, ExampleResult]:
+        uris = [u for u in storage.list_uris(self.path) if u.endswith(".jsonl")]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            texts = list(pool.map(storage.read_text, uris))
+        lines = [line for text in texts for line in text.split("\n") if line.strip()]
+        out = results_by_id(lines, self.path)
+        if len(uris) > 1 and self.lease is not None:
+            self.lease.check()
+            storage.write_text(self._next_name(), "".join(result_line(r) for r in out.values()), "application/jsonl")
+            for u in uris:
+                storage.delete(u)
+        return out
+
+    def _next_name(self) -> str:
+        with self._lock:
+            self._n += 1
+            n = self._n
+        return storage.join(self.path, f"{time.time_ns():020d}-{n:06d}.jsonl")
+
+    def append(self, result: ExampleResult) -> None:
+        if self.lease is not None:
+            self.lease.check()  # taken over by another machine: stop writing (raises)
+        storage.write_text(self._next_name(), result_line(result), "application/jsonl")
+
+    def close(self) -> None:
+        pass
+
+
+def open_checkpoint(uri: str | Path, lease: object = None) -> Checkpoint | GcsCheckpoint:
+    """The checkpoint at `uri`: objects under a gs:// folder, else a local JSONL file."""
+    if storage.is_gcs(str(uri)):
+        return GcsCheckpoint(str(uri), lease if isinstance(lease, leases.Lease) else None)
+    return Checkpoint(Path(uri))
+
+
+def checkpoint_lock(uri: str | Path, ttl: float = leases.DEFAULT_TTL) -> CheckpointLock | leases.Lease:
+    """The one-writer guard for `uri`: a lease object `<folder>.lease` in the bucket, else the flock."""
+    if storage.is_gcs(str(uri)):
+        return _CheckpointLease(str(uri).rstrip("/") + ".lease", ttl=ttl, what=str(uri))
+    return CheckpointLock(Path(uri))
+
+
+class _CheckpointLease(leases.Lease):
+    """A Lease whose "busy" is a CheckpointBusy, as the flock's is."""
+
+    def acquire(self) -> _CheckpointLease:
+        try:
+            super().acquire()
+        except leases.LeaseBusy as exc:
+            raise CheckpointBusy(str(exc)) from None
+        return self
+
+    def check(self) -> None:
+        try:
+            super().check()
+        except leases.LeaseBusy as exc:
+            raise CheckpointBusy(str(exc)) from None

@@ -3,9 +3,10 @@
 One call of `evaluate` answers every test example with one model and scores the answer.
 Each finished example is appended to a JSONL checkpoint (fsync'd per line), so a killed run
 resumes where it stopped and asks the model only for the examples that are missing or errored.
-One process at a time owns a checkpoint (an exclusive `flock` on `<checkpoint>.lock`): a second
-one fails fast naming the holder, and the kernel drops the lock when its holder dies, even by
-SIGKILL, so a stale lock never blocks.
+One process at a time owns a checkpoint: locally an exclusive `flock` on `<checkpoint>.lock` (the
+kernel drops it when its holder dies, even by SIGKILL); in a bucket a lease object that every machine
+sees (sftflow.infra.lease: a dead holder blocks for at most the lease's TTL). A second one fails fast
+naming the holder.
 
 An evaluation with errored examples is not a success: `check_error_rate` turns too many errors
 into `EvaluationFailed` with one line per error kind (e.g. `8/10 examples: 401 UNAUTHENTICATED: …`).
@@ -24,11 +25,10 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sftflow.backends.base import Generation, GenerationParams, Generator
-from sftflow.evaluation.checkpoint import Checkpoint, CheckpointLock
+from sftflow.evaluation.checkpoint import checkpoint_lock, open_checkpoint
 from sftflow.data.testset import TestExample
 from sftflow.errors import BackendError, CheckpointError, EvaluationFailed, TransientError
 from sftflow.infra.pacing import RateLimiter, backoff_delay
@@ -67,7 +67,7 @@ def evaluate(
     examples: Sequence[TestExample],
     *,
     params: GenerationParams,
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str],  # a local JSONL file, or a gs:// folder (sftflow.evaluation.checkpoint)
     concurrency: int,
     rpm: float,
     max_attempts: int,
@@ -78,6 +78,7 @@ def evaluate(
     prompt_of: Callable[[TestExample], str] | None = None,
     seed: int | None = None,
     retry_after_cap: float = 120.0,
+    lease_ttl: float = 60.0,
 ) -> list[ExampleResult]:
     """Answer and score every example; return one result per example, in example order.
 
@@ -102,8 +103,8 @@ def evaluate(
     _check_unique_ids(examples)
     prompt_of = prompt_of or (lambda ex: ex.input_text)
 
-    with CheckpointLock(Path(checkpoint)):
-        return _evaluate_locked(generator, examples, params=params, checkpoint=Path(checkpoint),
+    with checkpoint_lock(checkpoint, lease_ttl) as guard:
+        return _evaluate_locked(generator, examples, params=params, checkpoint=open_checkpoint(checkpoint, guard),
                                 concurrency=concurrency, rpm=rpm, max_attempts=max_attempts,
                                 on_progress=on_progress, sleep=sleep, backoff_base=backoff_base,
                                 backoff_cap=backoff_cap, prompt_of=prompt_of, seed=seed,
@@ -111,12 +112,12 @@ def evaluate(
 
 
 def _evaluate_locked(generator: Generator, examples: Sequence[TestExample], *, params: GenerationParams,
-                     checkpoint: Path, concurrency: int, rpm: float, max_attempts: int,
+                     checkpoint: Any, concurrency: int, rpm: float, max_attempts: int,
                      on_progress: ProgressFn | None, sleep: Callable[[float], None], backoff_base: float,
                      backoff_cap: float, prompt_of: Callable[[TestExample], str], seed: int | None,
                      retry_after_cap: float) -> list[ExampleResult]:
     model = generator.model
-    ckpt = Checkpoint(checkpoint)
+    ckpt = checkpoint
     done = ckpt.load()
     others = sorted({r.model for r in done.values() if r.model != model})
     if others:

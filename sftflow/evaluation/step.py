@@ -73,6 +73,7 @@ class EvalSpec:
     batch_online_below: int = field(metadata=NOT_IN_KEY)
     batch_poll_interval: float = field(metadata=NOT_IN_KEY)
     claim_stale_after: float = field(metadata=NOT_IN_KEY)
+    lease_ttl_s: float = field(metadata=NOT_IN_KEY)
     cancel_job_on_interrupt: bool = field(metadata=NOT_IN_KEY)
     # Prices only change the report's cost line (sftflow.cost.prices; a tuned model is priced as its base model).
     base_model: str = field(metadata=NOT_IN_KEY)
@@ -141,7 +142,7 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
     examples = read_test_csv(test_path, limit=spec.samples)
     ident = hashlib.sha256(json.dumps(eval_identity(spec, model, test_path, label), default=str,
                                       sort_keys=True).encode()).hexdigest()
-    checkpoint = layout.checkpoint_path(spec.work_dir, label, ident)
+    checkpoint = layout.checkpoint_uri(spec.run_root, spec.work_dir, label, ident)
     results, mode, batch = answer(spec, model, examples, checkpoint=checkpoint,
                                   batch_root=storage.join(out_dir, "batch", ident[:16]), on_progress=on_progress)
     price = prices.price_for(spec.base_model, spec.backend, spec.generation_prices_usd)
@@ -167,7 +168,7 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
                       batch=batch, cost=cost)
 
 
-def answer(spec: EvalSpec, model: str, examples: Sequence[TestExample], *, checkpoint: Path, batch_root: str,
+def answer(spec: EvalSpec, model: str, examples: Sequence[TestExample], *, checkpoint: str | Path, batch_root: str,
            on_progress: ProgressFn | None = None, generator: Generator | None = None,
            ) -> tuple[list[ExampleResult], str, dict[str, Any] | None]:
     """(results, mode, batch notes or None): every example answered and scored, online or through
@@ -183,14 +184,15 @@ def answer(spec: EvalSpec, model: str, examples: Sequence[TestExample], *, check
         progress = on_progress if not offset or on_progress is None else (
             lambda done, total, info: on_progress(done + offset, (total or 0) + offset, info))
         return evaluate(gen[0], todo, params=spec.generation, checkpoint=checkpoint, concurrency=spec.concurrency,
-                        rpm=spec.rpm, max_attempts=spec.max_attempts, on_progress=progress)
+                        rpm=spec.rpm, max_attempts=spec.max_attempts, on_progress=progress, lease_ttl=spec.lease_ttl_s)
 
     if mode == "online":
         return online(examples), mode, None
     options = BatchOptions(root=batch_root, poll_interval=spec.batch_poll_interval,
                            pending_timeout=spec.batch_pending_timeout, fallback_online=spec.batch_fallback_online,
                            online_below=spec.batch_online_below, max_rounds=spec.max_attempts,
-                           claim_stale_after=spec.claim_stale_after, cancel_on_interrupt=spec.cancel_job_on_interrupt)
+                           claim_stale_after=spec.claim_stale_after, cancel_on_interrupt=spec.cancel_job_on_interrupt,
+                           lease_ttl=spec.lease_ttl_s)
     log.info("evaluating %s on %d examples with Vertex AI batch prediction (input under %s)", model,
              len(examples), batch_root)
     jobs = VertexBatchJobs(spec)  # type: ignore[arg-type] - EvalSpec has the connection fields it reads

@@ -9,7 +9,10 @@
 <root>/runs/<run>/sweep/leaderboard.json, leaderboard.png, report.md
 <root>/champion/history/<seq>.json                        every champion decision (sftflow.selection.champion)
 <root>/runs/<run>/report.md, report.json
-<work>/checkpoints/<label>-<ident16>.jsonl                evaluation checkpoints (local disk)
+<work>/checkpoints/<label>-<ident16>.jsonl                evaluation checkpoints (no bucket: local disk)
+<root>/runs/<run>/checkpoints/<label>-<ident16>/*.jsonl   ... with a bucket: seen by every machine,
+<root>/runs/<run>/checkpoints/<label>-<ident16>.lease     ... one writer at a time (sftflow.infra.lease)
+<root>/prefect-results/<cache key>                        Prefect's cache records, with a bucket
 
 Every path is built here from checked pieces: a name (run, label) must match `NAME_PATTERN`, and
 each piece must be one path segment, so no input can place a file outside its folder
@@ -22,7 +25,7 @@ import re
 from pathlib import Path
 
 from sftflow.errors import LayoutError
-from sftflow.infra.storage import is_gcs, join
+from sftflow.infra.storage import create_if_absent, is_gcs, join
 
 #: Run names and result labels: lowercase letters, digits, '-' and '_', at most 63, starting with
 #: a letter or digit — safe as a path segment, a GCS prefix and (with '_' → '-') an artifact key.
@@ -127,3 +130,25 @@ def tuned_uri(run_root: str) -> str:
 def checkpoint_path(work_dir: Path, label: str, ident: str) -> Path:
     """An evaluation's checkpoint: one per (label, evaluation identity), on local disk."""
     return Path(child(str(work_dir), "checkpoints", f"{check_name('label', label)}-{ident[:16]}.jsonl"))
+
+
+def checkpoint_uri(run_root: str, work_dir: Path, label: str, ident: str) -> str:
+    """Where an evaluation's checkpoint lives: in the bucket (a folder every machine of the run sees)
+    when the run's storage is one, else on local disk (`checkpoint_path`)."""
+    if is_gcs(run_root):
+        return child(run_root, "checkpoints", f"{check_name('label', label)}-{ident[:16]}")
+    return str(checkpoint_path(work_dir, label, ident))
+
+
+def disk_id(folder: Path) -> str:
+    """A random id of this local folder, made the first time it is asked for (`<folder>/.disk-id`).
+
+    Part of the cache key of a task whose result names a file in `folder`: with result storage shared
+    by several machines (tasks.results), a worker on a fresh disk — even at the same path, as containers
+    have — must not be served a path that exists only on the disk of the machine that cached it.
+    """
+    import uuid
+
+    marker = Path(folder) / ".disk-id"
+    create_if_absent(str(marker), uuid.uuid4().hex.encode(), "text/plain")  # one id, however many race
+    return marker.read_text().strip()

@@ -97,15 +97,17 @@ def vertex_config(server, bucket: str, local_root: Path, **more) -> dict:
             "local_root": str(local_root), "concurrency": 4, "rpm": 60000, **more}
 
 
-def cache_records(local_root: Path) -> list[dict]:
-    """Every record in the run's Prefect result folder, parsed as JSON (a pickle would raise)."""
-    out = []
-    for p in (local_root / "prefect-results").rglob("*"):
-        if p.is_file():
-            raw = p.read_bytes()
-            assert b"pickle" not in raw, p
-            out.append(json.loads(raw))
-    return out
+def cache_records(local_root: Path, bucket: str | None = None) -> list[dict]:
+    """Every record in the run's Prefect result folder (and, with a bucket, under <bucket>/prefect-results,
+    where a run with a bucket keeps them: tasks/results.py), parsed as JSON (a pickle would raise)."""
+    from sftflow.infra import storage
+
+    raws = [p.read_bytes() for p in (local_root / "prefect-results").rglob("*") if p.is_file()]
+    if bucket:
+        raws += [storage.read_bytes(u) for u in storage.list_uris(f"{bucket}/prefect-results")]
+    for raw in raws:
+        assert b"pickle" not in raw
+    return [json.loads(raw) for raw in raws]
 
 
 def files_under(path: Path) -> set[str]:
@@ -131,7 +133,7 @@ def test_all_401_fails_through_cli_is_not_cached_and_rerun_asks_exactly_the_fail
     assert "10/10 examples: 401 UNAUTHENTICATED: Request had invalid authentication credentials." in failed.stderr
     assert "Traceback" not in failed.stderr.split("sftflow: error:")[-1]
     assert asked_markers(server) == sorted(marker(i) for i in range(10))
-    assert not [r for r in cache_records(tmp_path / "root") if "results_uri" in json.dumps(r)], \
+    assert not [r for r in cache_records(tmp_path / "root", gcs_bucket) if "results_uri" in json.dumps(r)], \
         "a failed evaluation left a cache record"
 
     server.require_token = None  # the user fixed the credentials
@@ -149,7 +151,7 @@ def test_all_401_fails_through_cli_is_not_cached_and_rerun_asks_exactly_the_fail
     assert again.stdout == fixed.stdout
 
     # item 11: the persisted task results of these runs are JSON records, never pickle
-    records = cache_records(tmp_path / "root")
+    records = cache_records(tmp_path / "root", gcs_bucket)
     assert len([r for r in records if "results_uri" in json.dumps(r)]) == 1
     for record in records:  # a cache record names its serializer; a bare result (a flow's exception) is JSON
         assert "metadata" not in record or record["metadata"]["serializer"]["type"] == "json", record["metadata"]
@@ -383,7 +385,7 @@ def test_evaluate_key_covers_every_spec_field_not_declared_answer_neutral(tmp_pa
     assert neutral == {"work_dir", "concurrency", "rpm", "max_attempts", "max_error_rate", "vertex_access_token",
                        "eval_mode", "batch_min_examples", "batch_pending_timeout", "batch_fallback_online",
                        "batch_online_below", "batch_poll_interval", "claim_stale_after", "cancel_job_on_interrupt",
-                       "base_model", "generation_prices_usd"}
+                       "base_model", "generation_prices_usd", "lease_ttl_s"}
     for f in dataclasses.fields(EvalSpec):
         value = getattr(spec, f.name)
         if f.name == "generation":

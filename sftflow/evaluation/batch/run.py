@@ -35,7 +35,7 @@ from sftflow.evaluation.batch.requests import (
     prompt_hash,
     requests_jsonl,
 )
-from sftflow.evaluation.checkpoint import Checkpoint, CheckpointLock
+from sftflow.evaluation.checkpoint import checkpoint_lock, open_checkpoint
 from sftflow.data.testset import TestExample
 from sftflow.errors import CheckpointError, SftflowError, TransientError
 from sftflow.evaluation.engine import fill_result
@@ -67,6 +67,7 @@ class BatchOptions:
     claim_stale_after: float = 300.0
     claim_owner: str = OWNER  # who this caller is in claims (host/pid/random); one per process
     cancel_on_interrupt: bool = True  # Ctrl-C, SIGTERM (a cancelled flow run): cancel the job, stop the meter
+    lease_ttl: float = 60.0  # a gs:// checkpoint's lease (sftflow.infra.lease)
 
 
 @dataclass
@@ -186,8 +187,8 @@ def evaluate_batch(
     total = len(examples)
     fallback_marker = storage.join(options.root, "online.json")
 
-    with CheckpointLock(Path(checkpoint)):
-        ckpt = Checkpoint(Path(checkpoint))
+    with checkpoint_lock(checkpoint, options.lease_ttl) as guard:
+        ckpt = open_checkpoint(checkpoint, guard)
         done = {k: v for k, v in ckpt.load().items() if k in by_id and v.error is None}
         others = sorted({r.model for r in done.values() if r.model != model})
         if others:

@@ -1,0 +1,98 @@
+"""Prefect's task results and cache records in the run's bucket (tasks/results.py), against the GCS emulator:
+a cached step is served from the bucket (nothing local), and the "never unpickle" guard covers the bucket."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+from sftflow.config import load_settings
+from sftflow.infra import storage
+from tests.unhappy.test_evaluation_faults import _TouchOnUnpickle, write_test_csv
+
+
+def _validate_flow():
+    from prefect import flow
+
+    from tasks.data import validate
+    from tasks.results import use_result_storage
+
+    @flow(persist_result=False, result_serializer="json")
+    def validate_in_bucket(path: str, bucket: str):
+        use_result_storage(load_settings(bucket=bucket))
+        return validate(path, "test", "t.csv")
+
+    return validate_in_bucket
+
+
+def _key(path: str) -> str:
+    from tasks.data import validate
+
+    return validate.cache_key_fn(types.SimpleNamespace(task=validate), {"path": path, "kind": "test", "source": "t.csv"})
+
+
+def test_settings_place_results_under_the_bucket_unless_told_otherwise(tmp_path):
+    assert load_settings(local_root=tmp_path).result_storage is None  # Prefect's local default
+    assert load_settings(bucket="b/p").result_storage == "gs://b/p/prefect-results"
+    assert load_settings(bucket="b", prefect_result_storage="gs://c/x/").result_storage == "gs://c/x"
+    assert load_settings(prefect_result_storage="my-results").result_storage == "my-results"  # a GcsBucket block
+
+
+def test_cached_step_is_served_from_the_bucket_and_its_record_is_json(gcs_bucket, tmp_path):
+    from prefect.settings import get_current_settings
+
+    from tests.flowutil import task_states
+
+    csv_path = str(write_test_csv(tmp_path / "t.csv", 3))
+    key = _key(csv_path)
+    local = Path(get_current_settings().results.local_storage_path).expanduser() / key
+    flow = _validate_flow()
+
+    first = flow(csv_path, gcs_bucket, return_state=True)
+    assert task_states(first)["validate"] == ["Completed"]
+    record = json.loads(storage.read_bytes(f"{gcs_bucket}/prefect-results/{key}"))
+    assert record["metadata"]["serializer"]["type"] == "json"
+    assert not local.exists()  # nothing on this machine's disk
+
+    again = flow(csv_path, gcs_bucket, return_state=True)
+    assert task_states(again)["validate"] == ["Cached"]  # read back from the bucket
+    assert again.result().examples == 3
+
+
+def test_planted_pickle_record_in_the_bucket_is_never_unpickled(gcs_bucket, tmp_path):
+    from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
+    from prefect.serializers import PickleSerializer
+
+    from tests.flowutil import task_states
+
+    csv_path = str(write_test_csv(tmp_path / "t.csv", 3))
+    key = _key(csv_path)
+    ran = tmp_path / "code-ran"
+    planted = ResultRecord(result=_TouchOnUnpickle(ran),
+                           metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=key))
+    storage.write_bytes(f"{gcs_bucket}/prefect-results/{key}", planted.serialize())
+
+    state = _validate_flow()(csv_path, gcs_bucket, return_state=True)
+    assert state.result().examples == 3
+    assert task_states(state)["validate"] == ["Completed"]  # recomputed, the planted record stepped around
+    assert not ran.exists()
+    kept = json.loads(storage.read_bytes(f"{gcs_bucket}/prefect-results/{key}"))
+    assert kept["metadata"]["serializer"]["type"] == "pickle"  # still there, never read as a result
+
+
+def test_result_storage_needs_no_bucket_metadata_permission(monkeypatch):
+    """prefect-gcp opens every object through `get_bucket` (a bucket GET, `storage.buckets.get`, which Storage
+    Object Admin lacks); ours makes no request there: here any request would meet a closed port."""
+    from sftflow.infra import gcs
+    from tests.servers.gcs_fixtures import free_port
+
+    from tasks.results import SftflowGcsClient
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    gcs.reset_clients()
+    try:
+        bucket = SftflowGcsClient().get_cloud_storage_client().get_bucket("some-bucket")
+        assert bucket.name == "some-bucket"
+    finally:
+        gcs.reset_clients()
