@@ -73,7 +73,7 @@ def test_an_unknown_recipe_key_suggests_the_close_one(fresh_folder, capsys):
     (fresh_folder / "r.yaml").write_text("epochs: 1\nsampels: 5\n")
     line = one_line(capsys, ["pipeline", "--recipe", "r.yaml"])
     assert line.startswith("sftflow: error: r.yaml:2: sampels: unknown field"), line
-    assert "did you mean samples?" in line
+    assert "did you mean samples" in line
 
 
 @pytest.mark.parametrize("cmd", ["pipeline", "prepare", "tune", "sweep"])

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from sftflow.infra import storage
+from sftflow.tuning.hyperparameters import Hyperparameters
 from tests.servers.vertex_datasets import billable_tokens
 from tests.servers.vertex_fixtures import TUNING_LINE, upload_datasets
 from tests.servers.vertex_server import TEST_TOKEN, VertexTestServer
@@ -220,8 +221,9 @@ def test_a_wrong_or_empty_token_is_one_line_from_sftflow_without_retries(make_ve
     from sftflow.errors import BackendError
 
     server = make_vertex_server()
-    spec = TuningSpec(base_model="gemini-2.5-flash", train_uri=tuning_datasets["train"], val_uri=None, epochs=1,
-                      adapter_size=4, learning_rate_multiplier=1.0, display_name="t", key="kwrong")
+    spec = TuningSpec(base_model="gemini-2.5-flash", train_uri=tuning_datasets["train"], val_uri=None,
+                      hyperparameters=Hyperparameters(epochs=1, adapter_size=4, learning_rate_multiplier=1.0),
+                      display_name="t", key="kwrong")
     settings = vertex_settings_for(server, vertex_access_token=" ")
     with pytest.raises(BackendError, match="blank or holds whitespace"):  # refused before a request is sent
         make_tuner(settings).submit(spec)
@@ -269,8 +271,9 @@ def test_the_uploaded_training_file_is_what_the_job_trains_on(make_vertex_server
         {"role": "model", "parts": [{"text": f"summary {i}."}]}]}).encode() + b"\n" for i in range(5)))
     uploaded = upload_dataset(str(local), f"{gcs_bucket}/runs/r", "train")
     tuner = make_tuner(vertex_settings_for(server))
-    name = tuner.submit(TuningSpec(base_model="gemini-2.5-flash", train_uri=uploaded.uri, val_uri=None, epochs=2,
-                                   adapter_size=4, learning_rate_multiplier=1.0, display_name="t", key="kupload"))
+    name = tuner.submit(TuningSpec(base_model="gemini-2.5-flash", train_uri=uploaded.uri, val_uri=None,
+                                   hyperparameters=Hyperparameters(epochs=2, adapter_size=4, learning_rate_multiplier=1.0),
+                                   display_name="t", key="kupload"))
     deadline = time.monotonic() + 60
     while not (status := tuner.get(name)).state.ended:
         assert time.monotonic() < deadline
