@@ -27,6 +27,9 @@ def test_pipeline_in_batch_mode_end_to_end(make_vertex_server, gcs_bucket, tmp_p
     state = sft_pipeline(config=config, return_state=True)
     out = state.result()
     progress = [a for a in flow_artifacts(state) if a.type == "progress"]
+    judging = [a for a in progress if (a.description or "").startswith("Judging pairs")]
+    assert len(judging) == 1 and judging[0].data == 100.0  # judge auto on vertex: the pairwise judge, online
+    progress = [a for a in progress if a not in judging]
     assert len(progress) == 2 and all(a.data == 100.0 for a in progress)
     assert all("batch job round 1 SUCCEEDED" in (a.description or "") for a in progress), progress
     assert server.batch.creates == 2
