@@ -139,6 +139,11 @@ def test_the_approver_sees_estimate_data_and_hyperparameters():
     assert "| train | `gs://b/t.jsonl` | 1,000 | 1,900,000 |" in md
     assert "| epoch_count | `3` |" in md and "| adapter_size | `8` |" in md
     assert "2,000,000" in md and "https://cloud.google.com/" in md
+    # the request as `Tuner.request` builds it (nested): one row per field, dotted, never a dict in a cell
+    md = approval_markdown(EST, 5.0, 25.0, data, {"base_model": "gemini-2.5-flash",
+                                                  "config": {"epoch_count": 3, "labels": {"sftflow-key": "k1"}}})
+    assert "| config.epoch_count | `3` |" in md and "| config.labels.sftflow-key | `k1` |" in md
+    assert "| base_model | `gemini-2.5-flash` |" in md and "{" not in md.split("## Job")[1]
 
 
 def test_dry_run_says_when_approval_would_be_needed():

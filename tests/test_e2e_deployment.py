@@ -497,7 +497,7 @@ def test_resuming_in_the_ui_approves_one_job_or_rejects_with_none(stack, paused_
     arts = _artifacts(stack, paused_runs["yes"])
     approval = arts["tuning-approval"].data
     assert approval.startswith("# Approve this tuning job?") and "approve_above_usd" in approval
-    assert "countTokens (Vertex AI)" in approval and "| epoch_count | `1` |" in approval
+    assert "countTokens (Vertex AI)" in approval and "| config.epoch_count | `1` |" in approval
     creates = _creates(vertex)
     with api(stack["url"]) as client:
         client.resume_flow_run(paused_runs["yes"], run_input={"approve": True, "note": "e2e: fine"})

@@ -76,9 +76,20 @@ def approval_markdown(estimate: CostEstimate, approve_above_usd: float, cap_usd:
         "",
         "| field | value |",
         "|---|---|",
-        *[f"| {k} | `{v}` |" for k, v in job.items()],
+        *[f"| {k} | `{v}` |" for k, v in _flat(job)],
     ]
     return "\n".join(md)
+
+
+def _flat(job: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """The request's fields as rows, nested ones dotted (config.epoch_count), so each value is one cell."""
+    rows: list[tuple[str, Any]] = []
+    for k, v in job.items():
+        if isinstance(v, dict) and v:
+            rows += _flat(v, f"{prefix}{k}.")
+        else:
+            rows.append((f"{prefix}{k}", v))
+    return rows
 
 
 def grid_approval_markdown(grid: GridEstimate, approve_above_usd: float, cap_usd: float,
