@@ -149,6 +149,8 @@ def test_machine_b_continues_a_run_whose_machine_a_was_killed_while_the_job_trai
     assert len(tuned) == SAMPLES and all(n == 1 for n in tuned.values())
 
     b_routes = routes(server, b_start)
+    judged = b_routes.pop("POST us-central1:evaluateInstances", 0)  # judge auto: A never reached the judge step
+    assert judged == 2 * b_routes["POST generateContent (tuned endpoint)"]  # each pair once, in both orders
     # Besides the missing examples: polls of the one job (and the list that finds it by its intent's label), and
     # reads of the model and endpoint it made (the tuned-model record, the champion's check). No countTokens, no
     # job creation, nothing A had finished.
