@@ -38,7 +38,7 @@ def test_pipeline_prints_report_last_and_cache_survives_the_process(tmp_path, pr
     assert first.stdout.splitlines()[-2].startswith("champion: ")  # the champion decision, just before
     assert first.stdout.splitlines()[-3].endswith("n=5")  # --samples 5 wins over the recipe's 10
     [job] = (root / "work" / "jobs").glob("*/spec.json")
-    assert json.loads(job.read_text())["spec"]["budget_s"] == 10  # the recipe's, over the default
+    assert json.loads(job.read_text())["spec"]["train"]["budget_s"] == 10  # the recipe's, over the default
     prepared = {p: p.stat().st_mtime_ns for p in (root / "work").rglob("*.jsonl") if "-" in p.stem}
     assert len(prepared) >= 2  # the converted train and val files
 
