@@ -82,13 +82,13 @@ def test_debug_shows_the_traceback(tmp_path, prefect_api_env):
 
 BUG = """
 import sys
-import tasks.data
+import sftflow.data.prepare
 from sftflow.cli.main import main
 
 def convert_with_a_bug(*args, **kwargs):  # stands in for a bug in sftflow's own code
     return 1 / 0
 
-tasks.data.convert_messages_file = convert_with_a_bug
+sftflow.data.prepare.convert_messages_file = convert_with_a_bug
 sys.exit(main(sys.argv[1:]))
 """
 

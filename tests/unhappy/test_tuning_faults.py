@@ -274,14 +274,21 @@ def test_tune_refuses_bad_files_before_any_tuning_request(make_vertex_server, gc
     bad_train = f"{gcs_bucket}/incoming/train.jsonl"
     storage.write_bytes(bad_train, GOOD + b'{"contents":[{"role":"assistant","parts":[{"text":"x"}]}]}\n')
     (tmp_path / "w").mkdir()
-    bad_val = tmp_path / "w" / "val.jsonl"
-    bad_val.write_bytes(GOOD + b"{not json\n")
+    # both in the bucket: local files are refused before Prefect starts (tests/test_first_hour.py); these reach
+    # the flow's own check, which must stop the run before any tuning request
+    bad_val = f"{gcs_bucket}/incoming/val.jsonl"
+    storage.write_bytes(bad_val, GOOD + b"{not json\n")
     env = _env(tmp_path, gcs_emulator, "bad", SFTFLOW_VERTEX_ACCESS_TOKEN=TEST_TOKEN,
                SFTFLOW_VERTEX_BASE_URL=server.base_url, **prefect_api_env)
     proc = _start_tune(server, env, gcs_bucket, bad_train, str(bad_val), tmp_path / "w" / "root")
     out = _finish(proc)
     assert proc.returncode == 1, out[-3000:]
-    assert server.requests == []  # not even a list: nothing reached the tuning API
+    # only the preflight's read-only probes (sftflow doctor): no job created, no job listed for the data
+    probes = [r for r in server.requests
+              if (r["method"] == "POST" and r["path"].endswith(":countTokens") and "sftflow doctor" in json.dumps(r["body"]))
+              or (r["method"] == "POST" and r["path"].endswith(":testIamPermissions"))
+              or (r["method"] == "GET" and r["path"].endswith("/tuningJobs") and "pageSize=1" in r["query"])]
+    assert server.requests == probes, [(r["method"], r["path"]) for r in server.requests]
     errors = out[out.index("sftflow: error: "):].splitlines()
     assert errors[0].startswith(f"sftflow: error: {bad_train}:2: contents[0].role: ")
     assert any(line.startswith(f"{bad_val}:2: ") for line in errors)
