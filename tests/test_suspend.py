@@ -55,7 +55,7 @@ def stack(tmp_path_factory, gcs_emulator_server, prefect_server):
                "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONUNBUFFERED": "1",
                # SQLite answers 503 (busy) while other writers hold it; on 2 loaded cores 5 retries (62 s) ran out
                "PREFECT_CLIENT_MAX_RETRIES": "8"}
-        vertex = VertexTestServer(job_phases=(0.5, 3600.0), gcs_url=gcs_emulator).start()
+        vertex = VertexTestServer(job_phases=(0.5, 3600.0), gcs_url=gcs_emulator, require_token=TOKEN).start()
         bucket = f"gs://suspend-{uuid.uuid4().hex[:10]}"
         gcs.client().create_bucket(bucket[5:])
         worker = None
