@@ -142,7 +142,10 @@ class Settings(BaseSettings):
         "false: leave it running, and billing."
     )
     cancel_job_on_interrupt: bool = Field(
-        True, description="Cancel the cloud job when the flow is cancelled or interrupted."
+        True, description="Cancel the cloud job when the flow's process is cancelled or interrupted (false: a "
+        "rerun attaches to it). A run cancelled while suspended (wait_mode suspend) has its job cancelled by the "
+        "resume_finished deployment either way: only a person or an automation cancels a suspended run, never a "
+        "container's time limit."
     )
     wait_mode: Literal["poll", "suspend"] = Field(
         "poll", description="How a run waits for its tuning job: 'poll' keeps the flow's process polling every "
