@@ -171,6 +171,14 @@ class Settings(BaseSettings):
         "gs://bucket/prefix, or the name of a prefect-gcp GcsBucket block. Unset: <storage>/prefect-results when "
         "a bucket is set, else PREFECT_RESULTS_LOCAL_STORAGE_PATH (<local_root>/prefect-results).",
     )
+    infra_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds the infrastructure a flow runs in lets it live (Cloud Run timeout, Vertex AI "
+        "maximum_run_time_hours; the gcp deployment sets it): a pipeline or tune run that needs longer (tuning_timeout "
+        "+ batch_pending_timeout + 1 h while polling; the work between suspensions with wait_mode suspend) fails "
+        "at its start, naming both. Unset: no limit known, no check.",
+    )
     resubmit_failed: bool = Field(
         False, description="Submit a new job when the one for this intent failed or was cancelled."
     )
