@@ -2,7 +2,7 @@
 the job has ended, or when tuning_timeout has run out for it; cancel the job of a run cancelled while suspended.
 
 Shipped in prefect.yaml as the scheduled deployment `resume_finished/local`: a run every 10 minutes that
-watches for 10.5 (`watch_s`), making a pass every `period_s` (30 s), so one run is always watching and a job's
+watches for 11 (`watch_s`), making a pass every `period_s` (30 s), so one run is always watching and a job's
 end reaches its run within one period plus one poll, without a fresh process per pass (a process per tick
 cost ~10 s of pull step and Prefect import on top of the period). `sftflow resume-finished` makes one pass.
 

@@ -183,7 +183,7 @@ def _shipped_resumer() -> tuple[float, float, float]:
     return schedule["interval"], dep["parameters"]["watch_s"], dep["parameters"]["period_s"]
 
 
-@pytest.mark.parametrize("startup_s", [2.0, 12.0, 25.0])
+@pytest.mark.parametrize("startup_s", [2.0, 12.0, 25.0, 50.0])
 def test_one_shipped_resumer_run_is_always_watching_so_a_job_end_waits_at_most_one_period(startup_s):
     """prefect.yaml's schedule and watch: runs started `startup_s` after their scheduled time (pull step, Prefect
     import) overlap, so passes never lie more than one period apart: a job that ends at any moment is seen by
