@@ -117,9 +117,11 @@ def render(pool_type: str, job_variables: dict, parameters: dict | None = None, 
                              parameters=parameters or {}, work_pool_name=pool.name)
     run = FlowRun(id=uuid.uuid4(), name="gentle-otter", flow_id=flow.id, deployment_id=dep.id,
                   work_pool_name=pool.name, parameters=parameters or {})
-    from prefect.settings import PREFECT_API_KEY
+    from prefect.settings import PREFECT_API_KEY, PREFECT_LOGGING_TO_API_ENABLED
 
-    updates = {PREFECT_API_URL: WORKER_API_URL, **({PREFECT_API_KEY: worker_api_key} if worker_api_key else {})}
+    # no API logging: prefect-gcp warns the run's logger about a plain-text key, which would try WORKER_API_URL
+    updates = {PREFECT_API_URL: WORKER_API_URL, PREFECT_LOGGING_TO_API_ENABLED: False,
+               **({PREFECT_API_KEY: worker_api_key} if worker_api_key else {})}
     with temporary_settings(updates=updates):
         return asyncio.run(worker.job_configuration.resolve_for_flow_run(
             run, client=_OnlyTheFlow(flow), work_pool=pool, worker_name="render", deployment=dep))
