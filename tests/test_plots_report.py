@@ -10,7 +10,7 @@ import pytest
 
 from sftflow.evaluation import plots
 from sftflow.evaluation import compare_report as report_cmp
-from sftflow.evaluation.report import evaluation_markdown
+from sftflow.evaluation.report import evaluation_markdown, summary_table_rows
 from sftflow.evaluation.results import ExampleResult
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import compare, summarize
@@ -101,6 +101,10 @@ def test_evaluation_markdown(data):
     mean = summarize(base)["rougeL"]["mean"]
     assert f"| ROUGE-L | {100 * mean:.2f} |" in md and "ROUGE points (F-measure × 100, 0–100)" in md  # one unit
     assert "`e03`: blocked (finish reason SAFETY)" in md
+    rows = summary_table_rows(summarize(base))  # the eval-<label>-metrics artifact: points too
+    assert rows[2]["metric"] == "rougeL" and rows[2]["mean"] == round(100 * mean, 2) and rows[2]["n"] == 30
+    assert summary_table_rows({"rougeL": {"mean": float("nan"), "median": None, "std": 0.0, "n": 0}})[0] == {
+        "metric": "rougeL", "mean": None, "median": None, "std": 0.0, "n": 0}
 
 
 def test_comparison_markdown_and_rows(data):
