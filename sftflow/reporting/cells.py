@@ -15,10 +15,6 @@ def cell(text: str | None, limit: int = TEXT_LIMIT) -> str:
     return s.replace("\\", "\\\\").replace("|", "\\|") or "*(empty)*"
 
 
-def num(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
 #: The one unit of every ROUGE number a report shows: points, the F-measure × 100 (0–100). The data files
 #: (results.jsonl, summary.json, comparison.json, report.json) keep F-measures (0–1) and say so.
 ROUGE_UNIT = "ROUGE points (F-measure × 100, 0–100)"
