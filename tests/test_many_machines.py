@@ -80,17 +80,20 @@ def routes(server, since: float) -> Counter:
     return out
 
 
-def task_states_since(since: float, expect: tuple[str, ...] = (), timeout: float = 60.0) -> dict[str, list[str]]:
-    """Task name → state names of the task runs of flow runs that started after `since` (the session
-    server). Prefect records task runs from events, a moment later on a busy machine, so this waits until
-    every task named in `expect` has a run and every run is final (an empty list is not "all final")."""
+def task_states_since(api_url: str, since: float, expect: tuple[str, ...] = (), timeout: float = 60.0
+                      ) -> dict[str, list[str]]:
+    """Task name → state names of the task runs of flow runs that started after `since` on the session server
+    at `api_url` (named here: this process's Prefect settings were fixed when an earlier test imported prefect,
+    so an environment variable set now does not move them). Prefect records task runs from events, a moment later
+    on a busy machine, so this waits until every task named in `expect` has a run and every run is final."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterStartTime
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.types._datetime import from_timestamp
 
     deadline = time.monotonic() + timeout
     while True:
-        with get_client(sync_client=True) as client:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 start_time=FlowRunFilterStartTime(after_=from_timestamp(since))))
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in runs])))
@@ -161,7 +164,7 @@ def test_machine_b_continues_a_run_whose_machine_a_was_killed_while_the_job_trai
     preflight = {"POST test-project:testIamPermissions", "POST gemini-2.5-flash:countTokens"}  # main's start-up checks
     assert set(b_routes) <= allowed | preflight | {f"GET {i}" for i in ids} | {f"POST {i}" for i in ids}, b_routes
     assert b_routes["POST gemini-2.5-flash:countTokens"] <= 1  # one probe; the datasets' counts come from the bucket
-    states = task_states_since(b_start, expect=("check-tuning-data", "validate"))
+    states = task_states_since(prefect_server.url, b_start, expect=("check-tuning-data", "validate"))
     assert set(states.get("check-tuning-data", [])) == {"Cached"}, states  # A's checks, served from the bucket
     assert set(states.get("validate", [])) == {"Cached"}, states
     recomputed = {k: v for k, v in states.items() if "Completed" in v}
