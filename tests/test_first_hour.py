@@ -149,15 +149,19 @@ def test_resubmit_failed_is_a_flag_of_each_tuning_command(cmd):
     assert overrides(build_parser().parse_args([cmd, "--resubmit-failed"]))["resubmit_failed"] is True
 
 
-@pytest.mark.parametrize("yes, last", [(True, "2 item(s) deleted, 1 left"),
-                                       (False, "2 item(s); rerun with --yes to delete them")])
-def test_cleanup_ends_with_a_count(fresh_folder, capsys, monkeypatch, yes, last):
+@pytest.mark.parametrize("yes, folders, last", [
+    (True, 0, "2 item(s) deleted, 1 left"),
+    (False, 0, "2 item(s); rerun with --yes to delete them"),
+    (True, 1, "2 item(s) (1 local job folder(s)) deleted, 1 left"),
+])
+def test_cleanup_ends_with_a_count(fresh_folder, capsys, monkeypatch, yes, folders, last):
     import types
 
     import sftflow.cli.main as cli
 
     fake = types.ModuleType("flows.cleanup")
-    fake.cleanup = lambda **kw: {"items": ["a", "b"], "skipped": [{"uri": "c", "reason": "not ours"}]}
+    plan = [{"uri": "a", "kind": "run object"}, {"uri": "b", "kind": "local job folder" if folders else "run object"}]
+    fake.cleanup = lambda **kw: {"items": ["a", "b"], "plan": plan, "skipped": [{"uri": "c", "reason": "not ours"}]}
     monkeypatch.setitem(sys.modules, "flows.cleanup", fake)
     monkeypatch.setattr(cli, "_watched", lambda flow, watch: flow)
     monkeypatch.setattr(cli, "_use_prefect_api", lambda settings: False)
@@ -177,3 +181,48 @@ def test_a_missing_recipe_says_where_it_looked_and_a_packaged_one_is_found_by_na
     assert settings_values(RunParams(recipe="local-quick")) == settings_values(
         RunParams(recipe=str(ROOT / "recipes" / "local-quick.yaml")))
     assert settings_values(RunParams(recipe="local-quick"))  # it sets something
+
+
+def test_cleanup_lists_and_removes_the_runs_local_job_folders(fresh_folder):
+    """The run's job folders (checkpoint.pt, runner.log, ...) are found by its tuning records' key, or by the run
+    named in spec.json (a job cancelled before anything recorded it); another run's, and one whose runner is
+    alive, are left."""
+    from sftflow.backends.local import LocalTuner, jobs
+    from sftflow.cleanup.plan import JOB_FOLDER, execute, plan_cleanup
+    from sftflow.config import Settings
+    from sftflow.infra import storage
+
+    s = Settings(_env_file=None, local_root=fresh_folder / ".sftflow", run_name="exp")
+    key = "k" + "a" * 20
+
+    def job(name, job_key, run_name=None, state="CANCELLED", **status):
+        d = s.work_dir / "jobs" / name
+        d.mkdir(parents=True)
+        jobs.write_json(d / "spec.json", {"job_id": name, "spec": {"key": job_key},
+                                          **({"run_name": run_name} if run_name else {})})
+        jobs.write_json(d / "status.json", {"state": state, **status})
+        (d / "checkpoint.pt").write_bytes(b"weights")
+        return d
+
+    recorded = job("job-20260101-000000-aaaaaa", key, state="SUCCEEDED")
+    resumed_from = job("job-20260101-000000-bbbbbb", key)  # the same intent's cancelled job, by an older version
+    never_recorded = job("job-20260101-000000-cccccc", "k" + "c" * 20, run_name="exp")
+    running = job("job-20260101-000000-dddddd", "k" + "d" * 20, run_name="exp", state="RUNNING", pid=os.getpid(),
+                  pid_start=jobs.proc_start_time(os.getpid()))
+    other_run = job("job-20260101-000000-eeeeee", "k" + "e" * 20, run_name="exp2")
+    storage.write_text(storage.join(s.storage_root, "tuning", f"{key}.json"), json.dumps(
+        {"name": recorded.name, "key": key, "state": "SUCCEEDED", "tuned_model": f"local:{recorded.name}",
+         "endpoint": storage.join(s.storage_root, "models", recorded.name), "run_name": "exp", "spec": {}}))
+
+    plan = plan_cleanup(s, lambda: LocalTuner(s))
+    folders = sorted(i.uri for i in plan.delete if i.kind == JOB_FOLDER)
+    assert folders == [str(recorded), str(resumed_from), str(never_recorded)]
+    reasons = {i.uri: i.reason for i in plan.delete}
+    assert reasons[str(resumed_from)] == f"folder of local tuning job {resumed_from.name} (CANCELLED) of run exp"
+    left = {i.uri: i.reason for i in plan.skipped}
+    assert left[str(running)].startswith(f"left: tuning job {running.name} is RUNNING (its runner, pid {os.getpid()}")
+    assert str(other_run) not in left
+
+    execute(plan, lambda: LocalTuner(s), run_root=s.run_root)
+    assert sorted(p.name for p in (s.work_dir / "jobs").iterdir()) == [running.name, other_run.name]
+    assert [i.uri for i in plan_cleanup(s, lambda: LocalTuner(s)).delete] == []

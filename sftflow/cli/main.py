@@ -273,10 +273,12 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
             print(f"left: {item['uri']} ({item['reason']})")
         if out.get("retire"):
             print(f"{'retired' if args.yes else 'would retire'}: {out['retire']}")
+        folders = sum(1 for row in out.get("plan", []) if row.get("kind") == "local job folder")
+        count = f"{len(out['items'])} item(s)" + (f" ({folders} local job folder(s))" if folders else "")
         if not args.yes:
-            print(f"{len(out['items'])} item(s); rerun with --yes to delete them")
+            print(f"{count}; rerun with --yes to delete them")
         else:
-            print(f"{len(out['items'])} item(s) deleted, {len(out['skipped'])} left")
+            print(f"{count} deleted, {len(out['skipped'])} left")
         return 0
     if cmd == "pipeline":
         from flows.pipeline import sft_pipeline

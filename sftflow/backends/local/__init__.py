@@ -133,6 +133,7 @@ class LocalTuner:
         request = self.request(spec)
         fingerprint = resume.fingerprint(request)
         job_dir = jobs.create(self.root, request, {"storage_root": self.settings.storage_root,
+                                                   "run_name": getattr(self.settings, "run_name", None),
                                                    "fingerprint": fingerprint})
         decision = resume.decide(self.root, spec.key, fingerprint, exclude=job_dir.name)
         if decision is not None:
