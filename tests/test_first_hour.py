@@ -226,3 +226,50 @@ def test_cleanup_lists_and_removes_the_runs_local_job_folders(fresh_folder):
     execute(plan, lambda: LocalTuner(s), run_root=s.run_root)
     assert sorted(p.name for p in (s.work_dir / "jobs").iterdir()) == [running.name, other_run.name]
     assert [i.uri for i in plan_cleanup(s, lambda: LocalTuner(s)).delete] == []
+
+
+def test_the_recipes_are_package_data_and_the_checkouts_are_links_to_them():
+    import importlib.resources
+
+    from sftflow.params import RECIPES
+
+    packaged = importlib.resources.files("sftflow") / "recipes"
+    assert sorted(p.name for p in packaged.iterdir() if p.name.endswith(".yaml")) == ["codelab.yaml",
+                                                                                      "local-quick.yaml"]
+    assert RECIPES == Path(str(packaged))
+    for name in ("codelab.yaml", "local-quick.yaml"):  # `--recipe recipes/local-quick.yaml` in a checkout
+        assert (ROOT / "recipes" / name).resolve() == (ROOT / "sftflow" / "recipes" / name).resolve()
+
+
+@pytest.mark.slow  # builds a wheel (~5 s)
+def test_an_installed_wheel_has_the_recipes_by_name(tmp_path):
+    """`pip wheel` of the project (offline, as the venv's setuptools builds it) carries sftflow/recipes/*.yaml, and
+    `--recipe local-quick` resolves from that copy of the package in a folder with no recipes/."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("sftflow", "tasks", "flows"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", ".sftflow"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                           "--no-cache-dir", "-q", "-w", str(tmp_path / "dist"), str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("sftflow-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        assert {"sftflow/recipes/codelab.yaml", "sftflow/recipes/local-quick.yaml"} <= set(z.namelist())
+        z.extractall(tmp_path / "installed")
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    code = ("import sftflow, sys; from sftflow.params import load_recipe; print(sftflow.__file__); "
+            "print(load_recipe('local-quick')['backend'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFTFLOW_")}
+    env["PYTHONPATH"] = str(tmp_path / "installed")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=empty, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    where, backend = proc.stdout.splitlines()
+    assert where.startswith(str(tmp_path / "installed")) and backend == "local"
