@@ -273,3 +273,87 @@ def test_an_installed_wheel_has_the_recipes_by_name(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     where, backend = proc.stdout.splitlines()
     assert where.startswith(str(tmp_path / "installed")) and backend == "local"
+
+
+def test_sigterm_takes_the_ctrl_c_path_and_says_so(capsys, monkeypatch):
+    """A real SIGTERM to this process raises Terminated (a KeyboardInterrupt): a job awaited is cancelled as on
+    Ctrl-C, the line names SIGTERM, the exit code is 143; the previous handler comes back afterwards."""
+    import signal
+
+    from sftflow.cli import interrupts
+    from sftflow.tuning import polling
+
+    class Jobs:
+        def cancel(self, name):
+            pass
+
+    monkeypatch.setattr(polling, "INTERRUPTED", [])
+    before = signal.getsignal(signal.SIGTERM)
+    restore = interrupts.take_sigterm()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs at the next bytecode boundary
+                    pass
+            except interrupts.Terminated:
+                polling.cancel_on_interrupt(Jobs(), "job-7", enabled=True)
+                raise
+        assert interrupts.line_and_code("tune") == 143
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert capsys.readouterr().err.splitlines() == [
+        "sftflow: interrupted by SIGTERM: tuning job job-7 cancelled: SIGTERM with cancel_job_on_interrupt=true; "
+        "rerun with --resubmit-failed to start again"]
+    polling.INTERRUPTED.clear()
+    restore = interrupts.take_sigterm()  # a new command: Ctrl-C again, until a SIGTERM comes
+    restore()
+    assert interrupts.line_and_code("tune") == 130 and polling.INTERRUPT_CAUSE == ["Ctrl-C"]
+
+
+@pytest.mark.slow  # a temporary Prefect server starts (~15 s)
+def test_sigterm_to_the_process_group_during_a_retry_ends_in_seconds_with_one_line(tmp_path):
+    """Issue 25: SIGTERM to the command's process group while a task waits between retries took minutes and ended
+    in `ConnectError ... Connection refused` (the temporary server had died with the group). Now the temporary
+    server has its own session: the run records its end, the command says what it stopped and exits 143 within
+    seconds, and its temporary server is gone."""
+    import signal
+    import socket
+    import time
+
+    import psutil
+
+    with socket.socket() as s:  # a port nothing listens on: every download attempt is refused (transient)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO")  # the retries' lines (conftest: WARNING)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    log = tmp_path / "out.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sftflow.cli.main", "prepare", "--train",
+                                 f"http://127.0.0.1:{port}/train.jsonl", "--set", "prefect_server=ephemeral"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while "Retry 1/4" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "Retry 1/4" in log.read_text(), log.read_text()[-3000:]
+        servers = [p for p in psutil.Process(proc.pid).children() if "prefect.server.api.server:create_app"
+                   in " ".join(p.cmdline())]
+        assert len(servers) == 1
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143, log.read_text()[-3000:]
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = log.read_text()
+    assert "sftflow: interrupted by SIGTERM: sftflow prepare stopped" in text.splitlines()
+    assert "ConnectError" not in text and "Traceback" not in text
+    assert "Finished in state Crashed('Execution was aborted by a termination signal.')" in text  # recorded
+    assert took < 30, took
+    psutil.wait_procs(servers, timeout=10)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in servers)

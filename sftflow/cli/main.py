@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sftflow.cli import doctor as cli_doctor, sweep as cli_sweep, server as server_cli
+from sftflow.cli import doctor as cli_doctor, interrupts, sweep as cli_sweep, server as server_cli
 from sftflow.cli.mistakes import ArgumentParser, check_inputs, given_names, unrecognized
 from sftflow.cli.config import (
     EPILOG,
@@ -190,6 +190,10 @@ def _run(args: argparse.Namespace) -> int:
         check_name("--output", args.label)
     _prefect_env(settings.local_root)
     watch = _use_prefect_api(settings)  # before any flow module imports prefect
+    if not watch:  # Prefect's temporary server, started now in a session of its own (a SIGTERM to our group)
+        from flows.cli_hooks import start_temporary_server
+
+        start_temporary_server()
     undo = _quiet_user_errors()
     try:
         return _run_flow(cmd, args, config, watch)
@@ -334,18 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 never crashes a print
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    command = None
+    restore = interrupts.take_sigterm()
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
+        command = getattr(args, "command", None)
         if extra:
-            raise unrecognized(parser, getattr(args, "command", None), extra)
+            raise unrecognized(parser, command, extra)
         return _run(args)
     except KeyboardInterrupt:
-        from sftflow.tuning.polling import INTERRUPTED
-
-        for line in INTERRUPTED or [""]:
-            print(f"sftflow: interrupted{': ' + line if line else ''}", file=sys.stderr)
-        return 130
+        return interrupts.line_and_code(command)
     except Exception as exc:  # noqa: BLE001 - user-facing boundary: one clear line, no traceback
         if os.environ.get("SFTFLOW_DEBUG"):
             raise
@@ -354,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
             message = f"{type(exc).__name__}: {message} (set SFTFLOW_DEBUG=1 for the traceback)"
         print(f"sftflow: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        restore()
 
 
 def _is_user_error(exc: BaseException) -> bool:
