@@ -40,15 +40,21 @@ class _OwnSession:
 
     @staticmethod
     def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - subprocess's name
-        return subprocess.Popen(*args, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+        prctl = _prctl()
+        die_with_parent = (lambda: prctl(1, signal.SIGTERM)) if prctl else None  # 1: PR_SET_PDEATHSIG
+        return subprocess.Popen(*args, start_new_session=True, preexec_fn=die_with_parent, **kwargs)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux for SIGTERM when the parent exits (prctl PR_SET_PDEATHSIG)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _prctl() -> Any:
+    """libc's prctl on Linux, looked up here in the parent (the forked child only calls it), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def start_temporary_server() -> None:
