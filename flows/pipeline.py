@@ -54,7 +54,7 @@ def sft_pipeline(config: RunParams = RunParams()) -> dict:
                      batch=[label for label, ev in evaluated.items() if ev.mode == "batch"],  # billed at batch rate
                      judge=judged.cost if judged else None)
     report = report_run(s.run_root, s.public_dict(), prepared, tuned_model, baseline, tuned, compared, spent,
-                        champion, judged)
+                        champion, judged, str(test_path))
 
     for line in report.verdict:
         log.info(line)

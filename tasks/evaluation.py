@@ -10,6 +10,8 @@ from sftflow.infra import layout, storage
 from sftflow.infra.progress import TerminalProgress, fan_out
 from sftflow.records import ComparisonOutcome, Evaluation
 from sftflow.evaluation.compare_report import metrics_table_rows
+from sftflow.evaluation.report import summary_table_rows
+from sftflow.reporting.links import for_prefect_ui
 from sftflow.evaluation.stats import Comparison
 from sftflow.evaluation.compare import COMPARE_OUTPUTS, compare_and_save, compare_identity
 from sftflow.evaluation.step import EVAL_OUTPUTS, EvalSpec, eval_identity, evaluate_and_save
@@ -31,13 +33,12 @@ def evaluate_model(spec: EvalSpec, model: str, test_path: str, label: str) -> Ev
         do_not_cache()
         for line in ev.errors:
             log.warning("%s: %s (not cached: a rerun asks these again)", label, line)
-    create_table_artifact(
-        [{"metric": m, **{k: round(v, 4) for k, v in vals.items()}} for m, vals in ev.summary.items()],
-        key=layout.artifact_key("eval", label, "metrics"), description=f"ROUGE of {model}",
-    )
-    create_markdown_artifact(storage.read_text(ev.report_uri), key=layout.artifact_key("eval", label, "report"),
-                             description=f"Evaluation of {model}")
-    log.info("%s: %s", label, {m: round(v["mean"], 4) for m, v in ev.summary.items()})
+    create_table_artifact(summary_table_rows(ev.summary), key=layout.artifact_key("eval", label, "metrics"),
+                          description=f"ROUGE of {model} (ROUGE points, 0–100)")
+    create_markdown_artifact(for_prefect_ui(storage.read_text(ev.report_uri), layout.eval_dir(spec.run_root, label)),
+                             key=layout.artifact_key("eval", label, "report"), description=f"Evaluation of {model}")
+    log.info("%s: mean %s (ROUGE points)", label, {m: round(100 * v["mean"], 2) for m, v in ev.summary.items()
+                                                   if v["mean"] is not None})
     return ev
 
 
@@ -48,7 +49,7 @@ def compare_results(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int =
     out = compare_and_save(baseline_uri, tuned_uri, out_dir, seed=seed)
     create_table_artifact(metrics_table_rows(Comparison.from_json(out.comparison)), key="comparison-metrics",
                           description="Baseline vs tuned, paired")
-    create_markdown_artifact(storage.read_text(out.report_uri), key="comparison-report",
+    create_markdown_artifact(for_prefect_ui(storage.read_text(out.report_uri), out_dir), key="comparison-report",
                              description="Baseline vs tuned")
     for line in out.verdict:
         get_run_logger().info(line)

@@ -23,7 +23,7 @@ def task_states(state, expect: dict[str, int] | None = None, timeout: float = 60
         for r in runs:
             name = r.name.rsplit("-", 1)[0]
             out.setdefault(name, []).append(r.state.name if r.state else "")
-        settled = all(r.state is not None and r.state.is_final() for r in runs)
+        settled = bool(runs) and all(r.state is not None and r.state.is_final() for r in runs)  # none yet: wait
         complete = all(len(out.get(name, [])) >= n for name, n in (expect or {}).items())
         if (settled and complete) or time.monotonic() > deadline:
             return out

@@ -2,6 +2,8 @@
 Vertex-shaped server + GCS emulator, with end-to-end caching checked by the server's request log."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +40,7 @@ def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
     rl = report["comparison"]["metrics"]["rougeL"]
     assert rl["ci_low"] > 0, rl  # a real LoRA tune beats the base scorer, CI above zero
     assert out["verdict"][-1].startswith("tuned beats base on ROUGE-L")
+    _check_report_explains(out)
     _check_local_judge(out, report, state)
 
     state2 = sft_pipeline(config=config, return_state=True)
@@ -48,6 +51,18 @@ def test_local_pipeline_tuned_beats_base_and_reruns_from_cache(tmp_path):
     assert set(states["evaluate-model"]) == {"Cached"} and set(states["compare-results"]) == {"Cached"}
     assert set(states["judge-pairs"]) == {"Cached"}
     assert state2.result()["judgement"] == out["judgement"]
+
+
+def _check_report_explains(out):
+    """report.md opens with the verdict, shows the run's plots (the loss curve too) as images beside it, the examples
+    that helped most from the test set's articles, and a local cost row that says it is free."""
+    md = storage.read_text(out["report_uri"])
+    run_dir = Path(out["report_uri"]).parent
+    assert md.splitlines()[2].startswith("**Tuning helped: tuned beats base on ROUGE-L by ")
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", md)
+    assert images[0] == "tuning/loss.png" and len(images) == 7 and all((run_dir / i).is_file() for i in images)
+    assert md.count("### Helped most (") == 3 and "Article (excerpt; " in md
+    assert re.search(r"\| cost \| estimate \$[0-9.]+ if billed by Vertex; local runs are free \|", md)
 
 
 def _check_local_judge(out, report, state):

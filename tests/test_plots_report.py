@@ -10,7 +10,7 @@ import pytest
 
 from sftflow.evaluation import plots
 from sftflow.evaluation import compare_report as report_cmp
-from sftflow.evaluation.report import evaluation_markdown
+from sftflow.evaluation.report import evaluation_markdown, summary_table_rows
 from sftflow.evaluation.results import ExampleResult
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import compare, summarize
@@ -99,15 +99,21 @@ def test_evaluation_markdown(data):
     assert "## Evaluation of `gemini-2.5-flash`" in md
     assert "30 examples: 30 scored, 0 errors, 1 blocked, 0 empty answers" in md
     mean = summarize(base)["rougeL"]["mean"]
-    assert f"| ROUGE-L | {mean:.3f} |" in md
+    assert f"| ROUGE-L | {100 * mean:.2f} |" in md and "ROUGE points (F-measure × 100, 0–100)" in md  # one unit
     assert "`e03`: blocked (finish reason SAFETY)" in md
+    rows = summary_table_rows(summarize(base))  # the eval-<label>-metrics artifact: points too
+    assert rows[2]["metric"] == "rougeL" and rows[2]["mean"] == round(100 * mean, 2) and rows[2]["n"] == 30
+    assert summary_table_rows({"rougeL": {"mean": float("nan"), "median": None, "std": 0.0, "n": 0}})[0] == {
+        "metric": "rougeL", "mean": None, "median": None, "std": 0.0, "n": 0}
 
 
 def test_comparison_markdown_and_rows(data):
     base, tuned, c = data
     md = report_cmp.comparison_markdown(c, base, tuned, {"distributions": "plots/dist.png"})
     mc = c.metrics["rougeL"]
-    assert f"{100 * mc.difference:+.1f}" in md and f"[{100 * mc.ci_low:+.1f}, {100 * mc.ci_high:+.1f}]" in md
+    # the table in ROUGE points, as report.md's (base and tuned too, not F-measures)
+    assert (f"| ROUGE-L | {100 * mc.baseline_mean:.2f} | {100 * mc.tuned_mean:.2f} | {100 * mc.difference:+.2f} | "
+            f"[{100 * mc.ci_low:+.2f}, {100 * mc.ci_high:+.2f}] | {mc.wins}/{mc.ties}/{mc.losses} | <0.001 |") in md
     # seeded data with a +5-point effect: the CI excludes zero, so the verdict is "beats"
     assert mc.ci_low > 0 and mc.p_value < 0.001
     assert (f"- tuned beats base on ROUGE-L by {100 * mc.difference:+.1f} points "
@@ -115,7 +121,7 @@ def test_comparison_markdown_and_rows(data):
     assert "error in tuned: 1" in md
     assert "base: 30 examples: 30 scored, 0 errors, 1 blocked" in md
     assert "tuned: 30 examples: 29 scored, 1 errors" in md
-    assert "![distributions](plots/dist.png)" in md
+    assert "![Score distributions, base and tuned overlaid](plots/dist.png)" in md  # captioned, link as given
     assert "### Largest improvements (ROUGE-L)" in md and "### Largest regressions (ROUGE-L)" in md
     assert re.search(r"base out \d+ \\\| pipe newline", md)  # table-safe: pipes escaped, one line
     assert "…" in md and "long " * 60 not in md  # long outputs truncated

@@ -64,6 +64,8 @@ def test_run_cost_record_prices_evaluations_and_puts_billed_tuning_next_to_the_e
     local = run_cost.tuning_cost({"cost_estimate": {**estimate, "backend": "local"}}, 5.0)
     assert (local.billed_usd, local.estimate_usd, local.local) == (0.0, 0.5, True)
     assert "bills nothing" in run_cost.RunCost(tuning=local, evaluations=()).markdown()
+    assert ("**Total: $0.00** (local runs are free; the tuning would cost an estimated $0.50 if billed by Vertex)."
+            in run_cost.RunCost(tuning=local, evaluations=()).markdown())  # the report's cost row says the same
 
 
 def test_run_cost_reads_results_files_last_record_per_id_wins(tmp_path):

@@ -15,7 +15,8 @@ from sftflow.evaluation.stats import counts, summarize
 from sftflow.evaluation.compare import COMPARE_OUTPUTS, compare_and_save
 from sftflow.reporting.step import write_run_report
 
-REPORT_KEYS = {"run_name", "backend", "data", "job", "evaluations", "comparison", "comparison_uri", "plots", "verdict"}
+REPORT_KEYS = {"run_name", "backend", "units", "headline", "data", "job", "evaluations", "comparison", "comparison_uri",
+               "comparison_report_uri", "example_pairs", "plots", "verdict"}
 
 
 def _results(model: str, scores) -> list[ExampleResult]:

@@ -87,8 +87,10 @@ class RunCost:
                       f"{shown} |")
         total = "-" if self.total_usd is None else cost.usd(self.total_usd)
         pending = self.tuning is not None and self.tuning.billed_usd is None
-        md += ["", f"**Total: {total}**" + (" (tuning at its estimate: the job reported no billable tokens)"
-                                            if pending else "") + ".", ""]
+        note = (" (tuning at its estimate: the job reported no billable tokens)" if pending else
+                f" (local runs are free; the tuning would cost an estimated {cost.usd(self.tuning.estimate_usd)} if "
+                "billed by Vertex)" if self.tuning is not None and self.tuning.local else "")
+        md += ["", f"**Total: {total}**{note}.", ""]
         if t := self.tuning:
             billed = ("the local backend bills nothing: the estimate is what Vertex would charge" if t.local else
                       "the cost column is the job's billable tokens (all epochs) × that price, '-' until it "

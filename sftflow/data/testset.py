@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -131,6 +132,15 @@ def _scan(
                 seen[ex_id] = line
         if ok:
             yield TestExample(ex_id, values["input_text"], values["output_text"], line)
+
+
+def split_prompt(prompt: str) -> tuple[str, str]:
+    """(instruction, article) of a codelab-shaped prompt ('... the following article:\\n\\n<article>');
+    a prompt without that shape is both (the judge shows it as context, the run report as the article)."""
+    m = re.search(r"article:\s*", prompt, flags=re.IGNORECASE)
+    if not m:
+        return prompt.strip(), prompt.strip()
+    return prompt[:m.end()].strip(), prompt[m.end():].strip()
 
 
 def _csv_message(e: csv.Error, start: int) -> str:

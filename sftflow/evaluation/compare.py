@@ -9,6 +9,7 @@ from sftflow.evaluation import plots, stats
 from sftflow.infra import layout, storage
 from sftflow.evaluation.results import read_results
 from sftflow.records import ComparisonOutcome
+from sftflow.reporting import links
 from sftflow.evaluation.compare_report import comparison_markdown, verdict_lines
 
 #: The objects compare_and_save writes under its out_dir.
@@ -49,7 +50,8 @@ def compare_and_save(baseline_uri: str, tuned_uri: str, out_dir: str, seed: int 
     }
     plot_uris = {name: storage.write_bytes(storage.join(out_dir, f"{name}.png"), png, "image/png")
                  for name, png in figures.items()}
-    md = comparison_markdown(comparison, baseline, tuned, plot_uris)
+    md = comparison_markdown(comparison, baseline, tuned, {name: links.relative(uri, out_dir)  # beside report.md
+                                                           for name, uri in plot_uris.items()})
     report_uri = storage.write_text(storage.join(out_dir, "report.md"), md, "text/markdown")
     return ComparisonOutcome(comparison_uri=comparison_uri, report_uri=report_uri, plots=plot_uris,
                              comparison=comparison.to_json(), verdict=tuple(verdict_lines(comparison)))

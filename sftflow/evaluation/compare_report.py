@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sftflow.evaluation.results import ExampleResult
-from sftflow.reporting.cells import cell, num, p_value, pts
+from sftflow.reporting.cells import ROUGE_UNIT, cell, p_value, points, pts
 from sftflow.evaluation.report import counts_line
 from sftflow.evaluation.stats import METRIC_LABELS, Comparison, verdict
 
@@ -43,40 +43,51 @@ def best_and_worst(baseline: Sequence[ExampleResult], tuned: Sequence[ExampleRes
 
 
 def _examples_table(rows: list[tuple[ExampleResult, ExampleResult, float]]) -> list[str]:
-    out = ["| id | Δ ROUGE-L | reference | base output | tuned output |", "|---|---:|---|---|---|"]
+    out = ["| id | base ROUGE-L | tuned ROUGE-L | Δ ROUGE-L | reference | base output | tuned output |",
+           "|---|---:|---:|---:|---|---|---|"]
     for b, t, d in rows:
-        out.append(f"| `{b.id}` | {pts(d)} | {cell(b.reference)} | {cell(b.output)} | {cell(t.output)} |")
+        out.append(f"| `{b.id}` | {points(b.scores['rougeL'], 1)} | {points(t.scores['rougeL'], 1)} | {pts(d)} | "
+                   f"{cell(b.reference)} | {cell(b.output)} | {cell(t.output)} |")
     return out
+
+
+def metrics_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """The paired comparison's table (comparison.json's `metrics`), every number in ROUGE points: report.md and
+    compare/report.md show this same table."""
+    lines = ["| metric | base | tuned | tuned − base | 95% CI | wins/ties/losses | p (Wilcoxon) |",
+             "|---|---:|---:|---:|---|---|---:|"]
+    for m, x in metrics.items():
+        lines.append(f"| {METRIC_LABELS.get(m, m)} | {points(x['baseline_mean'])} | {points(x['tuned_mean'])} | "
+                     f"{pts(x['difference'], 2)} | [{pts(x['ci_low'], 2)}, {pts(x['ci_high'], 2)}] | "
+                     f"{x['wins']}/{x['ties']}/{x['losses']} | {p_value(x['p_value'])} |")
+    return lines
+
+
+def units_note(n_boot: int, seed: int) -> str:
+    return (f"All scores in {ROUGE_UNIT}; the CI is a paired bootstrap (percentile, {n_boot} resamples, seed "
+            f"{seed}); significant = p < 0.05 and the CI excludes 0.")
 
 
 def comparison_markdown(comparison: Comparison, baseline: Sequence[ExampleResult],
                         tuned: Sequence[ExampleResult], plot_links: dict[str, str]) -> str:
-    """The comparison report: verdict, key numbers with CIs, exclusions, counts, plots, and
-    the examples that gained and lost most."""
+    """The comparison report: verdict, key numbers with CIs, exclusions, counts, plots (`plot_links`: name → link,
+    relative to the report's folder), and the examples that gained and lost most."""
     c = comparison
     lines = [
         "## Base vs tuned", "",
         f"Base `{c.baseline_model}` vs tuned `{c.tuned_model}` on {c.n_paired} paired examples.", "",
         "### Verdict", "",
         *[f"- {v}" for v in verdict_lines(c)], "",
-        "| metric | base | tuned | tuned − base | 95% CI | p (Wilcoxon) | wins / ties / losses |",
-        "|---|---:|---:|---:|---|---:|---|",
+        *metrics_table(c.to_json()["metrics"]), "",
+        units_note(c.n_boot, c.seed), "",
     ]
-    for m, mc in c.metrics.items():
-        lines.append(
-            f"| {METRIC_LABELS.get(m, m)} | {num(mc.baseline_mean)} | {num(mc.tuned_mean)} | {pts(mc.difference)} "
-            f"| [{pts(mc.ci_low)}, {pts(mc.ci_high)}] | {p_value(mc.p_value)} | {mc.wins} / {mc.ties} / {mc.losses} |"
-        )
-    lines += ["", "Scores are F-measures (0–1); differences and CIs in ROUGE points (×100). "
-              f"CI: paired bootstrap, percentile, {c.n_boot} resamples, seed {c.seed}. "
-              "Significant = p < 0.05 and the CI excludes 0.", ""]
     if c.excluded:
         reasons = ", ".join(f"{k}: {v}" for k, v in c.excluded.items())
         lines += [f"**Excluded from the comparison:** {c.n_excluded} ({reasons}).", ""]
     lines += ["### Counts", "", f"- base: {counts_line(baseline)}", f"- tuned: {counts_line(tuned)}", ""]
     if plot_links:
         lines += ["### Plots", ""]
-        lines += [f"![{name}]({link})" for name, link in plot_links.items()]
+        lines += [f"![{PLOT_CAPTIONS.get(name, name)}]({link})" for name, link in plot_links.items()]
         lines.append("")
     best, worst = best_and_worst(baseline, tuned)
     if best:
@@ -84,6 +95,18 @@ def comparison_markdown(comparison: Comparison, baseline: Sequence[ExampleResult
     if worst:
         lines += ["### Largest regressions (ROUGE-L)", "", *_examples_table(worst), ""]
     return "\n".join(lines)
+
+
+#: What each plot of a run shows, as its caption (alt text) in the reports; keys are report.json's `plots` names.
+PLOT_CAPTIONS = {
+    "training loss": "Training and validation loss per step (the tuning job's curves)",
+    "paired": "ROUGE per example: base (x) vs tuned (y); points above the diagonal improved",
+    "means": "Mean ROUGE with 95% CIs, and the paired difference tuned − base",
+    "distributions": "Score distributions, base and tuned overlaid",
+    "base distribution": "Score distribution of the base model",
+    "tuned distribution": "Score distribution of the tuned model",
+    "judge win/tie/loss": "Wins, ties and losses per example: ROUGE and the judge",
+}
 
 
 def _verdict_pts(x: float) -> str:
@@ -114,3 +137,20 @@ def verdict_lines(comparison: Comparison, alpha: float = 0.05) -> list[str]:
             head = f"no significant difference on {label} ({_verdict_pts(mc.difference)} points)"
         lines.append(f"{head} {ci}, {_verdict_p(mc.p_value)}, n={mc.n_paired}")
     return lines
+
+
+def headline(comparison: Comparison, metric: str = "rougeL", alpha: float = 0.05) -> str:
+    """Did tuning help, in one sentence: the answer, then by how much on `metric` with its 95% CI, e.g.
+    'Tuning helped: tuned beats base on ROUGE-L by +46.9 points [95% CI +39.6, +54.2], p=0.008, n=8.'"""
+    mc = comparison.metrics[metric]
+    label = METRIC_LABELS.get(metric, metric)
+    if mc.n_paired < 2:
+        return f"Whether tuning helped is not known: too few paired examples to compare on {label} (n={mc.n_paired})."
+    tail = (f"{_verdict_pts(mc.difference)} points [95% CI {_verdict_pts(mc.ci_low)}, {_verdict_pts(mc.ci_high)}], "
+            f"{_verdict_p(mc.p_value)}, n={mc.n_paired}.")
+    v = verdict(mc, alpha)
+    if v == "better":
+        return f"Tuning helped: tuned beats base on {label} by {tail}"
+    if v == "worse":
+        return f"Tuning hurt: tuned is worse than base on {label} by {tail}"
+    return f"Tuning did not measurably help: no significant difference on {label}, {tail}"

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +29,7 @@ from sftflow.backends.base import Generation, GenerationParams, Generator
 from sftflow.evaluation.checkpoint import checkpoint_lock, open_checkpoint
 from sftflow.data.testset import TestExample
 from sftflow.errors import BackendError, CheckpointError, EvaluationFailed, TransientError
-from sftflow.infra.pacing import RateLimiter, backoff_delay
+from sftflow.infra.pacing import RateLimiter, Retrier, run_concurrently
 from sftflow.infra.progress import ProgressFn
 from sftflow.evaluation.results import ExampleResult
 
@@ -146,63 +144,37 @@ def _evaluate_locked(generator: Generator, examples: Sequence[TestExample], *, p
     if not todo:
         return [results[ex.id] for ex in examples]
 
-    limiter = RateLimiter(rpm)
-    rng = random.Random(seed)
-    rng_lock = threading.Lock()
+    def retried() -> None:
+        with counters.lock:
+            counters.retries += 1
 
-    def jitter(attempt: int) -> float:
-        with rng_lock:
-            return backoff_delay(attempt, backoff_base, backoff_cap, rng)
+    ask = Retrier(RateLimiter(rpm), max_attempts=max_attempts, sleep=sleep, backoff_base=backoff_base,
+                  backoff_cap=backoff_cap, retry_after_cap=retry_after_cap, seed=seed, on_retry=retried)
 
     def run_one(ex: TestExample) -> ExampleResult:
         prompt = prompt_of(ex)
         res = ExampleResult(id=ex.id, model=model, prompt_chars=len(prompt), reference=ex.output_text)
-        for attempt in range(1, max_attempts + 1):
-            res.attempts = attempt
-            limiter.acquire()
-            try:
-                gen = generator.generate(prompt, params)
-            except TransientError as exc:
-                if attempt == max_attempts:
-                    res.error = f"TransientError after {attempt} attempts: {exc}"
-                    res.error_kind = exc.kind
-                    break
-                with counters.lock:
-                    counters.retries += 1
-                delay = jitter(attempt)
-                if exc.retry_after is not None:
-                    asked = min(exc.retry_after, retry_after_cap)
-                    limiter.defer(asked)
-                    delay = max(delay, asked)
-                sleep(delay)
-                continue
-            except BackendError as exc:
-                res.error = f"BackendError: {exc}"
-                res.error_kind = exc.kind
-                break
-            except Exception as exc:  # an unmapped SDK error must not sink the whole run
-                log.exception("example %s: unexpected error from %s", ex.id, model)
-                res.error = f"{type(exc).__name__}: {exc}"
-                res.error_kind = type(exc).__name__
-                break
-            res.error = res.error_kind = None
+        gen, exc, res.attempts = ask(lambda: generator.generate(prompt, params))
+        if isinstance(exc, TransientError):
+            res.error, res.error_kind = f"TransientError after {res.attempts} attempts: {exc}", exc.kind
+        elif isinstance(exc, BackendError):
+            res.error, res.error_kind = f"BackendError: {exc}", exc.kind
+        elif exc is not None:  # an unmapped SDK error must not sink the whole run
+            log.error("example %s: unexpected error from %s", ex.id, model, exc_info=exc)
+            res.error, res.error_kind = f"{type(exc).__name__}: {exc}", type(exc).__name__
+        else:
             fill_result(res, gen)
-            break
         ckpt.append(res)
         counters.count(res)
         return res
 
-    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(todo)), thread_name_prefix="sftflow-eval")
+    def done(r: ExampleResult) -> None:
+        results[r.id] = r
+        report()
+
     try:
-        pending: set[Future[ExampleResult]] = {pool.submit(run_one, ex) for ex in todo}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                r = fut.result()
-                results[r.id] = r
-                report()
+        run_concurrently(todo, run_one, concurrency=concurrency, on_done=done, name="sftflow-eval")
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         ckpt.close()
     return [results[ex.id] for ex in examples]
 

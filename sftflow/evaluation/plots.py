@@ -33,10 +33,12 @@ def to_png(fig: Figure, dpi: int = 110) -> bytes:
 
 
 def _scores(results: Sequence[ExampleResult], metric: str) -> np.ndarray:
-    return np.array([r.scores[metric] for r in results if r.scored], dtype=float)
+    """Scored examples' `metric` in ROUGE points (F-measure × 100), the unit every report shows."""
+    return 100 * np.array([r.scores[metric] for r in results if r.scored], dtype=float)
 
 
-_BINS = np.linspace(0.0, 1.0, 21)
+_BINS = np.linspace(0.0, 100.0, 21)
+POINTS_LABEL = "ROUGE points (F-measure × 100)"
 
 
 # --------------------------------------------------------------------------- distributions
@@ -55,15 +57,15 @@ def distributions_figure(baseline: Sequence[ExampleResult], tuned: Sequence[Exam
             ax.hist(t, bins=_BINS, alpha=0.6, color=TUNED_COLOR,
                     label=f"{labels[1]} (n={len(t)}, mean {_mean(t)})")
         ax.set_title(METRIC_LABELS[m])
-        ax.set_xlabel("F-measure")
-        ax.set_xlim(0, 1)
+        ax.set_xlabel(POINTS_LABEL)
+        ax.set_xlim(0, 100)
         ax.legend(fontsize=8, loc="upper right")
     axes[0].set_ylabel("examples")
     return fig
 
 
 def _mean(x: np.ndarray) -> str:
-    return f"{x.mean():.3f}" if len(x) else "n/a"
+    return f"{x.mean():.1f}" if len(x) else "n/a"
 
 
 def plot_distributions(baseline: Sequence[ExampleResult], tuned: Sequence[ExampleResult],
@@ -90,12 +92,12 @@ def means_figure(comparison: Comparison) -> Figure:
     x = np.arange(len(metrics))
     w = 0.38
     for off, side, color, label in ((-w / 2, "baseline", BASE_COLOR, "base"), (w / 2, "tuned", TUNED_COLOR, "tuned")):
-        means = np.array([getattr(comparison.metrics[m], f"{side}_mean") for m in metrics])
-        cis = np.array([getattr(comparison.metrics[m], f"{side}_ci") for m in metrics], dtype=float)
+        means = 100 * np.array([getattr(comparison.metrics[m], f"{side}_mean") for m in metrics])
+        cis = 100 * np.array([getattr(comparison.metrics[m], f"{side}_ci") for m in metrics], dtype=float)
         err = np.abs(np.vstack([means - cis[:, 0], cis[:, 1] - means]))
         ax_m.bar(x + off, means, w, yerr=np.nan_to_num(err), capsize=4, color=color, label=label)
     ax_m.set_xticks(x, [METRIC_LABELS.get(m, m) for m in metrics])
-    ax_m.set_ylabel("mean F-measure")
+    ax_m.set_ylabel("mean, ROUGE points")
     ax_m.set_title(f"Mean score, 95% bootstrap CI of each mean (n={comparison.n_paired} paired)")
     ax_m.legend()
 
@@ -125,16 +127,16 @@ def paired_scatter_figure(baseline: Sequence[ExampleResult], tuned: Sequence[Exa
     fig = Figure(figsize=(12, 4), layout="constrained")
     axes = fig.subplots(1, len(METRICS))
     for ax, m in zip(axes, METRICS):
-        b, t = p.baseline[m], p.tuned[m]
-        ax.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--")
+        b, t = 100 * p.baseline[m], 100 * p.tuned[m]
+        ax.plot([0, 100], [0, 100], color="black", linewidth=0.8, linestyle="--")
         ax.scatter(b, t, s=14, alpha=0.7, color=TUNED_COLOR)
-        up = int(np.sum(t - b > 1e-12))
-        down = int(np.sum(b - t > 1e-12))
+        up = int(np.sum(p.tuned[m] - p.baseline[m] > 1e-12))  # on F-measures, as the comparison counts them
+        down = int(np.sum(p.baseline[m] - p.tuned[m] > 1e-12))
         ax.set_title(f"{METRIC_LABELS[m]}: {up} up, {down} down, {len(b) - up - down} tied")
-        ax.set_xlabel("base")
-        ax.set_ylabel("tuned")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        ax.set_xlabel("base (ROUGE points)")
+        ax.set_ylabel("tuned (ROUGE points)")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 100)
         ax.set_aspect("equal")
     return fig
 

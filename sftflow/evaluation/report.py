@@ -10,7 +10,7 @@ import numpy as np
 
 from sftflow.cost.estimate import usd
 from sftflow.evaluation.results import ExampleResult
-from sftflow.reporting.cells import cell, num
+from sftflow.reporting.cells import ROUGE_UNIT, cell, points
 from sftflow.evaluation.rouge import METRICS
 from sftflow.evaluation.stats import METRIC_LABELS, counts
 
@@ -64,6 +64,20 @@ def mode_lines(mode: str, batch: Mapping[str, Any] | None, cost: Mapping[str, An
     return [f"Mode: {mode}", *batch_lines(batch), *([cost_line(cost)] if cost else [])]
 
 
+def summary_table_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per metric (`rougeL`, as summary.json names it) for a table artifact: mean, median and std in ROUGE
+    points (as every report shows them), n as it is."""
+    def shown(k: str, v: Any) -> Any:
+        if k not in POINT_FIELDS:
+            return v
+        return None if v is None or v != v else round(100 * v, 2)  # v != v: NaN
+
+    return [{"metric": m, **{k: shown(k, v) for k, v in vals.items()}} for m, vals in summary.items()]
+
+
+POINT_FIELDS = ("mean", "median", "std")
+
+
 def evaluation_markdown(summary: dict[str, dict[str, float]], results: Sequence[ExampleResult], model: str) -> str:
     """Report of one model's evaluation: metric table, counts, latency, first errors."""
     lines = [f"## Evaluation of `{model}`", "", counts_line(results), ""]
@@ -73,7 +87,8 @@ def evaluation_markdown(summary: dict[str, dict[str, float]], results: Sequence[
     lines += ["| metric | mean | median | std | n |", "|---|---:|---:|---:|---:|"]
     for m in METRICS:
         s = summary[m]
-        lines.append(f"| {METRIC_LABELS[m]} | {num(s['mean'])} | {num(s['median'])} | {num(s['std'])} | {s['n']} |")
+        lines.append(f"| {METRIC_LABELS[m]} | {points(s['mean'])} | {points(s['median'])} | {points(s['std'])} | {s['n']} |")
+    lines += ["", f"Scores in {ROUGE_UNIT}."]
     errors = [r for r in results if r.error]
     if errors:
         lines += ["", f"### Errors ({len(errors)}; not scored, excluded from statistics)", ""]

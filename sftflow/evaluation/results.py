@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from sftflow.errors import CheckpointError
 from sftflow.evaluation.rouge import score_pair
 from sftflow.infra import storage
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -85,23 +87,28 @@ def results_format() -> dict[str, Any]:
     return {"version": RESULTS_VERSION, "fields": [f.name for f in fields(ExampleResult)]}
 
 
-def results_by_id(lines: Sequence[str], source: str) -> dict[str, ExampleResult]:
-    """Records by id (the last line for an id wins). A bad *last* line is a write cut short
-    by a kill and is ignored; a bad line anywhere else is corruption and raises."""
-    out: dict[str, ExampleResult] = {}
+def records_by_id(lines: Sequence[str], source: str, parse: Callable[[Any], T], what: str) -> dict[str, T]:
+    """Records of a checkpoint-style JSONL file by id (the last line for an id wins), each parsed from its
+    JSON by `parse`. A bad *last* line is a write cut short by a kill and is ignored; a bad line anywhere
+    else is corruption and raises CheckpointError naming file:line. One reader for results and judgements."""
+    out: dict[str, T] = {}
     last = max((i for i, raw in enumerate(lines, start=1) if raw.strip()), default=0)
     for i, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
-            rec = ExampleResult.from_dict(json.loads(raw))
+            rec = parse(json.loads(raw))
         except (ValueError, TypeError) as exc:
             if i == last:
                 log.warning("%s:%d: ignoring a truncated last line (%s)", source, i, exc)
                 continue
-            raise CheckpointError(f"{source}:{i}: not a result record: {exc}") from None
-        out[rec.id] = rec
+            raise CheckpointError(f"{source}:{i}: not a {what}: {exc}") from None
+        out[rec.id] = rec  # type: ignore[attr-defined]
     return out
+
+
+def results_by_id(lines: Sequence[str], source: str) -> dict[str, ExampleResult]:
+    return records_by_id(lines, source, ExampleResult.from_dict, "result record")
 
 
 def results_from_jsonl(text: str, source: str = "<results>") -> list[ExampleResult]:

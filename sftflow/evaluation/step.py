@@ -29,6 +29,7 @@ from sftflow.infra.progress import ProgressFn
 from sftflow.records import Evaluation, PreparedData, TunedModel
 from sftflow.cost.report import evaluation_cost, with_rates
 from sftflow.evaluation.report import batch_lines, evaluation_markdown, mode_lines
+from sftflow.reporting import links
 from sftflow.evaluation.results import ExampleResult, results_format, results_to_jsonl
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ def evaluate_and_save(spec: EvalSpec, model: str, test_path: str, label: str, *,
                                    plots.plot_single_distribution(results, label), "image/png")
     md = evaluation_markdown(summary, results, model)
     md += "\n\n" + "\n".join(f"- {line}" for line in mode_lines(mode, batch, cost))
-    md += f"\n\nResults: `{results_uri}`  \nPlot: `{plot_uri}`\n"
+    md += (f"\n\nResults: {links.file_link(results_uri, out_dir)}\n\n"
+           f"{links.image(f'Score distribution of {label} ({model})', plot_uri, out_dir)}\n")  # relative: beside it
     report_uri = storage.write_text(storage.join(out_dir, "report.md"), md, "text/markdown")
     return Evaluation(label=label, model=model, results_uri=results_uri, report_uri=report_uri,
                       plot_uri=plot_uri, summary=summary, counts=counts, errors=tuple(error_lines), mode=mode,

@@ -8,6 +8,7 @@
 <root>/runs/<run>/compare/comparison.json, *.png, report.md
 <root>/runs/<run>/sweep/leaderboard.json, leaderboard.png, report.md
 <root>/champion/history/<seq>.json                        every champion decision (sftflow.selection.champion)
+<root>/runs/<run>/tuning/loss.png                         the tuning job's loss curves
 <root>/runs/<run>/report.md, report.json
 <work>/checkpoints/<label>-<ident16>.jsonl                evaluation checkpoints (no bucket: local disk)
 <root>/runs/<run>/checkpoints/<label>-<ident16>/*.jsonl   ... with a bucket: seen by every machine,
@@ -115,6 +116,11 @@ def judge_dir(run_root: str) -> str:
 def sweep_dir(run_root: str) -> str:
     """A sweep's leaderboard.json, leaderboard.png and report.md."""
     return child(run_root, "sweep")
+
+
+def loss_plot_uri(run_root: str) -> str:
+    """The tuning job's loss curves as the run's tuning step drew them (sftflow.tuning.step.save_loss_plot)."""
+    return child(run_root, "tuning", "loss.png")
 
 
 def prepared_uri(run_root: str) -> str:

@@ -1,7 +1,8 @@
 """Pacing of requests inside one process: a rate limiter shared by threads, and jittered backoff.
 
-The one home for pacing: the evaluation engine (generation requests) and the countTokens counter
-(sftflow.cost.token_count) both use it.
+The one home for pacing: the evaluation engine (generation requests), the judge (evaluateInstances)
+and the countTokens counter (sftflow.cost.token_count) all use it, and the thread pool that runs
+their requests concurrently (run_concurrently).
 
 Why a client-side limiter, not Prefect's global concurrency limits: `prefect.concurrency`'s
 `rate_limit` needs a Prefect API and a limit created beforehand (without it, it only warns
@@ -15,8 +16,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
 from sftflow.errors import TransientError
 
@@ -108,3 +110,25 @@ class Retrier:
             except Exception as exc:  # noqa: BLE001 - permanent: the caller records it
                 return None, exc, attempt
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def run_concurrently(items: Sequence[T], work: Callable[[T], R], *, concurrency: int,
+                     on_done: Callable[[R], None], name: str) -> None:
+    """work(item) for every item on up to `concurrency` threads; on_done(result) in the calling thread
+    as each one finishes (so progress and bookkeeping need no lock). On an error or Ctrl-C, items not
+    yet started are cancelled and the running ones finish: their results are already checkpointed."""
+    if not items:
+        return
+    pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items))), thread_name_prefix=name)
+    try:
+        pending: set[Future[R]] = {pool.submit(work, it) for it in items}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                on_done(fut.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from sftflow.errors import BackendError, CheckpointError
+from sftflow.errors import BackendError
+from sftflow.evaluation.results import records_by_id
 
 log = logging.getLogger(__name__)
 
@@ -142,17 +143,4 @@ def pair_line(p: JudgedPair) -> str:
 
 def pairs_by_id(lines: Sequence[str], source: str) -> dict[str, JudgedPair]:
     """Judged pairs by id (the last line wins); a bad last line is a kill's cut and is skipped."""
-    out: dict[str, JudgedPair] = {}
-    last = max((i for i, raw in enumerate(lines, start=1) if raw.strip()), default=0)
-    for i, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = JudgedPair.from_dict(json.loads(raw))
-        except (ValueError, TypeError) as exc:
-            if i == last:
-                log.warning("%s:%d: ignoring a truncated last line (%s)", source, i, exc)
-                continue
-            raise CheckpointError(f"{source}:{i}: not a judged-pair record: {exc}") from None
-        out[rec.id] = rec
-    return out
+    return records_by_id(lines, source, JudgedPair.from_dict, "judged-pair record")

@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sftflow.errors import BackendError, CheckpointError, TransientError
 from sftflow.evaluation.checkpoint import Checkpoint, CheckpointLock
-from sftflow.infra.pacing import RateLimiter, Retrier
+from sftflow.infra.pacing import RateLimiter, Retrier, run_concurrently
 from sftflow.infra.progress import ProgressFn
 from sftflow.judging.pairs import Judge, JudgeAnswer, JudgedPair, Pair, both_orders, pair_line, pairs_by_id, side_of
 
@@ -120,16 +119,12 @@ def judge_pairs(judge: Judge, pairs: Sequence[Pair], *, checkpoint: str | Path, 
                 counters.errors += r.error is not None
             return r
 
-        pool = ThreadPoolExecutor(max_workers=min(concurrency, len(todo)), thread_name_prefix="sftflow-judge")
+        def done(r: JudgedPair) -> None:
+            results[r.id] = r
+            report()
+
         try:
-            pending: set[Future[JudgedPair]] = {pool.submit(run, p) for p in todo}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    r = fut.result()
-                    results[r.id] = r
-                    report()
+            run_concurrently(todo, run, concurrency=concurrency, on_done=done, name="sftflow-judge")
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
             ckpt.close()
     return [results[i] for i in ids]

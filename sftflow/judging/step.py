@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from pydantic import SecretStr
 from sftflow.config import Settings
 from sftflow.cost import prices
 from sftflow.cost.report import EvalCost
-from sftflow.data.testset import read_test_csv
+from sftflow.data.testset import read_test_csv, split_prompt  # noqa: F401 (split_prompt: named here too)
 from sftflow.evaluation import stats
 from sftflow.evaluation.compare import read_results
 from sftflow.evaluation.engine import check_error_rate
@@ -90,15 +89,6 @@ def judge_label(spec: JudgeSpec) -> str:
     from sftflow.judging import local, vertex
 
     return local.LABEL if spec.judge == "local" else vertex.label(spec.judge_model)
-
-
-def split_prompt(prompt: str) -> tuple[str, str]:
-    """(instruction, article) of a codelab-shaped prompt ('... the following article:\\n\\n<article>');
-    a prompt without that shape is both."""
-    m = re.search(r"article:\s*", prompt, flags=re.IGNORECASE)
-    if not m:
-        return prompt.strip(), prompt.strip()
-    return prompt[:m.end()].strip(), prompt[m.end():].strip()
 
 
 def build_pairs(baseline_uri: str, candidate_uri: str, test_path: str, n: int) -> list[Pair]:

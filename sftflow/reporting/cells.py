@@ -15,13 +15,19 @@ def cell(text: str | None, limit: int = TEXT_LIMIT) -> str:
     return s.replace("\\", "\\\\").replace("|", "\\|") or "*(empty)*"
 
 
-def num(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+#: The one unit of every ROUGE number a report shows: points, the F-measure × 100 (0–100). The data files
+#: (results.jsonl, summary.json, comparison.json, report.json) keep F-measures (0–1) and say so.
+ROUGE_UNIT = "ROUGE points (F-measure × 100, 0–100)"
 
 
-def pts(x: float) -> str:
-    """A difference in ROUGE points (×100), signed; n/a for NaN."""
-    return "n/a" if math.isnan(x) else f"{100 * x:+.1f}"
+def points(x: float | None, digits: int = 2) -> str:
+    """A ROUGE score (an F-measure, 0–1) in ROUGE points (0–100); n/a for None or NaN."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
+
+
+def pts(x: float | None, digits: int = 1) -> str:
+    """A difference of F-measures in ROUGE points (×100), signed; n/a for None or NaN."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.{digits}f}"
 
 
 def p_value(p: float | None) -> str:

@@ -40,7 +40,7 @@ def save_loss_plot(run_root: str, record: TuningRecord) -> str | None:
         return None
     from sftflow.evaluation.plots import plot_loss_curves
 
-    return storage.write_bytes(storage.join(run_root, "tuning", "loss.png"), plot_loss_curves(curves), "image/png")
+    return storage.write_bytes(layout.loss_plot_uri(run_root), plot_loss_curves(curves), "image/png")
 
 
 def dry_run_plan(spec: TuningSpec, request: dict, estimate: dict, *, backend: str, cap_usd: float,
