@@ -248,7 +248,8 @@ def test_two_concurrent_starts_make_one_server_a_killed_one_is_replaced_and_stop
         os.killpg(first.pid, signal.SIGKILL)
         wait_gone(first)
         proc = sftflow("server", "status", "--local-root", str(root), cwd=tmp_path, timeout=60)
-        assert proc.returncode == 3 and proc.stdout.startswith("not running (stale:")
+        assert proc.returncode == 3 and proc.stdout.startswith(f"not running for local root {root.resolve()} (stale: "
+                                                               f"recorded pid {first.pid} is gone")
         proc = sftflow("server", "start", "--local-root", str(root), "--port", str(first.port), cwd=tmp_path)
         assert proc.returncode == 0 and proc.stdout.startswith("started: "), proc.stderr
         rec = ps.read_record(home)

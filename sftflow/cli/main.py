@@ -144,6 +144,10 @@ def _use_prefect_api(settings: Any) -> bool:
         print(f"sftflow: {choice.note}", file=sys.stderr)
     if choice.source == "local-server":
         os.environ["PREFECT_API_URL"] = choice.api_url
+    if choice.api_url is None:  # Prefect's temporary server: started now, in a session of its own (cli_hooks)
+        from flows.cli_hooks import start_temporary_server
+
+        start_temporary_server()
     return choice.api_url is not None
 
 
@@ -190,10 +194,6 @@ def _run(args: argparse.Namespace) -> int:
         check_name("--output", args.label)
     _prefect_env(settings.local_root)
     watch = _use_prefect_api(settings)  # before any flow module imports prefect
-    if not watch:  # Prefect's temporary server, started now in a session of its own (a SIGTERM to our group)
-        from flows.cli_hooks import start_temporary_server
-
-        start_temporary_server()
     undo = _quiet_user_errors()
     try:
         return _run_flow(cmd, args, config, watch)
