@@ -134,9 +134,9 @@ def _prefect_env(local_root: Path) -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
-def _use_prefect_api(settings: Any) -> bool:
+def _use_prefect_api(settings: Any, temporary: bool = True) -> bool:
     """Point this process's Prefect at the API to use, before Prefect is imported; True if a server
-    (not Prefect's temporary one) will hold the runs."""
+    (not Prefect's temporary one) will hold the runs. Else, with `temporary`, start Prefect's temporary server."""
     from sftflow.infra.prefect_server import choose_api
 
     choice = choose_api(settings.local_root, settings.prefect_server)
@@ -144,7 +144,7 @@ def _use_prefect_api(settings: Any) -> bool:
         print(f"sftflow: {choice.note}", file=sys.stderr)
     if choice.source == "local-server":
         os.environ["PREFECT_API_URL"] = choice.api_url
-    if choice.api_url is None:  # Prefect's temporary server: started now, in a session of its own (cli_hooks)
+    if choice.api_url is None and temporary:  # Prefect's temporary server, now, in a session of its own (cli_hooks)
         from flows.cli_hooks import start_temporary_server
 
         start_temporary_server()
@@ -193,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
 
         check_name("--output", args.label)
     _prefect_env(settings.local_root)
-    watch = _use_prefect_api(settings)  # before any flow module imports prefect
+    watch = _use_prefect_api(settings, temporary=cmd != "resume-finished")  # before any flow module imports prefect
     undo = _quiet_user_errors()
     try:
         return _run_flow(cmd, args, config, watch)
