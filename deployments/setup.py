@@ -6,12 +6,16 @@
     python deployments/setup.py gcp --project P --bucket gs://B --image IMAGE [--region R]
                                     [--pool-type cloud-run-v2|vertex-ai] [--service-account-file KEY.json]
                                     [--service-account EMAIL] [--job-api-url URL]
+                                    [--prefect-api-key-secret SECRET[:VERSION]]
         the work pool 'sftflow-gcp', the GcpCredentials block 'sftflow-gcp' (from a key file's *path*,
         or application-default credentials when no file is given) and the Prefect variables
         sftflow_project / sftflow_region / sftflow_bucket / sftflow_image / sftflow_service_account /
-        sftflow_api_url that sft_pipeline/gcp reads. The job runs as the service account (default: the
-        key file's) and reports to the Prefect API at --job-api-url (default: PREFECT_API_URL), which must
-        not be a loopback address: the job's container could not reach it.
+        sftflow_api_url / sftflow_prefect_api_key_secret that sft_pipeline/gcp reads. The job runs as the
+        service account (default: the key file's) and reports to the Prefect API at --job-api-url (default:
+        PREFECT_API_URL), which must not be a loopback address: the job's container could not reach it.
+        With Prefect Cloud the job needs an API key: --prefect-api-key-secret names the Secret Manager secret
+        holding it, which a Cloud Run job reads into PREFECT_API_KEY (the key itself is never written to
+        Prefect or prefect.yaml, and the worker's own key is then kept out of the job's environment).
 
 Both are idempotent (an existing pool is kept; the block and variables are updated). They talk to the
 server PREFECT_API_URL names and refuse to run without one: a pool made on a temporary server
@@ -85,11 +89,45 @@ def job_service_account(args: argparse.Namespace) -> str:
         "in README 'On Vertex AI with a real project'); application-default user credentials name none")
 
 
-def gcp_variables(args: argparse.Namespace, account: str, api_url: str) -> dict[str, str]:
+#: How Prefect API keys begin (user keys pnu_, service-account keys pnb_): a value given where a secret's *name*
+#: belongs is refused, so that no key lands in a Prefect variable (https://docs.prefect.io/v3/manage/cloud/manage-users/api-keys).
+_KEY_PREFIXES = ("pnu_", "pnb_")
+
+
+def is_prefect_cloud_url(url: str) -> bool:
+    """True for Prefect Cloud's API (api.prefect.cloud), which needs PREFECT_API_KEY."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "prefect.cloud" or host.endswith(".prefect.cloud")
+
+
+def api_key_secret(args: argparse.Namespace, api_url: str) -> dict[str, str] | None:
+    """The Secret Manager secret the Cloud Run job reads PREFECT_API_KEY from ({secret, version}, prefect-gcp's
+    `prefect_api_key_secret` job variable), or None. Refuses a key given in place of a name, and a Prefect Cloud
+    job API on a Cloud Run pool without one (the worker would hand the job its own key in plain text)."""
+    value = getattr(args, "prefect_api_key_secret", None)
+    if not value:
+        if is_prefect_cloud_url(api_url) and args.pool_type == "cloud-run-v2":
+            raise SystemExit(
+                f"setup: error: the job reports to Prefect Cloud ({api_url}) and needs an API key: pass "
+                "--prefect-api-key-secret SECRET, a Secret Manager secret holding it (grant the job's service account "
+                "roles/secretmanager.secretAccessor on it); without it the worker's own key would be written into "
+                "the job's environment in plain text")
+        return None
+    if value.startswith(_KEY_PREFIXES):
+        raise SystemExit("setup: error: --prefect-api-key-secret takes the *name* of a Secret Manager secret that "
+                         "holds the key (e.g. prefect-api-key), not the key: nothing was saved")
+    secret, _, version = value.partition(":")
+    return {"secret": secret, "version": version or "latest"}
+
+
+def gcp_variables(args: argparse.Namespace, account: str, api_url: str) -> dict[str, object]:
     """The Prefect variables prefect.yaml's sft_pipeline/gcp reads ({{ prefect.variables.NAME }})."""
     bucket = args.bucket if args.bucket.startswith("gs://") else f"gs://{args.bucket}"
     return {"sftflow_project": args.project, "sftflow_region": args.region, "sftflow_bucket": bucket,
-            "sftflow_image": args.image, "sftflow_service_account": account, "sftflow_api_url": api_url}
+            "sftflow_image": args.image, "sftflow_service_account": account, "sftflow_api_url": api_url,
+            # always saved, null without a secret: prefect deploy resolves a missing variable to "", which the
+            # Cloud Run worker would refuse as a secret
+            "sftflow_prefect_api_key_secret": api_key_secret(args, api_url)}
 
 
 def _base_job_template(pool_type: str) -> dict:
@@ -143,6 +181,7 @@ def setup_gcp(args: argparse.Namespace) -> None:
     url = _require_server()
     api_url = job_api_url(args, url)  # before anything is saved: a set-up that cannot work changes nothing
     account = job_service_account(args)
+    api_key_secret(args, api_url)  # likewise
     try:
         if args.service_account_file:
             # The block stores the key file's path, not its content: the file must exist on the
@@ -161,6 +200,9 @@ def setup_gcp(args: argparse.Namespace) -> None:
     print(f"GcpCredentials block '{args.block}' saved ({source}) on {url}")
     print(f"work pool '{args.pool}' ({args.pool_type}) {'created' if created else 'already there'}")
     print("variables: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    if values["sftflow_prefect_api_key_secret"] and args.pool_type == "vertex-ai":
+        print("note: a Vertex AI custom job cannot read a Secret Manager secret into its environment: "
+              "--prefect-api-key-secret applies to Cloud Run pools only (README: Prefect Cloud)")
     print(f"next: prefect --no-prompt deploy --name sft_pipeline/gcp; prefect worker start --pool {args.pool}")
 
 
@@ -183,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "of both pool types; default: the key file's client_email); grant it the README's roles")
     gp.add_argument("--job-api-url", help="the Prefect API URL the job's container reports to (default: "
                     "PREFECT_API_URL; a loopback address is refused)")
+    gp.add_argument("--prefect-api-key-secret", metavar="SECRET[:VERSION]",
+                    help="Prefect Cloud: the Secret Manager secret (name, or projects/P/secrets/NAME; version "
+                    "default latest) holding the API key the Cloud Run job uses as PREFECT_API_KEY; grant the job's "
+                    "service account roles/secretmanager.secretAccessor on it")
     gp.set_defaults(func=setup_gcp)
     return p
 

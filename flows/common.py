@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from sftflow.infra import credentials
+from sftflow.infra.time_limit import check_time_limit
 from sftflow.config import SECRET_SETTINGS, Settings, load_settings
 from sftflow.errors import ConfigError
 from sftflow.params import RunParams, refuse_secrets, settings_values
@@ -32,6 +33,12 @@ def settings_for(params: RunParams | dict[str, Any] | None = None) -> Settings:
     credentials.use_token(settings.vertex_access_token)  # Cloud Storage calls use it too
     use_result_storage(settings)  # task results and cache records where every worker of the run sees them
     return settings
+
+
+def check_infra_time_limit(s: Settings, flow: str, *, evaluates: bool) -> None:
+    """Fail at the start of a run that the infrastructure's time limit (infra_timeout_s) would cut short."""
+    check_time_limit(flow, s.infra_timeout_s, wait_mode=s.wait_mode, tuning_timeout=s.tuning_timeout,
+                     batch_pending_timeout=s.batch_pending_timeout, evaluates=evaluates)
 
 
 def with_secret_block(s: Settings) -> Settings:

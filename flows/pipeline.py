@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.common import settings_for
+from flows.common import check_infra_time_limit, settings_for
 from flows.prepare_data import prepare_data
 from flows.suspend import finish_before_suspending
 from flows.tune import gate_tuning, tune
@@ -32,6 +32,7 @@ def sft_pipeline(config: RunParams = RunParams()) -> dict:
     """
     s = settings_for(config)
     s.require_bucket("pipeline")
+    check_infra_time_limit(s, "pipeline", evaluates=True)  # before anything is paid for
     log = get_run_logger()
 
     prepared = PreparedData.from_json(prepare_data(config=config))

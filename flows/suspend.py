@@ -24,10 +24,11 @@ from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.flow_runs import suspend_flow_run
+from prefect.states import Paused
 
 from sftflow.backends.base import JobState
 from sftflow.config import Settings
-from sftflow.tuning.resume import already_waited, next_suspension, suspend_timeout
+from sftflow.tuning.resume import already_waited, next_suspension, subflow_pause_timeout, suspend_timeout
 
 #: Futures of a run (by its flow run id) to complete before it suspends.
 _before_suspending: dict[UUID, list[Any]] = {}
@@ -49,6 +50,22 @@ def _deployment_run(client, run) -> Any:
         parent = client.read_task_run(run.parent_task_run_id)
         run = client.read_flow_run(parent.flow_run_id)
     return run
+
+
+def _pause_with_root(run, root, key: str, timeout: int) -> None:
+    """A subflow whose root was just suspended: mark it Paused too, so that it does not stay Running with no
+    process and no heartbeat (the zombie automation would mark it Crashed). Paused, not Suspended: a Suspended
+    state is what Prefect resumes through a deployment (a subflow has none), and the resumed root would take a
+    Suspended subflow for a new suspension request. The resumed root reuses this run (Paused -> Running: Prefect
+    reattaches a subflow to its parent's task run), and a root cancelled meanwhile cancels it with itself
+    (Prefect's cancellation clean-up); `timeout` outlives the root's suspension, after which Prefect fails it."""
+    message = (f"paused with its parent run {root.name}, suspended while the tuning job trains; it goes on when "
+               f"{root.name} is resumed (by the resume_finished deployment): resume {root.name}, not this run")
+    with get_client(sync_client=True) as client:
+        result = client.set_flow_run_state(run.id, Paused(timeout_seconds=timeout, pause_key=key, message=message))
+    if result.status.value != "ACCEPT":
+        get_run_logger().warning("subflow run %s stays %s: the server refused Paused (%s)", run.name,
+                                 run.state_name, getattr(result.details, "reason", ""))
 
 
 def suspend_while_training(s: Settings, intent: str, job: str, state: str) -> float:
@@ -88,6 +105,8 @@ def suspend_while_training(s: Settings, intent: str, job: str, state: str) -> fl
              plan.deadline - now, plan.key)
     own = target.id == ctx.flow_run.id
     suspend_flow_run(flow_run_id=None if own else target.id, timeout=timeout, key=plan.key)
+    if not own and ctx.flow_run_suspension_request.is_requested():
+        _pause_with_root(ctx.flow_run, target, plan.key, subflow_pause_timeout(timeout))
     ctx.flow_run_suspension_request.raise_if_requested()  # a subflow: the root's process exits now
     log.warning("the server refused to suspend run %s (pause key %s already used): polling instead", target.name,
                 plan.key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.approval import cost_gate
-from flows.common import settings_for
+from flows.common import check_infra_time_limit, settings_for
 from flows.suspend import suspend_while_training
 from sftflow.backends import make_tuner
 from sftflow.cost import estimate as cost
@@ -43,6 +43,7 @@ def tune(dry_run: bool = False, config: RunParams = RunParams()) -> dict:
     """
     s = settings_for(config)
     s.require_bucket("tune")
+    check_infra_time_limit(s, "tune", evaluates=False)
     log = get_run_logger()
     setup = TuningSetup.from_settings(s)
     spec, estimate, checked = plan_tuning(s, setup)

@@ -142,7 +142,10 @@ class Settings(BaseSettings):
         "false: leave it running, and billing."
     )
     cancel_job_on_interrupt: bool = Field(
-        True, description="Cancel the cloud job when the flow is cancelled or interrupted."
+        True, description="Cancel the cloud job when the flow's process is cancelled or interrupted (false: a "
+        "rerun attaches to it). A run cancelled while suspended (wait_mode suspend) has its job cancelled by the "
+        "resume_finished deployment either way: only a person or an automation cancels a suspended run, never a "
+        "container's time limit."
     )
     wait_mode: Literal["poll", "suspend"] = Field(
         "poll", description="How a run waits for its tuning job: 'poll' keeps the flow's process polling every "
@@ -167,6 +170,14 @@ class Settings(BaseSettings):
         description="Where Prefect keeps task results and cache records, so any worker serves a cached step: "
         "gs://bucket/prefix, or the name of a prefect-gcp GcsBucket block. Unset: <storage>/prefect-results when "
         "a bucket is set, else PREFECT_RESULTS_LOCAL_STORAGE_PATH (<local_root>/prefect-results).",
+    )
+    infra_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds the infrastructure a flow runs in lets it live (Cloud Run timeout, Vertex AI "
+        "maximum_run_time_hours; the gcp deployment sets it): a pipeline or tune run that needs longer (tuning_timeout "
+        "+ batch_pending_timeout + 1 h while polling; the work between suspensions with wait_mode suspend) fails "
+        "at its start, naming both. Unset: no limit known, no check.",
     )
     resubmit_failed: bool = Field(
         False, description="Submit a new job when the one for this intent failed or was cancelled."

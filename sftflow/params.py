@@ -29,8 +29,10 @@ PRECEDENCE = ("explicit parameter (CLI flag or --set, flow or deployment paramet
               "`recipe`) > environment SFTFLOW_<NAME> (or .env) > default")
 
 #: Settings of the machine that runs a flow, never of one run: which Prefect API the CLI uses, how long
-#: another process's claim on a tuning intent or lease is trusted, where Prefect keeps results. Set them in the environment.
-MACHINE_SETTINGS: tuple[str, ...] = ("prefect_server", "claim_stale_after", "lease_ttl_s", "prefect_result_storage")
+#: another process's claim on a tuning intent or lease is trusted, where Prefect keeps results, how long the
+#: infrastructure lets a flow live. Set them in the environment.
+MACHINE_SETTINGS: tuple[str, ...] = ("prefect_server", "claim_stale_after", "lease_ttl_s", "prefect_result_storage",
+                                     "infra_timeout_s")
 
 #: The fields a form lists first (the most often changed), the tuning hyperparameters among them.
 _FIRST = ("train_uri", "val_uri", "test_uri", "source_model", *hyperparameters.names(), "tuned_model_display_name",

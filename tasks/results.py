@@ -19,33 +19,47 @@ are per run (a flow parameter may set the bucket), which is why this is not a de
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Any
 
 from prefect.context import FlowRunContext
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
-from prefect_gcp.cloud_storage import GcsBucket
-from prefect_gcp.credentials import GcpCredentials
 
 from sftflow.config import Settings
 from sftflow.errors import ConfigError
 from sftflow.infra import gcs, storage
 
 
-class SftflowGcsClient(GcpCredentials):
-    """GcpCredentials whose Cloud Storage client is sftflow's (token → ADC → anonymous, emulator-aware).
+@functools.cache
+def _gcs_client_block() -> type:
+    """SftflowGcsClient, built on first use: prefect_gcp imports google-cloud-aiplatform and BigQuery (about half
+    of a flow's import time, measured with -X importtime), which a run without a bucket never needs, and every
+    flow process (a resumed run included) pays before it can say Running."""
+    from prefect_gcp.credentials import GcpCredentials
 
-    prefect-gcp's own GcpCredentials calls `google.auth.default()` when built and always hands the
-    client explicit credentials; this one is never saved, only built in-process for a gs:// setting."""
+    class SftflowGcsClient(GcpCredentials):
+        """GcpCredentials whose Cloud Storage client is sftflow's (token → ADC → anonymous, emulator-aware).
 
-    _block_type_name = "sftflow GCS client"
+        prefect-gcp's own GcpCredentials calls `google.auth.default()` when built and always hands the
+        client explicit credentials; this one is never saved, only built in-process for a gs:// setting."""
 
-    def block_initialization(self) -> None:  # no google.auth.default(): sftflow.infra.credentials decides
-        pass
+        _block_type_name = "sftflow GCS client"
 
-    def get_cloud_storage_client(self, project: str | None = None) -> Any:
-        return _ObjectsOnly(gcs.client())
+        def block_initialization(self) -> None:  # no google.auth.default(): sftflow.infra.credentials decides
+            pass
+
+        def get_cloud_storage_client(self, project: str | None = None) -> Any:
+            return _ObjectsOnly(gcs.client())
+
+    return SftflowGcsClient
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SftflowGcsClient":
+        return _gcs_client_block()
+    raise AttributeError(name)
 
 
 class _ObjectsOnly:
@@ -75,9 +89,11 @@ def result_storage_block(where: str) -> WritableFileSystem:
     with _blocks_lock:
         if where in _blocks:
             return _blocks[where]
+    from prefect_gcp.cloud_storage import GcsBucket  # here, not at import: see _gcs_client_block
+
     if storage.is_gcs(where):
         bucket, folder = storage.split_gcs(where)
-        block: WritableFileSystem = GcsBucket(bucket=bucket, bucket_folder=folder, gcp_credentials=SftflowGcsClient())
+        block: WritableFileSystem = GcsBucket(bucket=bucket, bucket_folder=folder, gcp_credentials=_gcs_client_block()())
     elif "/" in where or where.startswith("."):
         block = LocalFileSystem(basepath=str(Path(where).expanduser().resolve()))
     else:
@@ -113,7 +129,7 @@ def read_record(context: Any, key: str) -> tuple[str, bytes | None]:
     block = None if store is None else (store.metadata_storage or store.result_storage)
     if block is None:  # Prefect falls back to its default local storage
         block = LocalFileSystem(basepath=str(Path(get_current_settings().results.local_storage_path).expanduser()))
-    where = (f"gs://{block.bucket}/{block.bucket_folder}{key}" if isinstance(block, GcsBucket)
+    where = (f"gs://{block.bucket}/{block.bucket_folder}{key}" if type(block).__name__ == "GcsBucket"
              else f"{getattr(block, 'basepath', '')}/{key}")
     try:
         return where, call_explicitly_sync_block_method(block, "read_path", (key,), {})

@@ -255,6 +255,8 @@ def test_deploy_all_from_this_checkout(stack):
     assert gcp.job_variables["service_account_name"] == "sftflow@e2e-project.iam.gserviceaccount.com"  # the key's
     assert gcp.job_variables["env"]["PREFECT_API_URL"] == JOB_API_URL
     assert (gcp.job_variables["timeout"], gcp.job_variables["memory"]) == (43200, "2Gi")
+    assert gcp.job_variables["env"]["SFTFLOW_INFRA_TIMEOUT_S"] == "43200"  # the limit, told to the run
+    assert gcp.job_variables["prefect_api_key_secret"] is None  # no --prefect-api-key-secret: the variable is null
     assert gcp.job_variables["credentials"]["service_account_file"] == str(stack["key"])
     assert "PRIVATE KEY" not in json.dumps(gcp.model_dump(mode="json"))
 

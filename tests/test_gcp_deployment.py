@@ -101,8 +101,9 @@ class _OnlyTheFlow:
         raise AssertionError(f"rendering the job asked the Prefect API for {name}")
 
 
-def render(pool_type: str, job_variables: dict, parameters: dict | None = None):
-    """The job configuration prefect-gcp's worker builds for a run of this deployment on a `pool_type` pool."""
+def render(pool_type: str, job_variables: dict, parameters: dict | None = None, worker_api_key: str | None = None):
+    """The job configuration prefect-gcp's worker builds for a run of this deployment on a `pool_type` pool
+    (`worker_api_key`: the worker's own PREFECT_API_KEY, as with Prefect Cloud)."""
     from prefect.client.schemas.objects import Flow, FlowRun, WorkPool
     from prefect.client.schemas.responses import DeploymentResponse
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -116,7 +117,12 @@ def render(pool_type: str, job_variables: dict, parameters: dict | None = None):
                              parameters=parameters or {}, work_pool_name=pool.name)
     run = FlowRun(id=uuid.uuid4(), name="gentle-otter", flow_id=flow.id, deployment_id=dep.id,
                   work_pool_name=pool.name, parameters=parameters or {})
-    with temporary_settings(updates={PREFECT_API_URL: WORKER_API_URL}):
+    from prefect.settings import PREFECT_API_KEY, PREFECT_LOGGING_TO_API_ENABLED
+
+    # no API logging: prefect-gcp warns the run's logger about a plain-text key, which would try WORKER_API_URL
+    updates = {PREFECT_API_URL: WORKER_API_URL, PREFECT_LOGGING_TO_API_ENABLED: False,
+               **({PREFECT_API_KEY: worker_api_key} if worker_api_key else {})}
+    with temporary_settings(updates=updates):
         return asyncio.run(worker.job_configuration.resolve_for_flow_run(
             run, client=_OnlyTheFlow(flow), work_pool=pool, worker_name="render", deployment=dep))
 
@@ -182,6 +188,7 @@ def test_cloud_run_job_body_is_valid_and_fits_a_whole_run(deployed, monkeypatch)
     assert env["PREFECT_API_URL"] == JOB_API_URL, "the job got the worker's loopback API URL"
     assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) >= 30
     assert env["PREFECT__FLOW_RUN_ID"] and container["command"][:3] == ["prefect", "flow-run", "execute"]
+    assert float(env["SFTFLOW_INFRA_TIMEOUT_S"]) == _seconds(task["timeout"])  # the run knows its limit
 
 
 def test_vertex_custom_job_body_is_valid_and_fits_a_whole_run(deployed, monkeypatch):
@@ -203,6 +210,7 @@ def test_vertex_custom_job_body_is_valid_and_fits_a_whole_run(deployed, monkeypa
     assert MACHINE_MEMORY_MIB[pool["machineSpec"]["machineType"]] >= MEMORY_FLOOR_MIB
     env = {e["name"]: e["value"] for e in pool["containerSpec"]["env"]}
     assert env["PREFECT_API_URL"] == JOB_API_URL
+    assert float(env["SFTFLOW_INFRA_TIMEOUT_S"]) == _seconds(spec["scheduling"]["timeout"])  # the run knows its limit
     assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) >= 30
 
 
@@ -274,6 +282,24 @@ def test_approval_mode_suspend_outside_a_deployment_run_refuses_saying_why():
     assert "no job was submitted" in str(exc.value) and "\n" not in str(exc.value)
 
 
+def test_the_gcp_runs_know_their_time_limit_and_a_whole_run_fits_it(deployed, monkeypatch):
+    """The limit the job variables set reaches the run (SFTFLOW_INFRA_TIMEOUT_S → infra_timeout_s), and the
+    deployment's own parameters pass the check the pipeline makes at its start; 10 h of tuning_timeout would not."""
+    from sftflow.config import load_settings
+    from sftflow.errors import ConfigError
+    from sftflow.infra.time_limit import check_time_limit
+    from sftflow.params import settings_values
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("SFTFLOW_INFRA_TIMEOUT_S", deployed["job_variables"]["env"]["SFTFLOW_INFRA_TIMEOUT_S"])
+    s = load_settings(**settings_values(deployed["parameters"]["config"]))
+    assert s.infra_timeout_s == deployed["job_variables"]["timeout"] == deployed["job_variables"]["maximum_run_time_hours"] * 3600
+    limits = dict(wait_mode=s.wait_mode, batch_pending_timeout=s.batch_pending_timeout)
+    check_time_limit("pipeline", s.infra_timeout_s, tuning_timeout=s.tuning_timeout, **limits)
+    with pytest.raises(ConfigError, match="after 43200 s"):
+        check_time_limit("pipeline", s.infra_timeout_s, tuning_timeout=10 * 3600, **limits)
+
+
 def test_every_variable_the_gcp_deployment_reads_is_one_setup_saves():
     text = yaml.safe_dump(gcp_deployment())
     used = set(re.findall(r"prefect\.variables\.([\w-]+)", text))
@@ -285,6 +311,68 @@ def test_heartbeats_are_on_in_every_work_pool_of_prefect_yaml():
     pools = [PREFECT_YAML["definitions"]["local_pool"], gcp_deployment()["work_pool"]]
     for pool in pools:
         assert int(pool["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) >= 30, pool["name"]
+
+
+# ----------------------------------------------------------------------------------- Prefect Cloud's key
+KEY_SECRET = {"secret": "prefect-api-key", "version": "latest"}
+
+
+def _made_up_key() -> str:
+    return "pnu_" + uuid.uuid4().hex  # shaped like a Prefect Cloud user key; never a real one
+
+
+def test_the_cloud_run_job_reads_the_prefect_cloud_key_from_secret_manager(user_adc):
+    """setup.py gcp --prefect-api-key-secret prefect-api-key: the job's PREFECT_API_KEY comes from that secret
+    (Cloud Run resolves it when the container starts), and the worker's own key, which Prefect would otherwise
+    copy into the job's environment, appears nowhere in the body."""
+    dep = as_deployed(gcp_deployment(), variables(sftflow_prefect_api_key_secret=KEY_SECRET), user_adc)
+    key = _made_up_key()
+    body = cloud_run_body(render("cloud-run-v2", dep["work_pool"]["job_variables"], dep["parameters"], worker_api_key=key))
+    assert validate(load("run.v2"), "GoogleCloudRunV2Job", body) == []
+    [container] = body["template"]["template"]["containers"]
+    [api_key] = [e for e in container["env"] if e["name"] == "PREFECT_API_KEY"]
+    assert api_key == {"name": "PREFECT_API_KEY", "valueSource": {"secretKeyRef": KEY_SECRET}}
+    assert key not in json.dumps(body)
+
+
+def test_without_the_secret_the_worker_would_hand_its_key_over_in_plain_text(user_adc):
+    """Why setup.py refuses Prefect Cloud on a Cloud Run pool without --prefect-api-key-secret (below), and what
+    README says of Vertex AI, whose custom jobs take environment values in plain text only."""
+    dep = as_deployed(gcp_deployment(), variables(), user_adc)  # sftflow_prefect_api_key_secret: null
+    assert dep["work_pool"]["job_variables"]["prefect_api_key_secret"] is None
+    key = _made_up_key()
+    cloud_run = cloud_run_body(render("cloud-run-v2", dep["work_pool"]["job_variables"], worker_api_key=key))
+    assert {"name": "PREFECT_API_KEY", "value": key} in cloud_run["template"]["template"]["containers"][0]["env"]
+    vertex = vertex_body(render("vertex-ai", dep["work_pool"]["job_variables"], worker_api_key=key))
+    assert key in json.dumps(vertex)
+
+
+def test_no_prefect_key_is_written_into_prefect_yaml():
+    text = (ROOT / "prefect.yaml").read_text()
+    assert not re.search(r"\bpn[ub]_\w+", text)
+    assert all("PREFECT_API_KEY" not in pool.get("job_variables", {}).get("env", {})
+               for pool in (PREFECT_YAML["definitions"]["local_pool"], gcp_deployment()["work_pool"]))
+    assert gcp_deployment()["work_pool"]["job_variables"]["prefect_api_key_secret"] == \
+        "{{ prefect.variables.sftflow_prefect_api_key_secret }}"
+
+
+def _gcp_args(*extra: str):
+    return setup.build_parser().parse_args(["gcp", "--project", "p", "--bucket", "b", "--image", "i", *extra])
+
+
+def test_setup_gcp_saves_the_secrets_name_and_refuses_a_key_or_a_cloud_api_without_one():
+    cloud = "https://api.prefect.cloud/api/accounts/a/workspaces/w"
+    assert setup.api_key_secret(_gcp_args("--prefect-api-key-secret", "prefect-api-key"), cloud) == KEY_SECRET
+    assert setup.api_key_secret(_gcp_args("--prefect-api-key-secret", "projects/p/secrets/k:3"), cloud) == \
+        {"secret": "projects/p/secrets/k", "version": "3"}
+    assert setup.api_key_secret(_gcp_args(), JOB_API_URL) is None  # a self-hosted server: no key needed
+    assert setup.api_key_secret(_gcp_args("--pool-type", "vertex-ai"), cloud) is None  # README: Vertex takes none
+    with pytest.raises(SystemExit, match="needs an API key: pass --prefect-api-key-secret SECRET"):
+        setup.api_key_secret(_gcp_args(), cloud)
+    key = _made_up_key()
+    with pytest.raises(SystemExit, match="the \\*name\\* of a Secret Manager secret") as exc:
+        setup.api_key_secret(_gcp_args("--prefect-api-key-secret", key), cloud)
+    assert key not in str(exc.value)
 
 
 # ----------------------------------------------------------------------------------- setup.py gcp

@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("dataset formats and rules, cost estimates, prices and the approval gate's rules (below the settings: a "
      "setting reaches them as an argument)", [
         "sftflow.data.rules", "sftflow.data.formats", "sftflow.data.testset", "sftflow.data.lint", "sftflow.cost.estimate",
-        "sftflow.cost.prices", "sftflow.cost.approval",
+        "sftflow.cost.prices", "sftflow.cost.approval", "sftflow.infra.time_limit",
     ]),
     ("settings: the one source of every default, and a run's parameters", ["sftflow.config", "sftflow.params",
                                                                           "sftflow.tuning.hyperparameters", "sftflow.tuning.setup"]),

@@ -14,10 +14,15 @@ from sftflow.tuning.resume import (
     JobLook,
     Suspension,
     already_waited,
+    cancelled_while_suspended,
     decide,
+    decide_cancel,
     look_at_job,
+    next_pass_in,
     next_suspension,
+    subflow_pause_timeout,
     suspend_timeout,
+    watch_until,
 )
 
 JOB = "projects/p/locations/us-central1/tuningJobs/123"
@@ -152,3 +157,89 @@ def test_cli_resume_finished_without_a_server_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "sftflow: error: resume-finished: no Prefect server is running here" in err
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ the watching resumer
+def _passes(scheduled: float, started: float, *, watch_s: float, period_s: float, pass_s: float = 1.0) -> list[float]:
+    """When a resumer run scheduled at `scheduled` and started at `started` begins its passes (each takes pass_s)."""
+    now, stop_at, out = started, watch_until(scheduled, started, watch_s), []
+    while True:
+        out.append(now)
+        now += pass_s
+        pause = next_pass_in(out[-1], now, period_s=period_s, stop_at=stop_at)
+        if pause is None:
+            return out
+        now += pause
+
+
+def _shipped_resumer() -> tuple[float, float, float]:
+    from pathlib import Path
+
+    import yaml
+
+    [dep] = [d for d in yaml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())["deployments"]
+             if d["entrypoint"] == "flows/resume.py:resume_finished"]
+    [schedule] = dep["schedules"]
+    return schedule["interval"], dep["parameters"]["watch_s"], dep["parameters"]["period_s"]
+
+
+@pytest.mark.parametrize("startup_s", [2.0, 12.0, 25.0, 50.0])
+def test_one_shipped_resumer_run_is_always_watching_so_a_job_end_waits_at_most_one_period(startup_s):
+    """prefect.yaml's schedule and watch: runs started `startup_s` after their scheduled time (pull step, Prefect
+    import) overlap, so passes never lie more than one period apart: a job that ends at any moment is seen by
+    the next pass, within period_s (the run's own poll then follows)."""
+    interval, watch_s, period_s = _shipped_resumer()
+    assert watch_s > interval and period_s <= 60
+    passes = sorted(t for k in range(4) for t in _passes(k * interval, k * interval + startup_s, watch_s=watch_s,
+                                                         period_s=period_s))
+    gaps = [b - a for a, b in zip(passes, passes[1:])]
+    assert max(gaps) <= period_s, max(gaps)
+    assert passes[-1] >= 3 * interval + watch_s - period_s  # each run watches to the end of its turn
+
+
+def test_a_late_resumer_run_makes_one_pass_and_a_one_off_run_too():
+    """A run that starts after its turn (its worker was down: late runs start together) makes one pass and stops,
+    so late runs never pile up; watch_s 0 (`sftflow resume-finished`) is one pass."""
+    assert _passes(0.0, 700.0, watch_s=630, period_s=30) == [700.0]
+    assert _passes(0.0, 610.0, watch_s=630, period_s=30) == [610.0]  # 20 s left: the next pass would be past it
+    assert _passes(T0, T0, watch_s=0, period_s=30) == [T0]
+    assert watch_until(None, T0, 60) == T0 + 60
+    assert next_pass_in(T0, T0 + 40, period_s=30, stop_at=T0 + 600) == 0.0  # a slow pass: the next one at once
+
+
+# -------------------------------------------------------------------- a run cancelled while suspended
+KEY = Suspension("k1", JOB, deadline=T0 + 3600).key
+
+
+@pytest.mark.parametrize("history, expected", [
+    ([("Running", None), ("Suspended", KEY), ("Cancelled", None)], JOB),  # Prefect's path: no process, no Cancelling
+    ([("Running", None), ("Suspended", KEY), ("Cancelling", None)], JOB),
+    ([("Suspended", KEY), ("Cancelling", None), ("Cancelled", None)], JOB),
+    ([("Suspended", KEY), ("Resuming", None), ("Cancelled", None)], JOB),  # resumed, cancelled before it started
+    ([("Suspended", KEY), ("Resuming", None), ("Running", None), ("Cancelling", None), ("Cancelled", None)], None),
+    ([("Running", None), ("Cancelling", None), ("Cancelled", None)], None),  # its process cancelled the job
+    ([("Running", None), ("Suspended", "approve-k1"), ("Cancelled", None)], None),  # an approval: no job yet
+    ([("Running", None), ("Suspended", KEY)], None),  # not cancelled
+    ([], None),
+])
+def test_the_job_of_a_run_cancelled_while_suspended_is_the_one_its_pause_key_names(history, expected):
+    found = cancelled_while_suspended(history)
+    assert (found.job if found else None) == expected
+
+
+@pytest.mark.parametrize("look, action", [
+    (JobLook(state=JobState.RUNNING), "cancel"),
+    (JobLook(state=JobState.PENDING), "cancel"),
+    (JobLook(state=JobState.CANCELLING), "done"),
+    (JobLook(state=JobState.SUCCEEDED), "done"),
+    (JobLook(state=JobState.CANCELLED), "done"),  # a second pass after the cancel: nothing more
+    (JobLook(gone=True), "done"),
+    (JobLook(error="transient: 503"), "later"),
+])
+def test_the_job_is_cancelled_only_while_it_still_runs(look, action):
+    d = decide_cancel(JOB, look)
+    assert d.action == action and JOB in d.reason
+
+
+def test_a_subflow_paused_with_its_root_outlives_the_roots_suspension():
+    assert subflow_pause_timeout(600) > 600

@@ -110,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "otherwise), and record the champion as retired")
     common_flags(p)
     p = sub.add_parser("resume-finished", help="resume the runs suspended while their tuning job trained, once it "
-                       "has ended (one tick of the resume_finished deployment)",
+                       "has ended (one pass of the resume_finished deployment)",
                        description="Resume the deployment runs suspended for a tuning job (wait_mode=suspend) whose "
-                       "job has ended or whose tuning_timeout ran out; print one line per suspended run. Needs the "
+                       "job has ended or whose tuning_timeout ran out, and cancel the job of a run cancelled while suspended; "
+                       "print one line per suspended run. Needs the "
                        "Prefect server that holds them (`sftflow server start`, or PREFECT_API_URL).")
     common_flags(p)
 
@@ -316,6 +317,8 @@ def _resume_finished(server: bool) -> int:
     out = _watched(resume_finished, True)()
     for row in out["runs"]:
         print(f"{row['run']} ({row['flow']}): {row['outcome']}: {row['reason']}")
+    for job in out.get("cancelled_jobs") or []:
+        print(f"tuning job {job} cancelled: its run was cancelled while suspended")
     print(f"{len(out['resumed'])} of {out['suspended']} suspended run(s) resumed")
     return 0
 
