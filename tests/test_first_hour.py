@@ -290,6 +290,7 @@ def test_sigterm_takes_the_ctrl_c_path_and_says_so(capsys, monkeypatch):
     monkeypatch.setattr(polling, "INTERRUPTED", [])
     before = signal.getsignal(signal.SIGTERM)
     restore = interrupts.take_sigterm()
+    assert signal.getsignal(signal.SIGTERM) is interrupts._on_sigterm  # else the SIGTERM below would end pytest
     try:
         with pytest.raises(KeyboardInterrupt):
             try:
