@@ -12,7 +12,7 @@ that runs the flow (its environment or `.env`), and Prefect stores parameters in
 from __future__ import annotations
 
 import difflib
-
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,9 @@ def set_fields(params: BaseModel) -> dict[str, Any]:
     return {k: v for k, v in params.model_dump(mode="json", exclude={"recipe"}).items() if v is not None}
 
 
-#: sftflow's own recipes (`--recipe local-quick`), beside the package in a checkout.
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+#: sftflow's own recipes (`--recipe local-quick`): package data (pyproject.toml), so an installed wheel has them
+#: too; a checkout's recipes/*.yaml are links to these.
+RECIPES = Path(str(importlib.resources.files("sftflow") / "recipes"))
 
 
 def _named_recipe(uri: str) -> str:

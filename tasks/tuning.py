@@ -109,11 +109,12 @@ def submit_tuning_job(setup: TuningSetup, spec: TuningSpec, estimate: dict | Non
     claims = Claims(layout.tuning_claims_root(setup.storage_root), stale_after=setup.claim_stale_after)
     name, attached = ensure_job(tuner, spec, resubmit_failed=setup.resubmit_failed, before_submit=cap,
                                 claims=claims)
+    status = tuner.get(name)
     if attached:
         log.info("attached to existing tuning job %s (key %s): no new job submitted", name, spec.key)
-    else:
-        log.info("submitted tuning job %s (key %s)", name, spec.key)
-    status = tuner.get(name)
+    else:  # local backend: where the new job starts when an earlier one of the intent ended (resume.py)
+        note = status.stats.get("resume")
+        log.info("submitted tuning job %s (key %s)%s", name, spec.key, f"; {note}" if note else "")
     if status.console_url:
         create_link_artifact(status.console_url, link_text=name, key="tuning-job-console",
                              description="The tuning job in the Google Cloud console")

@@ -63,7 +63,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("Prefect flows", ["flows.*"]),
     ("command line: dispatches to the flows (imports them lazily, so --help needs no Prefect)", [
         "sftflow.cli.main", "sftflow.cli.config", "sftflow.cli.server", "sftflow.cli.sweep", "sftflow.cli.doctor",
-        "sftflow.cli.mistakes",
+        "sftflow.cli.mistakes", "sftflow.cli.interrupts",
     ]),
 ]
 

@@ -14,7 +14,7 @@ import pytest
 
 from sftflow.backends.base import Generation, GenerationParams, JobState, TuningSpec
 from sftflow.tuning.hyperparameters import Hyperparameters
-from sftflow.backends.local import LocalTuner, jobs, make_local_generator
+from sftflow.backends.local import LocalTuner, jobs, make_local_generator, resume
 from sftflow.backends.local.text import (
     parse_line,
     read_examples,
@@ -240,6 +240,84 @@ def test_killed_runner_resumes_from_checkpoint(tmp_path, small_data, monkeypatch
     steps = [s for s, _ in st.metrics["train_loss"]]
     # The curve is kept across the restart: it extends what the checkpoint held.
     assert steps == sorted(steps) and [tuple(x) for x in st.metrics["train_loss"][: len(ckpt_curve)]] == ckpt_curve
+
+
+def ended_job(root: Path, data, state="CANCELLED", checkpoint_step=7, created="2026-01-01T00:00:00+00:00",
+              **kw) -> Path:
+    """A job folder as a runner leaves it when it ends (no process), with a checkpoint at `checkpoint_step`."""
+    tuner = LocalTuner(Settings(local_root=root))
+    request = tuner.request(spec(data, **kw))
+    job_dir = jobs.create(tuner.root, request, {"storage_root": str(root), "fingerprint": resume.fingerprint(request)})
+    jobs.update_status(job_dir, state=state, step=checkpoint_step, checkpoint_step=checkpoint_step, create_time=created)
+    (job_dir / "checkpoint.pt").write_bytes(b"not read: checkpoint_step says which step it holds")
+    return job_dir
+
+
+def test_resume_decision_says_why_a_new_job_starts_from_step_0(tmp_path, small_data):
+    root = tmp_path / "root"
+    jobs_root = root / "work" / "jobs"
+    new = resume.fingerprint(LocalTuner(Settings(local_root=root)).request(spec(small_data)))
+    assert resume.decide(jobs_root, "key-1", new) is None  # the intent's first job: nothing to say
+
+    old = ended_job(root, small_data)
+    d = resume.decide(jobs_root, "key-1", new)
+    assert (d.source, d.step, d.note) == (old, 7, f"resuming from job {old.name}'s checkpoint at step 7")
+    assert resume.decide(jobs_root, "key-2", new) is None  # another intent's job is never resumed
+    # The budget is wall-clock time summed over restarts (carried in the checkpoint): a new one still resumes.
+    assert resume.decide(jobs_root, "key-1", resume.fingerprint(
+        LocalTuner(Settings(local_root=root)).request(spec(small_data, budget_s=999)))).source == old
+
+    changed = dict(new, train=dict(new["train"], lora_rank=8), data=dict(new["data"], train="other"))
+    assert resume.decide(jobs_root, "key-1", changed).note == (
+        f"starting from step 0: job {old.name}'s inputs differ (lora_rank 4 → 8, train data changed)")
+
+    meta = jobs.read_json(old / "spec.json")
+    jobs.write_json(old / "spec.json", {k: v for k, v in meta.items() if k != "fingerprint"})
+    assert "made by an earlier sftflow that did not record what it trained on" in resume.decide(
+        jobs_root, "key-1", new).note
+    jobs.write_json(old / "spec.json", meta)
+
+    (old / "checkpoint.pt").unlink()
+    assert resume.decide(jobs_root, "key-1", new).note == (
+        f"starting from step 0: job {old.name} was cancelled before it saved a checkpoint")
+
+    failed = ended_job(root, small_data, state="FAILED", created="2026-01-02T00:00:00+00:00")  # the newest counts
+    d = resume.decide(jobs_root, "key-1", new)
+    assert d.source is None and d.note == (
+        f"starting from step 0: the last job for this intent, {failed.name}, ended FAILED, not cancelled "
+        "(only a cancelled job's checkpoint is resumed)")
+
+
+@pytest.mark.slow
+def test_a_new_job_for_a_cancelled_intent_resumes_from_its_checkpoint(tmp_path, small_data, caplog):
+    """Ctrl-C cancels the job (its runner saves the step it stopped at); --resubmit-failed submits a new job for
+    the same intent, which starts at that step, with the cancelled job's curve, and says so."""
+    tuner = LocalTuner(Settings(local_root=tmp_path / "root"))
+    old = tuner.submit(spec(small_data, epochs=100, budget_s=8))
+    wait_for(lambda: (tuner.get(old).step or 0) >= 2)
+    tuner.cancel(old)
+    cancelled = jobs.wait(tuner.root / old, 300)
+    assert cancelled.state == JobState.CANCELLED
+    step = jobs.read_json(tuner.root / old / "status.json")["checkpoint_step"]
+    assert step >= 2
+
+    with caplog.at_level("INFO", logger="sftflow.backends.local"):
+        new = tuner.submit(spec(small_data, epochs=100, budget_s=8))
+    said = f"resuming from job {old}'s checkpoint at step {step}"
+    assert f"tuning job {new}: {said}" in caplog.text
+    first = tuner.get(new)
+    assert first.stats["resume"] == said and first.stats["resumed_from"] == {"job": old, "step": step}
+    st = jobs.wait(tuner.root / new, 600)
+    assert st.state == JobState.SUCCEEDED, st.error
+    assert st.step > step  # trained on from the checkpoint, for what was left of the 8 s budget
+    old_curve = [tuple(x) for x in cancelled.metrics["train_loss"]]
+    assert old_curve and [tuple(x) for x in st.metrics["train_loss"][: len(old_curve)]] == old_curve
+    # Per-epoch checkpoints the cancelled job had uploaded are the new job's too, under its own models folder.
+    models = tmp_path / "root" / "models"
+    before = [c for c in st.checkpoints if c["step"] <= step]
+    assert [c["epoch"] for c in before] == list(range(1, step // 5 + 1))
+    assert all(c["endpoint"].startswith(str(models / new)) and Path(c["endpoint"], "config.json").is_file()
+               for c in before)
 
 
 @pytest.mark.slow

@@ -133,7 +133,11 @@ def test_api_url_from_environment_then_profile_win(tmp_path):
 
 def test_server_status_without_server(tmp_path):
     proc = sftflow("server", "status", "--local-root", str(tmp_path / "root"), cwd=tmp_path, timeout=60)
-    assert proc.returncode == 3 and proc.stdout.strip() == "not running"
+    root = (tmp_path / "root").resolve()
+    assert proc.returncode == 3 and proc.stdout.splitlines()[0] == (
+        f"not running for local root {root} (looked for {root / 'prefect-server' / 'server.json'})")
+    # what follows, if anything, names servers for other roots (other test sessions may run one on this machine)
+    assert all(line.startswith("another sftflow server runs: ") for line in proc.stdout.splitlines()[1:])
     proc = sftflow("server", "stop", "--local-root", str(tmp_path / "root"), cwd=tmp_path, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "not running"
 
@@ -165,6 +169,21 @@ def test_status_says_running_with_address_pid_and_uptime(running):
     assert ps.healthy(rec.api_url)
     again = sftflow("server", "start", "--local-root", str(root), cwd=tmp, timeout=120)
     assert again.returncode == 0 and again.stdout.startswith(f"already running: {rec.ui_url} (pid {rec.pid};")
+
+
+@pytest.mark.slow
+def test_status_in_another_folder_names_the_root_it_looked_for_and_the_server_that_runs(running, tmp_path):
+    tmp, root, rec = running
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = sftflow("server", "status", cwd=elsewhere, timeout=60)  # the default local root: ./.sftflow
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == (f"not running for local root {elsewhere / '.sftflow'} "
+                        f"(looked for {elsewhere / '.sftflow' / 'prefect-server' / 'server.json'})")
+    assert (f"another sftflow server runs: {rec.ui_url} (pid {rec.pid}) for local root {root}; commands use it "
+            f"from there or with --local-root {root}") in lines[1:]
+    assert rec.pid not in [r.pid for r in ps.running_elsewhere(ps.server_home(root))]  # never itself
 
 
 @pytest.mark.slow
@@ -228,7 +247,8 @@ def test_two_concurrent_starts_make_one_server_a_killed_one_is_replaced_and_stop
         os.killpg(first.pid, signal.SIGKILL)
         wait_gone(first)
         proc = sftflow("server", "status", "--local-root", str(root), cwd=tmp_path, timeout=60)
-        assert proc.returncode == 3 and proc.stdout.startswith("not running (stale:")
+        assert proc.returncode == 3 and proc.stdout.startswith(f"not running for local root {root.resolve()} (stale: "
+                                                               f"recorded pid {first.pid} is gone")
         proc = sftflow("server", "start", "--local-root", str(root), "--port", str(first.port), cwd=tmp_path)
         assert proc.returncode == 0 and proc.stdout.startswith("started: "), proc.stderr
         rec = ps.read_record(home)

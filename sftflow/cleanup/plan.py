@@ -6,6 +6,9 @@ is left and listed with the reason. Scope, for run R under storage root S:
 - `S/runs/R/…`: folder-scoped (`runs/R/`, never `runs/R2/` or `runs/R-old/`);
 - `S/tuning/k<20 hex>.json` records whose `run_name` is R, and the tuned model / endpoint (or
   local model folder) each names;
+- local backend: the job folders `<work>/jobs/<job>/` (spec, status, checkpoint.pt, runner.log) of R's jobs —
+  those whose key is one of R's tuning records', or whose spec.json names R (a job cancelled before it was
+  recorded, and the job that resumed from it); a job whose runner is still alive is left;
 - with `include_datasets`: `S/datasets/<kind>/<kind>-<sha12>.<ext>` only (see sftflow.infra.layout),
   never `S/datasets-archive/…` nor other files under `S/datasets/`.
 The tuned model / endpoint that is the storage root's current champion (sftflow.selection.champion), and its tuning record,
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +33,7 @@ from sftflow.config import Settings
 from sftflow.records import TuningRecord
 
 RUN_OBJECT, TUNING_RECORD, TUNED_OUTPUT, DATASET = "run object", "tuning record", "tuned output", "dataset"
+JOB_FOLDER = "local job folder"
 #: A Vertex AI endpoint or model (cleanup deletes models by name without the @version).
 _VERTEX_OUTPUT = re.compile(r"^projects/[^/\s]+/locations/[^/\s]+/(endpoints|models)/[A-Za-z0-9_-]+$")
 _LOCAL_JOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -90,6 +95,7 @@ def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_dat
     s, plan = settings, Plan(storage_root=settings.storage_root)
     root, run = s.storage_root, s.run_name
     tuner: Tuner | None = None
+    keys: dict[str, str] = {}  # a record's intent key -> "" (its job folders go) or why they are left
     current = champion.current(root)
     records = storage.join(root, "tuning")
     for uri in storage.list_uris(records):
@@ -110,20 +116,25 @@ def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_dat
             continue
         if not _expected_job(status.name):
             plan.skipped.append(Item(uri, TUNING_RECORD, f"skipped: unexpected job name {status.name!r}"))
+            _left(keys, status.key, "its tuning record was skipped")
             continue
         tuner = tuner or get_tuner()
         outputs = tuner.delete_outputs(status, dry_run=True)
         odd = [o for o in outputs if not _expected_output(o, root, status.name)]
         if odd:
             plan.skipped.append(Item(uri, TUNING_RECORD, f"skipped: names an unexpected output {odd[0]!r}"))
+            _left(keys, status.key, "its tuning record was skipped")
             continue
         if _is_champion(current, status, outputs):
             if not include_champion:
                 why = (f"kept: champion #{current['seq']} {champion.name_of(current)}; --include-champion deletes it "
                        "and retires the champion")
                 plan.skipped += [Item(o, TUNED_OUTPUT, why) for o in outputs] + [Item(uri, TUNING_RECORD, why)]
+                _left(keys, status.key, why)
                 continue
             plan.retire = current
+        if status.key:
+            keys.setdefault(status.key, "")
         plan.jobs.append(status)
         plan.delete += [Item(o, TUNED_OUTPUT, f"made by tuning job {status.name}") for o in outputs]
         plan.records.append(uri)
@@ -132,6 +143,7 @@ def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_dat
             plan.skipped.append(Item(uri, RUN_OBJECT, f"not under runs/{run}/"))
             continue
         plan.delete.append(Item(uri, RUN_OBJECT, f"under runs/{run}/"))
+    _plan_job_folders(plan, Path(s.work_dir) / "jobs", run, keys)
     if include_datasets:
         datasets = storage.join(root, "datasets")
         for uri in storage.list_uris(datasets):
@@ -143,6 +155,41 @@ def plan_cleanup(settings: Settings, get_tuner: Callable[[], Tuner], include_dat
                                          "not sftflow's: not a <kind>/<kind>-<sha12>.<ext> name"))
     plan.delete += [Item(u, TUNING_RECORD, f"tuning record of run {run}") for u in plan.records]
     return plan
+
+
+def _left(keys: dict[str, str], key: str | None, why: str) -> None:
+    if key:
+        keys[key] = why
+
+
+def _plan_job_folders(plan: Plan, jobs_root: Path, run: str, keys: dict[str, str]) -> None:
+    """The local job folders of run `run`: a key of its records (a left record leaves its folders too), or
+    spec.json's run_name. A folder whose runner is alive is left (it is writing there)."""
+    from sftflow.backends.base import JobState
+    from sftflow.backends.local import jobs
+
+    if not jobs_root.is_dir():
+        return
+    for d in sorted(jobs_root.iterdir()):
+        if d.is_symlink() or not d.is_dir() or not _expected_job(d.name):
+            continue
+        try:
+            meta, st = jobs.read_json(d / "spec.json"), jobs.read_json(d / "status.json")
+            key = meta.get("spec", {}).get("key")
+        except (ValueError, AttributeError, OSError):
+            continue  # not a job folder we can read: whose it is cannot be told, so it is not ours to delete
+        if key not in keys and meta.get("run_name") != run:
+            continue
+        if keys.get(key):
+            plan.skipped.append(Item(str(d), JOB_FOLDER, keys[key]))
+            continue
+        state = st.get("state", "PENDING")
+        if state in {s.value for s in JobState} and not JobState(state).ended and \
+                jobs.is_alive(st.get("pid"), st.get("pid_start")):
+            plan.skipped.append(Item(str(d), JOB_FOLDER, f"left: tuning job {d.name} is {state} (its runner, pid "
+                                                         f"{st.get('pid')}, is alive); cancel it or let it end"))
+            continue
+        plan.delete.append(Item(str(d), JOB_FOLDER, f"folder of local tuning job {d.name} ({state}) of run {run}"))
 
 
 def summary(plan: Plan, deleted: bool) -> dict:
@@ -169,6 +216,8 @@ def execute(plan: Plan, get_tuner: Callable[[], Tuner], run_root: str | None = N
     for item in plan.delete:
         if item.kind in (RUN_OBJECT, DATASET):
             storage.delete(item.uri)
+        elif item.kind == JOB_FOLDER:
+            shutil.rmtree(item.uri, ignore_errors=True)  # a second cleanup after an interrupted one finds less
     for uri in plan.records:
         storage.delete(uri)
     if run_root and not storage.is_gcs(run_root) and Path(run_root).is_dir():

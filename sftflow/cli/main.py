@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sftflow.cli import doctor as cli_doctor, sweep as cli_sweep, server as server_cli
+from sftflow.cli import doctor as cli_doctor, interrupts, sweep as cli_sweep, server as server_cli
 from sftflow.cli.mistakes import ArgumentParser, check_inputs, given_names, unrecognized
 from sftflow.cli.config import (
     EPILOG,
@@ -135,9 +135,9 @@ def _prefect_env(local_root: Path) -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
-def _use_prefect_api(settings: Any) -> bool:
+def _use_prefect_api(settings: Any, temporary: bool = True) -> bool:
     """Point this process's Prefect at the API to use, before Prefect is imported; True if a server
-    (not Prefect's temporary one) will hold the runs."""
+    (not Prefect's temporary one) will hold the runs. Else, with `temporary`, start Prefect's temporary server."""
     from sftflow.infra.prefect_server import choose_api
 
     choice = choose_api(settings.local_root, settings.prefect_server)
@@ -145,6 +145,10 @@ def _use_prefect_api(settings: Any) -> bool:
         print(f"sftflow: {choice.note}", file=sys.stderr)
     if choice.source == "local-server":
         os.environ["PREFECT_API_URL"] = choice.api_url
+    if choice.api_url is None and temporary:  # Prefect's temporary server, now, in a session of its own (cli_hooks)
+        from flows.cli_hooks import start_temporary_server
+
+        start_temporary_server()
     return choice.api_url is not None
 
 
@@ -190,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
 
         check_name("--output", args.label)
     _prefect_env(settings.local_root)
-    watch = _use_prefect_api(settings)  # before any flow module imports prefect
+    watch = _use_prefect_api(settings, temporary=cmd != "resume-finished")  # before any flow module imports prefect
     undo = _quiet_user_errors()
     try:
         return _run_flow(cmd, args, config, watch)
@@ -274,10 +278,12 @@ def _run_flow(cmd: str, args: argparse.Namespace, config: dict[str, Any], watch:
             print(f"left: {item['uri']} ({item['reason']})")
         if out.get("retire"):
             print(f"{'retired' if args.yes else 'would retire'}: {out['retire']}")
+        folders = sum(1 for row in out.get("plan", []) if row.get("kind") == "local job folder")
+        count = f"{len(out['items'])} item(s)" + (f" ({folders} local job folder(s))" if folders else "")
         if not args.yes:
-            print(f"{len(out['items'])} item(s); rerun with --yes to delete them")
+            print(f"{count}; rerun with --yes to delete them")
         else:
-            print(f"{len(out['items'])} item(s) deleted, {len(out['skipped'])} left")
+            print(f"{count} deleted, {len(out['skipped'])} left")
         return 0
     if cmd == "pipeline":
         from flows.pipeline import sft_pipeline
@@ -335,18 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 never crashes a print
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    command = None
+    restore = interrupts.take_sigterm()
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
+        command = getattr(args, "command", None)
         if extra:
-            raise unrecognized(parser, getattr(args, "command", None), extra)
+            raise unrecognized(parser, command, extra)
         return _run(args)
     except KeyboardInterrupt:
-        from sftflow.tuning.polling import INTERRUPTED
-
-        for line in INTERRUPTED or [""]:
-            print(f"sftflow: interrupted{': ' + line if line else ''}", file=sys.stderr)
-        return 130
+        return interrupts.line_and_code(command)
     except Exception as exc:  # noqa: BLE001 - user-facing boundary: one clear line, no traceback
         if os.environ.get("SFTFLOW_DEBUG"):
             raise
@@ -355,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             message = f"{type(exc).__name__}: {message} (set SFTFLOW_DEBUG=1 for the traceback)"
         print(f"sftflow: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        restore()
 
 
 def _is_user_error(exc: BaseException) -> bool:

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from sftflow.cli.config import add_flag
 from sftflow.errors import ServerError
@@ -55,8 +56,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"running: {st.record.ui_url} (pid {st.record.pid}, up {up // 3600}h{up % 3600 // 60:02d}m"
                   f"{up % 60:02d}s; runs kept in {home})")
             return 0
-        print(f"not running ({st.state}: {st.detail}); `sftflow server start` replaces it" if st.detail
-              else "not running")
+        root = home.parent
+        print(f"not running for local root {root} ({st.state}: {st.detail}); `sftflow server start` replaces it"
+              if st.detail else f"not running for local root {root} (looked for {home / ps.RECORD})")
+        for rec in ps.running_elsewhere(home):
+            other = Path(rec.home).parent
+            print(f"another sftflow server runs: {rec.ui_url} (pid {rec.pid}) for local root {other}; commands "
+                  f"use it from there or with --local-root {other}")
         return 3
     except ServerError as exc:
         print(f"sftflow: error: {exc}", file=sys.stderr)

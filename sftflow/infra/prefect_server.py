@@ -175,6 +175,28 @@ def status(home: Path, timeout: float = 2.0) -> Status:
     return Status("running", rec)
 
 
+def running_elsewhere(home: Path, timeout: float = 2.0) -> list[ServerRecord]:
+    """The other sftflow servers running on this machine, for another storage root than `home`'s. No list of
+    them is kept: `start` launches each in its own home folder and records its pid there, so a `prefect server
+    start` process whose working folder holds a record naming it (and that answers) is one."""
+    home = Path(home).resolve()
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if not ("server" in cmd and "start" in cmd and any("prefect" in c for c in cmd)):
+            continue
+        try:
+            where = Path(p.cwd())
+        except (psutil.Error, OSError):
+            continue  # gone meanwhile, or another user's
+        if where == home:
+            continue
+        rec = read_record(where)
+        if rec is not None and rec.pid == p.pid and process_alive(rec) and healthy(rec.api_url, timeout):
+            found.append(rec)
+    return sorted(found, key=lambda r: r.home)
+
+
 def prefect_command() -> list[str]:
     """The `prefect` script next to this interpreter (the project's venv), else `python -m prefect`."""
     exe = Path(sys.executable).parent / "prefect"

@@ -179,6 +179,8 @@ def cancel_and_confirm(
 
 #: What interrupts did to jobs in this process, one line each, for the command line's interrupt line.
 INTERRUPTED: list[str] = []
+#: What interrupted this process, in those lines: the command line sets "SIGTERM" when that signal came.
+INTERRUPT_CAUSE = ["Ctrl-C"]
 
 
 def cancel_on_interrupt(jobs, name: str, *, enabled: bool, kind: str = "tuning job",
@@ -200,5 +202,5 @@ def cancel_on_interrupt(jobs, name: str, *, enabled: bool, kind: str = "tuning j
                      "(Google Cloud console) or rerun to attach to it", kind, name, exc)
         INTERRUPTED.append(f"cancelling {kind} {name} failed ({exc}): it may still be running and billing")
         return
-    INTERRUPTED.append(f"{kind} {name} cancelled: Ctrl-C with cancel_job_on_interrupt=true; rerun with "
-                       "--resubmit-failed to start again")
+    INTERRUPTED.append(f"{kind} {name} cancelled: {INTERRUPT_CAUSE[0]} with cancel_job_on_interrupt=true; "
+                       "rerun with --resubmit-failed to start again")

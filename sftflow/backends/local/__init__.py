@@ -7,6 +7,7 @@ in detached processes with the same lifecycle as cloud tuning jobs (see jobs.py)
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 # OpenMP threads that spin at every barrier make 2 threads 3-10x slower than 1 when another process
 # holds a core (the runner and the flow's evaluation run at once; a shared machine); passive ones sleep.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+log = logging.getLogger(__name__)
 
 MODEL_FILES = ("adapter.safetensors", "head.safetensors", "config.json")
 
@@ -123,7 +126,19 @@ class LocalTuner:
                 "display_name": spec.display_name, "key": spec.key, "train": train}
 
     def submit(self, spec: TuningSpec) -> str:
-        job_dir = jobs.create(self.root, self.request(spec), {"storage_root": self.settings.storage_root})
+        """A new job; when the intent's last job was cancelled with the same inputs, it starts from that job's
+        checkpoint, and when not, the reason is logged and kept in its status (see resume.py)."""
+        from sftflow.backends.local import resume
+
+        request = self.request(spec)
+        fingerprint = resume.fingerprint(request)
+        job_dir = jobs.create(self.root, request, {"storage_root": self.settings.storage_root,
+                                                   "run_name": getattr(self.settings, "run_name", None),
+                                                   "fingerprint": fingerprint})
+        decision = resume.decide(self.root, spec.key, fingerprint, exclude=job_dir.name)
+        if decision is not None:
+            resume.seed(job_dir, decision, self.settings.storage_root)
+            log.info("tuning job %s: %s", job_dir.name, decision.note)
         jobs.launch(job_dir)
         return job_dir.name
 

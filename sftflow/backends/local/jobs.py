@@ -4,7 +4,9 @@ Layout of `<work_dir>/jobs/<job-id>/`:
   spec.json        the runner's parameters (LocalTuner.request; its `key` is the job's label) + where
                    outputs go
   status.json      state, pid (+ its start time, against pid reuse), progress, curves; atomic
-  checkpoint.pt    adapter + head + optimizer + step, written periodically by the runner
+  checkpoint.pt    adapter + head + optimizer + step, written periodically by the runner (its step:
+                   status.json's checkpoint_step); a new job for the same intent may start from a
+                   cancelled job's (resume.py: spec.json's `fingerprint` must match)
   cancel.request   present once cancel() was asked
   runner.log       the runner's stdout/stderr
 Beside them, `<work_dir>/sentence-cache/<hash>/` holds the extractive trainer's encoded
@@ -144,7 +146,8 @@ def to_status(job_dir: Path) -> JobStatus:
         create_time=st.get("create_time"),
         update_time=st.get("update_time"),
         stats=dict(st.get("stats", {}), epoch=st.get("epoch"), phase=st.get("phase"),
-                   restarts=st.get("restarts", 0)),
+                   restarts=st.get("restarts", 0),
+                   **{k: st[k] for k in ("resume", "resumed_from") if k in st}),
         metrics={k: [tuple(x) for x in v] for k, v in st.get("metrics", {}).items()},
         checkpoints=list(st.get("checkpoints", [])) if st.get("state") == "SUCCEEDED" else [],
     )

@@ -98,6 +98,7 @@ class Runner:
 
         with storage.atomic_local_writer(self.dir / "checkpoint.pt") as f:
             torch.save(state, f)
+        self.status(checkpoint_step=state["step"])
 
     def _report(self, info: dict) -> None:
         self.status(step=info["step"], total_steps=info["total_steps"], epoch=info["epoch"],
