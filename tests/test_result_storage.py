@@ -4,6 +4,7 @@ a cached step is served from the bucket (nothing local), and the "never unpickle
 from __future__ import annotations
 
 import json
+import tempfile
 import types
 from pathlib import Path
 
@@ -27,9 +28,18 @@ def _validate_flow():
 
 
 def _key(path: str) -> str:
+    """The validate task's cache key for `path` as a run computes it against a store that holds no record yet.
+    The context names an empty store of its own: with none, the key's guard would read this process's local
+    result folder, where an earlier test of the session may have planted a non-JSON record under the same key,
+    and the guard would then step around it (another key than the run's)."""
+    from prefect.filesystems import LocalFileSystem
+
     from tasks.data import validate
 
-    return validate.cache_key_fn(types.SimpleNamespace(task=validate), {"path": path, "kind": "test", "source": "t.csv"})
+    empty = LocalFileSystem(basepath=tempfile.mkdtemp(prefix="no-records-"))
+    ctx = types.SimpleNamespace(task=validate, result_store=types.SimpleNamespace(metadata_storage=None,
+                                                                                   result_storage=empty))
+    return validate.cache_key_fn(ctx, {"path": path, "kind": "test", "source": "t.csv"})
 
 
 def test_settings_place_results_under_the_bucket_unless_told_otherwise(tmp_path):
@@ -49,11 +59,12 @@ def test_cached_step_is_served_from_the_bucket_and_its_record_is_json(gcs_bucket
     local = Path(get_current_settings().results.local_storage_path).expanduser() / key
     flow = _validate_flow()
 
+    local_before = local.stat().st_mtime_ns if local.exists() else None  # an earlier test's, if any
     first = flow(csv_path, gcs_bucket, return_state=True)
     assert task_states(first)["validate"] == ["Completed"]
     record = json.loads(storage.read_bytes(f"{gcs_bucket}/prefect-results/{key}"))
     assert record["metadata"]["serializer"]["type"] == "json"
-    assert not local.exists()  # nothing on this machine's disk
+    assert (local.stat().st_mtime_ns if local.exists() else None) == local_before  # nothing written on this disk
 
     again = flow(csv_path, gcs_bucket, return_state=True)
     assert task_states(again)["validate"] == ["Cached"]  # read back from the bucket

@@ -588,15 +588,18 @@ def test_planted_pickle_cache_record_is_never_unpickled(tmp_path):
     ran = tmp_path / "code-ran"
     planted = ResultRecord(result=_TouchOnUnpickle(ran),
                            metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=str(record_path)))
-    record_path.write_bytes(planted.serialize())
+    record_path.write_bytes(planted.serialize())  # in the session's result folder: removed at the end
 
     @flow(persist_result=False, result_serializer="json")
     def validate_once(path: str):
         return validate(path, "test", "t.csv")
 
-    state = validate_once(csv_path, return_state=True)
-    assert state.result().examples == 3
-    assert task_states(state)["validate"] == ["Completed"]  # recomputed, not served from the planted record
-    assert not ran.exists()
-    ResultRecord.deserialize(record_path.read_bytes())  # what Prefect would have done with it
-    assert ran.exists()  # ...which runs the planted code: the guard above is what kept it from running
+    try:
+        state = validate_once(csv_path, return_state=True)
+        assert state.result().examples == 3
+        assert task_states(state)["validate"] == ["Completed"]  # recomputed, not served from the planted record
+        assert not ran.exists()
+        ResultRecord.deserialize(record_path.read_bytes())  # what Prefect would have done with it
+        assert ran.exists()  # ...which runs the planted code: the guard above is what kept it from running
+    finally:  # later tests of this session (worker) validate the same content under the same key
+        record_path.unlink(missing_ok=True)
