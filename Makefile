@@ -1,7 +1,7 @@
 # Entry points, each self-sufficient on a fresh machine with Python 3.11:
 #   make pipeline   -> installs (once) and runs the full pipeline on the embedded default
 #   make test       -> installs (once) and runs the whole test suite (what CI runs)
-#   make test-fast  -> the unit tests only (no test marked slow or e2e): the inner loop, < 2 min
+#   make test-fast  -> the unit tests only (no test marked slow or e2e): the inner loop, ~2.5 min
 PYTHON ?= python3.11
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
