@@ -9,7 +9,6 @@ generated per test; its token URI is Google's or a 127.0.0.1 server answering 40
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import time
 import pytest
 
 from sftflow.preflight import doctor
+from tests.servers.google_tokens import TokenServer, service_account_key_file
 from tests.servers.vertex_fixtures import TEST_TOKEN
 from tests.test_doctor import BOUND_S, _lines, fresh, server, settings_for  # noqa: F401 - fixtures
 from tests.unhappy.helpers_http import RefusingProxy, SilentServer, closed_port
@@ -119,56 +119,6 @@ def test_clients_without_a_base_url_target_googles_hosts(region, host, monkeypat
 # --------------------------------------------------------------------------- service-account keys
 
 
-def _key_file(tmp_path, token_uri: str | None) -> str:
-    """A service-account key file as Google issues them, with a freshly generated private key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    info = {"type": "service_account", "project_id": "p", "private_key_id": "k1", "private_key": pem,
-            "client_email": "runner@p.iam.gserviceaccount.com", "client_id": "1"}
-    info["token_uri"] = token_uri or "https://oauth2.googleapis.com/token"  # what Google writes in a key
-    path = tmp_path / "key.json"
-    path.write_text(json.dumps(info))
-    return str(path)
-
-
-class _TokenServer:
-    """A token URI on 127.0.0.1 that answers every request with `status` (400 invalid_grant, or 503)."""
-
-    def __init__(self, status: int):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        import threading
-
-        owner = self
-        self.hits = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802
-                owner.hits += 1
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = json.dumps({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
-                                  if status == 400 else {"error": "unavailable"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self):
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @pytest.mark.parametrize("status, says", [
     (400, "refused (invalid_grant: Invalid JWT Signature.) — fix: the key was deleted, revoked or is malformed: "
           "create a new key"),
@@ -176,9 +126,10 @@ class _TokenServer:
 ])
 def test_a_service_account_key_whose_token_uri_fails_is_one_line_not_a_hang(status, says, tmp_path, monkeypatch,
                                                                               server, settings_for):
-    token_server = _TokenServer(status)
+    token_server = TokenServer(status)
     try:
-        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", _key_file(tmp_path, token_server.url))
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS",
+                           service_account_key_file(tmp_path / "key.json", token_server.url))
         report = doctor.run(settings_for(server, vertex_access_token=None))
     finally:
         token_server.close()
@@ -192,7 +143,8 @@ def test_a_service_account_key_whose_token_uri_fails_is_one_line_not_a_hang(stat
 
 
 def test_a_service_account_key_asks_googles_token_uri(tmp_path, monkeypatch, server, settings_for):
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", _key_file(tmp_path, None))  # the key's default token URI
+    key = service_account_key_file(tmp_path / "key.json")  # the key's default token URI
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", key)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     with RefusingProxy() as proxy:

@@ -28,6 +28,7 @@ from deployments.screenshot import capture, find_chromium, flow_run_url
 from sftflow.infra import gcs, storage
 from sftflow.data.samples import sample_paths
 from tests.servers.gcs_fixtures import emulator_env
+from tests.servers.google_tokens import service_account_key_file
 from tests.servers.vertex_server import VertexTestServer
 from tests.skips import skip_loudly
 
@@ -49,18 +50,8 @@ def _cli(args: list[str], env: dict, timeout: float = 180) -> str:
 
 def _fake_service_account(path: Path) -> Path:
     """A well-formed key file (fresh RSA key, unreachable token URI): lets the GcpCredentials block be saved."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    # A key generated here and now, never a real credential.
-    path.write_text(json.dumps(dict(
-        type="service_account", project_id="e2e-project", private_key_id="0", private_key=pem,
-        client_email="sftflow@e2e-project.iam.gserviceaccount.com", client_id="1",
-        token_uri="http://127.0.0.1:9/token",
-    )))
+    service_account_key_file(path, "http://127.0.0.1:9/token", project="e2e-project",
+                             email="sftflow@e2e-project.iam.gserviceaccount.com", key_id="0")
     return path
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sftflow.config import load_settings
 from sftflow.infra import storage
+from tests.servers.google_tokens import TokenServer, service_account_key_file
 from tests.unhappy.test_evaluation_faults import _TouchOnUnpickle, write_test_csv
 
 
@@ -109,52 +110,6 @@ def test_result_storage_needs_no_bucket_metadata_permission(monkeypatch):
         gcs.reset_clients()
 
 
-class _TokenServer:
-    """An OAuth token URI on 127.0.0.1 granting every request a made-up access token; counts the requests."""
-
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        owner = self
-        self.hits = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802
-                owner.hits += 1
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = json.dumps({"access_token": "made-up-token", "expires_in": 3600, "token_type": "Bearer"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self):
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-def _key_file(path: Path, token_uri: str) -> str:
-    """A service-account key file shaped as Google issues them, with a private key generated here and now."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    path.write_text(json.dumps({"type": "service_account", "project_id": "blk-project", "private_key_id": "k1",
-                                "private_key": pem, "client_email": "results@blk-project.iam.gserviceaccount.com",
-                                "client_id": "1", "token_uri": token_uri}))
-    return str(path)
-
-
 def test_a_gcs_bucket_block_named_in_the_setting_keeps_the_results_with_its_own_credentials(gcs_bucket, tmp_path):
     """prefect_result_storage = the name of a saved prefect-gcp GcsBucket block (with its GcpCredentials block): the
     task's record lands in that block's bucket and folder as JSON, a rerun is served from there, and every request
@@ -167,10 +122,11 @@ def test_a_gcs_bucket_block_named_in_the_setting_keeps_the_results_with_its_own_
     from tasks.results import result_storage_block
     from tests.flowutil import task_states
 
-    token = _TokenServer()
+    token = TokenServer()
     try:
         name = f"results-{uuid.uuid4().hex[:8]}"
-        creds = GcpCredentials(service_account_file=_key_file(tmp_path / "key.json", token.url))
+        creds = GcpCredentials(service_account_file=service_account_key_file(
+            tmp_path / "key.json", token.url, project="blk-project", email="results@blk-project.iam.gserviceaccount.com"))
         GcsBucket(bucket=gcs_bucket[5:], bucket_folder="team-results", gcp_credentials=creds).save(name)
         assert isinstance(result_storage_block(name), GcsBucket)
 
