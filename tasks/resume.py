@@ -30,17 +30,24 @@ from sftflow.tuning.resume import (
 )
 
 
+def _runs_in_states(client, flow_names: list[str], states: list[str]) -> tuple[dict, list]:
+    """(flow id → flow name, the runs of those flows whose state is named in `states`); no runs when no such flow
+    exists yet."""
+    flows = {f.id: f.name for f in client.read_flows(flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)))}
+    if not flows:
+        return flows, []
+    runs = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=states))),
+    )
+    return flows, runs
+
+
 @task(name="list-suspended-runs")
 def suspended_runs(flow_names: list[str]) -> list[dict]:
     """Runs of these flows now Suspended: [{id, name, flow, pause_key, config}], oldest first."""
     with get_client(sync_client=True) as client:
-        flows = {f.id: f.name for f in client.read_flows(flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)))}
-        if not flows:
-            return []
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Suspended"]))),
-        )
+        flows, runs = _runs_in_states(client, flow_names, ["Suspended"])
     return [{"id": str(r.id), "name": r.name, "flow": flows.get(r.flow_id, "?"),
              "pause_key": r.state.state_details.pause_key if r.state else None,
              "config": (r.parameters or {}).get("config")}
@@ -78,14 +85,7 @@ def cancelled_runs(flow_names: list[str], since: float) -> list[dict]:
     run that ever suspended for a job; any other cancelled run is skipped by its pause keys alone."""
     out = []
     with get_client(sync_client=True) as client:
-        flows = {f.id: f.name for f in client.read_flows(flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)))}
-        if not flows:
-            return []
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(
-                any_=list(CANCELLED_STATES)))),
-        )
+        flows, runs = _runs_in_states(client, flow_names, list(CANCELLED_STATES))
         for r in runs:
             keys = r.empirical_policy.pause_keys or set()
             if (CANCEL_CHECKED_TAG in (r.tags or []) or not any(k.startswith(KEY_PREFIX + "|") for k in keys)
